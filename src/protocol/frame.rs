@@ -1,0 +1,1 @@
+//! Backend message framing (tag byte + i32 length), as a cancel-safe tokio-util Decoder. STUB.
