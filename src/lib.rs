@@ -1,5 +1,22 @@
 //! pgrepart: online, triggerless conversion of a live PostgreSQL table into a partitioned table.
+//!
+//! ```text
+//! source: T ──publication + slot (pgoutput)──► stream ──► apply ──► T_new (partitioned)
+//!         T ──parallel COPY of key ranges under the slot's snapshot──► T_new
+//! cutover: lock T, fence, drain, rename T → T_old and T_new → T, hand over sequence and grants
+//! ```
 
+pub mod apply;
+pub mod cli;
+pub mod commands;
+pub mod copy;
+pub mod cutover;
+pub mod error;
 pub mod lsn;
+pub mod pg;
+pub mod preflight;
 pub mod protocol;
 pub mod replication;
+pub mod spec;
+pub mod state;
+pub mod stream;

@@ -1,3 +1,58 @@
-fn main() {
-    println!("Hello, world!");
+//! `pgrepart`: parse arguments, set up logging, run the subcommand, turn the outcome into an
+//! exit code (0 ok, 1 failed, 2 bad usage).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pgrepart::cli::{Cli, Command, LogFormat};
+use pgrepart::commands;
+
+fn init_tracing(cli: &Cli) {
+    let default = match cli.verbose {
+        0 => "pgrepart=info",
+        1 => "pgrepart=debug",
+        _ => "pgrepart=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGREPART_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Plan(args) => commands::plan::run(args).await,
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Cutover(args) => commands::cutover::run(args).await,
+            Command::Abort(args) => commands::abort::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

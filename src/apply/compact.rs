@@ -1,0 +1,232 @@
+//! Per-key batch compaction (pure). Many source changes collapse into one state-setting operation
+//! per key, so a batch becomes three set-wise statements: delete, insert, patch.
+//!
+//! | earlier \ later | Upsert  | Patch          | Delete |
+//! |-----------------|---------|----------------|--------|
+//! | (none)          | Upsert  | Patch          | Delete |
+//! | Upsert          | Upsert  | Upsert (merged)| Delete |
+//! | Patch           | Upsert  | Patch (merged) | Delete |
+//! | Delete          | Upsert  | Delete         | Delete |
+//!
+//! A Patch after a Delete cannot happen in a real stream without an Insert in between; if it did,
+//! updating a missing row changes nothing, so Delete stays.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+/// One column value as the stream carries it, in text form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Value {
+    Null,
+    Text(Bytes),
+    /// Unchanged TOAST value: not sent, must be left as it is in the target.
+    Unchanged,
+}
+
+/// Values of every replicated column, in the relation's column order.
+pub type Row = Vec<Value>;
+
+/// The source key of a row: the text of its key columns, in key order.
+pub type Key = Vec<Bytes>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// The row's whole state: delete by key, insert this.
+    Upsert(Row),
+    /// Only the columns that are not `Unchanged` are set; the row keeps the rest.
+    Patch(Row),
+    Delete,
+}
+
+fn merge_into(base: &mut Row, patch: Row) {
+    for (slot, v) in base.iter_mut().zip(patch) {
+        if v != Value::Unchanged {
+            *slot = v;
+        }
+    }
+}
+
+/// The compacted batch: at most one operation per key.
+#[derive(Debug, Default)]
+pub struct Compactor {
+    ops: HashMap<Key, Op>,
+    /// Source changes folded in, for counters.
+    pub changes: u64,
+}
+
+impl Compactor {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn push(&mut self, key: Key, op: Op) {
+        self.changes += 1;
+        match self.ops.get_mut(&key) {
+            None => {
+                self.ops.insert(key, op);
+            }
+            Some(existing) => {
+                let merged = match (std::mem::replace(existing, Op::Delete), op) {
+                    (_, Op::Upsert(row)) => Op::Upsert(row),
+                    (_, Op::Delete) => Op::Delete,
+                    (Op::Upsert(mut row), Op::Patch(p)) => {
+                        merge_into(&mut row, p);
+                        Op::Upsert(row)
+                    }
+                    (Op::Patch(mut row), Op::Patch(p)) => {
+                        merge_into(&mut row, p);
+                        Op::Patch(row)
+                    }
+                    (Op::Delete, Op::Patch(_)) => Op::Delete,
+                };
+                *existing = merged;
+            }
+        }
+    }
+
+    /// Splits into the statements' inputs: keys to delete (deleted and upserted rows), rows to
+    /// insert, and patches grouped by the set of columns they set (key columns excluded).
+    pub fn finish(self, key_columns: &[usize]) -> Compacted {
+        let mut out = Compacted { changes: self.changes, ..Default::default() };
+        for (key, op) in self.ops {
+            match op {
+                Op::Delete => out.deletes.push(key),
+                Op::Upsert(row) => {
+                    out.deletes.push(key);
+                    out.inserts.push(row);
+                }
+                Op::Patch(row) => {
+                    let cols: Vec<usize> = row
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, v)| **v != Value::Unchanged && !key_columns.contains(i))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if !cols.is_empty() {
+                        out.patches.entry(cols).or_default().push((key, row));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Compacted {
+    pub deletes: Vec<Key>,
+    pub inserts: Vec<Row>,
+    /// Column indexes set by the patch -> (key, row) pairs.
+    pub patches: BTreeMap<Vec<usize>, Vec<(Key, Row)>>,
+    pub changes: u64,
+}
+
+/// Appends `row` to `buf` as one line of COPY text format (tab-separated, `\N` for NULL).
+/// Rows given here never hold `Unchanged`.
+pub fn encode_copy_text_row(row: &Row, buf: &mut Vec<u8>) {
+    for (i, v) in row.iter().enumerate() {
+        if i > 0 {
+            buf.push(b'\t');
+        }
+        match v {
+            Value::Null | Value::Unchanged => buf.extend_from_slice(b"\\N"),
+            Value::Text(t) => {
+                for &b in t.iter() {
+                    match b {
+                        b'\\' => buf.extend_from_slice(b"\\\\"),
+                        b'\t' => buf.extend_from_slice(b"\\t"),
+                        b'\n' => buf.extend_from_slice(b"\\n"),
+                        b'\r' => buf.extend_from_slice(b"\\r"),
+                        _ => buf.push(b),
+                    }
+                }
+            }
+        }
+    }
+    buf.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Value {
+        Value::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+    fn k(s: &str) -> Key {
+        vec![Bytes::copy_from_slice(s.as_bytes())]
+    }
+
+    #[test]
+    fn later_full_images_win_and_deletes_drop_earlier_images() {
+        let mut c = Compactor::default();
+        c.push(k("1"), Op::Upsert(vec![t("1"), t("a")]));
+        c.push(k("1"), Op::Upsert(vec![t("1"), t("b")]));
+        c.push(k("2"), Op::Upsert(vec![t("2"), t("x")]));
+        c.push(k("2"), Op::Delete);
+        c.push(k("3"), Op::Delete);
+        c.push(k("3"), Op::Upsert(vec![t("3"), t("y")]));
+        assert_eq!(c.changes, 6);
+        let out = c.finish(&[0]);
+        let mut deletes = out.deletes.clone();
+        deletes.sort();
+        assert_eq!(deletes, vec![k("1"), k("2"), k("3")]);
+        let mut inserts = out.inserts.clone();
+        inserts.sort_by_key(|r| format!("{r:?}"));
+        assert_eq!(inserts, vec![vec![t("1"), t("b")], vec![t("3"), t("y")]]);
+        assert!(out.patches.is_empty());
+    }
+
+    #[test]
+    fn patches_merge_into_full_images_and_into_each_other() {
+        let mut c = Compactor::default();
+        c.push(k("1"), Op::Upsert(vec![t("1"), t("big"), t("5")]));
+        c.push(k("1"), Op::Patch(vec![t("1"), Value::Unchanged, t("6")]));
+        c.push(k("2"), Op::Patch(vec![t("2"), Value::Unchanged, t("7")]));
+        c.push(k("2"), Op::Patch(vec![t("2"), Value::Unchanged, Value::Null]));
+        let out = c.finish(&[0]);
+        assert_eq!(out.inserts, vec![vec![t("1"), t("big"), t("6")]]);
+        assert_eq!(out.deletes, vec![k("1")]);
+        assert_eq!(out.patches.len(), 1);
+        assert_eq!(out.patches[&vec![2]], vec![(k("2"), vec![t("2"), Value::Unchanged, Value::Null])]);
+    }
+
+    #[test]
+    fn a_patch_after_a_delete_keeps_the_delete_and_a_full_image_replaces_a_patch() {
+        let mut c = Compactor::default();
+        c.push(k("1"), Op::Delete);
+        c.push(k("1"), Op::Patch(vec![t("1"), t("z")]));
+        c.push(k("2"), Op::Patch(vec![t("2"), t("p")]));
+        c.push(k("2"), Op::Upsert(vec![t("2"), t("q")]));
+        let out = c.finish(&[0]);
+        let mut deletes = out.deletes.clone();
+        deletes.sort();
+        assert_eq!(deletes, vec![k("1"), k("2")]);
+        assert_eq!(out.inserts, vec![vec![t("2"), t("q")]]);
+        assert!(out.patches.is_empty());
+    }
+
+    #[test]
+    fn patches_group_by_the_columns_they_set() {
+        let mut c = Compactor::default();
+        c.push(k("1"), Op::Patch(vec![t("1"), Value::Unchanged, t("a")]));
+        c.push(k("2"), Op::Patch(vec![t("2"), Value::Unchanged, t("b")]));
+        c.push(k("3"), Op::Patch(vec![t("3"), t("c"), Value::Unchanged]));
+        let out = c.finish(&[0]);
+        assert_eq!(out.patches.len(), 2);
+        assert_eq!(out.patches[&vec![2]].len(), 2);
+        assert_eq!(out.patches[&vec![1]].len(), 1);
+    }
+
+    #[test]
+    fn copy_text_escapes_control_characters_and_nulls() {
+        let mut buf = Vec::new();
+        encode_copy_text_row(&vec![t("1"), Value::Null, t("a\tb\nc\\d\re")], &mut buf);
+        assert_eq!(buf, b"1\t\\N\ta\\tb\\nc\\\\d\\re\n");
+    }
+}

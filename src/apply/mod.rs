@@ -1,0 +1,568 @@
+//! The applier: turns the decoded change stream into state-setting statements on the target,
+//! gated per key range while the copy runs, batched and compacted, and reports the flush
+//! position that is safe to confirm to the server.
+//!
+//! ```text
+//!  stream events ──► route by source key ──► range done? ── yes ──► batch (compacted per key)
+//!                                                 │                        │ one target txn
+//!                                                 no                       ▼
+//!                                                 └──► queue on range ──► drained when the
+//!                                                                         range's copy commits
+//! flush = min(end of last applied commit, begin of the oldest queued transaction)
+//! ```
+//! Why this converges: design.md §3. Why the flush is safe: design.md §4.
+
+pub mod compact;
+pub mod sql;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::{Client, Statement, Transaction};
+
+use crate::copy::ranges::{range_index, KeyRange};
+use crate::error::{Error, Result};
+use crate::lsn::{Lsn, Monotonic};
+use crate::protocol::pgoutput::{Datum, OldTuple, PgOutput, Relation, TupleData};
+use compact::{encode_copy_text_row, Compacted, Compactor, Key, Op, Row, Value};
+use sql::Shape;
+
+/// The prefix of our fence messages (`pg_logical_emit_message`).
+pub const FENCE_PREFIX: &str = "pgrepart";
+
+/// What the stream reader hands to the applier, in stream order.
+#[derive(Debug)]
+pub enum Event {
+    Message(PgOutput),
+    /// A keepalive's walEnd, sent while no transaction is open: everything before it was sent.
+    Idle(Lsn),
+}
+
+/// How a source key is mapped to its copy range.
+#[derive(Debug, Clone)]
+pub enum Router {
+    /// One range holds every key.
+    Single,
+    /// Ranges over an integer first key column.
+    Int(Vec<KeyRange>),
+}
+
+impl Router {
+    pub fn len(&self) -> usize {
+        match self {
+            Router::Single => 1,
+            Router::Int(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn range_of(&self, key: &Key) -> Result<usize> {
+        match self {
+            Router::Single => Ok(0),
+            Router::Int(ranges) => {
+                let text = key.first().and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
+                let k: i64 = text
+                    .parse()
+                    .map_err(|_| Error::failed("a key in the change stream is not an integer although the key column is"))?;
+                Ok(range_index(ranges, k))
+            }
+        }
+    }
+}
+
+/// Figures the applier publishes for progress reports and the cutover gate.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// The flush position last confirmed safe.
+    pub flush_lsn: AtomicU64,
+    /// Source changes applied to the target.
+    pub applied_changes: AtomicU64,
+    /// Commit time (µs since 2000-01-01) of the last applied source transaction.
+    pub last_commit_ts: AtomicI64,
+    /// Changes waiting for their range's copy.
+    pub queued_changes: AtomicU64,
+    /// Ranges whose copy has not finished (or whose queue has not drained).
+    pub ranges_pending: AtomicUsize,
+}
+
+struct Queued {
+    /// Commit LSN of the change's transaction: confirming beyond it would lose the change.
+    hold: Lsn,
+    key: Key,
+    op: Op,
+}
+
+struct RangeState {
+    done: bool,
+    queue: VecDeque<Queued>,
+}
+
+enum Segment {
+    Compact(Compactor),
+    /// A row whose key changed while some of its columns were not sent (unchanged TOAST).
+    KeyMove { old_key: Key, row: Row },
+    Truncate,
+}
+
+pub struct Applier {
+    client: Client,
+    shape: Shape,
+    router: Router,
+    ranges: Vec<RangeState>,
+    /// Expected (name, type oid) of the replicated columns; a Relation message must match.
+    expected_columns: Vec<(String, u32)>,
+    source_name: (String, String),
+    relation_oid: Option<u32>,
+    segments: Vec<Segment>,
+    batch_changes: usize,
+    /// Commit LSN of the source transaction being read, if one is open.
+    open_txn: Option<Lsn>,
+    /// End LSN and commit time of the last commit folded into the current batch.
+    batch_commit: Option<(Lsn, i64)>,
+    applied: Monotonic,
+    idle_wal_end: Option<Lsn>,
+    flush_tx: watch::Sender<Lsn>,
+    fence_tx: watch::Sender<Option<String>>,
+    shared: Arc<Shared>,
+    statements: HashMap<String, Statement>,
+    max_batch: usize,
+}
+
+pub struct ApplierConfig {
+    pub shape: Shape,
+    pub router: Router,
+    /// Which ranges are already done (copied earlier, or empty edges).
+    pub done: Vec<bool>,
+    pub expected_columns: Vec<(String, u32)>,
+    pub source_name: (String, String),
+    pub start: Lsn,
+    pub max_batch: usize,
+}
+
+pub struct ApplierHandles {
+    pub flush: watch::Receiver<Lsn>,
+    pub fence: watch::Receiver<Option<String>>,
+    pub shared: Arc<Shared>,
+}
+
+impl Applier {
+    pub fn new(client: Client, cfg: ApplierConfig) -> (Self, ApplierHandles) {
+        let (flush_tx, flush_rx) = watch::channel(cfg.start);
+        let (fence_tx, fence_rx) = watch::channel(None);
+        let shared = Arc::new(Shared::default());
+        shared.flush_lsn.store(cfg.start.0, Ordering::Relaxed);
+        let pending = cfg.done.iter().filter(|d| !**d).count();
+        shared.ranges_pending.store(pending, Ordering::Relaxed);
+        let ranges = cfg.done.iter().map(|&done| RangeState { done, queue: VecDeque::new() }).collect();
+        let applier = Applier {
+            client,
+            shape: cfg.shape,
+            router: cfg.router,
+            ranges,
+            expected_columns: cfg.expected_columns,
+            source_name: cfg.source_name,
+            relation_oid: None,
+            segments: Vec::new(),
+            batch_changes: 0,
+            open_txn: None,
+            batch_commit: None,
+            applied: Monotonic::new(cfg.start),
+            idle_wal_end: None,
+            flush_tx,
+            fence_tx,
+            shared: shared.clone(),
+            statements: HashMap::new(),
+            max_batch: cfg.max_batch.max(1),
+        };
+        (applier, ApplierHandles { flush: flush_rx, fence: fence_rx, shared })
+    }
+
+    /// Runs until the event channel closes or `stop` turns true. Returns an error that stops the
+    /// migration; nothing is confirmed past what was committed, so a rerun resumes safely.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut range_done: mpsc::UnboundedReceiver<usize>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        loop {
+            let mut fence = None;
+            tokio::select! {
+                biased;
+                // Stopping is checked first, and only between batches.
+                _ = stop.changed() => return Ok(()),
+                // A finished range next: its queue must be applied before later changes of its keys.
+                Some(range) = range_done.recv() => self.finish_range(range),
+                event = events.recv() => {
+                    let Some(event) = event else { return Ok(()) };
+                    fence = self.handle(event)?;
+                    while fence.is_none() && self.batch_changes < self.max_batch {
+                        match events.try_recv() {
+                            Ok(event) => fence = self.handle(event)?,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.apply_batch().await?;
+            if let Some(id) = fence {
+                tracing::debug!(fence = %id, "fence reached; everything before it is applied");
+                self.fence_tx.send_replace(Some(id));
+            }
+        }
+    }
+
+    fn finish_range(&mut self, range: usize) {
+        let Some(state) = self.ranges.get_mut(range) else { return };
+        if state.done {
+            return;
+        }
+        state.done = true;
+        let queue = std::mem::take(&mut state.queue);
+        self.shared.queued_changes.fetch_sub(queue.len() as u64, Ordering::Relaxed);
+        self.shared.ranges_pending.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(range, drained = queue.len(), "range copied; applying its queued changes");
+        for q in queue {
+            self.batch_push(q.key, q.op);
+        }
+    }
+
+    fn batch_push(&mut self, key: Key, op: Op) {
+        self.batch_changes += 1;
+        if let Some(Segment::Compact(c)) = self.segments.last_mut() {
+            c.push(key, op);
+        } else {
+            let mut c = Compactor::default();
+            c.push(key, op);
+            self.segments.push(Segment::Compact(c));
+        }
+    }
+
+    /// Routes one change: applied with the batch when its range is done, else queued on it.
+    fn route(&mut self, key: Key, op: Op) -> Result<()> {
+        let range = self.router.range_of(&key)?;
+        let state = &mut self.ranges[range];
+        if state.done {
+            self.batch_push(key, op);
+        } else {
+            let hold = self.open_txn.unwrap_or(self.applied.get());
+            state.queue.push_back(Queued { hold, key, op });
+            self.shared.queued_changes.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn all_ranges_done(&self) -> bool {
+        self.ranges.iter().all(|r| r.done)
+    }
+
+    /// Handles one event; returns the fence id when it was a fence.
+    fn handle(&mut self, event: Event) -> Result<Option<String>> {
+        let msg = match event {
+            Event::Idle(wal_end) => {
+                if self.open_txn.is_none() {
+                    self.idle_wal_end = Some(self.idle_wal_end.map_or(wal_end, |w| w.max(wal_end)));
+                }
+                return Ok(None);
+            }
+            Event::Message(msg) => msg,
+        };
+        match msg {
+            PgOutput::Begin { final_lsn, .. } => self.open_txn = Some(final_lsn),
+            PgOutput::Commit { end_lsn, commit_ts, .. } => {
+                self.open_txn = None;
+                self.batch_commit = Some((end_lsn, commit_ts));
+            }
+            PgOutput::Relation(rel) => self.check_relation(&rel)?,
+            PgOutput::Insert { rel, new } => {
+                if self.is_ours(rel) {
+                    let row = self.row(&new)?;
+                    let key = self.key_of(&row)?;
+                    self.route(key, Op::Upsert(row))?;
+                }
+            }
+            PgOutput::Update { rel, old, new } => {
+                if self.is_ours(rel) {
+                    self.update(old, new)?;
+                }
+            }
+            PgOutput::Delete { rel, old } => {
+                if self.is_ours(rel) {
+                    let tuple = match old {
+                        OldTuple::Key(t) | OldTuple::Full(t) => t,
+                    };
+                    let row = self.row(&tuple)?;
+                    let key = self.key_of(&row)?;
+                    self.route(key, Op::Delete)?;
+                }
+            }
+            PgOutput::Truncate { rels, .. } => {
+                if self.relation_oid.is_some_and(|oid| rels.contains(&oid)) {
+                    if !self.all_ranges_done() {
+                        return Err(Error::failed(format!(
+                            "{}.{} was truncated on the source while it was being copied",
+                            self.source_name.0, self.source_name.1
+                        ))
+                        .with_hint("run `pgrepart abort` with the same --source and --table, then start the migration again"));
+                    }
+                    self.segments.push(Segment::Truncate);
+                    self.batch_changes += 1;
+                }
+            }
+            PgOutput::Message { transactional: false, prefix, content, .. } if prefix == FENCE_PREFIX => {
+                return Ok(Some(String::from_utf8_lossy(&content).into_owned()));
+            }
+            PgOutput::Message { .. } | PgOutput::Origin { .. } | PgOutput::Type { .. } => {}
+        }
+        Ok(None)
+    }
+
+    fn update(&mut self, old: Option<OldTuple>, new: TupleData) -> Result<()> {
+        let row = self.row(&new)?;
+        let partial = row.iter().any(|v| *v == Value::Unchanged);
+        let new_key = if self.shape.key.iter().any(|&k| row[k] == Value::Unchanged) {
+            None
+        } else {
+            Some(self.key_of(&row)?)
+        };
+        let old_key = match &old {
+            Some(OldTuple::Key(t)) | Some(OldTuple::Full(t)) => Some(self.key_of(&self.row(t)?)?),
+            None => None,
+        };
+        let new_key = match (new_key, &old_key) {
+            (Some(k), _) => k,
+            // A key column too large to be sent: it did not change, so the old key is the key.
+            (None, Some(k)) if old.is_some() => k.clone(),
+            _ => return Err(Error::failed("an UPDATE arrived without its key columns (a key value stored out of line)")),
+        };
+        let moved = old_key.as_ref().filter(|k| **k != new_key);
+        match (moved, partial) {
+            (None, false) => self.route(new_key, Op::Upsert(row)),
+            (None, true) => self.route(new_key, Op::Patch(row)),
+            (Some(old_key), false) => {
+                let old_key = old_key.clone();
+                self.route(old_key, Op::Delete)?;
+                self.route(new_key, Op::Upsert(row))
+            }
+            (Some(old_key), true) => {
+                let (a, b) = (self.router.range_of(old_key)?, self.router.range_of(&new_key)?);
+                if !(self.ranges[a].done && self.ranges[b].done) {
+                    return Err(Error::failed(
+                        "a row's key was changed, leaving a large (TOASTed) column unchanged, while its key range was still being copied",
+                    )
+                    .with_hint("run the same command again: the copy resumes and the change is applied once its range is copied"));
+                }
+                self.segments.push(Segment::KeyMove { old_key: old_key.clone(), row });
+                self.batch_changes += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn is_ours(&self, rel: u32) -> bool {
+        self.relation_oid == Some(rel)
+    }
+
+    fn check_relation(&mut self, rel: &Relation) -> Result<()> {
+        let nsp = if rel.namespace.is_empty() { "pg_catalog" } else { rel.namespace.as_str() };
+        if (nsp, rel.name.as_str()) != (self.source_name.0.as_str(), self.source_name.1.as_str()) {
+            return Ok(());
+        }
+        let got: Vec<(String, u32)> = rel.columns.iter().map(|c| (c.name.clone(), c.type_oid)).collect();
+        if got != self.expected_columns {
+            let describe = |cols: &[(String, u32)]| cols.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(Error::failed(format!(
+                "the definition of {}.{} changed on the source during the migration (columns were: {}; now: {})",
+                self.source_name.0,
+                self.source_name.1,
+                describe(&self.expected_columns),
+                describe(&got)
+            ))
+            .with_hint("undo the schema change, or run `pgrepart abort` and start again"));
+        }
+        self.relation_oid = Some(rel.oid);
+        Ok(())
+    }
+
+    fn row(&self, tuple: &TupleData) -> Result<Row> {
+        if tuple.0.len() != self.shape.columns.len() {
+            return Err(Error::failed(format!(
+                "a change carried {} columns where {} were expected",
+                tuple.0.len(),
+                self.shape.columns.len()
+            )));
+        }
+        tuple
+            .0
+            .iter()
+            .map(|d| match d {
+                Datum::Null => Ok(Value::Null),
+                Datum::UnchangedToast => Ok(Value::Unchanged),
+                Datum::Text(t) => Ok(Value::Text(t.clone())),
+                Datum::Binary(_) => Err(Error::failed("a change arrived in binary form; pgrepart asks for text")),
+            })
+            .collect()
+    }
+
+    fn key_of(&self, row: &Row) -> Result<Key> {
+        self.shape
+            .key
+            .iter()
+            .map(|&k| match &row[k] {
+                Value::Text(t) => Ok(t.clone()),
+                _ => Err(Error::failed("a change arrived without its key value")),
+            })
+            .collect()
+    }
+
+    fn compute_flush(&self) -> Lsn {
+        let hold = self.ranges.iter().filter_map(|r| r.queue.front().map(|q| q.hold)).min();
+        match hold {
+            Some(h) => h.min(self.applied.get()),
+            None => self.applied.get(),
+        }
+    }
+
+    async fn apply_batch(&mut self) -> Result<()> {
+        if !self.segments.is_empty() {
+            let segments = std::mem::take(&mut self.segments);
+            let changes = self.batch_changes as u64;
+            let client = &mut self.client;
+            let tx = client.transaction().await.map_err(|e| Error::db("starting a target transaction", e))?;
+            for seg in segments {
+                match seg {
+                    Segment::Compact(c) => {
+                        apply_compacted(&tx, &self.shape, &mut self.statements, c.finish(&self.shape.key)).await?
+                    }
+                    Segment::KeyMove { old_key, row } => apply_key_move(&tx, &self.shape, old_key, row).await?,
+                    Segment::Truncate => {
+                        let sql = format!("TRUNCATE {}", self.shape.target.sql());
+                        tx.batch_execute(&sql).await.map_err(|e| Error::db("applying a TRUNCATE", e))?;
+                    }
+                }
+            }
+            tx.commit().await.map_err(|e| Error::db("committing applied changes", e))?;
+            self.shared.applied_changes.fetch_add(changes, Ordering::Relaxed);
+        }
+        self.batch_changes = 0;
+        if let Some((end, ts)) = self.batch_commit.take() {
+            self.applied.advance(end);
+            self.shared.last_commit_ts.store(ts, Ordering::Relaxed);
+        }
+        if let Some(w) = self.idle_wal_end.take() {
+            if self.open_txn.is_none() && self.ranges.iter().all(|r| r.queue.is_empty()) {
+                self.applied.advance(w);
+            }
+        }
+        let flush = self.compute_flush();
+        self.shared.flush_lsn.store(flush.0, Ordering::Relaxed);
+        self.flush_tx.send_if_modified(|cur| {
+            if flush > *cur {
+                *cur = flush;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+}
+
+fn texts(values: impl Iterator<Item = Option<Bytes>>) -> Result<Vec<Option<String>>> {
+    values
+        .map(|v| match v {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b.to_vec())
+                .map(Some)
+                .map_err(|_| Error::failed("the change stream carried text that is not UTF-8")),
+        })
+        .collect()
+}
+
+fn value_bytes(v: &Value) -> Option<Bytes> {
+    match v {
+        Value::Text(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+async fn prepared(tx: &Transaction<'_>, cache: &mut HashMap<String, Statement>, sql: String) -> Result<Statement> {
+    if let Some(s) = cache.get(&sql) {
+        return Ok(s.clone());
+    }
+    let stmt = tx.prepare(&sql).await.map_err(|e| Error::db("preparing an apply statement", e))?;
+    cache.insert(sql, stmt.clone());
+    Ok(stmt)
+}
+
+fn apply_error(what: &str, e: tokio_postgres::Error) -> Error {
+    if e.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
+        && e.as_db_error().is_some_and(|d| d.message().contains("no partition"))
+    {
+        return Error::failed(format!("{what}: a changed row has a partition-key value that no partition accepts"))
+            .with_hint("add a partition for that value (or a DEFAULT partition) to the new table, then run the same command again to resume");
+    }
+    Error::db(what.to_string(), e)
+}
+
+async fn apply_compacted(
+    tx: &Transaction<'_>,
+    shape: &Shape,
+    cache: &mut HashMap<String, Statement>,
+    batch: Compacted,
+) -> Result<()> {
+    type Param = Vec<Option<String>>;
+    if !batch.deletes.is_empty() {
+        let stmt = prepared(tx, cache, shape.delete_sql()).await?;
+        let params: Vec<Param> = (0..shape.key.len())
+            .map(|j| texts(batch.deletes.iter().map(|k| Some(k[j].clone()))))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        tx.execute(&stmt, &refs).await.map_err(|e| apply_error("applying deletes", e))?;
+    }
+    if !batch.inserts.is_empty() {
+        let stmt = prepared(tx, cache, shape.copy_in_sql()).await?;
+        let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(|e| apply_error("applying inserts", e))?;
+        futures_util::pin_mut!(sink);
+        let mut buf = Vec::with_capacity(1 << 16);
+        for row in &batch.inserts {
+            encode_copy_text_row(row, &mut buf);
+            if buf.len() >= 1 << 20 {
+                sink.feed(Bytes::from(std::mem::take(&mut buf))).await.map_err(|e| apply_error("applying inserts", e))?;
+            }
+        }
+        if !buf.is_empty() {
+            sink.feed(Bytes::from(buf)).await.map_err(|e| apply_error("applying inserts", e))?;
+        }
+        sink.finish().await.map_err(|e| apply_error("applying inserts", e))?;
+    }
+    for (cols, items) in batch.patches {
+        let stmt = prepared(tx, cache, shape.patch_sql(&cols)).await?;
+        let mut params: Vec<Param> = Vec::with_capacity(shape.key.len() + cols.len());
+        for j in 0..shape.key.len() {
+            params.push(texts(items.iter().map(|(k, _)| Some(k[j].clone())))?);
+        }
+        for &c in &cols {
+            params.push(texts(items.iter().map(|(_, row)| value_bytes(&row[c])))?);
+        }
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        tx.execute(&stmt, &refs).await.map_err(|e| apply_error("applying updates", e))?;
+    }
+    Ok(())
+}
+
+async fn apply_key_move(tx: &Transaction<'_>, shape: &Shape, old_key: Key, row: Row) -> Result<()> {
+    let set: Vec<usize> = (0..row.len()).filter(|&i| row[i] != Value::Unchanged).collect();
+    let mut params = texts(set.iter().map(|&i| value_bytes(&row[i])))?;
+    params.extend(texts(old_key.into_iter().map(Some))?);
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+    tx.execute(&shape.key_move_sql(&set), &refs).await.map_err(|e| apply_error("applying a key change", e))?;
+    Ok(())
+}

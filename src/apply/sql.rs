@@ -1,0 +1,144 @@
+//! The statements the applier runs against the target, built once from the table's shape (pure).
+//! Values travel as text arrays and are cast to each column's type by the server.
+
+use crate::pg::ident::{quote_ident, QualifiedName};
+
+/// The target table as the applier sees it: the replicated columns in stream order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub target: QualifiedName,
+    /// (name, type as `format_type` prints it)
+    pub columns: Vec<(String, String)>,
+    /// Indexes into `columns` of the source key, in key order.
+    pub key: Vec<usize>,
+}
+
+impl Shape {
+    fn col(&self, i: usize) -> String {
+        quote_ident(&self.columns[i].0)
+    }
+
+    fn ty(&self, i: usize) -> &str {
+        &self.columns[i].1
+    }
+
+    /// Deletes rows by source key. Parameters: one `text[]` per key column.
+    pub fn delete_sql(&self) -> String {
+        if let [k] = self.key.as_slice() {
+            return format!("DELETE FROM {} WHERE {} = ANY($1::text[]::{}[])", self.target.sql(), self.col(*k), self.ty(*k));
+        }
+        let args: Vec<String> = (1..=self.key.len()).map(|i| format!("${i}::text[]")).collect();
+        let names: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
+        let cond: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| format!("t.{} = d.k{j}::{}", self.col(k), self.ty(k)))
+            .collect();
+        format!(
+            "DELETE FROM {} t USING unnest({}) AS d({}) WHERE {}",
+            self.target.sql(),
+            args.join(", "),
+            names.join(", "),
+            cond.join(" AND ")
+        )
+    }
+
+    /// COPY of full rows in text format.
+    pub fn copy_in_sql(&self) -> String {
+        let cols: Vec<String> = (0..self.columns.len()).map(|i| self.col(i)).collect();
+        format!("COPY {} ({}) FROM STDIN", self.target.sql(), cols.join(", "))
+    }
+
+    /// Sets `set` columns of rows found by key. Parameters: key columns' `text[]`, then one
+    /// `text[]` per set column.
+    pub fn patch_sql(&self, set: &[usize]) -> String {
+        let n = self.key.len() + set.len();
+        let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+        let mut names: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
+        names.extend((0..set.len()).map(|i| format!("c{i}")));
+        let assign: Vec<String> =
+            set.iter().enumerate().map(|(j, &c)| format!("{} = d.c{j}::{}", self.col(c), self.ty(c))).collect();
+        let cond: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| format!("t.{} = d.k{j}::{}", self.col(k), self.ty(k)))
+            .collect();
+        format!(
+            "UPDATE {} t SET {} FROM unnest({}) AS d({}) WHERE {}",
+            self.target.sql(),
+            assign.join(", "),
+            args.join(", "),
+            names.join(", "),
+            cond.join(" AND ")
+        )
+    }
+
+    /// One row whose key changed while some columns were not sent: update it in place.
+    /// Parameters: the `set` columns' text, then the OLD key's text.
+    pub fn key_move_sql(&self, set: &[usize]) -> String {
+        let assign: Vec<String> = set
+            .iter()
+            .enumerate()
+            .map(|(j, &c)| format!("{} = ${}::text::{}", self.col(c), j + 1, self.ty(c)))
+            .collect();
+        let cond: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| format!("{} = ${}::text::{}", self.col(k), set.len() + j + 1, self.ty(k)))
+            .collect();
+        format!("UPDATE {} SET {} WHERE {}", self.target.sql(), assign.join(", "), cond.join(" AND "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(key: Vec<usize>) -> Shape {
+        Shape {
+            target: QualifiedName::new("public", "t_new"),
+            columns: vec![
+                ("id".into(), "bigint".into()),
+                ("region".into(), "text".into()),
+                ("amount".into(), "numeric(10,2)".into()),
+            ],
+            key,
+        }
+    }
+
+    #[test]
+    fn single_column_keys_delete_with_any() {
+        assert_eq!(shape(vec![0]).delete_sql(), "DELETE FROM \"public\".\"t_new\" WHERE \"id\" = ANY($1::text[]::bigint[])");
+    }
+
+    #[test]
+    fn composite_keys_delete_through_unnest() {
+        assert_eq!(
+            shape(vec![0, 1]).delete_sql(),
+            "DELETE FROM \"public\".\"t_new\" t USING unnest($1::text[], $2::text[]) AS d(k0, k1) \
+             WHERE t.\"id\" = d.k0::bigint AND t.\"region\" = d.k1::text"
+        );
+    }
+
+    #[test]
+    fn patches_set_only_the_sent_columns() {
+        assert_eq!(
+            shape(vec![0]).patch_sql(&[2]),
+            "UPDATE \"public\".\"t_new\" t SET \"amount\" = d.c0::numeric(10,2) FROM unnest($1::text[], $2::text[]) \
+             AS d(k0, c0) WHERE t.\"id\" = d.k0::bigint"
+        );
+    }
+
+    #[test]
+    fn copy_and_key_moves_name_every_column() {
+        let s = shape(vec![0]);
+        assert_eq!(s.copy_in_sql(), "COPY \"public\".\"t_new\" (\"id\", \"region\", \"amount\") FROM STDIN");
+        assert_eq!(
+            s.key_move_sql(&[0, 2]),
+            "UPDATE \"public\".\"t_new\" SET \"id\" = $1::text::bigint, \"amount\" = $2::text::numeric(10,2) WHERE \"id\" = $3::text::bigint"
+        );
+    }
+}

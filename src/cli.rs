@@ -1,0 +1,139 @@
+//! Command-line interface. The doc comments are the help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Online, trigger-free conversion of a live PostgreSQL table into a partitioned table, through
+/// logical replication.
+#[derive(Debug, Parser)]
+#[command(name = "pgrepart", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// More detail in the logs (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check everything and print what `run` would do; changes nothing. Exit 1 if a check fails.
+    Plan(RunArgs),
+    /// Run a migration (or resume the one in progress for this table) until it has cut over.
+    Run(RunArgs),
+    /// Show a migration's phase, copy progress and lag.
+    Status(StatusArgs),
+    /// Ask a running migration in manual cutover mode to cut over now, and wait until it has.
+    Cutover(TableArgs),
+    /// Stop a migration and remove everything it created: slot, publication, new table, state.
+    Abort(TableArgs),
+}
+
+/// Where the table lives.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Source database: a libpq URL (postgresql://user@host:5432/db) or key=value conninfo.
+    #[arg(long, env = "PGREPART_SOURCE")]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    #[command(flatten)]
+    pub conn: SourceArgs,
+
+    /// The table being migrated, as name or schema.name.
+    #[arg(long)]
+    pub table: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub conn: SourceArgs,
+
+    /// The table to convert, as name or schema.name.
+    #[arg(long)]
+    pub table: String,
+
+    /// How to partition a generated target: "LIST (col)", "RANGE (col)" or "HASH (col, ...)".
+    #[arg(long, required_unless_present = "into", conflicts_with = "into")]
+    pub partition_by: Option<String>,
+
+    /// A partition of the generated target, as NAME=<bound>: "orders_us=FOR VALUES IN ('US')",
+    /// "p0=FOR VALUES WITH (MODULUS 4, REMAINDER 0)", "rest=DEFAULT". Repeat for each partition.
+    #[arg(long = "partition", requires = "partition_by")]
+    pub partitions: Vec<String>,
+
+    /// Use this existing, empty partitioned table as the target instead of generating one.
+    #[arg(long)]
+    pub into: Option<String>,
+
+    /// Cut over as soon as the copy is done and the lag is small (auto), or wait for
+    /// `pgrepart cutover` (manual).
+    #[arg(long, value_enum, default_value_t = CutoverMode::Auto)]
+    pub cutover: CutoverMode,
+
+    /// The name the old table gets at cutover [default: <table>_old].
+    #[arg(long)]
+    pub old_name: Option<String>,
+
+    /// Parallel copy workers [default: number of cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+
+    /// Cut over only when the apply lag is below this many bytes of WAL.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_lag_bytes: u64,
+
+    /// How long the cutover may wait for the table lock before backing off (milliseconds).
+    #[arg(long, default_value_t = 3000)]
+    pub lock_timeout_ms: u64,
+
+    /// Cutover attempts before giving up for a while and streaming on.
+    #[arg(long, default_value_t = 10)]
+    pub cutover_attempts: u32,
+
+    /// How long, holding the lock, to wait for the last changes to be applied (milliseconds).
+    #[arg(long, default_value_t = 30000)]
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CutoverMode {
+    Auto,
+    Manual,
+}
+
+impl CutoverMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutoverMode::Auto => "auto",
+            CutoverMode::Manual => "manual",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: SourceArgs,
+
+    /// The migrated table; without it, every migration recorded in the database is listed.
+    #[arg(long)]
+    pub table: Option<String>,
+
+    /// Print one JSON object (or, without --table, a JSON array).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,718 @@
+//! `pgrepart run`: start a migration (or resume the one in progress) and drive it to the swap.
+//!
+//! ```text
+//! new:    preflight ─► BEGIN; create target + state; COMMIT ─► publication ─► slot (exported snapshot)
+//!         ─► copy sessions import it ─► plan key ranges ─► START_REPLICATION at the slot's point
+//! resume: slot still there ─► unfinished ranges re-copied on fresh snapshots ─► START_REPLICATION
+//! then:   copy ∥ stream ─► secondary indexes ─► streaming ─► lag gate ─► cutover ─► drop slot, publication
+//! ```
+//! A failure before the slot exists removes everything created; after it, state and slot are kept
+//! and the same command resumes.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use super::{Prepared, StoredSpec};
+use crate::apply::sql::Shape;
+use crate::apply::{Applier, ApplierConfig, ApplierHandles, Router};
+use crate::cli::{CutoverMode, RunArgs};
+use crate::copy::{self, ranges, CopyJob, CopyProgress};
+use crate::cutover::{self, Attempt, Outcome, SwapPlan};
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::pg::catalog::{self, ServerInfo, TableInfo};
+use crate::pg::ddl;
+use crate::pg::ident::{quote_ident, QualifiedName};
+use crate::preflight::{self, Status, Target};
+use crate::replication::{ReplicationClient, ReplicationStream};
+use crate::state::{self, Migration, NewMigration, Phase};
+
+const INT_TYPES: [u32; 3] = [20, 21, 23];
+const ROWS_PER_RANGE: i64 = 250_000;
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let prep = Prepared::from_args(&args)?;
+    let control = crate::pg::connect(&prep.source, "pgrepart").await?;
+    let live = match state::latest(&control, &prep.table).await? {
+        Some(m) if m.phase != Phase::Done => resume(&prep, &args, control, m).await?,
+        Some(m) if spec_of(&m)? == prep.spec() => {
+            finish_cleanup(&control, &m).await?;
+            println!("{} was already migrated (migration {}); nothing left to do", prep.table, m.id);
+            return Ok(());
+        }
+        _ => start_new(&prep, &args, control).await?,
+    };
+    live.drive(&args).await
+}
+
+fn spec_of(m: &Migration) -> Result<StoredSpec> {
+    serde_json::from_value(m.spec.clone()).map_err(|e| Error::failed(format!("unreadable spec in pgrepart.migrations: {e}")))
+}
+
+/// A migration with its slot in place, ready to stream.
+struct Live {
+    prep: Prepared,
+    control: Client,
+    server: ServerInfo,
+    info: TableInfo,
+    migration: Migration,
+    stream: ReplicationStream,
+    router: Router,
+    done: Vec<bool>,
+    /// Ranges to copy, lowest first (workers take from the end: highest keys first).
+    pending: Vec<(usize, ranges::KeyRange)>,
+    sessions: Vec<Client>,
+    start: Lsn,
+}
+
+/// Objects created by a new migration, removed again if its setup fails.
+#[derive(Default)]
+struct Undo {
+    migration_id: Option<i64>,
+    target: Option<QualifiedName>,
+    publication: Option<String>,
+    slot: Option<String>,
+}
+
+impl Undo {
+    async fn run(self, control: &Client) {
+        if let Some(slot) = &self.slot {
+            if let Err(e) = drop_slot(control, slot).await {
+                tracing::warn!(slot = %slot, error = %e, "could not drop the replication slot while cleaning up");
+            }
+        }
+        if let Some(p) = &self.publication {
+            let _ = control.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(p))).await;
+        }
+        if let Some(t) = &self.target {
+            let _ = control.batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", t.sql())).await;
+        }
+        if let Some(id) = self.migration_id {
+            let _ = state::delete(control, id).await;
+        }
+    }
+}
+
+fn publication_options(publication: &str) -> Vec<(String, String)> {
+    vec![
+        ("proto_version".into(), "1".into()),
+        ("publication_names".into(), quote_ident(publication)),
+        ("messages".into(), "true".into()),
+    ]
+}
+
+async fn start_stream(repl: ReplicationClient, slot: &str, publication: &str, start: Lsn) -> Result<ReplicationStream> {
+    let opts = publication_options(publication);
+    let refs: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    repl.start_logical_replication(slot, start, &refs).await.map_err(|e| Error::replication("starting replication", e))
+}
+
+fn key_columns(info: &TableInfo) -> Result<Vec<String>> {
+    info.key_index()
+        .map(|k| k.columns.clone())
+        .ok_or_else(|| Error::refused(format!("{} has no primary key or replica identity index", info.name)))
+}
+
+async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Result<Live> {
+    let facts = preflight::gather(&control, &prep.table, &prep.target, &prep.old_name).await?;
+    let checks = preflight::evaluate(&facts, &prep.table, &prep.target);
+    for c in checks.iter().filter(|c| c.status == Status::Warn) {
+        tracing::warn!(check = c.name, "{}", c.detail);
+    }
+    preflight::refuse_on_failure(&checks)?;
+    let info = facts.table.clone().expect("preflight passed, so the table exists");
+    let server = facts.server.clone();
+    let key = key_columns(&info)?;
+
+    // The target table and the state row commit together: either both exist or neither.
+    let migration = {
+        let tx = control.transaction().await.map_err(|e| Error::db("starting setup", e))?;
+        state::ensure_schema(&tx).await?;
+        let mut created_partitions = Vec::new();
+        if let Target::Generate { name, by, partitions } = &prep.target {
+            let create = ddl::create_partitioned_table(&info, name, by, &key);
+            tx.batch_execute(&create).await.map_err(|e| Error::db(format!("creating {name}"), e))?;
+            for p in partitions {
+                tx.batch_execute(&ddl::create_partition(name, p))
+                    .await
+                    .map_err(|e| Error::db(format!("creating partition {}", p.name), e))?;
+                created_partitions.push(name.sibling(p.name.clone()).sql());
+            }
+            if !partitions.iter().any(|p| p.is_default()) {
+                check_rows_fit(&tx, &info.name, name, by).await?;
+            }
+        }
+        let m = state::insert(
+            &tx,
+            NewMigration {
+                source: &prep.table,
+                target: prep.target.name(),
+                old_name: &prep.old_name,
+                target_created: matches!(prep.target, Target::Generate { .. }),
+                created_partitions,
+                spec: serde_json::to_value(prep.spec()).expect("spec serializes"),
+                cutover_mode: args.cutover.as_str(),
+                rows_estimate: info.estimated_rows,
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(|e| Error::db("committing setup", e))?;
+        m
+    };
+    tracing::info!(migration = migration.id, target = %migration.target, "target table and state created");
+
+    let mut undo = Undo {
+        migration_id: Some(migration.id),
+        target: migration.target_created.then(|| migration.target.clone()),
+        ..Default::default()
+    };
+    match setup_stream(prep, &control, &server, &info, &key, migration, &mut undo).await {
+        Ok((migration, stream, router, pending, sessions, start)) => {
+            let done = vec![false; router.len()];
+            Ok(Live { prep: prep.clone(), control, server, info, migration, stream, router, done, pending, sessions, start })
+        }
+        Err(e) => {
+            tracing::warn!("setup failed; removing what was created");
+            undo.run(&control).await;
+            Err(e)
+        }
+    }
+}
+
+type StreamSetup = (Migration, ReplicationStream, Router, Vec<(usize, ranges::KeyRange)>, Vec<Client>, Lsn);
+
+async fn setup_stream(
+    prep: &Prepared,
+    control: &Client,
+    server: &ServerInfo,
+    info: &TableInfo,
+    key: &[String],
+    migration: Migration,
+    undo: &mut Undo,
+) -> Result<StreamSetup> {
+    let publication = migration.publication_name.clone();
+    control
+        .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(&publication), prep.table.sql()))
+        .await
+        .map_err(|e| Error::db("creating the publication", e))?;
+    undo.publication = Some(publication.clone());
+
+    let mut repl = ReplicationClient::connect(&prep.source, "pgrepart")
+        .await
+        .map_err(|e| Error::replication("opening the replication connection", e))?;
+    let slot = create_slot_reporting_waits(&mut repl, control, &migration.slot_name).await?;
+    undo.slot = Some(slot.slot_name.clone());
+    tracing::info!(slot = %slot.slot_name, consistent_point = %slot.consistent_point, "replication slot created");
+
+    // The snapshot lives until the next command on the replication connection: import it first.
+    let sessions = copy::open_sessions(&prep.source, prep.jobs, Some(&slot.snapshot_name)).await?;
+    let first_key = info.column(&key[0]).expect("key column exists");
+    let router = if INT_TYPES.contains(&first_key.type_oid) {
+        let bounds = copy::key_bounds(&sessions[0], &prep.table, &key[0]).await?;
+        let count = ranges::range_count(info.estimated_rows, prep.jobs, ROWS_PER_RANGE);
+        Router::Int(ranges::plan_ranges(bounds, count))
+    } else {
+        Router::Single
+    };
+    let planned = match &router {
+        Router::Int(r) => r.clone(),
+        Router::Single => vec![ranges::KeyRange::ALL],
+    };
+    state::insert_ranges(control, migration.id, &planned).await?;
+    let stream = start_stream(repl, &slot.slot_name, &publication, slot.consistent_point).await?;
+    let _ = server;
+    let pending = planned.into_iter().enumerate().collect();
+    Ok((migration, stream, router, pending, sessions, slot.consistent_point))
+}
+
+/// Creates the slot; while the server waits for running transactions to finish, says which.
+async fn create_slot_reporting_waits(
+    repl: &mut ReplicationClient,
+    control: &Client,
+    slot: &str,
+) -> Result<crate::replication::CreatedSlot> {
+    let create = repl.create_logical_slot_exported(slot);
+    tokio::pin!(create);
+    let started = Instant::now();
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.tick().await;
+    loop {
+        tokio::select! {
+            created = &mut create => {
+                return created.map_err(|e| Error::replication("creating the replication slot", e));
+            }
+            _ = every.tick() => {
+                let waiting = control
+                    .query(
+                        "SELECT pid, coalesce(application_name, ''), \
+                                extract(epoch FROM now() - xact_start)::bigint, state \
+                         FROM pg_stat_activity \
+                         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+                         ORDER BY xact_start LIMIT 5",
+                        &[],
+                    )
+                    .await
+                    .unwrap_or_default();
+                for r in waiting {
+                    tracing::warn!(
+                        pid = r.get::<_, i32>(0),
+                        application = %r.get::<_, String>(1),
+                        running_for_s = r.get::<_, i64>(2),
+                        state = %r.get::<_, Option<String>>(3).unwrap_or_default(),
+                        waited_s = started.elapsed().as_secs(),
+                        "slot creation is waiting for this transaction to finish"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Refuses when existing rows fall in no partition, naming up to five of their key values.
+async fn check_rows_fit(
+    tx: &tokio_postgres::Transaction<'_>,
+    source: &QualifiedName,
+    target: &QualifiedName,
+    by: &crate::spec::PartitionBy,
+) -> Result<()> {
+    let constraints: Vec<String> = tx
+        .query(
+            "SELECT pg_get_partition_constraintdef(i.inhrelid) FROM pg_inherits i WHERE i.inhparent = $1::text::regclass",
+            &[&target.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the partition bounds", e))?
+        .into_iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect();
+    let fits = if constraints.is_empty() {
+        "false".to_string()
+    } else {
+        constraints.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" OR ")
+    };
+    let cols: Vec<String> = by.columns.iter().map(|c| quote_ident(c)).collect();
+    let shown = if cols.len() == 1 { format!("{}::text", cols[0]) } else { format!("ROW({})::text", cols.join(", ")) };
+    let sql = format!(
+        "SELECT DISTINCT {shown} FROM {} WHERE NOT coalesce({fits}, false) LIMIT 5",
+        source.sql()
+    );
+    let rows = tx.query(&sql, &[]).await.map_err(|e| Error::db("checking that every row fits a partition", e))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_else(|| "NULL".into())).collect();
+    Err(Error::refused(format!(
+        "existing rows of {source} fit no partition: {} = {}",
+        by.columns.join(", "),
+        values.join(", ")
+    ))
+    .with_hint("add a partition for these values (--partition NAME=FOR VALUES ...) or a default one (--partition NAME=DEFAULT)"))
+}
+
+async fn slot_row(control: &Client, slot: &str) -> Result<Option<(bool, Option<i32>, Option<String>)>> {
+    let row = control
+        .query_opt("SELECT active, active_pid, wal_status FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .await
+        .map_err(|e| Error::db("reading the replication slot", e))?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+async fn resume(prep: &Prepared, args: &RunArgs, control: Client, mut m: Migration) -> Result<Live> {
+    if spec_of(&m)? != prep.spec() {
+        return Err(Error::refused(format!(
+            "a different migration of {} is in progress (migration {}, phase {})",
+            prep.table,
+            m.id,
+            m.phase.as_str()
+        ))
+        .with_hint("rerun it with its original arguments, or remove it with `pgrepart abort`"));
+    }
+    match slot_row(&control, &m.slot_name).await? {
+        None => {
+            return Err(Error::failed(format!("the replication slot {} of migration {} is gone", m.slot_name, m.id))
+                .with_hint("the changes since the copy cannot be recovered: run `pgrepart abort`, then start again"));
+        }
+        Some((_, _, Some(ws))) if ws == "lost" => {
+            return Err(Error::failed(format!(
+                "the replication slot {} was invalidated (max_slot_wal_keep_size exceeded)",
+                m.slot_name
+            ))
+            .with_hint("run `pgrepart abort`, then start again (consider raising max_slot_wal_keep_size)"));
+        }
+        Some((true, pid, _)) => {
+            return Err(Error::refused(format!(
+                "migration {} of {} is already running (its walsender is pid {})",
+                m.id,
+                prep.table,
+                pid.unwrap_or_default()
+            ))
+            .with_hint("watch it with `pgrepart status`; stop it with Ctrl-C in its terminal or `pgrepart abort`"));
+        }
+        Some(_) => {}
+    }
+    let server = catalog::server_info(&control).await?;
+    let info = catalog::table_info(&control, &prep.table)
+        .await?
+        .ok_or_else(|| Error::failed(format!("{} no longer exists on the source", prep.table)))?;
+    let key = key_columns(&info)?;
+    if m.cutover_mode != args.cutover.as_str() {
+        state::set_cutover_mode(&control, m.id, args.cutover.as_str()).await?;
+        m.cutover_mode = args.cutover.as_str().to_string();
+    }
+    let saved = state::ranges(&control, m.id).await?;
+    let first_key = info.column(&key[0]).expect("key column exists");
+    let router = if saved.len() > 1 || (INT_TYPES.contains(&first_key.type_oid) && saved.len() == 1) {
+        Router::Int(saved.iter().map(|(r, _)| *r).collect())
+    } else {
+        Router::Single
+    };
+    let done: Vec<bool> = saved.iter().map(|(_, d)| *d).collect();
+    let pending: Vec<(usize, ranges::KeyRange)> =
+        saved.iter().enumerate().filter(|(_, (_, d))| !d).map(|(i, (r, _))| (i, *r)).collect();
+    let phase = if pending.is_empty() && m.phase != Phase::Copying { Phase::Streaming } else { Phase::Copying };
+    if m.phase != phase {
+        state::set_phase(&control, m.id, phase, m.last_error.as_deref()).await?;
+        m.phase = phase;
+    }
+    tracing::info!(
+        migration = m.id,
+        ranges_left = pending.len(),
+        ranges_total = saved.len(),
+        "resuming: finished ranges are kept, unfinished ones are copied again"
+    );
+    let repl = ReplicationClient::connect(&prep.source, "pgrepart")
+        .await
+        .map_err(|e| Error::replication("opening the replication connection", e))?;
+    // Fresh snapshots: anything they miss is still in the slot, and replays converge (design.md §5).
+    let sessions =
+        if pending.is_empty() { Vec::new() } else { copy::open_sessions(&prep.source, prep.jobs.min(pending.len()), None).await? };
+    let stream = start_stream(repl, &m.slot_name, &m.publication_name, Lsn::ZERO).await?;
+    Ok(Live { prep: prep.clone(), control, server, info, migration: m, stream, router, done, pending, sessions, start: Lsn::ZERO })
+}
+
+/// Drops the slot, waiting (bounded) for its walsender to let go of it.
+async fn drop_slot(control: &Client, slot: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match slot_row(control, slot).await? {
+            None => return Ok(()),
+            Some((false, _, _)) => {
+                match control.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await {
+                    Ok(_) => return Ok(()),
+                    // Taken again between the check and the drop: look again.
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {}
+                    Err(e) => return Err(Error::db("dropping the replication slot", e)),
+                }
+            }
+            Some((true, pid, _)) => {
+                if Instant::now() > deadline {
+                    return Err(Error::failed(format!(
+                        "the replication slot {slot} is still in use by pid {}",
+                        pid.unwrap_or_default()
+                    ))
+                    .with_hint(format!("stop that process, then SELECT pg_drop_replication_slot('{slot}')")));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// After the swap: the slot and publication go. Safe to repeat.
+pub async fn finish_cleanup(control: &Client, m: &Migration) -> Result<()> {
+    drop_slot(control, &m.slot_name).await?;
+    control
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&m.publication_name)))
+        .await
+        .map_err(|e| Error::db("dropping the publication", e))?;
+    Ok(())
+}
+
+struct Tasks {
+    stop: watch::Sender<bool>,
+    reader: tokio::task::JoinHandle<Result<()>>,
+    applier: tokio::task::JoinHandle<Result<()>>,
+    copy: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Tasks {
+    /// Stops every stage between batches and waits for them.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(c) = self.copy {
+            c.abort();
+            let _ = c.await;
+        }
+        let _ = self.applier.await;
+        let _ = self.reader.await;
+    }
+}
+
+fn join_result(r: std::result::Result<Result<()>, tokio::task::JoinError>, what: &str) -> Result<()> {
+    r.unwrap_or_else(|e| Err(Error::failed(format!("the {what} task crashed: {e}"))))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+impl Live {
+    async fn drive(self, args: &RunArgs) -> Result<()> {
+        let Live { prep, control, server, info, mut migration, stream, router, done, pending, sessions, start } = self;
+        let key = key_columns(&info)?;
+        let replicated = info.replicated_columns();
+        let shape = Shape {
+            target: migration.target.clone(),
+            columns: replicated.iter().map(|c| (c.name.clone(), c.type_sql.clone())).collect(),
+            key: key
+                .iter()
+                .map(|k| replicated.iter().position(|c| &c.name == k).expect("key columns are replicated"))
+                .collect(),
+        };
+        let applier_client = crate::pg::connect(&prep.source, "pgrepart apply").await?;
+        applier_client
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(|e| Error::db("preparing the apply session", e))?;
+        let (applier, handles) = Applier::new(
+            applier_client,
+            ApplierConfig {
+                shape,
+                router: router.clone(),
+                done,
+                expected_columns: replicated.iter().map(|c| (c.name.clone(), c.type_oid)).collect(),
+                source_name: (info.name.schema.clone(), info.name.name.clone()),
+                start,
+                max_batch: 20_000,
+            },
+        );
+        let ApplierHandles { flush, mut fence, shared } = handles;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (events_tx, events_rx) = mpsc::channel(8192);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(crate::stream::read_stream(stream, events_tx, flush.clone(), stop_rx.clone()));
+        let applier = tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone()));
+        let progress = Arc::new(CopyProgress::default());
+        let copy = if pending.is_empty() {
+            None
+        } else {
+            let job = Arc::new(CopyJob {
+                migration_id: migration.id,
+                source: prep.table.clone(),
+                target: migration.target.clone(),
+                columns: replicated.iter().map(|c| c.name.clone()).collect(),
+                range_column: key[0].clone(),
+                target_config: prep.source.clone(),
+            });
+            tracing::info!(ranges = pending.len(), workers = sessions.len(), "copying");
+            Some(tokio::spawn(copy::run_workers(job, sessions, pending, done_tx, progress.clone(), stop_rx.clone())))
+        };
+        let mut tasks = Tasks { stop: stop_tx, reader, applier, copy };
+
+        let flusher = crate::pg::connect(&prep.source, "pgrepart fence").await?;
+        flusher.batch_execute("SET synchronous_commit = on").await.map_err(|e| Error::db("preparing a session", e))?;
+        let mut control = control;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_cutover_try = Instant::now();
+        let started = Instant::now();
+        let signal = shutdown_signal();
+        tokio::pin!(signal);
+
+        let failure: Error = loop {
+            tokio::select! {
+                biased;
+                _ = &mut signal => {
+                    tracing::warn!("interrupted: finishing the batch in flight and stopping");
+                    tasks.stop().await;
+                    let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
+                    let _ = state::record_progress(&control, migration.id, shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await;
+                    return Err(Error::failed(format!(
+                        "stopped by a signal; the slot and state are kept (confirmed position {confirmed})"
+                    ))
+                    .with_hint("run the same command again to resume, or `pgrepart abort` to remove everything"));
+                }
+                r = &mut tasks.reader => {
+                    break join_result(r, "stream reader").err().unwrap_or_else(|| Error::transient("the replication stream ended"));
+                }
+                r = &mut tasks.applier => {
+                    break join_result(r, "applier").err().unwrap_or_else(|| Error::failed("the applier stopped"));
+                }
+                r = async { tasks.copy.as_mut().expect("guarded").await }, if tasks.copy.is_some() => {
+                    tasks.copy = None;
+                    if let Err(e) = join_result(r, "copy") {
+                        break e;
+                    }
+                    tracing::info!(rows = progress.rows.load(Ordering::Relaxed), "copy finished");
+                }
+                _ = tick.tick() => {
+                    let m = state::get(&control, migration.id).await?;
+                    if m.abort_requested {
+                        tasks.stop().await;
+                        return Err(Error::failed(format!("migration {} was aborted by `pgrepart abort`", migration.id)));
+                    }
+                    let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
+                    state::record_progress(&control, migration.id, shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await?;
+                    let copy_done = tasks.copy.is_none() && shared.ranges_pending.load(Ordering::Relaxed) == 0;
+                    if m.phase == Phase::Copying && copy_done {
+                        if let Err(e) = finish_copy(&mut control, &prep, &info, &migration).await {
+                            break e;
+                        }
+                        tracing::info!(elapsed_s = started.elapsed().as_secs(), "copy and indexes done; streaming");
+                        migration.phase = Phase::Streaming;
+                        continue;
+                    }
+                    let wants_cutover = args.cutover == CutoverMode::Auto || m.cutover_requested;
+                    if m.phase != Phase::Streaming || !wants_cutover || Instant::now() < next_cutover_try {
+                        continue;
+                    }
+                    let lag = lag_bytes(&control, confirmed).await?;
+                    if lag > args.max_lag_bytes {
+                        tracing::debug!(lag_bytes = lag, "waiting for the lag to shrink before cutting over");
+                        continue;
+                    }
+                    match try_cutover(&mut control, &flusher, &mut fence, &server, &info, &migration, args).await {
+                        Ok(Some(held)) => {
+                            tasks.stop().await;
+                            finish_cleanup(&control, &migration).await?;
+                            let m = state::get(&control, migration.id).await?;
+                            println!(
+                                "{} is now partitioned: {} rows copied, {} changes applied, lock held {} ms; the old table is {}",
+                                prep.table,
+                                m.rows_copied,
+                                shared.applied_changes.load(Ordering::Relaxed),
+                                held.as_millis(),
+                                prep.table.sibling(migration.old_name.clone())
+                            );
+                            return Ok(());
+                        }
+                        Ok(None) => {
+                            next_cutover_try = Instant::now() + Duration::from_secs(60);
+                        }
+                        Err(e) => break e,
+                    }
+                }
+            }
+        };
+        // A stage failed: keep the slot and state so that a rerun resumes, and say so.
+        tasks.stop().await;
+        let _ = state::set_phase(&control, migration.id, Phase::Failed, Some(failure.message())).await;
+        Err(Error::failed(format!("{failure}")).with_hint("fix the cause, then run the same command again to resume (or `pgrepart abort`)"))
+    }
+}
+
+async fn lag_bytes(control: &Client, confirmed: Lsn) -> Result<u64> {
+    let row = control
+        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", &[&confirmed.to_string()])
+        .await
+        .map_err(|e| Error::db("measuring the lag", e))?;
+    Ok(row.get::<_, i64>(0).max(0) as u64)
+}
+
+/// Builds the secondary indexes (generated targets) and enters `streaming`, in one transaction.
+async fn finish_copy(control: &mut Client, prep: &Prepared, info: &TableInfo, m: &Migration) -> Result<()> {
+    let tx = control.transaction().await.map_err(|e| Error::db("starting the index build", e))?;
+    if let Target::Generate { by, .. } = &prep.target {
+        for plan in ddl::secondary_indexes(info, &m.target, by) {
+            if let Some(w) = &plan.warning {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(index = %plan.source_index, "building index");
+            tx.batch_execute(&plan.sql).await.map_err(|e| Error::db(format!("building the copy of index {}", plan.source_index), e))?;
+        }
+        tx.batch_execute(&format!("ANALYZE {}", m.target.sql())).await.map_err(|e| Error::db("analyzing the new table", e))?;
+    }
+    state::set_phase(&tx, m.id, Phase::Streaming, None).await?;
+    tx.commit().await.map_err(|e| Error::db("committing the index build", e))
+}
+
+/// Tries to cut over with bounded retries; `Ok(None)` when the lock could not be had.
+async fn try_cutover(
+    control: &mut Client,
+    flusher: &Client,
+    fence: &mut watch::Receiver<Option<String>>,
+    server: &ServerInfo,
+    info: &TableInfo,
+    m: &Migration,
+    args: &RunArgs,
+) -> Result<Option<Duration>> {
+    let current_user: String =
+        control.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("reading current_user", e))?.get(0);
+    let plan = SwapPlan {
+        migration_id: m.id,
+        source: m.source.clone(),
+        target: m.target.clone(),
+        old_name: m.old_name.clone(),
+        sequences: info.sequences.clone(),
+        grants: info.grants.clone(),
+        new_owner: (m.target_created && info.owner != current_user).then(|| info.owner.clone()),
+        partitions: m.created_partitions.clone(),
+        target_created: m.target_created,
+    };
+    state::set_phase(&*control, m.id, Phase::CuttingOver, None).await?;
+    let mut backoff = Duration::from_millis(500);
+    for attempt_no in 1..=args.cutover_attempts.max(1) {
+        let fence_id = format!("{}:{}:{}", m.id, std::process::id(), attempt_no);
+        let outcome = cutover::attempt(
+            control,
+            flusher,
+            fence,
+            Attempt {
+                plan: &plan,
+                server_major: server.major(),
+                lock_timeout: Duration::from_millis(args.lock_timeout_ms),
+                drain_timeout: Duration::from_millis(args.drain_timeout_ms),
+                fence_id,
+            },
+        )
+        .await?;
+        match outcome {
+            Outcome::Done { lock_held } => {
+                tracing::info!(lock_held_ms = lock_held.as_millis() as u64, "cut over");
+                return Ok(Some(lock_held));
+            }
+            Outcome::LockTimeout => {
+                let holders = lock_holders(control, &m.source).await;
+                tracing::warn!(attempt = attempt_no, holders = %holders, "could not lock the table in time; backing off");
+            }
+            Outcome::DrainTimeout => {
+                tracing::warn!(attempt = attempt_no, "the last changes were not applied in time; released the lock, backing off");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    let msg = format!("cutover gave up after {} attempts; streaming on and trying again in a minute", args.cutover_attempts);
+    tracing::warn!("{msg}");
+    state::set_phase(&*control, m.id, Phase::Streaming, Some(&msg)).await?;
+    Ok(None)
+}
+
+/// "pid 123 (app, idle in transaction)" for sessions holding locks on the table.
+async fn lock_holders(control: &Client, table: &QualifiedName) -> String {
+    let rows = control
+        .query(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, '') FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.relation = $1::text::regclass AND l.granted AND a.pid <> pg_backend_pid()",
+            &[&table.sql()],
+        )
+        .await
+        .unwrap_or_default();
+    let list: Vec<String> =
+        rows.iter().map(|r| format!("pid {} ({}, {})", r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, String>(2))).collect();
+    if list.is_empty() { "none seen".into() } else { list.join("; ") }
+}

@@ -1,0 +1,319 @@
+//! What pgrepart needs to know about the server and the table, read from the catalogs once.
+//! Everything downstream (preflight verdicts, DDL, copy and apply statements) is a pure function
+//! of these facts.
+
+use tokio_postgres::Client;
+
+use super::ident::{quote_ident, QualifiedName};
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// e.g. 150004
+    pub version_num: u32,
+    pub wal_level: String,
+    pub encoding: String,
+    pub database: String,
+}
+
+impl ServerInfo {
+    pub fn major(&self) -> u32 {
+        self.version_num / 10000
+    }
+}
+
+pub async fn server_info(client: &Client) -> Result<ServerInfo> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
+                    pg_encoding_to_char(encoding)::text, current_database()::text \
+             FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading server settings", e))?;
+    Ok(ServerInfo {
+        version_num: row.get::<_, i32>(0) as u32,
+        wal_level: row.get(1),
+        encoding: row.get(2),
+        database: row.get(3),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// `format_type` of the column, e.g. `numeric(10,2)`.
+    pub type_sql: String,
+    pub type_oid: u32,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// A non-default collation, already quoted (`"C"` or `"pg_catalog"."C"`).
+    pub collation: Option<String>,
+    /// The expression of a stored generated column.
+    pub generated: Option<String>,
+    /// `a` (ALWAYS) or `d` (BY DEFAULT) identity.
+    pub identity: Option<char>,
+}
+
+impl ColumnInfo {
+    /// Columns that logical replication sends and COPY must carry: not generated.
+    pub fn is_replicated(&self) -> bool {
+        self.generated.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexInfo {
+    pub name: String,
+    /// `pg_get_indexdef` text.
+    pub definition: String,
+    pub is_primary: bool,
+    pub is_unique: bool,
+    pub is_replica_identity: bool,
+    /// Plain key columns (expression columns are left out; see `has_expressions`).
+    pub columns: Vec<String>,
+    pub has_expressions: bool,
+    pub has_predicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckConstraint {
+    pub name: String,
+    /// `pg_get_constraintdef`, e.g. `CHECK ((amount >= (0)::numeric))`.
+    pub definition: String,
+    pub no_inherit: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSequence {
+    pub column: String,
+    /// Quoted, schema-qualified.
+    pub sequence_sql: String,
+    /// `a` for a serial-style OWNED BY, `i` for an identity column's internal sequence.
+    pub dependency: char,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Quoted role name or `PUBLIC`.
+    pub grantee: String,
+    pub privilege: String,
+    pub grantable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    pub oid: u32,
+    pub name: QualifiedName,
+    /// `r` table, `p` partitioned table, ...
+    pub relkind: char,
+    /// `p` permanent, `u` unlogged, `t` temporary.
+    pub persistence: char,
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    pub replica_identity: char,
+    pub owner: String,
+    pub estimated_rows: i64,
+    pub total_bytes: i64,
+    pub columns: Vec<ColumnInfo>,
+    pub indexes: Vec<IndexInfo>,
+    pub checks: Vec<CheckConstraint>,
+    pub sequences: Vec<OwnedSequence>,
+    pub grants: Vec<Grant>,
+    /// `constraint on other_table` for every foreign key that references this table.
+    pub inbound_foreign_keys: Vec<String>,
+}
+
+impl TableInfo {
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The columns logical replication sends, in attribute order.
+    pub fn replicated_columns(&self) -> Vec<&ColumnInfo> {
+        self.columns.iter().filter(|c| c.is_replicated()).collect()
+    }
+
+    /// The index whose columns identify a row in the change stream: the replica identity index,
+    /// else the primary key. `None` when the table has neither.
+    pub fn key_index(&self) -> Option<&IndexInfo> {
+        match self.replica_identity {
+            'i' => self.indexes.iter().find(|i| i.is_replica_identity),
+            'n' => None,
+            _ => self.indexes.iter().find(|i| i.is_primary),
+        }
+    }
+}
+
+/// Reads everything about `name`; `Ok(None)` when no such table exists.
+pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<TableInfo>> {
+    let ctx = |what: &str| format!("reading the catalog ({what}) of {name}");
+    let Some(row) = client
+        .query_opt(
+            "SELECT c.oid, c.relkind::text, c.relpersistence::text, c.relreplident::text, \
+                    pg_get_userbyid(c.relowner)::text, greatest(c.reltuples, 0)::bigint, \
+                    pg_total_relation_size(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            &[&name.schema, &name.name],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("table"), e))?
+    else {
+        return Ok(None);
+    };
+    let oid: u32 = row.get(0);
+    let first_char = |i: usize| row.get::<_, String>(i).chars().next().unwrap_or('?');
+
+    let columns = client
+        .query(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.atttypid, a.attnotnull, \
+                    CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+                    CASE WHEN a.attcollation <> 0 AND a.attcollation <> t.typcollation THEN \
+                      (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname) \
+                       FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace \
+                       WHERE co.oid = a.attcollation) END, \
+                    CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+                    a.attidentity::text \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("columns"), e))?
+        .into_iter()
+        .map(|r| ColumnInfo {
+            name: r.get(0),
+            type_sql: r.get(1),
+            type_oid: r.get(2),
+            not_null: r.get(3),
+            default: r.get(4),
+            collation: r.get(5),
+            generated: r.get(6),
+            identity: r.get::<_, String>(7).chars().next(),
+        })
+        .collect();
+
+    let indexes = client
+        .query(
+            "SELECT c.relname::text, pg_get_indexdef(i.indexrelid), i.indisprimary, i.indisunique, \
+                    i.indisreplident, \
+                    ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord) \
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                          ORDER BY k.ord), \
+                    i.indexprs IS NOT NULL, i.indpred IS NOT NULL \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = $1 ORDER BY c.relname",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("indexes"), e))?
+        .into_iter()
+        .map(|r| IndexInfo {
+            name: r.get(0),
+            definition: r.get(1),
+            is_primary: r.get(2),
+            is_unique: r.get(3),
+            is_replica_identity: r.get(4),
+            columns: r.get(5),
+            has_expressions: r.get(6),
+            has_predicate: r.get(7),
+        })
+        .collect();
+
+    let checks = client
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid), connoinherit FROM pg_constraint \
+             WHERE conrelid = $1 AND contype = 'c' ORDER BY conname",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("check constraints"), e))?
+        .into_iter()
+        .map(|r| CheckConstraint { name: r.get(0), definition: r.get(1), no_inherit: r.get(2) })
+        .collect();
+
+    let sequences = client
+        .query(
+            "SELECT a.attname::text, quote_ident(sn.nspname) || '.' || quote_ident(s.relname), d.deptype::text \
+             FROM pg_depend d \
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+             JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
+               AND d.refobjid = $1 AND d.deptype IN ('a', 'i') ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("sequences"), e))?
+        .into_iter()
+        .map(|r| OwnedSequence {
+            column: r.get(0),
+            sequence_sql: r.get(1),
+            dependency: r.get::<_, String>(2).chars().next().unwrap_or('a'),
+        })
+        .collect();
+
+    let grants = client
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                    a.privilege_type, a.is_grantable \
+             FROM pg_class c, aclexplode(c.relacl) a \
+             WHERE c.oid = $1 AND a.grantee <> c.relowner ORDER BY 1, 2",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("grants"), e))?
+        .into_iter()
+        .map(|r| Grant { grantee: r.get(0), privilege: r.get(1), grantable: r.get(2) })
+        .collect();
+
+    let inbound_foreign_keys = client
+        .query(
+            "SELECT conname::text || ' on ' || conrelid::regclass::text FROM pg_constraint \
+             WHERE confrelid = $1 AND contype = 'f' AND conrelid <> $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("foreign keys"), e))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    Ok(Some(TableInfo {
+        oid,
+        name: name.clone(),
+        relkind: first_char(1),
+        persistence: first_char(2),
+        replica_identity: first_char(3),
+        owner: row.get(4),
+        estimated_rows: row.get(5),
+        total_bytes: row.get(6),
+        columns,
+        indexes,
+        checks,
+        sequences,
+        grants,
+        inbound_foreign_keys,
+    }))
+}
+
+/// The partitions of a partitioned table with their bounds, for `--into` targets and reports.
+pub async fn partitions(client: &Client, table_oid: u32) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), pg_get_expr(c.relpartbound, c.oid) \
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE i.inhparent = $1 ORDER BY 1",
+            &[&table_oid],
+        )
+        .await
+        .map_err(|e| Error::db("reading partitions", e))?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Quoted column list, e.g. `"id", "region"`.
+pub fn column_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().map(quote_ident).collect::<Vec<_>>().join(", ")
+}

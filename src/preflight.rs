@@ -1,0 +1,432 @@
+//! Preflight: every reason to refuse a migration, checked before anything is created.
+//! `gather` reads the facts; `evaluate` (pure) turns them into verdicts with the fix for each.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use crate::error::{Error, Result};
+use crate::pg::catalog::{self, ServerInfo, TableInfo};
+use crate::pg::ident::QualifiedName;
+use crate::spec::{PartitionBy, PartitionSpec};
+
+/// What the new table is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// pgrepart creates it.
+    Generate { name: QualifiedName, by: PartitionBy, partitions: Vec<PartitionSpec> },
+    /// The DBA created it (`--into`).
+    Into(QualifiedName),
+}
+
+impl Target {
+    pub fn name(&self) -> &QualifiedName {
+        match self {
+            Target::Generate { name, .. } | Target::Into(name) => name,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub server: ServerInfo,
+    pub table: Option<TableInfo>,
+    pub can_replicate: bool,
+    pub owns_table: bool,
+    pub free_slots: i64,
+    pub free_wal_senders: i64,
+    /// Names (target table, partitions, old name) that are already taken by other relations.
+    pub taken_names: Vec<String>,
+    pub into: Option<TableInfo>,
+    pub into_has_rows: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+fn pass(name: &'static str, detail: impl Into<String>) -> Check {
+    Check { name, status: Status::Pass, detail: detail.into(), hint: None }
+}
+
+fn fail(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    Check { name, status: Status::Fail, detail: detail.into(), hint: Some(hint.into()) }
+}
+
+fn warn(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
+    Check { name, status: Status::Warn, detail: detail.into(), hint: Some(hint.into()) }
+}
+
+pub async fn gather(client: &Client, table: &QualifiedName, target: &Target, old_name: &str) -> Result<Facts> {
+    let server = catalog::server_info(client).await?;
+    let info = catalog::table_info(client, table).await?;
+    let row = client
+        .query_one(
+            "SELECT r.rolsuper OR r.rolreplication, \
+                    current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), \
+                    current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication) \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading the role's rights", e))?;
+    let owns_table = match &info {
+        Some(t) => client
+            .query_one("SELECT pg_has_role(current_user, $1::text::regrole, 'MEMBER')", &[&t.owner])
+            .await
+            .map_err(|e| Error::db("reading the table's owner", e))?
+            .get(0),
+        None => false,
+    };
+    let mut wanted: Vec<QualifiedName> = vec![table.sibling(old_name)];
+    if let Target::Generate { name, partitions, .. } = target {
+        wanted.push(name.clone());
+        wanted.extend(partitions.iter().map(|p| name.sibling(p.name.clone())));
+    }
+    let mut taken_names = Vec::new();
+    for n in &wanted {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&n.sql()])
+            .await
+            .map_err(|e| Error::db("checking names", e))?
+            .get(0);
+        if exists {
+            taken_names.push(n.to_string());
+        }
+    }
+    let (into, into_has_rows) = match target {
+        Target::Into(name) => {
+            let into = catalog::table_info(client, name).await?;
+            let has_rows = match &into {
+                Some(t) if t.relkind == 'p' => client
+                    .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {})", name.sql()), &[])
+                    .await
+                    .map_err(|e| Error::db("checking that the --into table is empty", e))?
+                    .get(0),
+                _ => false,
+            };
+            (into, has_rows)
+        }
+        Target::Generate { .. } => (None, false),
+    };
+    Ok(Facts {
+        server,
+        table: info,
+        can_replicate: row.get(0),
+        free_slots: row.get::<_, i32>(1).into(),
+        free_wal_senders: row.get::<_, i32>(2).into(),
+        owns_table,
+        taken_names,
+        into,
+        into_has_rows,
+    })
+}
+
+/// Turns facts into verdicts, in the order a DBA would fix them.
+pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let s = &facts.server;
+    checks.push(if s.major() >= 14 {
+        pass("server version", format!("PostgreSQL {}", s.major()))
+    } else {
+        fail("server version", format!("PostgreSQL {} is too old", s.major()), "pgrepart needs PostgreSQL 14 or newer")
+    });
+    checks.push(if s.wal_level == "logical" {
+        pass("wal_level", "logical")
+    } else {
+        fail(
+            "wal_level",
+            format!("wal_level is {}, logical decoding needs logical", s.wal_level),
+            "run ALTER SYSTEM SET wal_level = logical; then restart the server",
+        )
+    });
+    checks.push(if s.encoding == "UTF8" {
+        pass("encoding", "UTF8")
+    } else {
+        fail("encoding", format!("database encoding is {}", s.encoding), "pgrepart supports UTF8 databases only")
+    });
+    checks.push(if facts.can_replicate {
+        pass("replication rights", "the role may replicate")
+    } else {
+        fail(
+            "replication rights",
+            "the connecting role has neither REPLICATION nor SUPERUSER",
+            "ALTER ROLE <role> REPLICATION, or connect as a role that has it",
+        )
+    });
+    checks.push(if facts.free_slots > 0 && facts.free_wal_senders > 0 {
+        pass("replication slots", format!("{} slot(s) and {} wal sender(s) free", facts.free_slots, facts.free_wal_senders))
+    } else {
+        fail(
+            "replication slots",
+            format!("{} free replication slot(s), {} free wal sender(s)", facts.free_slots.max(0), facts.free_wal_senders.max(0)),
+            "raise max_replication_slots / max_wal_senders (restart needed) or drop unused slots",
+        )
+    });
+    let Some(t) = &facts.table else {
+        checks.push(fail(
+            "table",
+            format!("table {table_name} does not exist"),
+            "check the --table name and the database in --source (use schema.name outside public)",
+        ));
+        return checks;
+    };
+    checks.push(match (t.relkind, t.persistence) {
+        ('r', 'p') => pass("table", format!("{} ({} rows estimated)", t.name, t.estimated_rows)),
+        ('p', _) => fail("table", format!("{} is already partitioned", t.name), "pgrepart converts plain tables"),
+        ('r', 'u') => fail("table", format!("{} is UNLOGGED: logical replication cannot read it", t.name), "ALTER TABLE ... SET LOGGED first"),
+        ('r', _) => fail("table", format!("{} is a temporary table", t.name), "temporary tables cannot be migrated online"),
+        _ => fail("table", format!("{} is not a table", t.name), "give a plain table to --table"),
+    });
+    checks.push(if facts.owns_table {
+        pass("ownership", format!("the role may act as the owner ({})", t.owner))
+    } else {
+        fail(
+            "ownership",
+            format!("the connecting role is not the owner of {} ({})", t.name, t.owner),
+            format!("connect as {} (or a member of it): creating the publication and renaming the table need ownership", t.owner),
+        )
+    });
+    match t.key_index() {
+        Some(k) if t.replica_identity != 'n' => {
+            checks.push(pass("replica identity", format!("rows are matched by ({}) from {}", k.columns.join(", "), k.name)))
+        }
+        _ => checks.push(fail(
+            "replica identity",
+            format!("{} has no primary key (or replica identity index) to match rows by", t.name),
+            "add a primary key, or ALTER TABLE ... REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns>",
+        )),
+    }
+    checks.push(if t.inbound_foreign_keys.is_empty() {
+        pass("foreign keys", "no foreign key references the table")
+    } else {
+        fail(
+            "foreign keys",
+            format!("foreign keys reference the table: {}", t.inbound_foreign_keys.join("; ")),
+            "a foreign key cannot point at the partitioned table through the old key alone: drop these constraints before the migration and recreate them on (key, partition key) afterwards",
+        )
+    });
+    checks.push(if facts.taken_names.is_empty() {
+        pass("names", "the new table, partition and old-table names are free")
+    } else {
+        fail(
+            "names",
+            format!("already in use: {}", facts.taken_names.join(", ")),
+            "choose other names (--old-name, partition names) or remove those relations",
+        )
+    });
+    match target {
+        Target::Generate { by, .. } => {
+            let missing: Vec<&str> = by.columns.iter().filter(|c| t.column(c).is_none()).map(String::as_str).collect();
+            if !missing.is_empty() {
+                let have: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+                checks.push(fail(
+                    "partition key",
+                    format!("column(s) {} do not exist in {}", missing.join(", "), t.name),
+                    format!("partition by one of its columns: {}", have.join(", ")),
+                ));
+            } else if let Some(generated) = by.columns.iter().find(|c| t.column(c).is_some_and(|c| c.generated.is_some())) {
+                checks.push(fail("partition key", format!("{generated} is a generated column"), "partition by a stored, non-generated column"));
+            } else {
+                checks.push(pass("partition key", by.sql()));
+                if let Some(k) = t.key_index() {
+                    if by.columns.iter().any(|c| !k.columns.contains(c)) {
+                        checks.push(warn(
+                            "uniqueness",
+                            format!(
+                                "the new primary key is ({}): ({}) alone is no longer enforced unique",
+                                crate::pg::ddl::target_primary_key(&k.columns, by).join(", "),
+                                k.columns.join(", ")
+                            ),
+                            format!("application upserts ON CONFLICT ({}) must name the new key", k.columns.join(", ")),
+                        ));
+                    }
+                }
+            }
+        }
+        Target::Into(name) => checks.push(into_check(facts, t, name)),
+    }
+    checks
+}
+
+fn into_check(facts: &Facts, source: &TableInfo, name: &QualifiedName) -> Check {
+    let Some(into) = &facts.into else {
+        return fail("--into table", format!("{name} does not exist"), "create the partitioned table first, or use --partition-by");
+    };
+    if into.relkind != 'p' {
+        return fail("--into table", format!("{name} is not a partitioned table"), "create it with PARTITION BY, or use --partition-by");
+    }
+    if into.name.schema != source.name.schema {
+        return fail(
+            "--into table",
+            format!("{name} is in another schema than {}", source.name),
+            "create the partitioned table in the same schema as the source table",
+        );
+    }
+    let mut problems = Vec::new();
+    for c in source.replicated_columns() {
+        match into.column(&c.name) {
+            None => problems.push(format!("column {} is missing", c.name)),
+            Some(ic) if ic.type_sql != c.type_sql => {
+                problems.push(format!("column {} is {} but the source has {}", c.name, ic.type_sql, c.type_sql))
+            }
+            Some(_) => {}
+        }
+    }
+    for ic in &into.columns {
+        if source.column(&ic.name).is_none() {
+            problems.push(format!("column {} does not exist in the source", ic.name));
+        }
+    }
+    if !problems.is_empty() {
+        return fail(
+            "--into table",
+            format!("{name} does not match {}: {}", source.name, problems.join("; ")),
+            "make the columns' names and types match the source table",
+        );
+    }
+    if facts.into_has_rows {
+        return fail("--into table", format!("{name} is not empty"), "pgrepart fills the target itself: TRUNCATE it first");
+    }
+    pass("--into table", format!("{name} is partitioned, empty, and matches the source's columns"))
+}
+
+/// The first failed check as an error, or Ok.
+pub fn refuse_on_failure(checks: &[Check]) -> Result<()> {
+    match checks.iter().find(|c| c.status == Status::Fail) {
+        None => Ok(()),
+        Some(c) => {
+            let mut err = Error::refused(format!("refused: {}", c.detail));
+            if let Some(h) = &c.hint {
+                err = err.with_hint(h.clone());
+            }
+            Err(err)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::ddl::tests::orders_flat;
+
+    fn facts() -> Facts {
+        Facts {
+            server: ServerInfo { version_num: 150004, wal_level: "logical".into(), encoding: "UTF8".into(), database: "shop".into() },
+            table: Some(orders_flat()),
+            can_replicate: true,
+            owns_table: true,
+            free_slots: 5,
+            free_wal_senders: 5,
+            taken_names: vec![],
+            into: None,
+            into_has_rows: false,
+        }
+    }
+
+    fn generate(by: &str) -> Target {
+        Target::Generate {
+            name: QualifiedName::new("public", "orders_flat_repart"),
+            by: PartitionBy::parse(by).unwrap(),
+            partitions: vec![PartitionSpec::parse("d=DEFAULT").unwrap()],
+        }
+    }
+
+    fn failures(f: &Facts, t: &Target) -> Vec<&'static str> {
+        evaluate(f, &QualifiedName::new("public", "orders_flat"), t)
+            .into_iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn the_seed_table_passes_with_a_warning_about_uniqueness() {
+        let checks = evaluate(&facts(), &QualifiedName::new("public", "orders_flat"), &generate("LIST (region)"));
+        assert!(checks.iter().all(|c| c.status != Status::Fail), "{checks:#?}");
+        let w = checks.iter().find(|c| c.name == "uniqueness").unwrap();
+        assert_eq!(w.status, Status::Warn);
+        assert!(w.detail.contains("(id, region)"));
+        assert!(refuse_on_failure(&checks).is_ok());
+    }
+
+    #[test]
+    fn each_broken_fact_is_refused_with_a_hint() {
+        let t = generate("LIST (region)");
+        let mut f = facts();
+        f.server.wal_level = "replica".into();
+        assert_eq!(failures(&f, &t), vec!["wal_level"]);
+        let err = refuse_on_failure(&evaluate(&f, &QualifiedName::new("public", "orders_flat"), &t)).unwrap_err();
+        assert!(err.to_string().contains("wal_level = logical"), "{err}");
+
+        let mut f = facts();
+        f.server.version_num = 130010;
+        assert_eq!(failures(&f, &t), vec!["server version"]);
+
+        let mut f = facts();
+        f.table = None;
+        assert_eq!(failures(&f, &t), vec!["table"]);
+
+        let mut f = facts();
+        f.table.as_mut().unwrap().indexes.retain(|i| !i.is_primary);
+        assert_eq!(failures(&f, &t), vec!["replica identity"]);
+
+        let mut f = facts();
+        f.table.as_mut().unwrap().inbound_foreign_keys = vec!["fk on items".into()];
+        assert_eq!(failures(&f, &t), vec!["foreign keys"]);
+
+        let f = facts();
+        assert_eq!(failures(&f, &generate("LIST (regoin)")), vec!["partition key"]);
+
+        let mut f = facts();
+        f.taken_names = vec!["public.orders_flat_old".into()];
+        assert_eq!(failures(&f, &t), vec!["names"]);
+
+        let mut f = facts();
+        f.can_replicate = false;
+        f.free_slots = 0;
+        assert_eq!(failures(&f, &t), vec!["replication rights", "replication slots"]);
+    }
+
+    #[test]
+    fn into_targets_must_be_partitioned_matching_and_empty() {
+        let name = QualifiedName::new("public", "orders_list");
+        let target = Target::Into(name.clone());
+        let mut into = orders_flat();
+        into.name = name.clone();
+        into.relkind = 'p';
+        let mut f = facts();
+        f.into = Some(into.clone());
+        assert!(failures(&f, &target).is_empty());
+
+        f.into_has_rows = true;
+        assert_eq!(failures(&f, &target), vec!["--into table"]);
+
+        let mut f = facts();
+        let mut wrong = into.clone();
+        wrong.columns[4].type_sql = "numeric".into();
+        f.into = Some(wrong);
+        let checks = evaluate(&f, &QualifiedName::new("public", "orders_flat"), &target);
+        let c = checks.iter().find(|c| c.name == "--into table").unwrap();
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("amount is numeric but the source has numeric(10,2)"), "{}", c.detail);
+
+        let mut f = facts();
+        let mut plain = into;
+        plain.relkind = 'r';
+        f.into = Some(plain);
+        assert_eq!(failures(&f, &target), vec!["--into table"]);
+    }
+}

@@ -1,0 +1,365 @@
+//! Migration state, kept in the target database (schema `pgrepart`), so that `status`, `cutover`
+//! and `abort` work from any terminal and a rerun of `run` resumes.
+//!
+//! ```text
+//! pgrepart.migrations  one row per migration: names, phase, requests from other terminals
+//! pgrepart.ranges      one row per key range: bounds, done, rows copied (set in the copy's own txn)
+//! ```
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, GenericClient, Row};
+
+use crate::copy::ranges::KeyRange;
+use crate::error::{Error, Result};
+use crate::pg::ident::QualifiedName;
+
+/// The phase machine. Each variant says who sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Set by `run` when the slot exists and the copy starts.
+    Copying,
+    /// Set by `run` when every range is copied and the secondary indexes are built.
+    Streaming,
+    /// Set by `run` when it starts taking the lock for the swap.
+    CuttingOver,
+    /// Set inside the swap transaction itself (same database), so it is true exactly when the swap is.
+    Done,
+    /// Set by `run` when it stops on an error; the slot and state are kept so a rerun resumes.
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Copying => "copying",
+            Phase::Streaming => "streaming",
+            Phase::CuttingOver => "cutting_over",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        [Phase::Copying, Phase::Streaming, Phase::CuttingOver, Phase::Done, Phase::Failed].into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+const SCHEMA_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS pgrepart;
+CREATE TABLE IF NOT EXISTS pgrepart.migrations (
+    id bigserial PRIMARY KEY,
+    source_schema text NOT NULL,
+    source_name text NOT NULL,
+    target_schema text NOT NULL,
+    target_name text NOT NULL,
+    old_name text NOT NULL,
+    slot_name text NOT NULL,
+    publication_name text NOT NULL,
+    target_created boolean NOT NULL,
+    created_partitions text[] NOT NULL DEFAULT '{}',
+    spec jsonb NOT NULL,
+    phase text NOT NULL,
+    cutover_mode text NOT NULL,
+    cutover_requested boolean NOT NULL DEFAULT false,
+    abort_requested boolean NOT NULL DEFAULT false,
+    last_error text,
+    applied_changes bigint NOT NULL DEFAULT 0,
+    confirmed_lsn pg_lsn,
+    rows_estimate bigint NOT NULL DEFAULT 0,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    phase_since timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
+    ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
+CREATE TABLE IF NOT EXISTS pgrepart.ranges (
+    migration_id bigint NOT NULL REFERENCES pgrepart.migrations ON DELETE CASCADE,
+    range_no int NOT NULL,
+    lo bigint,
+    hi bigint,
+    done boolean NOT NULL DEFAULT false,
+    rows_copied bigint NOT NULL DEFAULT 0,
+    finished_at timestamptz,
+    PRIMARY KEY (migration_id, range_no)
+);
+";
+
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub id: i64,
+    pub source: QualifiedName,
+    pub target: QualifiedName,
+    pub old_name: String,
+    pub slot_name: String,
+    pub publication_name: String,
+    pub target_created: bool,
+    pub created_partitions: Vec<String>,
+    pub spec: serde_json::Value,
+    pub phase: Phase,
+    pub cutover_mode: String,
+    pub cutover_requested: bool,
+    pub abort_requested: bool,
+    pub last_error: Option<String>,
+    pub applied_changes: i64,
+    pub rows_estimate: i64,
+    pub rows_copied: i64,
+    pub ranges_total: i64,
+    pub ranges_done: i64,
+    pub seconds_in_phase: f64,
+}
+
+const SELECT_MIGRATION: &str = "
+SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.old_name, m.slot_name,
+       m.publication_name, m.target_created, m.created_partitions, m.spec, m.phase, m.cutover_mode,
+       m.cutover_requested, m.abort_requested, m.last_error, m.applied_changes, m.rows_estimate,
+       coalesce((SELECT sum(rows_copied) FROM pgrepart.ranges r WHERE r.migration_id = m.id), 0)::bigint,
+       (SELECT count(*) FROM pgrepart.ranges r WHERE r.migration_id = m.id),
+       (SELECT count(*) FROM pgrepart.ranges r WHERE r.migration_id = m.id AND r.done),
+       extract(epoch FROM now() - m.phase_since)::float8
+FROM pgrepart.migrations m";
+
+fn migration_from_row(r: &Row) -> Result<Migration> {
+    let phase: String = r.get(11);
+    Ok(Migration {
+        id: r.get(0),
+        source: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+        target: QualifiedName::new(r.get::<_, String>(3), r.get::<_, String>(4)),
+        old_name: r.get(5),
+        slot_name: r.get(6),
+        publication_name: r.get(7),
+        target_created: r.get(8),
+        created_partitions: r.get(9),
+        spec: r.get(10),
+        phase: Phase::parse(&phase).ok_or_else(|| Error::failed(format!("unknown phase {phase:?} in pgrepart.migrations")))?,
+        cutover_mode: r.get(12),
+        cutover_requested: r.get(13),
+        abort_requested: r.get(14),
+        last_error: r.get(15),
+        applied_changes: r.get(16),
+        rows_estimate: r.get(17),
+        rows_copied: r.get(18),
+        ranges_total: r.get(19),
+        ranges_done: r.get(20),
+        seconds_in_phase: r.get(21),
+    })
+}
+
+pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
+    client.batch_execute(SCHEMA_SQL).await.map_err(|e| {
+        Error::db("creating pgrepart's state tables (schema pgrepart) in the target database", e)
+            .with_hint("the connecting role needs CREATE on the target database")
+    })
+}
+
+async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
+    let row = client
+        .query_one("SELECT to_regclass('pgrepart.migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|e| Error::db("looking for pgrepart's state", e))?;
+    Ok(row.get(0))
+}
+
+/// The newest migration of `source` (active or done).
+pub async fn latest(client: &impl GenericClient, source: &QualifiedName) -> Result<Option<Migration>> {
+    if !schema_exists(client).await? {
+        return Ok(None);
+    }
+    let sql = format!("{SELECT_MIGRATION} WHERE m.source_schema = $1 AND m.source_name = $2 ORDER BY m.id DESC LIMIT 1");
+    let row = client
+        .query_opt(&sql, &[&source.schema, &source.name])
+        .await
+        .map_err(|e| Error::db("reading pgrepart.migrations", e))?;
+    row.as_ref().map(migration_from_row).transpose()
+}
+
+/// Every migration recorded in this database, newest first.
+pub async fn all(client: &impl GenericClient) -> Result<Vec<Migration>> {
+    if !schema_exists(client).await? {
+        return Ok(Vec::new());
+    }
+    let sql = format!("{SELECT_MIGRATION} ORDER BY m.id DESC");
+    let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("reading pgrepart.migrations", e))?;
+    rows.iter().map(migration_from_row).collect()
+}
+
+pub async fn get(client: &impl GenericClient, id: i64) -> Result<Migration> {
+    let sql = format!("{SELECT_MIGRATION} WHERE m.id = $1");
+    let row = client.query_one(&sql, &[&id]).await.map_err(|e| Error::db("reading pgrepart.migrations", e))?;
+    migration_from_row(&row)
+}
+
+pub struct NewMigration<'a> {
+    pub source: &'a QualifiedName,
+    pub target: &'a QualifiedName,
+    pub old_name: &'a str,
+    pub target_created: bool,
+    pub created_partitions: Vec<String>,
+    pub spec: serde_json::Value,
+    pub cutover_mode: &'a str,
+    pub rows_estimate: i64,
+}
+
+/// Inserts the migration row and derives the slot and publication names from its id.
+pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<Migration> {
+    let row = client
+        .query_one(
+            "INSERT INTO pgrepart.migrations (source_schema, source_name, target_schema, target_name, old_name, \
+               slot_name, publication_name, target_created, created_partitions, spec, phase, cutover_mode, rows_estimate) \
+             VALUES ($1, $2, $3, $4, $5, '', '', $6, $7, $8, 'copying', $9, $10) RETURNING id",
+            &[
+                &m.source.schema,
+                &m.source.name,
+                &m.target.schema,
+                &m.target.name,
+                &m.old_name,
+                &m.target_created,
+                &m.created_partitions,
+                &m.spec,
+                &m.cutover_mode,
+                &m.rows_estimate,
+            ],
+        )
+        .await
+        .map_err(|e| {
+            if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                Error::refused(format!("another migration of {} is already in progress", m.source))
+                    .with_hint("watch it with `pgrepart status`, or remove it with `pgrepart abort`")
+            } else {
+                Error::db("recording the migration", e)
+            }
+        })?;
+    let id: i64 = row.get(0);
+    let base = crate::pg::ident::slot_safe(&m.source.name);
+    let slot = crate::pg::ident::truncate_ident(&format!("pgrepart_{id}_{base}"));
+    client
+        .execute("UPDATE pgrepart.migrations SET slot_name = $2, publication_name = $2 WHERE id = $1", &[&id, &slot])
+        .await
+        .map_err(|e| Error::db("recording the migration", e))?;
+    get(client, id).await
+}
+
+pub async fn set_cutover_mode(client: &impl GenericClient, id: i64, mode: &str) -> Result<()> {
+    client
+        .execute("UPDATE pgrepart.migrations SET cutover_mode = $2, updated_at = now() WHERE id = $1", &[&id, &mode])
+        .await
+        .map_err(|e| Error::db("recording the cutover mode", e))?;
+    Ok(())
+}
+
+pub async fn set_phase(client: &impl GenericClient, id: i64, phase: Phase, error: Option<&str>) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET phase = $2, last_error = $3, \
+               phase_since = CASE WHEN phase = $2 THEN phase_since ELSE now() END, updated_at = now(), \
+               finished_at = CASE WHEN $2 = 'done' THEN now() END \
+             WHERE id = $1",
+            &[&id, &phase.as_str(), &error],
+        )
+        .await
+        .map_err(|e| Error::db("recording the migration's phase", e))?;
+    Ok(())
+}
+
+pub async fn set_error(client: &impl GenericClient, id: i64, error: Option<&str>) -> Result<()> {
+    client
+        .execute("UPDATE pgrepart.migrations SET last_error = $2, updated_at = now() WHERE id = $1", &[&id, &error])
+        .await
+        .map_err(|e| Error::db("recording the migration's error", e))?;
+    Ok(())
+}
+
+pub async fn record_progress(client: &impl GenericClient, id: i64, applied_changes: i64, confirmed: crate::lsn::Lsn) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, updated_at = now() WHERE id = $1",
+            &[&id, &applied_changes, &confirmed.to_string()],
+        )
+        .await
+        .map_err(|e| Error::db("recording progress", e))?;
+    Ok(())
+}
+
+pub async fn request(client: &impl GenericClient, id: i64, what: Request) -> Result<()> {
+    let column = match what {
+        Request::Cutover => "cutover_requested",
+        Request::Abort => "abort_requested",
+    };
+    client
+        .execute(&format!("UPDATE pgrepart.migrations SET {column} = true, updated_at = now() WHERE id = $1"), &[&id])
+        .await
+        .map_err(|e| Error::db("recording the request", e))?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Request {
+    Cutover,
+    Abort,
+}
+
+pub async fn insert_ranges(client: &impl GenericClient, id: i64, ranges: &[KeyRange]) -> Result<()> {
+    for (i, r) in ranges.iter().enumerate() {
+        client
+            .execute(
+                "INSERT INTO pgrepart.ranges (migration_id, range_no, lo, hi) VALUES ($1, $2, $3, $4)",
+                &[&id, &(i as i32), &r.lo, &r.hi],
+            )
+            .await
+            .map_err(|e| Error::db("recording the key ranges", e))?;
+    }
+    Ok(())
+}
+
+/// (range, done) in range order.
+pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(KeyRange, bool)>> {
+    let rows = client
+        .query("SELECT lo, hi, done FROM pgrepart.ranges WHERE migration_id = $1 ORDER BY range_no", &[&id])
+        .await
+        .map_err(|e| Error::db("reading the key ranges", e))?;
+    Ok(rows.iter().map(|r| (KeyRange { lo: r.get(0), hi: r.get(1) }, r.get(2))).collect())
+}
+
+/// Marks a range copied; called inside the copy's own target transaction.
+pub async fn mark_range_done(client: &impl GenericClient, id: i64, range_no: usize, rows: u64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.ranges SET done = true, rows_copied = $3, finished_at = now() WHERE migration_id = $1 AND range_no = $2",
+            &[&id, &(range_no as i32), &(rows as i64)],
+        )
+        .await
+        .map_err(|e| Error::db("recording a copied range", e))?;
+    Ok(())
+}
+
+/// Removes the migration's state, and the schema when nothing else is left in it.
+pub async fn delete(client: &Client, id: i64) -> Result<()> {
+    client
+        .execute("DELETE FROM pgrepart.migrations WHERE id = $1", &[&id])
+        .await
+        .map_err(|e| Error::db("removing the migration's state", e))?;
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM pgrepart.migrations", &[])
+        .await
+        .map_err(|e| Error::db("removing the migration's state", e))?
+        .get(0);
+    if left == 0 {
+        client.batch_execute("DROP SCHEMA pgrepart CASCADE").await.map_err(|e| Error::db("dropping schema pgrepart", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_round_trip_through_their_names() {
+        for p in [Phase::Copying, Phase::Streaming, Phase::CuttingOver, Phase::Done, Phase::Failed] {
+            assert_eq!(Phase::parse(p.as_str()), Some(p));
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+        }
+        assert_eq!(Phase::parse("paused"), None);
+    }
+}

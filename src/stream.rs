@@ -1,0 +1,83 @@
+//! The stream reader: reads CopyData from the replication connection, decodes pgoutput, and hands
+//! events to the applier through a bounded channel (the bound is the backpressure). It answers
+//! keepalives and sends a standby status every second, also while the applier is busy, so the
+//! walsender never times us out; the flush it reports is only what the applier confirmed safe.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::apply::Event;
+use crate::error::{Error, Result};
+use crate::lsn::{Lsn, Monotonic};
+use crate::protocol::copydata::ServerCopyData;
+use crate::protocol::pgoutput::{self, PgOutput};
+use crate::replication::ReplicationStream;
+
+pub async fn read_stream(
+    mut stream: ReplicationStream,
+    events: mpsc::Sender<Event>,
+    flush: watch::Receiver<Lsn>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut status_every = tokio::time::interval(Duration::from_secs(1));
+    status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: Option<Event> = None;
+    let mut in_txn = false;
+    let mut written = Monotonic::new(*flush.borrow());
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => {
+                // Best effort: confirm what is safe before closing.
+                let _ = send_status(&mut stream, &flush, written.get(), false).await;
+                return Ok(());
+            }
+            _ = status_every.tick() => {
+                // While idle, ask for a keepalive: its walEnd lets the flush position move on.
+                send_status(&mut stream, &flush, written.get(), !in_txn).await?;
+            }
+            permit = events.reserve(), if pending.is_some() => {
+                let Ok(permit) = permit else { return Ok(()) };
+                if let Some(event) = pending.take() {
+                    permit.send(event);
+                }
+            }
+            msg = stream.recv(), if pending.is_none() => {
+                match msg.map_err(|e| Error::replication("reading the replication stream", e))? {
+                    None => return Err(Error::transient("the server ended the replication stream")),
+                    Some(ServerCopyData::XLogData { data, .. }) => {
+                        let msg = pgoutput::decode(&data)
+                            .map_err(|e| Error::failed(format!("could not decode a pgoutput message: {e}")))?;
+                        match &msg {
+                            PgOutput::Begin { .. } => in_txn = true,
+                            PgOutput::Commit { end_lsn, .. } => {
+                                in_txn = false;
+                                written.advance(*end_lsn);
+                            }
+                            _ => {}
+                        }
+                        pending = Some(Event::Message(msg));
+                    }
+                    Some(ServerCopyData::Keepalive { wal_end, reply_requested, .. }) => {
+                        if reply_requested {
+                            send_status(&mut stream, &flush, written.get(), false).await?;
+                        }
+                        if !in_txn {
+                            written.advance(wal_end);
+                            pending = Some(Event::Idle(wal_end));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn send_status(stream: &mut ReplicationStream, flush: &watch::Receiver<Lsn>, written: Lsn, ask: bool) -> Result<()> {
+    let f = *flush.borrow();
+    stream
+        .send_status(written.max(f), f, f, ask)
+        .await
+        .map_err(|e| Error::replication("sending standby status", e))
+}
