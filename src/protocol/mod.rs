@@ -9,6 +9,7 @@
 pub mod copydata;
 pub mod frame;
 pub mod pgoutput;
+mod reader;
 
 /// Malformed or truncated input. Decoding never panics; it returns this.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
