@@ -28,7 +28,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check everything and print what `run` would do; changes nothing. Exit 1 if a check fails.
-    Plan(RunArgs),
+    Plan(PlanArgs),
     /// Run a migration (or resume the one in progress for this table) until it has cut over.
     Run(RunArgs),
     /// Show a migration's phase, copy progress and lag.
@@ -134,6 +134,16 @@ pub struct StatusArgs {
     pub table: Option<String>,
 
     /// Print one JSON object (or, without --table, a JSON array).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Print the plan as one JSON object.
     #[arg(long)]
     pub json: bool,
 }

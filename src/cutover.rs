@@ -18,7 +18,7 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
 use crate::pg::catalog::{Grant, OwnedSequence};
-use crate::pg::ident::{quote_ident, quote_literal, QualifiedName};
+use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 
 /// Everything the swap must carry over, computed before the lock is taken.
 #[derive(Debug, Clone)]
@@ -41,8 +41,16 @@ pub struct SwapPlan {
 pub fn swap_statements(plan: &SwapPlan) -> Vec<String> {
     let final_name = plan.source.clone();
     let mut sql = vec![
-        format!("ALTER TABLE {} RENAME TO {}", plan.source.sql(), quote_ident(&plan.old_name)),
-        format!("ALTER TABLE {} RENAME TO {}", plan.target.sql(), quote_ident(&plan.source.name)),
+        format!(
+            "ALTER TABLE {} RENAME TO {}",
+            plan.source.sql(),
+            quote_ident(&plan.old_name)
+        ),
+        format!(
+            "ALTER TABLE {} RENAME TO {}",
+            plan.target.sql(),
+            quote_ident(&plan.source.name)
+        ),
     ];
     for seq in &plan.sequences {
         match seq.dependency {
@@ -57,7 +65,11 @@ pub fn swap_statements(plan: &SwapPlan) -> Vec<String> {
         }
     }
     if let Some(owner) = &plan.new_owner {
-        sql.push(format!("ALTER TABLE {} OWNER TO {}", final_name.sql(), quote_ident(owner)));
+        sql.push(format!(
+            "ALTER TABLE {} OWNER TO {}",
+            final_name.sql(),
+            quote_ident(owner)
+        ));
         for p in &plan.partitions {
             sql.push(format!("ALTER TABLE {p} OWNER TO {}", quote_ident(owner)));
         }
@@ -68,7 +80,11 @@ pub fn swap_statements(plan: &SwapPlan) -> Vec<String> {
             g.privilege,
             final_name.sql(),
             g.grantee,
-            if g.grantable { " WITH GRANT OPTION" } else { "" }
+            if g.grantable {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            }
         ));
     }
     sql.push(format!(
@@ -81,7 +97,9 @@ pub fn swap_statements(plan: &SwapPlan) -> Vec<String> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Done { lock_held: Duration },
+    Done {
+        lock_held: Duration,
+    },
     /// The lock could not be had within lock_timeout; nothing changed.
     LockTimeout,
     /// The applier did not reach the fence in time; rolled back, nothing changed.
@@ -104,11 +122,20 @@ pub async fn attempt(
     fence: &mut watch::Receiver<Option<String>>,
     a: Attempt<'_>,
 ) -> Result<Outcome> {
-    let tx = control.transaction().await.map_err(|e| Error::db("starting the cutover transaction", e))?;
-    tx.batch_execute(&format!("SET LOCAL lock_timeout = '{}ms'", a.lock_timeout.as_millis()))
+    let tx = control
+        .transaction()
         .await
-        .map_err(|e| Error::db("setting lock_timeout", e))?;
-    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", a.plan.source.sql());
+        .map_err(|e| Error::db("starting the cutover transaction", e))?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        a.lock_timeout.as_millis()
+    ))
+    .await
+    .map_err(|e| Error::db("setting lock_timeout", e))?;
+    let lock = format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        a.plan.source.sql()
+    );
     if let Err(e) = tx.batch_execute(&lock).await {
         if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
             let _ = tx.rollback().await;
@@ -129,12 +156,19 @@ pub async fn attempt(
         .get(0);
     if a.server_major < 17 {
         flusher
-            .query_one("SELECT pg_logical_emit_message(true, 'pgrepart-flush', '')", &[])
+            .query_one(
+                "SELECT pg_logical_emit_message(true, 'pgrepart-flush', '')",
+                &[],
+            )
             .await
             .map_err(|e| Error::db("flushing the cutover fence", e))?;
     }
     tracing::info!(fence = %a.fence_id, lsn = %fence_lsn, "table locked; waiting for the applier to reach the fence");
-    let reached = tokio::time::timeout(a.drain_timeout, fence.wait_for(|f| f.as_deref() == Some(a.fence_id.as_str()))).await;
+    let reached = tokio::time::timeout(
+        a.drain_timeout,
+        fence.wait_for(|f| f.as_deref() == Some(a.fence_id.as_str())),
+    )
+    .await;
     match reached {
         Err(_) => {
             let _ = tx.rollback().await;
@@ -142,15 +176,23 @@ pub async fn attempt(
         }
         Ok(Err(_)) => {
             let _ = tx.rollback().await;
-            return Err(Error::failed("the applier stopped while the cutover waited for it"));
+            return Err(Error::failed(
+                "the applier stopped while the cutover waited for it",
+            ));
         }
         Ok(Ok(_)) => {}
     }
     for stmt in swap_statements(a.plan) {
-        tx.batch_execute(&stmt).await.map_err(|e| Error::db("swapping the tables", e))?;
+        tx.batch_execute(&stmt)
+            .await
+            .map_err(|e| Error::db("swapping the tables", e))?;
     }
-    tx.commit().await.map_err(|e| Error::db("committing the swap", e))?;
-    Ok(Outcome::Done { lock_held: locked_at.elapsed() })
+    tx.commit()
+        .await
+        .map_err(|e| Error::db("committing the swap", e))?;
+    Ok(Outcome::Done {
+        lock_held: locked_at.elapsed(),
+    })
 }
 
 #[cfg(test)]
@@ -168,7 +210,11 @@ mod tests {
                 sequence_sql: "public.orders_flat_id_seq".into(),
                 dependency: 'a',
             }],
-            grants: vec![Grant { grantee: "app".into(), privilege: "SELECT".into(), grantable: false }],
+            grants: vec![Grant {
+                grantee: "app".into(),
+                privilege: "SELECT".into(),
+                grantable: false,
+            }],
             new_owner: None,
             partitions: vec![],
             target_created: true,
@@ -201,7 +247,13 @@ mod tests {
             sql[2],
             "SELECT setval(pg_get_serial_sequence('\"public\".\"orders_flat\"', 'id'), s.last_value, s.is_called) FROM public.orders_flat_id_seq s"
         );
-        assert_eq!(sql[3], "ALTER TABLE \"public\".\"orders_flat\" OWNER TO \"shop_owner\"");
-        assert_eq!(sql[4], "ALTER TABLE \"public\".\"orders_flat_us\" OWNER TO \"shop_owner\"");
+        assert_eq!(
+            sql[3],
+            "ALTER TABLE \"public\".\"orders_flat\" OWNER TO \"shop_owner\""
+        );
+        assert_eq!(
+            sql[4],
+            "ALTER TABLE \"public\".\"orders_flat_us\" OWNER TO \"shop_owner\""
+        );
     }
 }

@@ -26,15 +26,30 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn refused(message: impl Into<String>) -> Self {
-        Error { kind: Kind::Refused, message: message.into(), hint: None, source: None }
+        Error {
+            kind: Kind::Refused,
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
     }
 
     pub fn failed(message: impl Into<String>) -> Self {
-        Error { kind: Kind::Failed, message: message.into(), hint: None, source: None }
+        Error {
+            kind: Kind::Failed,
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
     }
 
     pub fn transient(message: impl Into<String>) -> Self {
-        Error { kind: Kind::Transient, message: message.into(), hint: None, source: None }
+        Error {
+            kind: Kind::Transient,
+            message: message.into(),
+            hint: None,
+            source: None,
+        }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -64,18 +79,28 @@ impl Error {
         let context = context.into();
         let transient = is_transient_pg(&err);
         let (message, hint) = match err.as_db_error() {
-            Some(db) => (format!("{context}: {}", db.message()), db.hint().map(str::to_string)),
+            Some(db) => (
+                format!("{context}: {}", db.message()),
+                db.hint().map(str::to_string),
+            ),
             None => (format!("{context}: {err}"), None),
         };
         Error {
-            kind: if transient { Kind::Transient } else { Kind::Failed },
+            kind: if transient {
+                Kind::Transient
+            } else {
+                Kind::Failed
+            },
             message,
             hint,
             source: Some(Box::new(err)),
         }
     }
 
-    pub fn replication(context: impl Into<String>, err: crate::replication::ReplicationError) -> Self {
+    pub fn replication(
+        context: impl Into<String>,
+        err: crate::replication::ReplicationError,
+    ) -> Self {
         use crate::replication::ReplicationError as R;
         let kind = match &err {
             R::Io(_) => Kind::Transient,
@@ -83,7 +108,12 @@ impl Error {
             _ => Kind::Failed,
         };
         let message = format!("{}: {err}", context.into());
-        Error { kind, message, hint: None, source: Some(Box::new(err)) }
+        Error {
+            kind,
+            message,
+            hint: None,
+            source: Some(Box::new(err)),
+        }
     }
 }
 
@@ -120,7 +150,9 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -140,8 +172,12 @@ mod tests {
 
     #[test]
     fn display_puts_the_hint_on_its_own_line() {
-        let e = Error::refused("wal_level is replica").with_hint("set wal_level = logical and restart");
-        assert_eq!(e.to_string(), "wal_level is replica\n  hint: set wal_level = logical and restart");
+        let e =
+            Error::refused("wal_level is replica").with_hint("set wal_level = logical and restart");
+        assert_eq!(
+            e.to_string(),
+            "wal_level is replica\n  hint: set wal_level = logical and restart"
+        );
         assert!(!e.is_transient());
     }
 }

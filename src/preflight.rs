@@ -13,7 +13,11 @@ use crate::spec::{PartitionBy, PartitionSpec};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// pgrepart creates it.
-    Generate { name: QualifiedName, by: PartitionBy, partitions: Vec<PartitionSpec> },
+    Generate {
+        name: QualifiedName,
+        by: PartitionBy,
+        partitions: Vec<PartitionSpec>,
+    },
     /// The DBA created it (`--into`).
     Into(QualifiedName),
 }
@@ -58,25 +62,45 @@ pub struct Check {
 }
 
 fn pass(name: &'static str, detail: impl Into<String>) -> Check {
-    Check { name, status: Status::Pass, detail: detail.into(), hint: None }
+    Check {
+        name,
+        status: Status::Pass,
+        detail: detail.into(),
+        hint: None,
+    }
 }
 
 fn fail(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
-    Check { name, status: Status::Fail, detail: detail.into(), hint: Some(hint.into()) }
+    Check {
+        name,
+        status: Status::Fail,
+        detail: detail.into(),
+        hint: Some(hint.into()),
+    }
 }
 
 fn warn(name: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Check {
-    Check { name, status: Status::Warn, detail: detail.into(), hint: Some(hint.into()) }
+    Check {
+        name,
+        status: Status::Warn,
+        detail: detail.into(),
+        hint: Some(hint.into()),
+    }
 }
 
-pub async fn gather(client: &Client, table: &QualifiedName, target: &Target, old_name: &str) -> Result<Facts> {
+pub async fn gather(
+    client: &Client,
+    table: &QualifiedName,
+    target: &Target,
+    old_name: &str,
+) -> Result<Facts> {
     let server = catalog::server_info(client).await?;
     let info = catalog::table_info(client, table).await?;
     let row = client
         .query_one(
             "SELECT r.rolsuper OR r.rolreplication, \
-                    current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), \
-                    current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication) \
+                    (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::bigint, \
+                    (current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication))::bigint \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -84,14 +108,20 @@ pub async fn gather(client: &Client, table: &QualifiedName, target: &Target, old
         .map_err(|e| Error::db("reading the role's rights", e))?;
     let owns_table = match &info {
         Some(t) => client
-            .query_one("SELECT pg_has_role(current_user, $1::text::regrole, 'MEMBER')", &[&t.owner])
+            .query_one(
+                "SELECT pg_has_role(current_user, $1::text::regrole, 'MEMBER')",
+                &[&t.owner],
+            )
             .await
             .map_err(|e| Error::db("reading the table's owner", e))?
             .get(0),
         None => false,
     };
     let mut wanted: Vec<QualifiedName> = vec![table.sibling(old_name)];
-    if let Target::Generate { name, partitions, .. } = target {
+    if let Target::Generate {
+        name, partitions, ..
+    } = target
+    {
         wanted.push(name.clone());
         wanted.extend(partitions.iter().map(|p| name.sibling(p.name.clone())));
     }
@@ -111,7 +141,10 @@ pub async fn gather(client: &Client, table: &QualifiedName, target: &Target, old
             let into = catalog::table_info(client, name).await?;
             let has_rows = match &into {
                 Some(t) if t.relkind == 'p' => client
-                    .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {})", name.sql()), &[])
+                    .query_one(
+                        &format!("SELECT EXISTS (SELECT 1 FROM {})", name.sql()),
+                        &[],
+                    )
                     .await
                     .map_err(|e| Error::db("checking that the --into table is empty", e))?
                     .get(0),
@@ -125,8 +158,8 @@ pub async fn gather(client: &Client, table: &QualifiedName, target: &Target, old
         server,
         table: info,
         can_replicate: row.get(0),
-        free_slots: row.get::<_, i32>(1).into(),
-        free_wal_senders: row.get::<_, i32>(2).into(),
+        free_slots: row.get(1),
+        free_wal_senders: row.get(2),
         owns_table,
         taken_names,
         into,
@@ -141,21 +174,32 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
     checks.push(if s.major() >= 14 {
         pass("server version", format!("PostgreSQL {}", s.major()))
     } else {
-        fail("server version", format!("PostgreSQL {} is too old", s.major()), "pgrepart needs PostgreSQL 14 or newer")
+        fail(
+            "server version",
+            format!("PostgreSQL {} is too old", s.major()),
+            "pgrepart needs PostgreSQL 14 or newer",
+        )
     });
     checks.push(if s.wal_level == "logical" {
         pass("wal_level", "logical")
     } else {
         fail(
             "wal_level",
-            format!("wal_level is {}, logical decoding needs logical", s.wal_level),
+            format!(
+                "wal_level is {}, logical decoding needs logical",
+                s.wal_level
+            ),
             "run ALTER SYSTEM SET wal_level = logical; then restart the server",
         )
     });
     checks.push(if s.encoding == "UTF8" {
         pass("encoding", "UTF8")
     } else {
-        fail("encoding", format!("database encoding is {}", s.encoding), "pgrepart supports UTF8 databases only")
+        fail(
+            "encoding",
+            format!("database encoding is {}", s.encoding),
+            "pgrepart supports UTF8 databases only",
+        )
     });
     checks.push(if facts.can_replicate {
         pass("replication rights", "the role may replicate")
@@ -167,11 +211,21 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
         )
     });
     checks.push(if facts.free_slots > 0 && facts.free_wal_senders > 0 {
-        pass("replication slots", format!("{} slot(s) and {} wal sender(s) free", facts.free_slots, facts.free_wal_senders))
+        pass(
+            "replication slots",
+            format!(
+                "{} slot(s) and {} wal sender(s) free",
+                facts.free_slots, facts.free_wal_senders
+            ),
+        )
     } else {
         fail(
             "replication slots",
-            format!("{} free replication slot(s), {} free wal sender(s)", facts.free_slots.max(0), facts.free_wal_senders.max(0)),
+            format!(
+                "{} free replication slot(s), {} free wal sender(s)",
+                facts.free_slots.max(0),
+                facts.free_wal_senders.max(0)
+            ),
             "raise max_replication_slots / max_wal_senders (restart needed) or drop unused slots",
         )
     });
@@ -184,11 +238,30 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
         return checks;
     };
     checks.push(match (t.relkind, t.persistence) {
-        ('r', 'p') => pass("table", format!("{} ({} rows estimated)", t.name, t.estimated_rows)),
-        ('p', _) => fail("table", format!("{} is already partitioned", t.name), "pgrepart converts plain tables"),
-        ('r', 'u') => fail("table", format!("{} is UNLOGGED: logical replication cannot read it", t.name), "ALTER TABLE ... SET LOGGED first"),
-        ('r', _) => fail("table", format!("{} is a temporary table", t.name), "temporary tables cannot be migrated online"),
-        _ => fail("table", format!("{} is not a table", t.name), "give a plain table to --table"),
+        ('r', 'p') => pass(
+            "table",
+            format!("{} ({} rows estimated)", t.name, t.estimated_rows),
+        ),
+        ('p', _) => fail(
+            "table",
+            format!("{} is already partitioned", t.name),
+            "pgrepart converts plain tables",
+        ),
+        ('r', 'u') => fail(
+            "table",
+            format!("{} is UNLOGGED: logical replication cannot read it", t.name),
+            "ALTER TABLE ... SET LOGGED first",
+        ),
+        ('r', _) => fail(
+            "table",
+            format!("{} is a temporary table", t.name),
+            "temporary tables cannot be migrated online",
+        ),
+        _ => fail(
+            "table",
+            format!("{} is not a table", t.name),
+            "give a plain table to --table",
+        ),
     });
     checks.push(if facts.owns_table {
         pass("ownership", format!("the role may act as the owner ({})", t.owner))
@@ -219,7 +292,10 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
         )
     });
     checks.push(if facts.taken_names.is_empty() {
-        pass("names", "the new table, partition and old-table names are free")
+        pass(
+            "names",
+            "the new table, partition and old-table names are free",
+        )
     } else {
         fail(
             "names",
@@ -229,16 +305,33 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
     });
     match target {
         Target::Generate { by, .. } => {
-            let missing: Vec<&str> = by.columns.iter().filter(|c| t.column(c).is_none()).map(String::as_str).collect();
+            let missing: Vec<&str> = by
+                .columns
+                .iter()
+                .filter(|c| t.column(c).is_none())
+                .map(String::as_str)
+                .collect();
             if !missing.is_empty() {
                 let have: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
                 checks.push(fail(
                     "partition key",
-                    format!("column(s) {} do not exist in {}", missing.join(", "), t.name),
+                    format!(
+                        "column(s) {} do not exist in {}",
+                        missing.join(", "),
+                        t.name
+                    ),
                     format!("partition by one of its columns: {}", have.join(", ")),
                 ));
-            } else if let Some(generated) = by.columns.iter().find(|c| t.column(c).is_some_and(|c| c.generated.is_some())) {
-                checks.push(fail("partition key", format!("{generated} is a generated column"), "partition by a stored, non-generated column"));
+            } else if let Some(generated) = by
+                .columns
+                .iter()
+                .find(|c| t.column(c).is_some_and(|c| c.generated.is_some()))
+            {
+                checks.push(fail(
+                    "partition key",
+                    format!("{generated} is a generated column"),
+                    "partition by a stored, non-generated column",
+                ));
             } else {
                 checks.push(pass("partition key", by.sql()));
                 if let Some(k) = t.key_index() {
@@ -263,10 +356,18 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
 
 fn into_check(facts: &Facts, source: &TableInfo, name: &QualifiedName) -> Check {
     let Some(into) = &facts.into else {
-        return fail("--into table", format!("{name} does not exist"), "create the partitioned table first, or use --partition-by");
+        return fail(
+            "--into table",
+            format!("{name} does not exist"),
+            "create the partitioned table first, or use --partition-by",
+        );
     };
     if into.relkind != 'p' {
-        return fail("--into table", format!("{name} is not a partitioned table"), "create it with PARTITION BY, or use --partition-by");
+        return fail(
+            "--into table",
+            format!("{name} is not a partitioned table"),
+            "create it with PARTITION BY, or use --partition-by",
+        );
     }
     if into.name.schema != source.name.schema {
         return fail(
@@ -279,9 +380,10 @@ fn into_check(facts: &Facts, source: &TableInfo, name: &QualifiedName) -> Check 
     for c in source.replicated_columns() {
         match into.column(&c.name) {
             None => problems.push(format!("column {} is missing", c.name)),
-            Some(ic) if ic.type_sql != c.type_sql => {
-                problems.push(format!("column {} is {} but the source has {}", c.name, ic.type_sql, c.type_sql))
-            }
+            Some(ic) if ic.type_sql != c.type_sql => problems.push(format!(
+                "column {} is {} but the source has {}",
+                c.name, ic.type_sql, c.type_sql
+            )),
             Some(_) => {}
         }
     }
@@ -293,14 +395,25 @@ fn into_check(facts: &Facts, source: &TableInfo, name: &QualifiedName) -> Check 
     if !problems.is_empty() {
         return fail(
             "--into table",
-            format!("{name} does not match {}: {}", source.name, problems.join("; ")),
+            format!(
+                "{name} does not match {}: {}",
+                source.name,
+                problems.join("; ")
+            ),
             "make the columns' names and types match the source table",
         );
     }
     if facts.into_has_rows {
-        return fail("--into table", format!("{name} is not empty"), "pgrepart fills the target itself: TRUNCATE it first");
+        return fail(
+            "--into table",
+            format!("{name} is not empty"),
+            "pgrepart fills the target itself: TRUNCATE it first",
+        );
     }
-    pass("--into table", format!("{name} is partitioned, empty, and matches the source's columns"))
+    pass(
+        "--into table",
+        format!("{name} is partitioned, empty, and matches the source's columns"),
+    )
 }
 
 /// The first failed check as an error, or Ok.
@@ -324,7 +437,12 @@ mod tests {
 
     fn facts() -> Facts {
         Facts {
-            server: ServerInfo { version_num: 150004, wal_level: "logical".into(), encoding: "UTF8".into(), database: "shop".into() },
+            server: ServerInfo {
+                version_num: 150004,
+                wal_level: "logical".into(),
+                encoding: "UTF8".into(),
+                database: "shop".into(),
+            },
             table: Some(orders_flat()),
             can_replicate: true,
             owns_table: true,
@@ -354,8 +472,15 @@ mod tests {
 
     #[test]
     fn the_seed_table_passes_with_a_warning_about_uniqueness() {
-        let checks = evaluate(&facts(), &QualifiedName::new("public", "orders_flat"), &generate("LIST (region)"));
-        assert!(checks.iter().all(|c| c.status != Status::Fail), "{checks:#?}");
+        let checks = evaluate(
+            &facts(),
+            &QualifiedName::new("public", "orders_flat"),
+            &generate("LIST (region)"),
+        );
+        assert!(
+            checks.iter().all(|c| c.status != Status::Fail),
+            "{checks:#?}"
+        );
         let w = checks.iter().find(|c| c.name == "uniqueness").unwrap();
         assert_eq!(w.status, Status::Warn);
         assert!(w.detail.contains("(id, region)"));
@@ -368,7 +493,12 @@ mod tests {
         let mut f = facts();
         f.server.wal_level = "replica".into();
         assert_eq!(failures(&f, &t), vec!["wal_level"]);
-        let err = refuse_on_failure(&evaluate(&f, &QualifiedName::new("public", "orders_flat"), &t)).unwrap_err();
+        let err = refuse_on_failure(&evaluate(
+            &f,
+            &QualifiedName::new("public", "orders_flat"),
+            &t,
+        ))
+        .unwrap_err();
         assert!(err.to_string().contains("wal_level = logical"), "{err}");
 
         let mut f = facts();
@@ -388,7 +518,10 @@ mod tests {
         assert_eq!(failures(&f, &t), vec!["foreign keys"]);
 
         let f = facts();
-        assert_eq!(failures(&f, &generate("LIST (regoin)")), vec!["partition key"]);
+        assert_eq!(
+            failures(&f, &generate("LIST (regoin)")),
+            vec!["partition key"]
+        );
 
         let mut f = facts();
         f.taken_names = vec!["public.orders_flat_old".into()];
@@ -397,7 +530,10 @@ mod tests {
         let mut f = facts();
         f.can_replicate = false;
         f.free_slots = 0;
-        assert_eq!(failures(&f, &t), vec!["replication rights", "replication slots"]);
+        assert_eq!(
+            failures(&f, &t),
+            vec!["replication rights", "replication slots"]
+        );
     }
 
     #[test]
@@ -421,7 +557,12 @@ mod tests {
         let checks = evaluate(&f, &QualifiedName::new("public", "orders_flat"), &target);
         let c = checks.iter().find(|c| c.name == "--into table").unwrap();
         assert_eq!(c.status, Status::Fail);
-        assert!(c.detail.contains("amount is numeric but the source has numeric(10,2)"), "{}", c.detail);
+        assert!(
+            c.detail
+                .contains("amount is numeric but the source has numeric(10,2)"),
+            "{}",
+            c.detail
+        );
 
         let mut f = facts();
         let mut plain = into;

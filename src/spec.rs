@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pg::ident::{quote_ident, QualifiedName};
+use crate::pg::ident::{QualifiedName, quote_ident};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
@@ -51,15 +51,20 @@ impl PartitionBy {
         let mut columns = Vec::new();
         for part in inner.split(',') {
             let part = part.trim();
-            let column = if let Some(quoted) = part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+            let column = if let Some(quoted) =
+                part.strip_prefix('"').and_then(|p| p.strip_suffix('"'))
+            {
                 quoted.replace("\"\"", "\"")
             } else if !part.is_empty() && part.chars().all(|c| c.is_alphanumeric() || c == '_') {
                 part.to_lowercase()
             } else {
-                return Err(bad().with_hint("partition keys are plain column names, e.g. \"LIST (region)\""));
+                return Err(bad()
+                    .with_hint("partition keys are plain column names, e.g. \"LIST (region)\""));
             };
             if columns.contains(&column) {
-                return Err(Error::refused(format!("column {column:?} appears twice in --partition-by")));
+                return Err(Error::refused(format!(
+                    "column {column:?} appears twice in --partition-by"
+                )));
             }
             columns.push(column);
         }
@@ -91,7 +96,8 @@ impl PartitionSpec {
                 .with_hint("write it as NAME=FOR VALUES IN ('US'), NAME=FOR VALUES FROM (..) TO (..), NAME=FOR VALUES WITH (MODULUS 4, REMAINDER 0) or NAME=DEFAULT")
         };
         let (name, bound) = text.split_once('=').ok_or_else(|| bad("missing '='"))?;
-        let name = QualifiedName::parse(name.trim()).map_err(|_| bad("the partition name is not a valid name"))?;
+        let name = QualifiedName::parse(name.trim())
+            .map_err(|_| bad("the partition name is not a valid name"))?;
         if name.schema != "public" && name.name.contains('.') {
             return Err(bad("the partition name is not a valid name"));
         }
@@ -104,7 +110,10 @@ impl PartitionSpec {
         if bound.contains(';') {
             return Err(bad("the bound may not contain ';'"));
         }
-        Ok(PartitionSpec { name: name.name, bound: bound.to_string() })
+        Ok(PartitionSpec {
+            name: name.name,
+            bound: bound.to_string(),
+        })
     }
 
     pub fn is_default(&self) -> bool {
@@ -121,14 +130,19 @@ pub fn check_partitions(by: &PartitionBy, parts: &[PartitionSpec]) -> Result<()>
     let mut names = std::collections::HashSet::new();
     for p in parts {
         if !names.insert(p.name.as_str()) {
-            return Err(Error::refused(format!("partition name {:?} is given twice", p.name)));
+            return Err(Error::refused(format!(
+                "partition name {:?} is given twice",
+                p.name
+            )));
         }
     }
     if parts.iter().filter(|p| p.is_default()).count() > 1 {
         return Err(Error::refused("only one DEFAULT partition is allowed"));
     }
     if by.method == Method::Hash && parts.iter().any(|p| p.is_default()) {
-        return Err(Error::refused("a HASH-partitioned table cannot have a DEFAULT partition"));
+        return Err(Error::refused(
+            "a HASH-partitioned table cannot have a DEFAULT partition",
+        ));
     }
     Ok(())
 }
@@ -140,7 +154,13 @@ mod tests {
     #[test]
     fn partition_by_parses_the_three_methods() {
         let l = PartitionBy::parse("LIST (region)").unwrap();
-        assert_eq!(l, PartitionBy { method: Method::List, columns: vec!["region".into()] });
+        assert_eq!(
+            l,
+            PartitionBy {
+                method: Method::List,
+                columns: vec!["region".into()]
+            }
+        );
         assert_eq!(l.sql(), "LIST (\"region\")");
         let r = PartitionBy::parse(" range(Order_Date) ").unwrap();
         assert_eq!(r.columns, vec!["order_date".to_string()]);
@@ -150,7 +170,16 @@ mod tests {
 
     #[test]
     fn partition_by_refuses_what_it_cannot_read() {
-        for bad in ["", "LIST region", "TREE (a)", "LIST (a, b)", "RANGE ()", "RANGE (a))", "HASH (a, a)", "LIST (lower(a))"] {
+        for bad in [
+            "",
+            "LIST region",
+            "TREE (a)",
+            "LIST (a, b)",
+            "RANGE ()",
+            "RANGE (a))",
+            "HASH (a, a)",
+            "LIST (lower(a))",
+        ] {
             assert!(PartitionBy::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -161,7 +190,13 @@ mod tests {
         assert_eq!(p.name, "orders_flat_us");
         assert_eq!(p.bound, "FOR VALUES IN ('US')");
         assert!(PartitionSpec::parse("d = default").unwrap().is_default());
-        for bad in ["x", "=DEFAULT", "x=VALUES IN (1)", "x=FOR VALUES IN (1); DROP TABLE t", "a b=DEFAULT"] {
+        for bad in [
+            "x",
+            "=DEFAULT",
+            "x=VALUES IN (1)",
+            "x=FOR VALUES IN (1); DROP TABLE t",
+            "a b=DEFAULT",
+        ] {
             assert!(PartitionSpec::parse(bad).is_err(), "{bad:?}");
         }
     }

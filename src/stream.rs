@@ -74,7 +74,12 @@ pub async fn read_stream(
     }
 }
 
-async fn send_status(stream: &mut ReplicationStream, flush: &watch::Receiver<Lsn>, written: Lsn, ask: bool) -> Result<()> {
+async fn send_status(
+    stream: &mut ReplicationStream,
+    flush: &watch::Receiver<Lsn>,
+    written: Lsn,
+    ask: bool,
+) -> Result<()> {
     let f = *flush.borrow();
     stream
         .send_status(written.max(f), f, f, ask)

@@ -92,7 +92,10 @@ impl Compactor {
     /// Splits into the statements' inputs: keys to delete (deleted and upserted rows), rows to
     /// insert, and patches grouped by the set of columns they set (key columns excluded).
     pub fn finish(self, key_columns: &[usize]) -> Compacted {
-        let mut out = Compacted { changes: self.changes, ..Default::default() };
+        let mut out = Compacted {
+            changes: self.changes,
+            ..Default::default()
+        };
         for (key, op) in self.ops {
             match op {
                 Op::Delete => out.deletes.push(key),
@@ -188,12 +191,18 @@ mod tests {
         c.push(k("1"), Op::Upsert(vec![t("1"), t("big"), t("5")]));
         c.push(k("1"), Op::Patch(vec![t("1"), Value::Unchanged, t("6")]));
         c.push(k("2"), Op::Patch(vec![t("2"), Value::Unchanged, t("7")]));
-        c.push(k("2"), Op::Patch(vec![t("2"), Value::Unchanged, Value::Null]));
+        c.push(
+            k("2"),
+            Op::Patch(vec![t("2"), Value::Unchanged, Value::Null]),
+        );
         let out = c.finish(&[0]);
         assert_eq!(out.inserts, vec![vec![t("1"), t("big"), t("6")]]);
         assert_eq!(out.deletes, vec![k("1")]);
         assert_eq!(out.patches.len(), 1);
-        assert_eq!(out.patches[&vec![2]], vec![(k("2"), vec![t("2"), Value::Unchanged, Value::Null])]);
+        assert_eq!(
+            out.patches[&vec![2]],
+            vec![(k("2"), vec![t("2"), Value::Unchanged, Value::Null])]
+        );
     }
 
     #[test]

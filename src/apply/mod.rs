@@ -16,19 +16,19 @@ pub mod compact;
 pub mod sql;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Statement, Transaction};
 
-use crate::copy::ranges::{range_index, KeyRange};
+use crate::copy::ranges::{KeyRange, range_index};
 use crate::error::{Error, Result};
 use crate::lsn::{Lsn, Monotonic};
 use crate::protocol::pgoutput::{Datum, OldTuple, PgOutput, Relation, TupleData};
-use compact::{encode_copy_text_row, Compacted, Compactor, Key, Op, Row, Value};
+use compact::{Compacted, Compactor, Key, Op, Row, Value, encode_copy_text_row};
 use sql::Shape;
 
 /// The prefix of our fence messages (`pg_logical_emit_message`).
@@ -67,10 +67,15 @@ impl Router {
         match self {
             Router::Single => Ok(0),
             Router::Int(ranges) => {
-                let text = key.first().and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("");
-                let k: i64 = text
-                    .parse()
-                    .map_err(|_| Error::failed("a key in the change stream is not an integer although the key column is"))?;
+                let text = key
+                    .first()
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .unwrap_or("");
+                let k: i64 = text.parse().map_err(|_| {
+                    Error::failed(
+                        "a key in the change stream is not an integer although the key column is",
+                    )
+                })?;
                 Ok(range_index(ranges, k))
             }
         }
@@ -107,7 +112,10 @@ struct RangeState {
 enum Segment {
     Compact(Compactor),
     /// A row whose key changed while some of its columns were not sent (unchanged TOAST).
-    KeyMove { old_key: Key, row: Row },
+    KeyMove {
+        old_key: Key,
+        row: Row,
+    },
     Truncate,
 }
 
@@ -160,7 +168,14 @@ impl Applier {
         shared.flush_lsn.store(cfg.start.0, Ordering::Relaxed);
         let pending = cfg.done.iter().filter(|d| !**d).count();
         shared.ranges_pending.store(pending, Ordering::Relaxed);
-        let ranges = cfg.done.iter().map(|&done| RangeState { done, queue: VecDeque::new() }).collect();
+        let ranges = cfg
+            .done
+            .iter()
+            .map(|&done| RangeState {
+                done,
+                queue: VecDeque::new(),
+            })
+            .collect();
         let applier = Applier {
             client,
             shape: cfg.shape,
@@ -181,7 +196,14 @@ impl Applier {
             statements: HashMap::new(),
             max_batch: cfg.max_batch.max(1),
         };
-        (applier, ApplierHandles { flush: flush_rx, fence: fence_rx, shared })
+        (
+            applier,
+            ApplierHandles {
+                flush: flush_rx,
+                fence: fence_rx,
+                shared,
+            },
+        )
     }
 
     /// Runs until the event channel closes or `stop` turns true. Returns an error that stops the
@@ -220,15 +242,23 @@ impl Applier {
     }
 
     fn finish_range(&mut self, range: usize) {
-        let Some(state) = self.ranges.get_mut(range) else { return };
+        let Some(state) = self.ranges.get_mut(range) else {
+            return;
+        };
         if state.done {
             return;
         }
         state.done = true;
         let queue = std::mem::take(&mut state.queue);
-        self.shared.queued_changes.fetch_sub(queue.len() as u64, Ordering::Relaxed);
+        self.shared
+            .queued_changes
+            .fetch_sub(queue.len() as u64, Ordering::Relaxed);
         self.shared.ranges_pending.fetch_sub(1, Ordering::Relaxed);
-        tracing::debug!(range, drained = queue.len(), "range copied; applying its queued changes");
+        tracing::debug!(
+            range,
+            drained = queue.len(),
+            "range copied; applying its queued changes"
+        );
         for q in queue {
             self.batch_push(q.key, q.op);
         }
@@ -276,7 +306,9 @@ impl Applier {
         };
         match msg {
             PgOutput::Begin { final_lsn, .. } => self.open_txn = Some(final_lsn),
-            PgOutput::Commit { end_lsn, commit_ts, .. } => {
+            PgOutput::Commit {
+                end_lsn, commit_ts, ..
+            } => {
                 self.open_txn = None;
                 self.batch_commit = Some((end_lsn, commit_ts));
             }
@@ -316,7 +348,12 @@ impl Applier {
                     self.batch_changes += 1;
                 }
             }
-            PgOutput::Message { transactional: false, prefix, content, .. } if prefix == FENCE_PREFIX => {
+            PgOutput::Message {
+                transactional: false,
+                prefix,
+                content,
+                ..
+            } if prefix == FENCE_PREFIX => {
                 return Ok(Some(String::from_utf8_lossy(&content).into_owned()));
             }
             PgOutput::Message { .. } | PgOutput::Origin { .. } | PgOutput::Type { .. } => {}
@@ -340,7 +377,11 @@ impl Applier {
             (Some(k), _) => k,
             // A key column too large to be sent: it did not change, so the old key is the key.
             (None, Some(k)) if old.is_some() => k.clone(),
-            _ => return Err(Error::failed("an UPDATE arrived without its key columns (a key value stored out of line)")),
+            _ => {
+                return Err(Error::failed(
+                    "an UPDATE arrived without its key columns (a key value stored out of line)",
+                ));
+            }
         };
         let moved = old_key.as_ref().filter(|k| **k != new_key);
         match (moved, partial) {
@@ -352,14 +393,20 @@ impl Applier {
                 self.route(new_key, Op::Upsert(row))
             }
             (Some(old_key), true) => {
-                let (a, b) = (self.router.range_of(old_key)?, self.router.range_of(&new_key)?);
+                let (a, b) = (
+                    self.router.range_of(old_key)?,
+                    self.router.range_of(&new_key)?,
+                );
                 if !(self.ranges[a].done && self.ranges[b].done) {
                     return Err(Error::failed(
                         "a row's key was changed, leaving a large (TOASTed) column unchanged, while its key range was still being copied",
                     )
                     .with_hint("run the same command again: the copy resumes and the change is applied once its range is copied"));
                 }
-                self.segments.push(Segment::KeyMove { old_key: old_key.clone(), row });
+                self.segments.push(Segment::KeyMove {
+                    old_key: old_key.clone(),
+                    row,
+                });
                 self.batch_changes += 1;
                 Ok(())
             }
@@ -371,13 +418,26 @@ impl Applier {
     }
 
     fn check_relation(&mut self, rel: &Relation) -> Result<()> {
-        let nsp = if rel.namespace.is_empty() { "pg_catalog" } else { rel.namespace.as_str() };
+        let nsp = if rel.namespace.is_empty() {
+            "pg_catalog"
+        } else {
+            rel.namespace.as_str()
+        };
         if (nsp, rel.name.as_str()) != (self.source_name.0.as_str(), self.source_name.1.as_str()) {
             return Ok(());
         }
-        let got: Vec<(String, u32)> = rel.columns.iter().map(|c| (c.name.clone(), c.type_oid)).collect();
+        let got: Vec<(String, u32)> = rel
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.type_oid))
+            .collect();
         if got != self.expected_columns {
-            let describe = |cols: &[(String, u32)]| cols.iter().map(|c| c.0.as_str()).collect::<Vec<_>>().join(", ");
+            let describe = |cols: &[(String, u32)]| {
+                cols.iter()
+                    .map(|c| c.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             return Err(Error::failed(format!(
                 "the definition of {}.{} changed on the source during the migration (columns were: {}; now: {})",
                 self.source_name.0,
@@ -406,7 +466,9 @@ impl Applier {
                 Datum::Null => Ok(Value::Null),
                 Datum::UnchangedToast => Ok(Value::Unchanged),
                 Datum::Text(t) => Ok(Value::Text(t.clone())),
-                Datum::Binary(_) => Err(Error::failed("a change arrived in binary form; pgrepart asks for text")),
+                Datum::Binary(_) => Err(Error::failed(
+                    "a change arrived in binary form; pgrepart asks for text",
+                )),
             })
             .collect()
     }
@@ -423,7 +485,11 @@ impl Applier {
     }
 
     fn compute_flush(&self) -> Lsn {
-        let hold = self.ranges.iter().filter_map(|r| r.queue.front().map(|q| q.hold)).min();
+        let hold = self
+            .ranges
+            .iter()
+            .filter_map(|r| r.queue.front().map(|q| q.hold))
+            .min();
         match hold {
             Some(h) => h.min(self.applied.get()),
             None => self.applied.get(),
@@ -435,21 +501,38 @@ impl Applier {
             let segments = std::mem::take(&mut self.segments);
             let changes = self.batch_changes as u64;
             let client = &mut self.client;
-            let tx = client.transaction().await.map_err(|e| Error::db("starting a target transaction", e))?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|e| Error::db("starting a target transaction", e))?;
             for seg in segments {
                 match seg {
                     Segment::Compact(c) => {
-                        apply_compacted(&tx, &self.shape, &mut self.statements, c.finish(&self.shape.key)).await?
+                        apply_compacted(
+                            &tx,
+                            &self.shape,
+                            &mut self.statements,
+                            c.finish(&self.shape.key),
+                        )
+                        .await?
                     }
-                    Segment::KeyMove { old_key, row } => apply_key_move(&tx, &self.shape, old_key, row).await?,
+                    Segment::KeyMove { old_key, row } => {
+                        apply_key_move(&tx, &self.shape, old_key, row).await?
+                    }
                     Segment::Truncate => {
                         let sql = format!("TRUNCATE {}", self.shape.target.sql());
-                        tx.batch_execute(&sql).await.map_err(|e| Error::db("applying a TRUNCATE", e))?;
+                        tx.batch_execute(&sql)
+                            .await
+                            .map_err(|e| Error::db("applying a TRUNCATE", e))?;
                     }
                 }
             }
-            tx.commit().await.map_err(|e| Error::db("committing applied changes", e))?;
-            self.shared.applied_changes.fetch_add(changes, Ordering::Relaxed);
+            tx.commit()
+                .await
+                .map_err(|e| Error::db("committing applied changes", e))?;
+            self.shared
+                .applied_changes
+                .fetch_add(changes, Ordering::Relaxed);
         }
         self.batch_changes = 0;
         if let Some((end, ts)) = self.batch_commit.take() {
@@ -493,18 +576,26 @@ fn value_bytes(v: &Value) -> Option<Bytes> {
     }
 }
 
-async fn prepared(tx: &Transaction<'_>, cache: &mut HashMap<String, Statement>, sql: String) -> Result<Statement> {
+async fn prepared(
+    tx: &Transaction<'_>,
+    cache: &mut HashMap<String, Statement>,
+    sql: String,
+) -> Result<Statement> {
     if let Some(s) = cache.get(&sql) {
         return Ok(s.clone());
     }
-    let stmt = tx.prepare(&sql).await.map_err(|e| Error::db("preparing an apply statement", e))?;
+    let stmt = tx
+        .prepare(&sql)
+        .await
+        .map_err(|e| Error::db("preparing an apply statement", e))?;
     cache.insert(sql, stmt.clone());
     Ok(stmt)
 }
 
 fn apply_error(what: &str, e: tokio_postgres::Error) -> Error {
     if e.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION)
-        && e.as_db_error().is_some_and(|d| d.message().contains("no partition"))
+        && e.as_db_error()
+            .is_some_and(|d| d.message().contains("no partition"))
     {
         return Error::failed(format!("{what}: a changed row has a partition-key value that no partition accepts"))
             .with_hint("add a partition for that value (or a DEFAULT partition) to the new table, then run the same command again to resume");
@@ -524,24 +615,36 @@ async fn apply_compacted(
         let params: Vec<Param> = (0..shape.key.len())
             .map(|j| texts(batch.deletes.iter().map(|k| Some(k[j].clone()))))
             .collect::<Result<_>>()?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        tx.execute(&stmt, &refs).await.map_err(|e| apply_error("applying deletes", e))?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        tx.execute(&stmt, &refs)
+            .await
+            .map_err(|e| apply_error("applying deletes", e))?;
     }
     if !batch.inserts.is_empty() {
         let stmt = prepared(tx, cache, shape.copy_in_sql()).await?;
-        let sink = tx.copy_in::<_, Bytes>(&stmt).await.map_err(|e| apply_error("applying inserts", e))?;
+        let sink = tx
+            .copy_in::<_, Bytes>(&stmt)
+            .await
+            .map_err(|e| apply_error("applying inserts", e))?;
         futures_util::pin_mut!(sink);
         let mut buf = Vec::with_capacity(1 << 16);
         for row in &batch.inserts {
             encode_copy_text_row(row, &mut buf);
             if buf.len() >= 1 << 20 {
-                sink.feed(Bytes::from(std::mem::take(&mut buf))).await.map_err(|e| apply_error("applying inserts", e))?;
+                sink.feed(Bytes::from(std::mem::take(&mut buf)))
+                    .await
+                    .map_err(|e| apply_error("applying inserts", e))?;
             }
         }
         if !buf.is_empty() {
-            sink.feed(Bytes::from(buf)).await.map_err(|e| apply_error("applying inserts", e))?;
+            sink.feed(Bytes::from(buf))
+                .await
+                .map_err(|e| apply_error("applying inserts", e))?;
         }
-        sink.finish().await.map_err(|e| apply_error("applying inserts", e))?;
+        sink.finish()
+            .await
+            .map_err(|e| apply_error("applying inserts", e))?;
     }
     for (cols, items) in batch.patches {
         let stmt = prepared(tx, cache, shape.patch_sql(&cols)).await?;
@@ -552,17 +655,25 @@ async fn apply_compacted(
         for &c in &cols {
             params.push(texts(items.iter().map(|(_, row)| value_bytes(&row[c])))?);
         }
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-        tx.execute(&stmt, &refs).await.map_err(|e| apply_error("applying updates", e))?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        tx.execute(&stmt, &refs)
+            .await
+            .map_err(|e| apply_error("applying updates", e))?;
     }
     Ok(())
 }
 
 async fn apply_key_move(tx: &Transaction<'_>, shape: &Shape, old_key: Key, row: Row) -> Result<()> {
-    let set: Vec<usize> = (0..row.len()).filter(|&i| row[i] != Value::Unchanged).collect();
+    let set: Vec<usize> = (0..row.len())
+        .filter(|&i| row[i] != Value::Unchanged)
+        .collect();
     let mut params = texts(set.iter().map(|&i| value_bytes(&row[i])))?;
     params.extend(texts(old_key.into_iter().map(Some))?);
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| p as _).collect();
-    tx.execute(&shape.key_move_sql(&set), &refs).await.map_err(|e| apply_error("applying a key change", e))?;
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p as _).collect();
+    tx.execute(&shape.key_move_sql(&set), &refs)
+        .await
+        .map_err(|e| apply_error("applying a key change", e))?;
     Ok(())
 }

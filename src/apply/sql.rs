@@ -1,7 +1,7 @@
 //! The statements the applier runs against the target, built once from the table's shape (pure).
 //! Values travel as text arrays and are cast to each column's type by the server.
 
-use crate::pg::ident::{quote_ident, QualifiedName};
+use crate::pg::ident::{QualifiedName, quote_ident};
 
 /// The target table as the applier sees it: the replicated columns in stream order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +25,16 @@ impl Shape {
     /// Deletes rows by source key. Parameters: one `text[]` per key column.
     pub fn delete_sql(&self) -> String {
         if let [k] = self.key.as_slice() {
-            return format!("DELETE FROM {} WHERE {} = ANY($1::text[]::{}[])", self.target.sql(), self.col(*k), self.ty(*k));
+            return format!(
+                "DELETE FROM {} WHERE {} = ANY($1::text[]::{}[])",
+                self.target.sql(),
+                self.col(*k),
+                self.ty(*k)
+            );
         }
-        let args: Vec<String> = (1..=self.key.len()).map(|i| format!("${i}::text[]")).collect();
+        let args: Vec<String> = (1..=self.key.len())
+            .map(|i| format!("${i}::text[]"))
+            .collect();
         let names: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
         let cond: Vec<String> = self
             .key
@@ -47,7 +54,11 @@ impl Shape {
     /// COPY of full rows in text format.
     pub fn copy_in_sql(&self) -> String {
         let cols: Vec<String> = (0..self.columns.len()).map(|i| self.col(i)).collect();
-        format!("COPY {} ({}) FROM STDIN", self.target.sql(), cols.join(", "))
+        format!(
+            "COPY {} ({}) FROM STDIN",
+            self.target.sql(),
+            cols.join(", ")
+        )
     }
 
     /// Sets `set` columns of rows found by key. Parameters: key columns' `text[]`, then one
@@ -57,8 +68,11 @@ impl Shape {
         let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
         let mut names: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
         names.extend((0..set.len()).map(|i| format!("c{i}")));
-        let assign: Vec<String> =
-            set.iter().enumerate().map(|(j, &c)| format!("{} = d.c{j}::{}", self.col(c), self.ty(c))).collect();
+        let assign: Vec<String> = set
+            .iter()
+            .enumerate()
+            .map(|(j, &c)| format!("{} = d.c{j}::{}", self.col(c), self.ty(c)))
+            .collect();
         let cond: Vec<String> = self
             .key
             .iter()
@@ -87,9 +101,21 @@ impl Shape {
             .key
             .iter()
             .enumerate()
-            .map(|(j, &k)| format!("{} = ${}::text::{}", self.col(k), set.len() + j + 1, self.ty(k)))
+            .map(|(j, &k)| {
+                format!(
+                    "{} = ${}::text::{}",
+                    self.col(k),
+                    set.len() + j + 1,
+                    self.ty(k)
+                )
+            })
             .collect();
-        format!("UPDATE {} SET {} WHERE {}", self.target.sql(), assign.join(", "), cond.join(" AND "))
+        format!(
+            "UPDATE {} SET {} WHERE {}",
+            self.target.sql(),
+            assign.join(", "),
+            cond.join(" AND ")
+        )
     }
 }
 
@@ -111,7 +137,10 @@ mod tests {
 
     #[test]
     fn single_column_keys_delete_with_any() {
-        assert_eq!(shape(vec![0]).delete_sql(), "DELETE FROM \"public\".\"t_new\" WHERE \"id\" = ANY($1::text[]::bigint[])");
+        assert_eq!(
+            shape(vec![0]).delete_sql(),
+            "DELETE FROM \"public\".\"t_new\" WHERE \"id\" = ANY($1::text[]::bigint[])"
+        );
     }
 
     #[test]
@@ -135,7 +164,10 @@ mod tests {
     #[test]
     fn copy_and_key_moves_name_every_column() {
         let s = shape(vec![0]);
-        assert_eq!(s.copy_in_sql(), "COPY \"public\".\"t_new\" (\"id\", \"region\", \"amount\") FROM STDIN");
+        assert_eq!(
+            s.copy_in_sql(),
+            "COPY \"public\".\"t_new\" (\"id\", \"region\", \"amount\") FROM STDIN"
+        );
         assert_eq!(
             s.key_move_sql(&[0, 2]),
             "UPDATE \"public\".\"t_new\" SET \"id\" = $1::text::bigint, \"amount\" = $2::text::numeric(10,2) WHERE \"id\" = $3::text::bigint"

@@ -10,7 +10,7 @@ use crate::cli::RunArgs;
 use crate::error::{Error, Result};
 use crate::pg::ident::QualifiedName;
 use crate::preflight::Target;
-use crate::spec::{check_partitions, PartitionBy, PartitionSpec};
+use crate::spec::{PartitionBy, PartitionSpec, check_partitions};
 
 /// `run`/`plan` arguments, validated before any I/O.
 #[derive(Debug, Clone)]
@@ -38,10 +38,21 @@ impl Prepared {
         let target = match (&args.partition_by, &args.into) {
             (Some(by), None) => {
                 let by = PartitionBy::parse(by)?;
-                let partitions = args.partitions.iter().map(|p| PartitionSpec::parse(p)).collect::<Result<Vec<_>>>()?;
+                let partitions = args
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionSpec::parse(p))
+                    .collect::<Result<Vec<_>>>()?;
                 check_partitions(&by, &partitions)?;
-                let name = table.sibling(crate::pg::ident::truncate_ident(&format!("{}_repart", table.name)));
-                Target::Generate { name, by, partitions }
+                let name = table.sibling(crate::pg::ident::truncate_ident(&format!(
+                    "{}_repart",
+                    table.name
+                )));
+                Target::Generate {
+                    name,
+                    by,
+                    partitions,
+                }
             }
             (None, Some(into)) => {
                 let mut name = QualifiedName::parse(into)?;
@@ -50,14 +61,27 @@ impl Prepared {
                 }
                 Target::Into(name)
             }
-            _ => return Err(Error::refused("give either --partition-by with --partition, or --into")),
+            _ => {
+                return Err(Error::refused(
+                    "give either --partition-by with --partition, or --into",
+                ));
+            }
         };
         let old_name = match &args.old_name {
             Some(n) => QualifiedName::parse(n)?.name,
             None => crate::pg::ident::truncate_ident(&format!("{}_old", table.name)),
         };
-        let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).clamp(1, 64);
-        Ok(Prepared { source, table, target, old_name, jobs })
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .clamp(1, 64);
+        Ok(Prepared {
+            source,
+            table,
+            target,
+            old_name,
+            jobs,
+        })
     }
 
     pub fn spec(&self) -> StoredSpec {
@@ -79,9 +103,16 @@ impl Prepared {
 }
 
 /// Reads the migration of `table`, or says there is none and what to do.
-pub async fn require_migration(client: &tokio_postgres::Client, table: &QualifiedName) -> Result<crate::state::Migration> {
+pub async fn require_migration(
+    client: &tokio_postgres::Client,
+    table: &QualifiedName,
+) -> Result<crate::state::Migration> {
     crate::state::latest(client, table).await?.ok_or_else(|| {
-        Error::refused(format!("no pgrepart migration of {table} is recorded in this database"))
-            .with_hint("check --source and --table; `pgrepart status --source ...` lists every migration")
+        Error::refused(format!(
+            "no pgrepart migration of {table} is recorded in this database"
+        ))
+        .with_hint(
+            "check --source and --table; `pgrepart status --source ...` lists every migration",
+        )
     })
 }

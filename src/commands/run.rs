@@ -9,8 +9,8 @@
 //! A failure before the slot exists removes everything created; after it, state and slot are kept
 //! and the same command resumes.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -20,13 +20,13 @@ use super::{Prepared, StoredSpec};
 use crate::apply::sql::Shape;
 use crate::apply::{Applier, ApplierConfig, ApplierHandles, Router};
 use crate::cli::{CutoverMode, RunArgs};
-use crate::copy::{self, ranges, CopyJob, CopyProgress};
+use crate::copy::{self, CopyJob, CopyProgress, ranges};
 use crate::cutover::{self, Attempt, Outcome, SwapPlan};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::pg::catalog::{self, ServerInfo, TableInfo};
 use crate::pg::ddl;
-use crate::pg::ident::{quote_ident, QualifiedName};
+use crate::pg::ident::{QualifiedName, quote_ident};
 use crate::preflight::{self, Status, Target};
 use crate::replication::{ReplicationClient, ReplicationStream};
 use crate::state::{self, Migration, NewMigration, Phase};
@@ -41,7 +41,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
         Some(m) if m.phase != Phase::Done => resume(&prep, &args, control, m).await?,
         Some(m) if spec_of(&m)? == prep.spec() => {
             finish_cleanup(&control, &m).await?;
-            println!("{} was already migrated (migration {}); nothing left to do", prep.table, m.id);
+            println!(
+                "{} was already migrated (migration {}); nothing left to do",
+                prep.table, m.id
+            );
             return Ok(());
         }
         _ => start_new(&prep, &args, control).await?,
@@ -50,7 +53,8 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 fn spec_of(m: &Migration) -> Result<StoredSpec> {
-    serde_json::from_value(m.spec.clone()).map_err(|e| Error::failed(format!("unreadable spec in pgrepart.migrations: {e}")))
+    serde_json::from_value(m.spec.clone())
+        .map_err(|e| Error::failed(format!("unreadable spec in pgrepart.migrations: {e}")))
 }
 
 /// A migration with its slot in place, ready to stream.
@@ -86,10 +90,14 @@ impl Undo {
             }
         }
         if let Some(p) = &self.publication {
-            let _ = control.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(p))).await;
+            let _ = control
+                .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(p)))
+                .await;
         }
         if let Some(t) = &self.target {
-            let _ = control.batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", t.sql())).await;
+            let _ = control
+                .batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", t.sql()))
+                .await;
         }
         if let Some(id) = self.migration_id {
             let _ = state::delete(control, id).await;
@@ -105,16 +113,26 @@ fn publication_options(publication: &str) -> Vec<(String, String)> {
     ]
 }
 
-async fn start_stream(repl: ReplicationClient, slot: &str, publication: &str, start: Lsn) -> Result<ReplicationStream> {
+async fn start_stream(
+    repl: ReplicationClient,
+    slot: &str,
+    publication: &str,
+    start: Lsn,
+) -> Result<ReplicationStream> {
     let opts = publication_options(publication);
     let refs: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    repl.start_logical_replication(slot, start, &refs).await.map_err(|e| Error::replication("starting replication", e))
+    repl.start_logical_replication(slot, start, &refs)
+        .await
+        .map_err(|e| Error::replication("starting replication", e))
 }
 
 fn key_columns(info: &TableInfo) -> Result<Vec<String>> {
-    info.key_index()
-        .map(|k| k.columns.clone())
-        .ok_or_else(|| Error::refused(format!("{} has no primary key or replica identity index", info.name)))
+    info.key_index().map(|k| k.columns.clone()).ok_or_else(|| {
+        Error::refused(format!(
+            "{} has no primary key or replica identity index",
+            info.name
+        ))
+    })
 }
 
 async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Result<Live> {
@@ -124,18 +142,31 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
         tracing::warn!(check = c.name, "{}", c.detail);
     }
     preflight::refuse_on_failure(&checks)?;
-    let info = facts.table.clone().expect("preflight passed, so the table exists");
+    let info = facts
+        .table
+        .clone()
+        .expect("preflight passed, so the table exists");
     let server = facts.server.clone();
     let key = key_columns(&info)?;
 
     // The target table and the state row commit together: either both exist or neither.
     let migration = {
-        let tx = control.transaction().await.map_err(|e| Error::db("starting setup", e))?;
+        let tx = control
+            .transaction()
+            .await
+            .map_err(|e| Error::db("starting setup", e))?;
         state::ensure_schema(&tx).await?;
         let mut created_partitions = Vec::new();
-        if let Target::Generate { name, by, partitions } = &prep.target {
+        if let Target::Generate {
+            name,
+            by,
+            partitions,
+        } = &prep.target
+        {
             let create = ddl::create_partitioned_table(&info, name, by, &key);
-            tx.batch_execute(&create).await.map_err(|e| Error::db(format!("creating {name}"), e))?;
+            tx.batch_execute(&create)
+                .await
+                .map_err(|e| Error::db(format!("creating {name}"), e))?;
             for p in partitions {
                 tx.batch_execute(&ddl::create_partition(name, p))
                     .await
@@ -160,7 +191,9 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
             },
         )
         .await?;
-        tx.commit().await.map_err(|e| Error::db("committing setup", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| Error::db("committing setup", e))?;
         m
     };
     tracing::info!(migration = migration.id, target = %migration.target, "target table and state created");
@@ -173,7 +206,19 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
     match setup_stream(prep, &control, &server, &info, &key, migration, &mut undo).await {
         Ok((migration, stream, router, pending, sessions, start)) => {
             let done = vec![false; router.len()];
-            Ok(Live { prep: prep.clone(), control, server, info, migration, stream, router, done, pending, sessions, start })
+            Ok(Live {
+                prep: prep.clone(),
+                control,
+                server,
+                info,
+                migration,
+                stream,
+                router,
+                done,
+                pending,
+                sessions,
+                start,
+            })
         }
         Err(e) => {
             tracing::warn!("setup failed; removing what was created");
@@ -183,7 +228,14 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
     }
 }
 
-type StreamSetup = (Migration, ReplicationStream, Router, Vec<(usize, ranges::KeyRange)>, Vec<Client>, Lsn);
+type StreamSetup = (
+    Migration,
+    ReplicationStream,
+    Router,
+    Vec<(usize, ranges::KeyRange)>,
+    Vec<Client>,
+    Lsn,
+);
 
 async fn setup_stream(
     prep: &Prepared,
@@ -196,7 +248,11 @@ async fn setup_stream(
 ) -> Result<StreamSetup> {
     let publication = migration.publication_name.clone();
     control
-        .batch_execute(&format!("CREATE PUBLICATION {} FOR TABLE {}", quote_ident(&publication), prep.table.sql()))
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            quote_ident(&publication),
+            prep.table.sql()
+        ))
         .await
         .map_err(|e| Error::db("creating the publication", e))?;
     undo.publication = Some(publication.clone());
@@ -226,7 +282,14 @@ async fn setup_stream(
     let stream = start_stream(repl, &slot.slot_name, &publication, slot.consistent_point).await?;
     let _ = server;
     let pending = planned.into_iter().enumerate().collect();
-    Ok((migration, stream, router, pending, sessions, slot.consistent_point))
+    Ok((
+        migration,
+        stream,
+        router,
+        pending,
+        sessions,
+        slot.consistent_point,
+    ))
 }
 
 /// Creates the slot; while the server waits for running transactions to finish, says which.
@@ -292,19 +355,36 @@ async fn check_rows_fit(
     let fits = if constraints.is_empty() {
         "false".to_string()
     } else {
-        constraints.iter().map(|c| format!("({c})")).collect::<Vec<_>>().join(" OR ")
+        constraints
+            .iter()
+            .map(|c| format!("({c})"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
     };
     let cols: Vec<String> = by.columns.iter().map(|c| quote_ident(c)).collect();
-    let shown = if cols.len() == 1 { format!("{}::text", cols[0]) } else { format!("ROW({})::text", cols.join(", ")) };
+    let shown = if cols.len() == 1 {
+        format!("{}::text", cols[0])
+    } else {
+        format!("ROW({})::text", cols.join(", "))
+    };
     let sql = format!(
         "SELECT DISTINCT {shown} FROM {} WHERE NOT coalesce({fits}, false) LIMIT 5",
         source.sql()
     );
-    let rows = tx.query(&sql, &[]).await.map_err(|e| Error::db("checking that every row fits a partition", e))?;
+    let rows = tx
+        .query(&sql, &[])
+        .await
+        .map_err(|e| Error::db("checking that every row fits a partition", e))?;
     if rows.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = rows.iter().map(|r| r.get::<_, Option<String>>(0).unwrap_or_else(|| "NULL".into())).collect();
+    let values: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            r.get::<_, Option<String>>(0)
+                .unwrap_or_else(|| "NULL".into())
+        })
+        .collect();
     Err(Error::refused(format!(
         "existing rows of {source} fit no partition: {} = {}",
         by.columns.join(", "),
@@ -313,15 +393,26 @@ async fn check_rows_fit(
     .with_hint("add a partition for these values (--partition NAME=FOR VALUES ...) or a default one (--partition NAME=DEFAULT)"))
 }
 
-async fn slot_row(control: &Client, slot: &str) -> Result<Option<(bool, Option<i32>, Option<String>)>> {
+async fn slot_row(
+    control: &Client,
+    slot: &str,
+) -> Result<Option<(bool, Option<i32>, Option<String>)>> {
     let row = control
-        .query_opt("SELECT active, active_pid, wal_status FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+        .query_opt(
+            "SELECT active, active_pid, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
         .await
         .map_err(|e| Error::db("reading the replication slot", e))?;
     Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
 }
 
-async fn resume(prep: &Prepared, args: &RunArgs, control: Client, mut m: Migration) -> Result<Live> {
+async fn resume(
+    prep: &Prepared,
+    args: &RunArgs,
+    control: Client,
+    mut m: Migration,
+) -> Result<Live> {
     if spec_of(&m)? != prep.spec() {
         return Err(Error::refused(format!(
             "a different migration of {} is in progress (migration {}, phase {})",
@@ -341,7 +432,9 @@ async fn resume(prep: &Prepared, args: &RunArgs, control: Client, mut m: Migrati
                 "the replication slot {} was invalidated (max_slot_wal_keep_size exceeded)",
                 m.slot_name
             ))
-            .with_hint("run `pgrepart abort`, then start again (consider raising max_slot_wal_keep_size)"));
+            .with_hint(
+                "run `pgrepart abort`, then start again (consider raising max_slot_wal_keep_size)",
+            ));
         }
         Some((true, pid, _)) => {
             return Err(Error::refused(format!(
@@ -365,15 +458,24 @@ async fn resume(prep: &Prepared, args: &RunArgs, control: Client, mut m: Migrati
     }
     let saved = state::ranges(&control, m.id).await?;
     let first_key = info.column(&key[0]).expect("key column exists");
-    let router = if saved.len() > 1 || (INT_TYPES.contains(&first_key.type_oid) && saved.len() == 1) {
+    let router = if saved.len() > 1 || (INT_TYPES.contains(&first_key.type_oid) && saved.len() == 1)
+    {
         Router::Int(saved.iter().map(|(r, _)| *r).collect())
     } else {
         Router::Single
     };
     let done: Vec<bool> = saved.iter().map(|(_, d)| *d).collect();
-    let pending: Vec<(usize, ranges::KeyRange)> =
-        saved.iter().enumerate().filter(|(_, (_, d))| !d).map(|(i, (r, _))| (i, *r)).collect();
-    let phase = if pending.is_empty() && m.phase != Phase::Copying { Phase::Streaming } else { Phase::Copying };
+    let pending: Vec<(usize, ranges::KeyRange)> = saved
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, d))| !d)
+        .map(|(i, (r, _))| (i, *r))
+        .collect();
+    let phase = if pending.is_empty() && m.phase != Phase::Copying {
+        Phase::Streaming
+    } else {
+        Phase::Copying
+    };
     if m.phase != phase {
         state::set_phase(&control, m.id, phase, m.last_error.as_deref()).await?;
         m.phase = phase;
@@ -388,10 +490,25 @@ async fn resume(prep: &Prepared, args: &RunArgs, control: Client, mut m: Migrati
         .await
         .map_err(|e| Error::replication("opening the replication connection", e))?;
     // Fresh snapshots: anything they miss is still in the slot, and replays converge (design.md §5).
-    let sessions =
-        if pending.is_empty() { Vec::new() } else { copy::open_sessions(&prep.source, prep.jobs.min(pending.len()), None).await? };
+    let sessions = if pending.is_empty() {
+        Vec::new()
+    } else {
+        copy::open_sessions(&prep.source, prep.jobs.min(pending.len()), None).await?
+    };
     let stream = start_stream(repl, &m.slot_name, &m.publication_name, Lsn::ZERO).await?;
-    Ok(Live { prep: prep.clone(), control, server, info, migration: m, stream, router, done, pending, sessions, start: Lsn::ZERO })
+    Ok(Live {
+        prep: prep.clone(),
+        control,
+        server,
+        info,
+        migration: m,
+        stream,
+        router,
+        done,
+        pending,
+        sessions,
+        start: Lsn::ZERO,
+    })
 }
 
 /// Drops the slot, waiting (bounded) for its walsender to let go of it.
@@ -401,10 +518,14 @@ async fn drop_slot(control: &Client, slot: &str) -> Result<()> {
         match slot_row(control, slot).await? {
             None => return Ok(()),
             Some((false, _, _)) => {
-                match control.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await {
+                match control
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+                    .await
+                {
                     Ok(_) => return Ok(()),
                     // Taken again between the check and the drop: look again.
-                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {}
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                    }
                     Err(e) => return Err(Error::db("dropping the replication slot", e)),
                 }
             }
@@ -414,7 +535,9 @@ async fn drop_slot(control: &Client, slot: &str) -> Result<()> {
                         "the replication slot {slot} is still in use by pid {}",
                         pid.unwrap_or_default()
                     ))
-                    .with_hint(format!("stop that process, then SELECT pg_drop_replication_slot('{slot}')")));
+                    .with_hint(format!(
+                        "stop that process, then SELECT pg_drop_replication_slot('{slot}')"
+                    )));
                 }
             }
         }
@@ -426,7 +549,10 @@ async fn drop_slot(control: &Client, slot: &str) -> Result<()> {
 pub async fn finish_cleanup(control: &Client, m: &Migration) -> Result<()> {
     drop_slot(control, &m.slot_name).await?;
     control
-        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(&m.publication_name)))
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&m.publication_name)
+        ))
         .await
         .map_err(|e| Error::db("dropping the publication", e))?;
     Ok(())
@@ -452,14 +578,18 @@ impl Tasks {
     }
 }
 
-fn join_result(r: std::result::Result<Result<()>, tokio::task::JoinError>, what: &str) -> Result<()> {
+fn join_result(
+    r: std::result::Result<Result<()>, tokio::task::JoinError>,
+    what: &str,
+) -> Result<()> {
     r.unwrap_or_else(|e| Err(Error::failed(format!("the {what} task crashed: {e}"))))
 }
 
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -471,15 +601,35 @@ async fn shutdown_signal() {
 
 impl Live {
     async fn drive(self, args: &RunArgs) -> Result<()> {
-        let Live { prep, control, server, info, mut migration, stream, router, done, pending, sessions, start } = self;
+        let Live {
+            prep,
+            control,
+            server,
+            info,
+            mut migration,
+            stream,
+            router,
+            done,
+            pending,
+            sessions,
+            start,
+        } = self;
         let key = key_columns(&info)?;
         let replicated = info.replicated_columns();
         let shape = Shape {
             target: migration.target.clone(),
-            columns: replicated.iter().map(|c| (c.name.clone(), c.type_sql.clone())).collect(),
+            columns: replicated
+                .iter()
+                .map(|c| (c.name.clone(), c.type_sql.clone()))
+                .collect(),
             key: key
                 .iter()
-                .map(|k| replicated.iter().position(|c| &c.name == k).expect("key columns are replicated"))
+                .map(|k| {
+                    replicated
+                        .iter()
+                        .position(|c| &c.name == k)
+                        .expect("key columns are replicated")
+                })
                 .collect(),
         };
         let applier_client = crate::pg::connect(&prep.source, "pgrepart apply").await?;
@@ -493,17 +643,29 @@ impl Live {
                 shape,
                 router: router.clone(),
                 done,
-                expected_columns: replicated.iter().map(|c| (c.name.clone(), c.type_oid)).collect(),
+                expected_columns: replicated
+                    .iter()
+                    .map(|c| (c.name.clone(), c.type_oid))
+                    .collect(),
                 source_name: (info.name.schema.clone(), info.name.name.clone()),
                 start,
                 max_batch: 20_000,
             },
         );
-        let ApplierHandles { flush, mut fence, shared } = handles;
+        let ApplierHandles {
+            flush,
+            mut fence,
+            shared,
+        } = handles;
         let (stop_tx, stop_rx) = watch::channel(false);
         let (events_tx, events_rx) = mpsc::channel(8192);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(crate::stream::read_stream(stream, events_tx, flush.clone(), stop_rx.clone()));
+        let reader = tokio::spawn(crate::stream::read_stream(
+            stream,
+            events_tx,
+            flush.clone(),
+            stop_rx.clone(),
+        ));
         let applier = tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone()));
         let progress = Arc::new(CopyProgress::default());
         let copy = if pending.is_empty() {
@@ -518,12 +680,27 @@ impl Live {
                 target_config: prep.source.clone(),
             });
             tracing::info!(ranges = pending.len(), workers = sessions.len(), "copying");
-            Some(tokio::spawn(copy::run_workers(job, sessions, pending, done_tx, progress.clone(), stop_rx.clone())))
+            Some(tokio::spawn(copy::run_workers(
+                job,
+                sessions,
+                pending,
+                done_tx,
+                progress.clone(),
+                stop_rx.clone(),
+            )))
         };
-        let mut tasks = Tasks { stop: stop_tx, reader, applier, copy };
+        let mut tasks = Tasks {
+            stop: stop_tx,
+            reader,
+            applier,
+            copy,
+        };
 
         let flusher = crate::pg::connect(&prep.source, "pgrepart fence").await?;
-        flusher.batch_execute("SET synchronous_commit = on").await.map_err(|e| Error::db("preparing a session", e))?;
+        flusher
+            .batch_execute("SET synchronous_commit = on")
+            .await
+            .map_err(|e| Error::db("preparing a session", e))?;
         let mut control = control;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -609,34 +786,62 @@ impl Live {
         };
         // A stage failed: keep the slot and state so that a rerun resumes, and say so.
         tasks.stop().await;
-        let _ = state::set_phase(&control, migration.id, Phase::Failed, Some(failure.message())).await;
-        Err(Error::failed(format!("{failure}")).with_hint("fix the cause, then run the same command again to resume (or `pgrepart abort`)"))
+        let _ = state::set_phase(
+            &control,
+            migration.id,
+            Phase::Failed,
+            Some(failure.message()),
+        )
+        .await;
+        Err(Error::failed(format!("{failure}")).with_hint(
+            "fix the cause, then run the same command again to resume (or `pgrepart abort`)",
+        ))
     }
 }
 
 async fn lag_bytes(control: &Client, confirmed: Lsn) -> Result<u64> {
     let row = control
-        .query_one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint", &[&confirmed.to_string()])
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+            &[&confirmed.to_string()],
+        )
         .await
         .map_err(|e| Error::db("measuring the lag", e))?;
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
 /// Builds the secondary indexes (generated targets) and enters `streaming`, in one transaction.
-async fn finish_copy(control: &mut Client, prep: &Prepared, info: &TableInfo, m: &Migration) -> Result<()> {
-    let tx = control.transaction().await.map_err(|e| Error::db("starting the index build", e))?;
+async fn finish_copy(
+    control: &mut Client,
+    prep: &Prepared,
+    info: &TableInfo,
+    m: &Migration,
+) -> Result<()> {
+    let tx = control
+        .transaction()
+        .await
+        .map_err(|e| Error::db("starting the index build", e))?;
     if let Target::Generate { by, .. } = &prep.target {
         for plan in ddl::secondary_indexes(info, &m.target, by) {
             if let Some(w) = &plan.warning {
                 tracing::warn!("{w}");
             }
             tracing::info!(index = %plan.source_index, "building index");
-            tx.batch_execute(&plan.sql).await.map_err(|e| Error::db(format!("building the copy of index {}", plan.source_index), e))?;
+            tx.batch_execute(&plan.sql).await.map_err(|e| {
+                Error::db(
+                    format!("building the copy of index {}", plan.source_index),
+                    e,
+                )
+            })?;
         }
-        tx.batch_execute(&format!("ANALYZE {}", m.target.sql())).await.map_err(|e| Error::db("analyzing the new table", e))?;
+        tx.batch_execute(&format!("ANALYZE {}", m.target.sql()))
+            .await
+            .map_err(|e| Error::db("analyzing the new table", e))?;
     }
     state::set_phase(&tx, m.id, Phase::Streaming, None).await?;
-    tx.commit().await.map_err(|e| Error::db("committing the index build", e))
+    tx.commit()
+        .await
+        .map_err(|e| Error::db("committing the index build", e))
 }
 
 /// Tries to cut over with bounded retries; `Ok(None)` when the lock could not be had.
@@ -649,8 +854,11 @@ async fn try_cutover(
     m: &Migration,
     args: &RunArgs,
 ) -> Result<Option<Duration>> {
-    let current_user: String =
-        control.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("reading current_user", e))?.get(0);
+    let current_user: String = control
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .map_err(|e| Error::db("reading current_user", e))?
+        .get(0);
     let plan = SwapPlan {
         migration_id: m.id,
         source: m.source.clone(),
@@ -689,13 +897,19 @@ async fn try_cutover(
                 tracing::warn!(attempt = attempt_no, holders = %holders, "could not lock the table in time; backing off");
             }
             Outcome::DrainTimeout => {
-                tracing::warn!(attempt = attempt_no, "the last changes were not applied in time; released the lock, backing off");
+                tracing::warn!(
+                    attempt = attempt_no,
+                    "the last changes were not applied in time; released the lock, backing off"
+                );
             }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-    let msg = format!("cutover gave up after {} attempts; streaming on and trying again in a minute", args.cutover_attempts);
+    let msg = format!(
+        "cutover gave up after {} attempts; streaming on and trying again in a minute",
+        args.cutover_attempts
+    );
     tracing::warn!("{msg}");
     state::set_phase(&*control, m.id, Phase::Streaming, Some(&msg)).await?;
     Ok(None)
@@ -712,7 +926,20 @@ async fn lock_holders(control: &Client, table: &QualifiedName) -> String {
         )
         .await
         .unwrap_or_default();
-    let list: Vec<String> =
-        rows.iter().map(|r| format!("pid {} ({}, {})", r.get::<_, i32>(0), r.get::<_, String>(1), r.get::<_, String>(2))).collect();
-    if list.is_empty() { "none seen".into() } else { list.join("; ") }
+    let list: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "pid {} ({}, {})",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2)
+            )
+        })
+        .collect();
+    if list.is_empty() {
+        "none seen".into()
+    } else {
+        list.join("; ")
+    }
 }

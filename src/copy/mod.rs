@@ -21,13 +21,17 @@ use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
 use crate::pg::catalog::column_list;
-use crate::pg::ident::{quote_ident, quote_literal, QualifiedName};
+use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 use crate::state;
 use ranges::KeyRange;
 
 /// Opens `n` source sessions, each in a REPEATABLE READ transaction on `snapshot` (an exported
 /// snapshot name) or, without one, on a fresh snapshot of its own (resume).
-pub async fn open_sessions(config: &Config, n: usize, snapshot: Option<&str>) -> Result<Vec<Client>> {
+pub async fn open_sessions(
+    config: &Config,
+    n: usize,
+    snapshot: Option<&str>,
+) -> Result<Vec<Client>> {
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         let client = crate::pg::connect(config, "pgrepart copy").await?;
@@ -41,7 +45,10 @@ pub async fn open_sessions(config: &Config, n: usize, snapshot: Option<&str>) ->
                 .await
                 .map_err(|e| Error::db("importing the slot's snapshot", e))?,
             None => {
-                client.query_one("SELECT 1", &[]).await.map_err(|e| Error::db("taking a copy snapshot", e))?;
+                client
+                    .query_one("SELECT 1", &[])
+                    .await
+                    .map_err(|e| Error::db("taking a copy snapshot", e))?;
             }
         }
         sessions.push(client);
@@ -50,14 +57,26 @@ pub async fn open_sessions(config: &Config, n: usize, snapshot: Option<&str>) ->
 }
 
 /// min and max of an integer key column, under the session's snapshot; `None` when empty.
-pub async fn key_bounds(session: &Client, table: &QualifiedName, column: &str) -> Result<Option<(i64, i64)>> {
+pub async fn key_bounds(
+    session: &Client,
+    table: &QualifiedName,
+    column: &str,
+) -> Result<Option<(i64, i64)>> {
     let col = quote_ident(column);
-    let sql = format!("SELECT min({col})::bigint, max({col})::bigint FROM {}", table.sql());
-    let row = session.query_one(&sql, &[]).await.map_err(|e| Error::db("reading the key's bounds", e))?;
-    Ok(match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
-        (Some(lo), Some(hi)) => Some((lo, hi)),
-        _ => None,
-    })
+    let sql = format!(
+        "SELECT min({col})::bigint, max({col})::bigint FROM {}",
+        table.sql()
+    );
+    let row = session
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| Error::db("reading the key's bounds", e))?;
+    Ok(
+        match (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) {
+            (Some(lo), Some(hi)) => Some((lo, hi)),
+            _ => None,
+        },
+    )
 }
 
 pub struct CopyJob {
@@ -91,17 +110,27 @@ pub async fn run_workers(
     let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
     let mut workers = tokio::task::JoinSet::new();
     for session in sessions {
-        let (job, queue, done, progress, stop) = (job.clone(), queue.clone(), done.clone(), progress.clone(), stop.clone());
+        let (job, queue, done, progress, stop) = (
+            job.clone(),
+            queue.clone(),
+            done.clone(),
+            progress.clone(),
+            stop.clone(),
+        );
         workers.spawn(async move {
             let mut target = crate::pg::connect(&job.target_config, "pgrepart copy").await?;
-            target.batch_execute("SET synchronous_commit = on").await.map_err(|e| Error::db("preparing a copy session", e))?;
+            target
+                .batch_execute("SET synchronous_commit = on")
+                .await
+                .map_err(|e| Error::db("preparing a copy session", e))?;
             loop {
                 if *stop.borrow() {
                     return Ok(());
                 }
                 let next = queue.lock().expect("copy queue lock").pop_back();
                 let Some((range_no, range)) = next else { break };
-                let rows = copy_range(&job, &session, &mut target, range_no, range, &progress).await?;
+                let rows =
+                    copy_range(&job, &session, &mut target, range_no, range, &progress).await?;
                 tracing::info!(range = range_no, rows, "range copied");
                 let _ = done.send(range_no);
             }
@@ -112,7 +141,8 @@ pub async fn run_workers(
     }
     let mut first_error = None;
     while let Some(result) = workers.join_next().await {
-        let result = result.unwrap_or_else(|e| Err(Error::failed(format!("a copy worker crashed: {e}"))));
+        let result =
+            result.unwrap_or_else(|e| Err(Error::failed(format!("a copy worker crashed: {e}"))));
         if let Err(e) = result {
             if first_error.is_none() {
                 first_error = Some(e);
@@ -132,28 +162,58 @@ async fn copy_range(
     progress: &CopyProgress,
 ) -> Result<u64> {
     let cols = column_list(job.columns.iter().map(String::as_str));
-    let filter = range.where_sql(&quote_ident(&job.range_column)).map(|w| format!(" WHERE {w}")).unwrap_or_default();
-    let out_sql = format!("COPY (SELECT {cols} FROM {}{filter}) TO STDOUT (FORMAT binary)", job.source.sql());
-    let in_sql = format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", job.target.sql());
+    let filter = range
+        .where_sql(&quote_ident(&job.range_column))
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    let out_sql = format!(
+        "COPY (SELECT {cols} FROM {}{filter}) TO STDOUT (FORMAT binary)",
+        job.source.sql()
+    );
+    let in_sql = format!(
+        "COPY {} ({cols}) FROM STDIN (FORMAT binary)",
+        job.target.sql()
+    );
 
-    let tx = target.transaction().await.map_err(|e| Error::db("starting a copy", e))?;
-    let sink = tx.copy_in::<_, Bytes>(&in_sql).await.map_err(|e| Error::db("copying into the new table", e))?;
-    let stream = source.copy_out(&out_sql).await.map_err(|e| Error::db("copying from the source table", e))?;
+    let tx = target
+        .transaction()
+        .await
+        .map_err(|e| Error::db("starting a copy", e))?;
+    let sink = tx
+        .copy_in::<_, Bytes>(&in_sql)
+        .await
+        .map_err(|e| Error::db("copying into the new table", e))?;
+    let stream = source
+        .copy_out(&out_sql)
+        .await
+        .map_err(|e| Error::db("copying from the source table", e))?;
     futures_util::pin_mut!(sink);
     futures_util::pin_mut!(stream);
-    while let Some(chunk) = stream.try_next().await.map_err(|e| Error::db("copying from the source table", e))? {
-        progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        sink.feed(chunk).await.map_err(|e| Error::db("copying into the new table", e))?;
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| Error::db("copying from the source table", e))?
+    {
+        progress
+            .bytes
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        sink.feed(chunk)
+            .await
+            .map_err(|e| Error::db("copying into the new table", e))?;
     }
     let rows = sink.finish().await.map_err(|e| copy_in_error(e))?;
     state::mark_range_done(&tx, job.migration_id, range_no, rows).await?;
-    tx.commit().await.map_err(|e| Error::db("committing a copied range", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::db("committing a copied range", e))?;
     progress.rows.fetch_add(rows, Ordering::Relaxed);
     Ok(rows)
 }
 
 fn copy_in_error(e: tokio_postgres::Error) -> Error {
-    if e.as_db_error().is_some_and(|d| d.message().contains("no partition")) {
+    if e.as_db_error()
+        .is_some_and(|d| d.message().contains("no partition"))
+    {
         return Error::failed("a row of the source has a partition-key value that no partition accepts")
             .with_hint("add a partition for it (or a DEFAULT partition) to the new table, then run the same command again");
     }

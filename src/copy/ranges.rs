@@ -46,7 +46,9 @@ pub fn plan_ranges(min_max: Option<(i64, i64)>, count: usize) -> Vec<KeyRange> {
     if count <= 1 {
         return vec![KeyRange::ALL];
     }
-    let mut bounds: Vec<i64> = (1..count).map(|i| (i128::from(min) + span * i / count) as i64).collect();
+    let mut bounds: Vec<i64> = (1..count)
+        .map(|i| (i128::from(min) + span * i / count) as i64)
+        .collect();
     bounds.dedup();
     let mut ranges = Vec::with_capacity(bounds.len() + 1);
     let mut lo = None;
@@ -68,7 +70,9 @@ pub fn range_count(estimated_rows: i64, jobs: usize, rows_per_range: i64) -> usi
 /// Index of the range holding `key`. `ranges` must come from `plan_ranges` (sorted, contiguous).
 pub fn range_index(ranges: &[KeyRange], key: i64) -> usize {
     // The first range whose upper bound is above the key.
-    ranges.partition_point(|r| r.hi.is_some_and(|hi| hi <= key)).min(ranges.len().saturating_sub(1))
+    ranges
+        .partition_point(|r| r.hi.is_some_and(|hi| hi <= key))
+        .min(ranges.len().saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -90,7 +94,9 @@ mod tests {
         assert_eq!(ranges.len(), 4);
         assert_contiguous(&ranges);
         for key in [i64::MIN, -5, 0, 1, 250, 251, 500, 999, 1000, 1001, i64::MAX] {
-            let holders: Vec<usize> = (0..ranges.len()).filter(|&i| ranges[i].contains(key)).collect();
+            let holders: Vec<usize> = (0..ranges.len())
+                .filter(|&i| ranges[i].contains(key))
+                .collect();
             assert_eq!(holders.len(), 1, "key {key} in {holders:?}");
             assert_eq!(range_index(&ranges, key), holders[0], "key {key}");
         }
@@ -118,9 +124,33 @@ mod tests {
     fn where_clauses_match_the_bounds() {
         let col = "\"id\"";
         assert_eq!(KeyRange::ALL.where_sql(col), None);
-        assert_eq!(KeyRange { lo: None, hi: Some(10) }.where_sql(col).unwrap(), "\"id\" < 10");
-        assert_eq!(KeyRange { lo: Some(-3), hi: None }.where_sql(col).unwrap(), "\"id\" >= -3");
-        assert_eq!(KeyRange { lo: Some(1), hi: Some(9) }.where_sql(col).unwrap(), "\"id\" >= 1 AND \"id\" < 9");
+        assert_eq!(
+            KeyRange {
+                lo: None,
+                hi: Some(10)
+            }
+            .where_sql(col)
+            .unwrap(),
+            "\"id\" < 10"
+        );
+        assert_eq!(
+            KeyRange {
+                lo: Some(-3),
+                hi: None
+            }
+            .where_sql(col)
+            .unwrap(),
+            "\"id\" >= -3"
+        );
+        assert_eq!(
+            KeyRange {
+                lo: Some(1),
+                hi: Some(9)
+            }
+            .where_sql(col)
+            .unwrap(),
+            "\"id\" >= 1 AND \"id\" < 9"
+        );
     }
 
     #[test]

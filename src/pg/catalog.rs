@@ -4,7 +4,7 @@
 
 use tokio_postgres::Client;
 
-use super::ident::{quote_ident, QualifiedName};
+use super::ident::{QualifiedName, quote_ident};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +231,11 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
         .await
         .map_err(|e| Error::db(ctx("check constraints"), e))?
         .into_iter()
-        .map(|r| CheckConstraint { name: r.get(0), definition: r.get(1), no_inherit: r.get(2) })
+        .map(|r| CheckConstraint {
+            name: r.get(0),
+            definition: r.get(1),
+            no_inherit: r.get(2),
+        })
         .collect();
 
     let sequences = client
@@ -315,5 +319,9 @@ pub async fn partitions(client: &Client, table_oid: u32) -> Result<Vec<(String, 
 
 /// Quoted column list, e.g. `"id", "region"`.
 pub fn column_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
-    names.into_iter().map(quote_ident).collect::<Vec<_>>().join(", ")
+    names
+        .into_iter()
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

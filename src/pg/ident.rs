@@ -23,7 +23,10 @@ pub struct QualifiedName {
 
 impl QualifiedName {
     pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
-        QualifiedName { schema: schema.into(), name: name.into() }
+        QualifiedName {
+            schema: schema.into(),
+            name: name.into(),
+        }
     }
 
     /// Parses `name`, `schema.name`, or their double-quoted forms. Unquoted parts fold to lower case,
@@ -58,7 +61,8 @@ impl fmt::Display for QualifiedName {
 /// Splits a dotted identifier path, honouring double quotes.
 fn split_ident_path(text: &str) -> Result<Vec<String>> {
     let bad = || {
-        Error::refused(format!("{text:?} is not a valid name")).with_hint("quote names with special characters: '\"My Table\"'")
+        Error::refused(format!("{text:?} is not a valid name"))
+            .with_hint("quote names with special characters: '\"My Table\"'")
     };
     let mut parts = Vec::new();
     let mut chars = text.trim().chars().peekable();
@@ -113,7 +117,13 @@ pub fn truncate_ident(name: &str) -> String {
 /// A name safe as a replication slot name: lower-case letters, digits and underscores only.
 pub fn slot_safe(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -130,8 +140,14 @@ mod tests {
 
     #[test]
     fn table_names_parse_with_default_schema_and_case_folding() {
-        assert_eq!(QualifiedName::parse("orders_flat").unwrap(), QualifiedName::new("public", "orders_flat"));
-        assert_eq!(QualifiedName::parse("Shop.Orders").unwrap(), QualifiedName::new("shop", "orders"));
+        assert_eq!(
+            QualifiedName::parse("orders_flat").unwrap(),
+            QualifiedName::new("public", "orders_flat")
+        );
+        assert_eq!(
+            QualifiedName::parse("Shop.Orders").unwrap(),
+            QualifiedName::new("shop", "orders")
+        );
         assert_eq!(
             QualifiedName::parse("\"My Schema\".\"Or\"\"ders\"").unwrap(),
             QualifiedName::new("My Schema", "Or\"ders")

@@ -41,7 +41,15 @@ impl Phase {
     }
 
     pub fn parse(s: &str) -> Option<Phase> {
-        [Phase::Copying, Phase::Streaming, Phase::CuttingOver, Phase::Done, Phase::Failed].into_iter().find(|p| p.as_str() == s)
+        [
+            Phase::Copying,
+            Phase::Streaming,
+            Phase::CuttingOver,
+            Phase::Done,
+            Phase::Failed,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
     }
 }
 
@@ -132,7 +140,9 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         target_created: r.get(8),
         created_partitions: r.get(9),
         spec: r.get(10),
-        phase: Phase::parse(&phase).ok_or_else(|| Error::failed(format!("unknown phase {phase:?} in pgrepart.migrations")))?,
+        phase: Phase::parse(&phase).ok_or_else(|| {
+            Error::failed(format!("unknown phase {phase:?} in pgrepart.migrations"))
+        })?,
         cutover_mode: r.get(12),
         cutover_requested: r.get(13),
         abort_requested: r.get(14),
@@ -148,8 +158,11 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
     client.batch_execute(SCHEMA_SQL).await.map_err(|e| {
-        Error::db("creating pgrepart's state tables (schema pgrepart) in the target database", e)
-            .with_hint("the connecting role needs CREATE on the target database")
+        Error::db(
+            "creating pgrepart's state tables (schema pgrepart) in the target database",
+            e,
+        )
+        .with_hint("the connecting role needs CREATE on the target database")
     })
 }
 
@@ -162,11 +175,16 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
 }
 
 /// The newest migration of `source` (active or done).
-pub async fn latest(client: &impl GenericClient, source: &QualifiedName) -> Result<Option<Migration>> {
+pub async fn latest(
+    client: &impl GenericClient,
+    source: &QualifiedName,
+) -> Result<Option<Migration>> {
     if !schema_exists(client).await? {
         return Ok(None);
     }
-    let sql = format!("{SELECT_MIGRATION} WHERE m.source_schema = $1 AND m.source_name = $2 ORDER BY m.id DESC LIMIT 1");
+    let sql = format!(
+        "{SELECT_MIGRATION} WHERE m.source_schema = $1 AND m.source_name = $2 ORDER BY m.id DESC LIMIT 1"
+    );
     let row = client
         .query_opt(&sql, &[&source.schema, &source.name])
         .await
@@ -180,13 +198,19 @@ pub async fn all(client: &impl GenericClient) -> Result<Vec<Migration>> {
         return Ok(Vec::new());
     }
     let sql = format!("{SELECT_MIGRATION} ORDER BY m.id DESC");
-    let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("reading pgrepart.migrations", e))?;
+    let rows = client
+        .query(&sql, &[])
+        .await
+        .map_err(|e| Error::db("reading pgrepart.migrations", e))?;
     rows.iter().map(migration_from_row).collect()
 }
 
 pub async fn get(client: &impl GenericClient, id: i64) -> Result<Migration> {
     let sql = format!("{SELECT_MIGRATION} WHERE m.id = $1");
-    let row = client.query_one(&sql, &[&id]).await.map_err(|e| Error::db("reading pgrepart.migrations", e))?;
+    let row = client
+        .query_one(&sql, &[&id])
+        .await
+        .map_err(|e| Error::db("reading pgrepart.migrations", e))?;
     migration_from_row(&row)
 }
 
@@ -234,7 +258,10 @@ pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<
     let base = crate::pg::ident::slot_safe(&m.source.name);
     let slot = crate::pg::ident::truncate_ident(&format!("pgrepart_{id}_{base}"));
     client
-        .execute("UPDATE pgrepart.migrations SET slot_name = $2, publication_name = $2 WHERE id = $1", &[&id, &slot])
+        .execute(
+            "UPDATE pgrepart.migrations SET slot_name = $2, publication_name = $2 WHERE id = $1",
+            &[&id, &slot],
+        )
         .await
         .map_err(|e| Error::db("recording the migration", e))?;
     get(client, id).await
@@ -242,13 +269,21 @@ pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<
 
 pub async fn set_cutover_mode(client: &impl GenericClient, id: i64, mode: &str) -> Result<()> {
     client
-        .execute("UPDATE pgrepart.migrations SET cutover_mode = $2, updated_at = now() WHERE id = $1", &[&id, &mode])
+        .execute(
+            "UPDATE pgrepart.migrations SET cutover_mode = $2, updated_at = now() WHERE id = $1",
+            &[&id, &mode],
+        )
         .await
         .map_err(|e| Error::db("recording the cutover mode", e))?;
     Ok(())
 }
 
-pub async fn set_phase(client: &impl GenericClient, id: i64, phase: Phase, error: Option<&str>) -> Result<()> {
+pub async fn set_phase(
+    client: &impl GenericClient,
+    id: i64,
+    phase: Phase,
+    error: Option<&str>,
+) -> Result<()> {
     client
         .execute(
             "UPDATE pgrepart.migrations SET phase = $2, last_error = $3, \
@@ -264,13 +299,21 @@ pub async fn set_phase(client: &impl GenericClient, id: i64, phase: Phase, error
 
 pub async fn set_error(client: &impl GenericClient, id: i64, error: Option<&str>) -> Result<()> {
     client
-        .execute("UPDATE pgrepart.migrations SET last_error = $2, updated_at = now() WHERE id = $1", &[&id, &error])
+        .execute(
+            "UPDATE pgrepart.migrations SET last_error = $2, updated_at = now() WHERE id = $1",
+            &[&id, &error],
+        )
         .await
         .map_err(|e| Error::db("recording the migration's error", e))?;
     Ok(())
 }
 
-pub async fn record_progress(client: &impl GenericClient, id: i64, applied_changes: i64, confirmed: crate::lsn::Lsn) -> Result<()> {
+pub async fn record_progress(
+    client: &impl GenericClient,
+    id: i64,
+    applied_changes: i64,
+    confirmed: crate::lsn::Lsn,
+) -> Result<()> {
     client
         .execute(
             "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, updated_at = now() WHERE id = $1",
@@ -287,7 +330,12 @@ pub async fn request(client: &impl GenericClient, id: i64, what: Request) -> Res
         Request::Abort => "abort_requested",
     };
     client
-        .execute(&format!("UPDATE pgrepart.migrations SET {column} = true, updated_at = now() WHERE id = $1"), &[&id])
+        .execute(
+            &format!(
+                "UPDATE pgrepart.migrations SET {column} = true, updated_at = now() WHERE id = $1"
+            ),
+            &[&id],
+        )
         .await
         .map_err(|e| Error::db("recording the request", e))?;
     Ok(())
@@ -299,7 +347,11 @@ pub enum Request {
     Abort,
 }
 
-pub async fn insert_ranges(client: &impl GenericClient, id: i64, ranges: &[KeyRange]) -> Result<()> {
+pub async fn insert_ranges(
+    client: &impl GenericClient,
+    id: i64,
+    ranges: &[KeyRange],
+) -> Result<()> {
     for (i, r) in ranges.iter().enumerate() {
         client
             .execute(
@@ -315,14 +367,33 @@ pub async fn insert_ranges(client: &impl GenericClient, id: i64, ranges: &[KeyRa
 /// (range, done) in range order.
 pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(KeyRange, bool)>> {
     let rows = client
-        .query("SELECT lo, hi, done FROM pgrepart.ranges WHERE migration_id = $1 ORDER BY range_no", &[&id])
+        .query(
+            "SELECT lo, hi, done FROM pgrepart.ranges WHERE migration_id = $1 ORDER BY range_no",
+            &[&id],
+        )
         .await
         .map_err(|e| Error::db("reading the key ranges", e))?;
-    Ok(rows.iter().map(|r| (KeyRange { lo: r.get(0), hi: r.get(1) }, r.get(2))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                KeyRange {
+                    lo: r.get(0),
+                    hi: r.get(1),
+                },
+                r.get(2),
+            )
+        })
+        .collect())
 }
 
 /// Marks a range copied; called inside the copy's own target transaction.
-pub async fn mark_range_done(client: &impl GenericClient, id: i64, range_no: usize, rows: u64) -> Result<()> {
+pub async fn mark_range_done(
+    client: &impl GenericClient,
+    id: i64,
+    range_no: usize,
+    rows: u64,
+) -> Result<()> {
     client
         .execute(
             "UPDATE pgrepart.ranges SET done = true, rows_copied = $3, finished_at = now() WHERE migration_id = $1 AND range_no = $2",
@@ -345,7 +416,10 @@ pub async fn delete(client: &Client, id: i64) -> Result<()> {
         .map_err(|e| Error::db("removing the migration's state", e))?
         .get(0);
     if left == 0 {
-        client.batch_execute("DROP SCHEMA pgrepart CASCADE").await.map_err(|e| Error::db("dropping schema pgrepart", e))?;
+        client
+            .batch_execute("DROP SCHEMA pgrepart CASCADE")
+            .await
+            .map_err(|e| Error::db("dropping schema pgrepart", e))?;
     }
     Ok(())
 }
@@ -356,9 +430,18 @@ mod tests {
 
     #[test]
     fn phases_round_trip_through_their_names() {
-        for p in [Phase::Copying, Phase::Streaming, Phase::CuttingOver, Phase::Done, Phase::Failed] {
+        for p in [
+            Phase::Copying,
+            Phase::Streaming,
+            Phase::CuttingOver,
+            Phase::Done,
+            Phase::Failed,
+        ] {
             assert_eq!(Phase::parse(p.as_str()), Some(p));
-            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
         }
         assert_eq!(Phase::parse("paused"), None);
     }

@@ -1,0 +1,100 @@
+//! `pgrepart abort`: stop a migration and remove everything it created (slot, publication, the
+//! generated target table, state), also when the `run` process is gone.
+
+use std::time::{Duration, Instant};
+
+use crate::cli::TableArgs;
+use crate::error::{Error, Result};
+use crate::pg::ident::{QualifiedName, quote_ident};
+use crate::state::{self, Phase, Request};
+
+pub async fn run(args: TableArgs) -> Result<()> {
+    let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
+    let table = QualifiedName::parse(&args.table)?;
+    let client = crate::pg::connect(&config, "pgrepart abort").await?;
+    let m = super::require_migration(&client, &table).await?;
+    if m.phase == Phase::Done {
+        return Err(Error::refused(format!(
+            "migration {} of {table} has already cut over; there is nothing to abort",
+            m.id
+        ))
+        .with_hint(format!(
+            "the old table is {}; drop it when you no longer need it",
+            table.sibling(m.old_name.clone())
+        )));
+    }
+    state::request(&client, m.id, Request::Abort).await?;
+
+    // Give a running `run` a moment to notice and let go of the slot; then end its walsender.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = client
+            .query_opt(
+                "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                &[&m.slot_name],
+            )
+            .await
+            .map_err(|e| Error::db("reading the replication slot", e))?;
+        match row {
+            Some(r) if r.get::<_, bool>(0) => {
+                if Instant::now() > deadline {
+                    let pid: i32 = r.get(1);
+                    client
+                        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                        .await
+                        .map_err(|e| Error::db("ending the migration's walsender", e))?;
+                }
+            }
+            Some(_) => {
+                match client
+                    .execute("SELECT pg_drop_replication_slot($1)", &[&m.slot_name])
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                    }
+                    Err(e) => return Err(Error::db("dropping the replication slot", e)),
+                }
+            }
+            None => break,
+        }
+        if Instant::now() > deadline + Duration::from_secs(20) {
+            return Err(Error::failed(format!(
+                "the replication slot {} stays in use",
+                m.slot_name
+            ))
+            .with_hint("stop the `pgrepart run` process, then run abort again"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    client
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&m.publication_name)
+        ))
+        .await
+        .map_err(|e| Error::db("dropping the publication", e))?;
+    if m.target_created {
+        client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", m.target.sql()))
+            .await
+            .map_err(|e| Error::db("dropping the new table", e))?;
+    } else {
+        // An --into table was empty when the migration started: give it back empty.
+        client
+            .batch_execute(&format!("TRUNCATE {}", m.target.sql()))
+            .await
+            .map_err(|e| Error::db("emptying the --into table", e))?;
+    }
+    state::delete(&client, m.id).await?;
+    println!(
+        "migration {} of {table} aborted: slot, publication{} and state removed; {table} is untouched",
+        m.id,
+        if m.target_created {
+            format!(", {}", m.target)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `pgrepart cutover`: asks the running migration (manual mode) to cut over, then waits until the
+//! swap is done. The swap itself is done by `run`, which holds the stream.
+
+use std::time::Duration;
+
+use crate::cli::TableArgs;
+use crate::error::{Error, Result};
+use crate::pg::ident::QualifiedName;
+use crate::state::{self, Phase, Request};
+
+pub async fn run(args: TableArgs) -> Result<()> {
+    let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
+    let table = QualifiedName::parse(&args.table)?;
+    let client = crate::pg::connect(&config, "pgrepart cutover").await?;
+    let m = super::require_migration(&client, &table).await?;
+    if m.phase == Phase::Done {
+        println!("{table} was already cut over (migration {})", m.id);
+        return Ok(());
+    }
+    state::request(&client, m.id, Request::Cutover).await?;
+    println!(
+        "cutover requested for migration {}; waiting for `pgrepart run` to swap the tables",
+        m.id
+    );
+    let mut last_phase = m.phase;
+    let mut not_running_for = 0u32;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let m = state::get(&client, m.id).await?;
+        if m.phase != last_phase {
+            println!("phase: {}", m.phase.as_str());
+            last_phase = m.phase;
+        }
+        match m.phase {
+            Phase::Done => {
+                println!(
+                    "{table} is now the partitioned table; the old one is {}",
+                    table.sibling(m.old_name.clone())
+                );
+                return Ok(());
+            }
+            Phase::Failed => {
+                return Err(Error::failed(format!(
+                    "the migration failed: {}",
+                    m.last_error
+                        .as_deref()
+                        .unwrap_or("see the output of `pgrepart run`")
+                )));
+            }
+            _ => {}
+        }
+        let active: bool = client
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&m.slot_name],
+            )
+            .await
+            .map_err(|e| Error::db("reading the replication slot", e))?
+            .is_some_and(|r| r.get(0));
+        not_running_for = if active { 0 } else { not_running_for + 1 };
+        // About 10 s without a process on the slot: nobody is there to do the swap.
+        if not_running_for >= 20 {
+            return Err(Error::failed(format!("no `pgrepart run` is attached to migration {}", m.id))
+                .with_hint("run the same `pgrepart run` command again: it resumes, and cuts over since it is requested"));
+        }
+    }
+}
