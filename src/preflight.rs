@@ -334,18 +334,21 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
                 ));
             } else {
                 checks.push(pass("partition key", by.sql()));
-                if let Some(k) = t.key_index() {
-                    if by.columns.iter().any(|c| !k.columns.contains(c)) {
-                        checks.push(warn(
-                            "uniqueness",
-                            format!(
-                                "the new primary key is ({}): ({}) alone is no longer enforced unique",
-                                crate::pg::ddl::target_primary_key(&k.columns, by).join(", "),
-                                k.columns.join(", ")
-                            ),
-                            format!("application upserts ON CONFLICT ({}) must name the new key", k.columns.join(", ")),
-                        ));
-                    }
+                if let Some(k) = t.key_index()
+                    && by.columns.iter().any(|c| !k.columns.contains(c))
+                {
+                    checks.push(warn(
+                        "uniqueness",
+                        format!(
+                            "the new primary key is ({}): ({}) alone is no longer enforced unique",
+                            crate::pg::ddl::target_primary_key(&k.columns, by).join(", "),
+                            k.columns.join(", ")
+                        ),
+                        format!(
+                            "application upserts ON CONFLICT ({}) must name the new key",
+                            k.columns.join(", ")
+                        ),
+                    ));
                 }
             }
         }

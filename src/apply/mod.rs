@@ -363,7 +363,7 @@ impl Applier {
 
     fn update(&mut self, old: Option<OldTuple>, new: TupleData) -> Result<()> {
         let row = self.row(&new)?;
-        let partial = row.iter().any(|v| *v == Value::Unchanged);
+        let partial = row.contains(&Value::Unchanged);
         let new_key = if self.shape.key.iter().any(|&k| row[k] == Value::Unchanged) {
             None
         } else {
@@ -539,10 +539,11 @@ impl Applier {
             self.applied.advance(end);
             self.shared.last_commit_ts.store(ts, Ordering::Relaxed);
         }
-        if let Some(w) = self.idle_wal_end.take() {
-            if self.open_txn.is_none() && self.ranges.iter().all(|r| r.queue.is_empty()) {
-                self.applied.advance(w);
-            }
+        if let Some(w) = self.idle_wal_end.take()
+            && self.open_txn.is_none()
+            && self.ranges.iter().all(|r| r.queue.is_empty())
+        {
+            self.applied.advance(w);
         }
         let flush = self.compute_flush();
         self.shared.flush_lsn.store(flush.0, Ordering::Relaxed);

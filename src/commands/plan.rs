@@ -32,16 +32,15 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             partitions,
         },
     ) = (&facts.table, &prep.target)
+        && let Some(k) = t.key_index()
     {
-        if let Some(k) = t.key_index() {
-            statements.push(ddl::create_partitioned_table(t, name, by, &k.columns));
-            statements.extend(partitions.iter().map(|p| ddl::create_partition(name, p)));
-            statements.extend(
-                ddl::secondary_indexes(t, name, by)
-                    .into_iter()
-                    .map(|i| i.sql),
-            );
-        }
+        statements.push(ddl::create_partitioned_table(t, name, by, &k.columns));
+        statements.extend(partitions.iter().map(|p| ddl::create_partition(name, p)));
+        statements.extend(
+            ddl::secondary_indexes(t, name, by)
+                .into_iter()
+                .map(|i| i.sql),
+        );
     }
     let plan = Plan {
         table: prep.table.to_string(),
@@ -70,10 +69,10 @@ pub async fn run(args: PlanArgs) -> Result<()> {
                 Status::Fail => "FAIL",
             };
             println!("  [{mark}] {:<20} {}", c.name, c.detail);
-            if c.status != Status::Pass {
-                if let Some(h) = &c.hint {
-                    println!("         {:<20} fix: {h}", "");
-                }
+            if c.status != Status::Pass
+                && let Some(h) = &c.hint
+            {
+                println!("         {:<20} fix: {h}", "");
             }
         }
         if !plan.ddl.is_empty() {

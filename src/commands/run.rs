@@ -84,10 +84,10 @@ struct Undo {
 
 impl Undo {
     async fn run(self, control: &Client) {
-        if let Some(slot) = &self.slot {
-            if let Err(e) = drop_slot(control, slot).await {
-                tracing::warn!(slot = %slot, error = %e, "could not drop the replication slot while cleaning up");
-            }
+        if let Some(slot) = &self.slot
+            && let Err(e) = drop_slot(control, slot).await
+        {
+            tracing::warn!(slot = %slot, error = %e, "could not drop the replication slot while cleaning up");
         }
         if let Some(p) = &self.publication {
             let _ = control

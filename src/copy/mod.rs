@@ -143,11 +143,11 @@ pub async fn run_workers(
     while let Some(result) = workers.join_next().await {
         let result =
             result.unwrap_or_else(|e| Err(Error::failed(format!("a copy worker crashed: {e}"))));
-        if let Err(e) = result {
-            if first_error.is_none() {
-                first_error = Some(e);
-                workers.abort_all();
-            }
+        if let Err(e) = result
+            && first_error.is_none()
+        {
+            first_error = Some(e);
+            workers.abort_all();
         }
     }
     first_error.map_or(Ok(()), Err)
@@ -201,7 +201,7 @@ async fn copy_range(
             .await
             .map_err(|e| Error::db("copying into the new table", e))?;
     }
-    let rows = sink.finish().await.map_err(|e| copy_in_error(e))?;
+    let rows = sink.finish().await.map_err(copy_in_error)?;
     state::mark_range_done(&tx, job.migration_id, range_no, rows).await?;
     tx.commit()
         .await
