@@ -118,6 +118,23 @@ pub struct WritersReport {
     pub anomalies: Vec<String>,
 }
 
+impl WritersReport {
+    /// One line of counters (never the rows).
+    pub fn summary(&self) -> String {
+        format!(
+            "{} rows expected; {} ops in {} transactions ({} big); {} errors {:?}; {} ambiguous; {} anomalies",
+            self.rows.len(),
+            self.ops,
+            self.transactions,
+            self.big_transactions,
+            self.errors,
+            self.error_codes,
+            self.ambiguous,
+            self.anomalies.len()
+        )
+    }
+}
+
 /// Running writers; `stop` ends them and returns the merged record.
 pub struct Writers {
     stop: watch::Sender<bool>,
