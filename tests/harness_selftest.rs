@@ -372,13 +372,20 @@ async fn writers_record_nothing_of_transactions_that_fail_and_go_on_after_the_fa
 
     let report = writers.stop().await;
     eprintln!("{}", report.summary());
-    for code in ["42P01", "57014", "io"] {
-        assert!(
-            report.error_codes.contains_key(code),
-            "no {code} error: {:?}",
-            report.error_codes
-        );
-    }
+    let codes = &report.error_codes;
+    assert!(
+        codes.contains_key("42P01"),
+        "no error for the missing table: {codes:?}"
+    );
+    assert!(
+        codes.contains_key("57014"),
+        "no statement timeout: {codes:?}"
+    );
+    // A killed session fails with the server's 57P01 or, when that message is lost, as closed.
+    assert!(
+        codes.contains_key("57P01") || codes.contains_key("io"),
+        "no error for the killed sessions: {codes:?}"
+    );
     assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
 }

@@ -78,6 +78,7 @@ pub fn differing_columns(a: &Row, b: &Row) -> Vec<&'static str> {
 }
 
 /// Every row of `table` in id order, duplicates included (a broken partitioned copy can hold one id twice).
+/// Sets the session's DateStyle to ISO first.
 pub async fn read_rows(client: &Client, table: &str) -> Vec<(i64, Row)> {
     client
         .batch_execute("SET DateStyle = 'ISO, MDY'")

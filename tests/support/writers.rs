@@ -310,8 +310,14 @@ impl Writer {
         let mut big_at = self.config.big_transaction.then(|| 3 + self.rng.below(30));
         let mut client: Option<Client> = None;
         let mut round = 0u64;
-        while !*stop.borrow() {
+        // A dropped `Writers` (its test panicked) counts as stop.
+        while !*stop.borrow() && stop.has_changed().is_ok() {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
+                if client.is_some() {
+                    // Closed between transactions (e.g. terminated while idle).
+                    self.stats
+                        .error("io".into(), "connection closed while idle".into());
+                }
                 client = self.connect().await;
                 if client.is_none() {
                     self.pause(&mut stop, Duration::from_millis(100)).await;
@@ -638,7 +644,7 @@ impl Writer {
                     Err(e) => self.stats.error(error_code(&e), describe(&e)),
                 }
             }
-            if *stop.borrow() {
+            if *stop.borrow() || stop.has_changed().is_err() {
                 // Cannot settle it; the record may be off for these ids, so say so.
                 self.anomalies
                     .push(format!("ambiguous commit of ids {ids:?} never resolved"));
