@@ -197,6 +197,7 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
         m
     };
     tracing::info!(migration = migration.id, target = %migration.target, "target table and state created");
+    try_run_lock(&control, migration.id).await?;
 
     let mut undo = Undo {
         migration_id: Some(migration.id),
@@ -422,31 +423,43 @@ async fn resume(
         ))
         .with_hint("rerun it with its original arguments, or remove it with `pgrepart abort`"));
     }
-    match slot_row(&control, &m.slot_name).await? {
-        None => {
-            return Err(Error::failed(format!("the replication slot {} of migration {} is gone", m.slot_name, m.id))
-                .with_hint("the changes since the copy cannot be recovered: run `pgrepart abort`, then start again"));
-        }
-        Some((_, _, Some(ws))) if ws == "lost" => {
-            return Err(Error::failed(format!(
-                "the replication slot {} was invalidated (max_slot_wal_keep_size exceeded)",
-                m.slot_name
-            ))
-            .with_hint(
-                "run `pgrepart abort`, then start again (consider raising max_slot_wal_keep_size)",
-            ));
-        }
-        Some((true, pid, _)) => {
-            return Err(Error::refused(format!(
-                "migration {} of {} is already running (its walsender is pid {})",
-                m.id,
-                prep.table,
-                pid.unwrap_or_default()
-            ))
-            .with_hint("watch it with `pgrepart status`; stop it with Ctrl-C in its terminal or `pgrepart abort`"));
-        }
-        Some(_) => {}
+    if !try_run_lock(&control, m.id).await? {
+        let pid = slot_row(&control, &m.slot_name).await?.and_then(|s| s.1);
+        return Err(Error::refused(format!(
+            "migration {} of {} is already being run by another pgrepart process{}",
+            m.id,
+            prep.table,
+            pid.map(|p| format!(" (its walsender is pid {p})")).unwrap_or_default()
+        ))
+        .with_hint("watch it with `pgrepart status`; stop it with Ctrl-C in its terminal, or `pgrepart abort`"));
     }
+    // The previous process is gone (we hold its lock); its walsender may take a moment to notice.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let start = loop {
+        match slot_row(&control, &m.slot_name).await? {
+            None => {
+                return Err(Error::failed(format!("the replication slot {} of migration {} is gone", m.slot_name, m.id))
+                    .with_hint("the changes since the copy cannot be recovered: run `pgrepart abort`, then start again"));
+            }
+            Some(slot) if slot.2.as_deref() == Some("lost") => {
+                return Err(Error::failed(format!(
+                    "the replication slot {} was invalidated (max_slot_wal_keep_size exceeded)",
+                    m.slot_name
+                ))
+                .with_hint("run `pgrepart abort`, then start again (consider raising max_slot_wal_keep_size)"));
+            }
+            Some((true, pid, _)) if Instant::now() > deadline => {
+                return Err(Error::failed(format!(
+                    "the replication slot {} is still in use by pid {}",
+                    m.slot_name,
+                    pid.unwrap_or_default()
+                ))
+                .with_hint("end that session (SELECT pg_terminate_backend(pid)), then run the same command again"));
+            }
+            Some((true, _, _)) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Some((false, _, _)) => break confirmed_flush(&control, &m.slot_name).await?,
+        }
+    };
     let server = catalog::server_info(&control).await?;
     let info = catalog::table_info(&control, &prep.table)
         .await?
@@ -495,7 +508,7 @@ async fn resume(
     } else {
         copy::open_sessions(&prep.source, prep.jobs.min(pending.len()), None).await?
     };
-    let stream = start_stream(repl, &m.slot_name, &m.publication_name, Lsn::ZERO).await?;
+    let stream = start_stream(repl, &m.slot_name, &m.publication_name, start).await?;
     Ok(Live {
         prep: prep.clone(),
         control,
@@ -509,6 +522,32 @@ async fn resume(
         sessions,
         start: Lsn::ZERO,
     })
+}
+
+/// A session-level advisory lock per migration: held by the `run` process working on it, released
+/// by the server when that process's connection ends, however it ends.
+async fn try_run_lock(control: &Client, migration_id: i64) -> Result<bool> {
+    let row = control
+        .query_one(
+            "SELECT pg_try_advisory_lock(1886351984, $1::int)",
+            &[&(migration_id as i32)],
+        )
+        .await
+        .map_err(|e| Error::db("taking the migration's lock", e))?;
+    Ok(row.get(0))
+}
+
+async fn confirmed_flush(control: &Client, slot: &str) -> Result<Lsn> {
+    let row = control
+        .query_one(
+            "SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| Error::db("reading the slot's confirmed position", e))?;
+    row.get::<_, String>(0)
+        .parse()
+        .map_err(|e| Error::failed(format!("{e}")))
 }
 
 /// Drops the slot, waiting (bounded) for its walsender to let go of it.
@@ -615,6 +654,7 @@ impl Live {
             start,
         } = self;
         let key = key_columns(&info)?;
+        let applied_before = migration.applied_changes;
         let replicated = info.replicated_columns();
         let shape = Shape {
             target: migration.target.clone(),
@@ -716,7 +756,7 @@ impl Live {
                     tracing::warn!("interrupted: finishing the batch in flight and stopping");
                     tasks.stop().await;
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
-                    let _ = state::record_progress(&control, migration.id, shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await;
+                    let _ = state::record_progress(&control, migration.id, applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await;
                     return Err(Error::failed(format!(
                         "stopped by a signal; the slot and state are kept (confirmed position {confirmed})"
                     ))
@@ -742,7 +782,7 @@ impl Live {
                         return Err(Error::failed(format!("migration {} was aborted by `pgrepart abort`", migration.id)));
                     }
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
-                    state::record_progress(&control, migration.id, shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await?;
+                    state::record_progress(&control, migration.id, applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await?;
                     let copy_done = tasks.copy.is_none() && shared.ranges_pending.load(Ordering::Relaxed) == 0;
                     if m.phase == Phase::Copying && copy_done {
                         if let Err(e) = finish_copy(&mut control, &prep, &info, &migration).await {
@@ -770,7 +810,7 @@ impl Live {
                                 "{} is now partitioned: {} rows copied, {} changes applied, lock held {} ms; the old table is {}",
                                 prep.table,
                                 m.rows_copied,
-                                shared.applied_changes.load(Ordering::Relaxed),
+                                applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64,
                                 held.as_millis(),
                                 prep.table.sibling(migration.old_name.clone())
                             );
