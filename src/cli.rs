@@ -37,6 +37,10 @@ pub enum Command {
     Cutover(TableArgs),
     /// Stop a migration and remove everything it created: slot, publication, new table, state.
     Abort(TableArgs),
+    /// Pause a running migration: it stops copying and applying; the slot keeps the changes.
+    Pause(TableArgs),
+    /// Resume a paused migration.
+    Resume(TableArgs),
 }
 
 /// Where the table lives.
@@ -107,6 +111,18 @@ pub struct RunArgs {
     /// How long, holding the lock, to wait for the last changes to be applied (milliseconds).
     #[arg(long, default_value_t = 30000)]
     pub drain_timeout_ms: u64,
+
+    /// Copy at most this many rows per second (all workers together).
+    #[arg(long, value_name = "ROWS_PER_S")]
+    pub max_copy_rate: Option<u64>,
+
+    /// Pause the copy when the slot holds more WAL than this (e.g. 20GB), and stop cleanly at twice it.
+    #[arg(long, value_name = "SIZE")]
+    pub max_retained_wal: Option<String>,
+
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -136,6 +152,10 @@ pub struct StatusArgs {
     /// Print one JSON object (or, without --table, a JSON array).
     #[arg(long)]
     pub json: bool,
+
+    /// Redraw every SECS seconds (default 2) until the migration is done or failed.
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -213,16 +213,20 @@ impl Applier {
         mut events: mpsc::Receiver<Event>,
         mut range_done: mpsc::UnboundedReceiver<usize>,
         mut stop: watch::Receiver<bool>,
+        mut pause: watch::Receiver<bool>,
     ) -> Result<()> {
         loop {
             let mut fence = None;
+            let paused = *pause.borrow_and_update();
             tokio::select! {
                 biased;
                 // Stopping is checked first, and only between batches.
                 _ = stop.changed() => return Ok(()),
+                // Paused: take no events (the bounded channel backs up to the slot) until resumed.
+                _ = pause.changed() => continue,
                 // A finished range next: its queue must be applied before later changes of its keys.
                 Some(range) = range_done.recv() => self.finish_range(range),
-                event = events.recv() => {
+                event = events.recv(), if !paused => {
                     let Some(event) = event else { return Ok(()) };
                     fence = self.handle(event)?;
                     while fence.is_none() && self.batch_changes < self.max_batch {

@@ -2,6 +2,7 @@
 
 pub mod abort;
 pub mod cutover;
+pub mod pause;
 pub mod plan;
 pub mod run;
 pub mod status;

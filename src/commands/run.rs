@@ -24,6 +24,7 @@ use crate::copy::{self, CopyJob, CopyProgress, ranges};
 use crate::cutover::{self, Attempt, Outcome, SwapPlan};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::monitor::{self, Rate, Snapshot};
 use crate::pg::catalog::{self, ServerInfo, TableInfo};
 use crate::pg::ddl;
 use crate::pg::ident::{QualifiedName, quote_ident};
@@ -188,6 +189,7 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
                 spec: serde_json::to_value(prep.spec()).expect("spec serializes"),
                 cutover_mode: args.cutover.as_str(),
                 rows_estimate: info.estimated_rows,
+                total_bytes_estimate: info.total_bytes,
             },
         )
         .await?;
@@ -198,6 +200,7 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
     };
     tracing::info!(migration = migration.id, target = %migration.target, "target table and state created");
     try_run_lock(&control, migration.id).await?;
+    state::set_runner(&control, migration.id, Some(&runner_name())).await?;
 
     let mut undo = Undo {
         migration_id: Some(migration.id),
@@ -424,15 +427,15 @@ async fn resume(
         .with_hint("rerun it with its original arguments, or remove it with `pgrepart abort`"));
     }
     if !try_run_lock(&control, m.id).await? {
-        let pid = slot_row(&control, &m.slot_name).await?.and_then(|s| s.1);
         return Err(Error::refused(format!(
-            "migration {} of {} is already being run by another pgrepart process{}",
+            "migration {} of {} is already being run by another pgrepart process ({})",
             m.id,
             prep.table,
-            pid.map(|p| format!(" (its walsender is pid {p})")).unwrap_or_default()
+            m.runner.as_deref().unwrap_or("pid unknown")
         ))
         .with_hint("watch it with `pgrepart status`; stop it with Ctrl-C in its terminal, or `pgrepart abort`"));
     }
+    state::set_runner(&control, m.id, Some(&runner_name())).await?;
     // The previous process is gone (we hold its lock); its walsender may take a moment to notice.
     let deadline = Instant::now() + Duration::from_secs(30);
     let start = loop {
@@ -522,6 +525,14 @@ async fn resume(
         sessions,
         start: Lsn::ZERO,
     })
+}
+
+/// "pid 1234 on dbhost": who runs a migration, for the refusal of a second run.
+fn runner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "this host".into());
+    format!("pid {} on {host}", std::process::id())
 }
 
 /// A session-level advisory lock per migration: held by the `run` process working on it, released
@@ -698,6 +709,9 @@ impl Live {
             shared,
         } = handles;
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Pause of everything (`pgrepart pause`), and of the copy alone (the retained-WAL guard).
+        let (pause_tx, pause_rx) = watch::channel(migration.paused);
+        let (copy_pause_tx, copy_pause_rx) = watch::channel(migration.paused);
         let (events_tx, events_rx) = mpsc::channel(8192);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(crate::stream::read_stream(
@@ -706,7 +720,7 @@ impl Live {
             flush.clone(),
             stop_rx.clone(),
         ));
-        let applier = tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone()));
+        let applier = tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone(), pause_rx));
         let progress = Arc::new(CopyProgress::default());
         let copy = if pending.is_empty() {
             None
@@ -718,6 +732,7 @@ impl Live {
                 columns: replicated.iter().map(|c| c.name.clone()).collect(),
                 range_column: key[0].clone(),
                 target_config: prep.source.clone(),
+                max_rows_per_s: args.max_copy_rate,
             });
             tracing::info!(ranges = pending.len(), workers = sessions.len(), "copying");
             Some(tokio::spawn(copy::run_workers(
@@ -727,6 +742,7 @@ impl Live {
                 done_tx,
                 progress.clone(),
                 stop_rx.clone(),
+                copy_pause_rx,
             )))
         };
         let mut tasks = Tasks {
@@ -748,15 +764,44 @@ impl Live {
         let started = Instant::now();
         let signal = shutdown_signal();
         tokio::pin!(signal);
+        let (figures_tx, figures_rx) = watch::channel(Snapshot::default());
+        let _metrics = match args.metrics_addr {
+            Some(addr) => {
+                Some(monitor::serve_metrics(addr, prep.table.to_string(), figures_rx).await?)
+            }
+            None => None,
+        };
+        let mut display =
+            monitor::Display::new(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        let (mut copy_rate, mut apply_rate) = (Rate::default(), Rate::default());
+        let max_retained = args
+            .max_retained_wal
+            .as_deref()
+            .map(monitor::parse_size)
+            .transpose()
+            .map_err(Error::refused)?;
+        if max_retained.is_none() && unbounded_slot_wal(&control).await? {
+            tracing::warn!(
+                "max_slot_wal_keep_size is -1 and --max-retained-wal is not set: nothing bounds the WAL the slot can hold on the source"
+            );
+        }
+        let rows_before = migration.rows_copied.max(0) as u64;
 
         let failure: Error = loop {
             tokio::select! {
                 biased;
                 _ = &mut signal => {
+                    display.finish();
                     tracing::warn!("interrupted: finishing the batch in flight and stopping");
                     tasks.stop().await;
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
-                    let _ = state::record_progress(&control, migration.id, applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await;
+                    let figures = state::LiveFigures {
+                        applied_changes: applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64,
+                        confirmed,
+                        ..Default::default()
+                    };
+                    let _ = state::record_progress(&control, migration.id, &figures).await;
+                    let _ = state::set_runner(&control, migration.id, None).await;
                     return Err(Error::failed(format!(
                         "stopped by a signal; the slot and state are kept (confirmed position {confirmed})"
                     ))
@@ -779,10 +824,66 @@ impl Live {
                     let m = state::get(&control, migration.id).await?;
                     if m.abort_requested {
                         tasks.stop().await;
+                        display.finish();
                         return Err(Error::failed(format!("migration {} was aborted by `pgrepart abort`", migration.id)));
                     }
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
-                    state::record_progress(&control, migration.id, applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await?;
+                    let applied = applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64;
+                    let (lag, retained) = lag_and_retained(&control, confirmed, &migration.slot_name).await?;
+                    let now = Instant::now();
+                    let copied = rows_before + progress.streamed_rows.load(Ordering::Relaxed);
+                    let copy_per_s = tasks.copy.as_ref().and_then(|_| copy_rate.sample(now, copied));
+                    let apply_per_s = apply_rate.sample(now, applied.max(0) as u64);
+                    let lag_seconds = if lag <= 16 * 1024 {
+                        0.0
+                    } else {
+                        let ts = shared.last_commit_ts.load(Ordering::Relaxed);
+                        if ts == 0 { f64::NAN } else { ((crate::protocol::copydata::pg_epoch_micros_now() - ts) as f64 / 1e6).max(0.0) }
+                    };
+                    // Not known before the first change is applied.
+                    let lag_seconds = (!lag_seconds.is_nan()).then_some(lag_seconds);
+                    state::record_progress(&control, migration.id, &state::LiveFigures {
+                        applied_changes: applied,
+                        confirmed,
+                        lag_seconds,
+                        copy_rows_per_s: copy_per_s,
+                        apply_changes_per_s: apply_per_s,
+                        copy_bytes: progress.bytes.load(Ordering::Relaxed) as i64,
+                        rows_streamed: copied as i64,
+                    }).await?;
+                    // Pause: everything on request; the copy alone when the slot holds too much WAL.
+                    let guard = monitor::wal_guard(retained, max_retained);
+                    if guard == monitor::WalVerdict::Stop {
+                        break Error::failed(format!(
+                            "the slot holds {retained} bytes of WAL, twice --max-retained-wal: stopped before the source's disk fills"
+                        ))
+                        .with_hint("free disk space or raise --max-retained-wal, then run the same command again; or `pgrepart abort`");
+                    }
+                    pause_tx.send_if_modified(|p| std::mem::replace(p, m.paused) != m.paused);
+                    let copy_paused = m.paused || guard == monitor::WalVerdict::PauseCopy;
+                    if copy_pause_tx.send_if_modified(|p| std::mem::replace(p, copy_paused) != copy_paused) {
+                        if copy_paused && !m.paused {
+                            tracing::warn!(retained_bytes = retained, "the slot holds more WAL than --max-retained-wal: copy paused, apply goes on");
+                        }
+                    }
+                    let snapshot = Snapshot {
+                        phase: m.phase.as_str(),
+                        rows_copied: copied,
+                        rows_total_estimate: m.rows_estimate.max(0) as u64,
+                        bytes_copied: progress.bytes.load(Ordering::Relaxed),
+                        applied_changes: applied.max(0) as u64,
+                        lag_bytes: lag,
+                        lag_seconds: lag_seconds.unwrap_or(0.0),
+                        wal_retained_bytes: retained,
+                        copy_rows_per_s: copy_per_s.unwrap_or(0.0),
+                        apply_changes_per_s: apply_per_s.unwrap_or(0.0),
+                        paused: m.paused,
+                    };
+                    display.update(&snapshot);
+                    figures_tx.send_replace(snapshot);
+                    if m.paused {
+                        continue;
+                    }
                     let copy_done = tasks.copy.is_none() && shared.ranges_pending.load(Ordering::Relaxed) == 0;
                     if m.phase == Phase::Copying && copy_done {
                         if let Err(e) = finish_copy(&mut control, &prep, &info, &migration).await {
@@ -796,7 +897,6 @@ impl Live {
                     if m.phase != Phase::Streaming || !wants_cutover || Instant::now() < next_cutover_try {
                         continue;
                     }
-                    let lag = lag_bytes(&control, confirmed).await?;
                     if lag > args.max_lag_bytes {
                         tracing::debug!(lag_bytes = lag, "waiting for the lag to shrink before cutting over");
                         continue;
@@ -804,6 +904,7 @@ impl Live {
                     match try_cutover(&mut control, &flusher, &mut fence, &server, &info, &migration, args).await {
                         Ok(Some(held)) => {
                             tasks.stop().await;
+                            display.finish();
                             finish_cleanup(&control, &migration).await?;
                             let m = state::get(&control, migration.id).await?;
                             println!(
@@ -825,29 +926,53 @@ impl Live {
             }
         };
         // A stage failed: keep the slot and state so that a rerun resumes, and say so.
+        display.finish();
         tasks.stop().await;
         let _ = state::set_phase(
             &control,
             migration.id,
             Phase::Failed,
-            Some(failure.message()),
+            Some(&failure.to_string()),
         )
         .await;
-        Err(Error::failed(format!("{failure}")).with_hint(
-            "fix the cause, then run the same command again to resume (or `pgrepart abort`)",
-        ))
+        let _ = state::set_runner(&control, migration.id, None).await;
+        Err(if failure.hint().is_some() {
+            failure
+        } else {
+            failure.with_hint(
+                "fix the cause, then run the same command again to resume (or `pgrepart abort`)",
+            )
+        })
     }
 }
 
-async fn lag_bytes(control: &Client, confirmed: Lsn) -> Result<u64> {
+/// Whether the server lets a slot hold WAL without bound.
+async fn unbounded_slot_wal(control: &Client) -> Result<bool> {
     let row = control
         .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
-            &[&confirmed.to_string()],
+            "SELECT current_setting('max_slot_wal_keep_size') = '-1'",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading max_slot_wal_keep_size", e))?;
+    Ok(row.get(0))
+}
+
+/// Lag behind the server's current WAL position, and the WAL the slot retains, in bytes.
+async fn lag_and_retained(control: &Client, confirmed: Lsn, slot: &str) -> Result<(u64, u64)> {
+    let row = control
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint, \
+                    coalesce((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint \
+                              FROM pg_replication_slots WHERE slot_name = $2), 0)",
+            &[&confirmed.to_string(), &slot],
         )
         .await
         .map_err(|e| Error::db("measuring the lag", e))?;
-    Ok(row.get::<_, i64>(0).max(0) as u64)
+    Ok((
+        row.get::<_, i64>(0).max(0) as u64,
+        row.get::<_, i64>(1).max(0) as u64,
+    ))
 }
 
 /// Builds the secondary indexes (generated targets) and enters `streaming`, in one transaction.

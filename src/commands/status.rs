@@ -17,7 +17,10 @@ pub struct Report {
     pub target: String,
     pub phase: &'static str,
     pub seconds_in_phase: f64,
+    /// Rows of key ranges whose copy has committed.
     pub rows_copied: i64,
+    /// Rows sent so far, including ranges still in flight (what progress and ETA are based on).
+    pub rows_streamed: i64,
     pub rows_total_estimate: i64,
     pub ranges_done: i64,
     pub ranges_total: i64,
@@ -27,8 +30,23 @@ pub struct Report {
     /// WAL the slot keeps on the source's disk.
     pub wal_retained_bytes: Option<i64>,
     pub wal_status: Option<String>,
+    /// What the slot may still take before `max_slot_wal_keep_size` invalidates it (null: unbounded).
+    pub safe_wal_size: Option<i64>,
     /// Whether a `pgrepart run` is attached to the slot now.
     pub running: bool,
+    /// "pid N on host" of the `run` working on it, if any.
+    pub runner: Option<String>,
+    pub paused: bool,
+    /// Age of the oldest change not yet applied (0 when caught up), as measured by `run`.
+    pub lag_seconds: Option<f64>,
+    pub copy_rows_per_s: Option<f64>,
+    pub apply_changes_per_s: Option<f64>,
+    pub bytes_copied: i64,
+    pub bytes_total_estimate: i64,
+    /// Seconds until the copy is done at the current rate (0 once copied).
+    pub eta_seconds: Option<f64>,
+    /// Manual mode, caught up and waiting for `pgrepart cutover`.
+    pub cutover_waiting: bool,
     pub cutover_mode: String,
     pub cutover_requested: bool,
     pub last_error: Option<String>,
@@ -39,16 +57,28 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
     let slot = client
         .query_opt(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, \
-                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status, active \
+                    pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status, active, \
+                    safe_wal_size \
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&m.slot_name],
         )
         .await
         .map_err(|e| Error::db("reading the replication slot", e))?;
-    let (lag, retained, wal_status, running) = match slot {
-        Some(r) => (r.get(0), r.get(1), r.get(2), r.get(3)),
-        None if m.phase == state::Phase::Done => (Some(0), Some(0), None, false),
-        None => (None, None, None, false),
+    let (lag, retained, wal_status, running, safe) = match slot {
+        Some(r) => (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)),
+        None if m.phase == state::Phase::Done => (Some(0), Some(0), None, false, None),
+        None => (None, None, None, false, None),
+    };
+    let live = |v: Option<f64>| if running { v } else { None };
+    let eta = match m.phase {
+        state::Phase::Copying => live(m.copy_rows_per_s).and_then(|r| {
+            crate::monitor::copy_eta_seconds(
+                m.rows_streamed.max(m.rows_copied).max(0) as u64,
+                m.rows_estimate.max(0) as u64,
+                r,
+            )
+        }),
+        _ => Some(0.0),
     };
     Ok(Report {
         migration_id: m.id,
@@ -57,6 +87,7 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         phase: m.phase.as_str(),
         seconds_in_phase: m.seconds_in_phase,
         rows_copied: m.rows_copied,
+        rows_streamed: m.rows_streamed.max(m.rows_copied),
         rows_total_estimate: m.rows_estimate,
         ranges_done: m.ranges_done,
         ranges_total: m.ranges_total,
@@ -64,7 +95,19 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         lag_bytes: lag,
         wal_retained_bytes: retained,
         wal_status,
+        safe_wal_size: safe,
         running,
+        runner: if running { m.runner.clone() } else { None },
+        paused: m.paused,
+        lag_seconds: live(m.lag_seconds),
+        copy_rows_per_s: live(m.copy_rows_per_s),
+        apply_changes_per_s: live(m.apply_changes_per_s),
+        bytes_copied: m.copy_bytes,
+        bytes_total_estimate: m.total_bytes_estimate,
+        eta_seconds: eta,
+        cutover_waiting: m.cutover_mode == "manual"
+            && !m.cutover_requested
+            && m.phase == state::Phase::Streaming,
         cutover_mode: m.cutover_mode.clone(),
         cutover_requested: m.cutover_requested,
         last_error: m.last_error.clone(),
@@ -73,63 +116,161 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
 }
 
 fn human(r: &Report) -> String {
-    let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    let opt = |v: Option<i64>| v.map_or("-".to_string(), bytes);
+    let rate =
+        |v: Option<f64>, unit: &str| v.map(|v| format!(", {v:.0} {unit}/s")).unwrap_or_default();
     let mut s = format!(
-        "migration {}  {} -> {}\n  phase            {} (for {:.0} s){}\n  copy             {} of ~{} rows, {}/{} ranges\n  applied changes  {}\n  lag              {} bytes\n  WAL retained     {} bytes{}\n  cutover          {}{}\n",
-        r.migration_id,
-        r.table,
-        r.target,
+        "migration {}  {} -> {}\n",
+        r.migration_id, r.table, r.target
+    );
+    let running = match &r.runner {
+        Some(who) => format!(", running ({who})"),
+        None if r.running => ", running".to_string(),
+        None => String::new(),
+    };
+    s += &format!(
+        "  phase            {}{} for {}{}\n",
         r.phase,
-        r.seconds_in_phase,
-        if r.running { ", running" } else { "" },
-        r.rows_copied,
+        if r.paused { " (PAUSED)" } else { "" },
+        duration(r.seconds_in_phase),
+        running
+    );
+    s += &format!(
+        "  copy             {} of ~{} rows, {}/{} ranges{}{}\n",
+        r.rows_streamed,
         r.rows_total_estimate,
         r.ranges_done,
         r.ranges_total,
+        rate(r.copy_rows_per_s, "rows"),
+        match (r.phase, r.eta_seconds) {
+            ("copying", Some(e)) => format!(", ETA {}", duration(e)),
+            _ => String::new(),
+        }
+    );
+    s += &format!(
+        "  applied changes  {}{}\n",
         r.applied_changes,
+        rate(r.apply_changes_per_s, "changes")
+    );
+    s += &format!(
+        "  lag              {}{}\n",
         opt(r.lag_bytes),
+        r.lag_seconds
+            .map(|l| format!(", {l:.1} s"))
+            .unwrap_or_default()
+    );
+    s += &format!(
+        "  WAL retained     {}{}{}\n",
         opt(r.wal_retained_bytes),
         r.wal_status
             .as_deref()
             .map(|w| format!(" ({w})"))
             .unwrap_or_default(),
+        r.safe_wal_size
+            .map(|b| format!(", {} left before the slot is invalidated", bytes(b)))
+            .unwrap_or_default()
+    );
+    s += &format!(
+        "  cutover          {}{}\n",
         r.cutover_mode,
-        if r.cutover_requested {
+        if r.cutover_waiting {
+            ", waiting for `pgrepart cutover`"
+        } else if r.cutover_requested {
             ", requested"
         } else {
             ""
-        },
+        }
     );
     if let Some(e) = &r.last_error {
-        s.push_str(&format!("  last error       {e}\n"));
+        s += &format!(
+            "  last error       {}\n",
+            e.replace('\n', "\n                   ")
+        );
     }
     s
+}
+
+fn bytes(b: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v.abs() >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
     let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
     let client = crate::pg::connect(&config, "pgrepart status").await?;
-    let migrations = match &args.table {
-        Some(t) => vec![super::require_migration(&client, &QualifiedName::parse(t)?).await?],
-        None => state::all(&client).await?,
-    };
-    let mut reports = Vec::with_capacity(migrations.len());
-    for m in &migrations {
-        reports.push(report(&client, m).await?);
-    }
-    if args.json {
-        let text = if args.table.is_some() {
-            serde_json::to_string_pretty(&reports[0])
-        } else {
-            serde_json::to_string_pretty(&reports)
+    let table = args
+        .table
+        .as_deref()
+        .map(QualifiedName::parse)
+        .transpose()?;
+    loop {
+        let migrations = match &table {
+            Some(t) => vec![super::require_migration(&client, t).await?],
+            None => state::all(&client).await?,
         };
-        println!("{}", text.expect("report serializes"));
-    } else if reports.is_empty() {
-        println!("no pgrepart migrations are recorded in this database");
-    } else {
-        for r in &reports {
-            print!("{}", human(r));
+        let mut reports = Vec::with_capacity(migrations.len());
+        for m in &migrations {
+            reports.push(report(&client, m).await?);
         }
+        let text = if args.json {
+            let json = if table.is_some() {
+                serde_json::to_string_pretty(&reports[0])
+            } else {
+                serde_json::to_string_pretty(&reports)
+            };
+            json.expect("report serializes") + "\n"
+        } else if reports.is_empty() {
+            "no pgrepart migrations are recorded in this database\n".to_string()
+        } else {
+            reports.iter().map(human).collect()
+        };
+        let Some(every) = args.watch else {
+            print!("{text}");
+            return Ok(());
+        };
+        // Redraw in place: clear the screen, home the cursor.
+        print!("\x1b[2J\x1b[H{text}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        if reports
+            .iter()
+            .all(|r| r.phase == "done" || r.phase == "failed")
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(every.max(1))).await;
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_like_a_dba_writes_them() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024), "3.0 MB");
+        assert_eq!(duration(42.0), "42s");
+        assert_eq!(duration(125.0), "2m05s");
+        assert_eq!(duration(7300.0), "2h01m");
+    }
 }

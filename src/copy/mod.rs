@@ -88,12 +88,47 @@ pub struct CopyJob {
     /// The column ranges are cut on; unused when there is one range.
     pub range_column: String,
     pub target_config: Config,
+    /// Throttle: at most this many rows per second over all workers.
+    pub max_rows_per_s: Option<u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CopyProgress {
+    /// Rows of committed ranges.
     pub rows: AtomicU64,
+    /// Rows streamed so far, committed or not (for rates and progress bars).
+    pub streamed_rows: AtomicU64,
     pub bytes: AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Default for CopyProgress {
+    fn default() -> Self {
+        CopyProgress {
+            rows: AtomicU64::new(0),
+            streamed_rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+async fn wait_while_paused(pause: &mut watch::Receiver<bool>) {
+    while *pause.borrow_and_update() {
+        if pause.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sleeps as long as the rows streamed so far are ahead of `limit` rows per second.
+async fn throttle(progress: &CopyProgress, limit: u64) {
+    let rows = progress.streamed_rows.load(Ordering::Relaxed);
+    let due = std::time::Duration::from_secs_f64(rows as f64 / limit.max(1) as f64);
+    let elapsed = progress.started.elapsed();
+    if due > elapsed {
+        tokio::time::sleep(due - elapsed).await;
+    }
 }
 
 /// Copies `pending` ranges (range number, bounds), taking them from the back of the list first,
@@ -106,6 +141,7 @@ pub async fn run_workers(
     done: mpsc::UnboundedSender<usize>,
     progress: Arc<CopyProgress>,
     stop: watch::Receiver<bool>,
+    pause: watch::Receiver<bool>,
 ) -> Result<()> {
     let queue = Arc::new(Mutex::new(VecDeque::from(pending)));
     let mut workers = tokio::task::JoinSet::new();
@@ -117,6 +153,7 @@ pub async fn run_workers(
             progress.clone(),
             stop.clone(),
         );
+        let mut pause = pause.clone();
         workers.spawn(async move {
             let mut target = crate::pg::connect(&job.target_config, "pgrepart copy").await?;
             target
@@ -129,8 +166,17 @@ pub async fn run_workers(
                 }
                 let next = queue.lock().expect("copy queue lock").pop_back();
                 let Some((range_no, range)) = next else { break };
-                let rows =
-                    copy_range(&job, &session, &mut target, range_no, range, &progress).await?;
+                wait_while_paused(&mut pause).await;
+                let rows = copy_range(
+                    &job,
+                    &session,
+                    &mut target,
+                    range_no,
+                    range,
+                    &progress,
+                    &mut pause,
+                )
+                .await?;
                 tracing::info!(range = range_no, rows, "range copied");
                 let _ = done.send(range_no);
             }
@@ -160,6 +206,7 @@ async fn copy_range(
     range_no: usize,
     range: KeyRange,
     progress: &CopyProgress,
+    pause: &mut watch::Receiver<bool>,
 ) -> Result<u64> {
     let cols = column_list(job.columns.iter().map(String::as_str));
     let filter = range
@@ -189,6 +236,8 @@ async fn copy_range(
         .map_err(|e| Error::db("copying from the source table", e))?;
     futures_util::pin_mut!(sink);
     futures_util::pin_mut!(stream);
+    // Binary COPY sends one row per CopyData message (plus a header and a trailer).
+    let mut chunks = 0u64;
     while let Some(chunk) = stream
         .try_next()
         .await
@@ -197,9 +246,17 @@ async fn copy_range(
         progress
             .bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        progress.streamed_rows.fetch_add(1, Ordering::Relaxed);
         sink.feed(chunk)
             .await
             .map_err(|e| Error::db("copying into the new table", e))?;
+        chunks += 1;
+        if chunks % 1024 == 0 {
+            wait_while_paused(pause).await;
+            if let Some(limit) = job.max_rows_per_s {
+                throttle(progress, limit).await;
+            }
+        }
     }
     let rows = sink.finish().await.map_err(copy_in_error)?;
     state::mark_range_done(&tx, job.migration_id, range_no, rows).await?;

@@ -78,7 +78,16 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     started_at timestamptz NOT NULL DEFAULT now(),
     phase_since timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
+    finished_at timestamptz,
+    -- Live figures, written every second by the `run` process working on the migration.
+    runner text,
+    paused boolean NOT NULL DEFAULT false,
+    lag_seconds float8,
+    copy_rows_per_s float8,
+    apply_changes_per_s float8,
+    copy_bytes bigint NOT NULL DEFAULT 0,
+    rows_streamed bigint NOT NULL DEFAULT 0,
+    total_bytes_estimate bigint NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -116,6 +125,15 @@ pub struct Migration {
     pub ranges_total: i64,
     pub ranges_done: i64,
     pub seconds_in_phase: f64,
+    pub runner: Option<String>,
+    pub paused: bool,
+    pub lag_seconds: Option<f64>,
+    pub copy_rows_per_s: Option<f64>,
+    pub apply_changes_per_s: Option<f64>,
+    pub copy_bytes: i64,
+    pub total_bytes_estimate: i64,
+    /// Rows sent by the copy so far, committed or not (progress while a range is in flight).
+    pub rows_streamed: i64,
 }
 
 const SELECT_MIGRATION: &str = "
@@ -125,7 +143,9 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        coalesce((SELECT sum(rows_copied) FROM pgrepart.ranges r WHERE r.migration_id = m.id), 0)::bigint,
        (SELECT count(*) FROM pgrepart.ranges r WHERE r.migration_id = m.id),
        (SELECT count(*) FROM pgrepart.ranges r WHERE r.migration_id = m.id AND r.done),
-       extract(epoch FROM now() - m.phase_since)::float8
+       extract(epoch FROM now() - m.phase_since)::float8,
+       m.runner, m.paused, m.lag_seconds, m.copy_rows_per_s, m.apply_changes_per_s, m.copy_bytes,
+       m.total_bytes_estimate, m.rows_streamed
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -153,25 +173,62 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         ranges_total: r.get(19),
         ranges_done: r.get(20),
         seconds_in_phase: r.get(21),
+        runner: r.get(22),
+        paused: r.get(23),
+        lag_seconds: r.get(24),
+        copy_rows_per_s: r.get(25),
+        apply_changes_per_s: r.get(26),
+        copy_bytes: r.get(27),
+        total_bytes_estimate: r.get(28),
+        rows_streamed: r.get(29),
     })
 }
 
+/// Columns added after the first release of the schema: state written by an older pgrepart gains
+/// them on first use. Keep in step with SCHEMA_SQL; `schema_exists` checks the newest column.
+const UPGRADE_SQL: &str = "
+ALTER TABLE pgrepart.migrations
+    ADD COLUMN IF NOT EXISTS runner text,
+    ADD COLUMN IF NOT EXISTS paused boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS lag_seconds float8,
+    ADD COLUMN IF NOT EXISTS copy_rows_per_s float8,
+    ADD COLUMN IF NOT EXISTS apply_changes_per_s float8,
+    ADD COLUMN IF NOT EXISTS copy_bytes bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS rows_streamed bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS total_bytes_estimate bigint NOT NULL DEFAULT 0;
+";
+
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
-    client.batch_execute(SCHEMA_SQL).await.map_err(|e| {
-        Error::db(
-            "creating pgrepart's state tables (schema pgrepart) in the target database",
-            e,
-        )
-        .with_hint("the connecting role needs CREATE on the target database")
-    })
+    client
+        .batch_execute(&format!("{SCHEMA_SQL}{UPGRADE_SQL}"))
+        .await
+        .map_err(|e| {
+            Error::db(
+                "creating pgrepart's state tables (schema pgrepart) in the target database",
+                e,
+            )
+            .with_hint("the connecting role needs CREATE on the target database")
+        })
 }
 
 async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
     let row = client
-        .query_one("SELECT to_regclass('pgrepart.migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
+                    EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
+                            AND attname = 'rows_streamed' AND NOT attisdropped)",
+            &[],
+        )
         .await
         .map_err(|e| Error::db("looking for pgrepart's state", e))?;
-    Ok(row.get(0))
+    let (exists, current): (bool, bool) = (row.get(0), row.get(1));
+    if exists && !current {
+        client
+            .batch_execute(UPGRADE_SQL)
+            .await
+            .map_err(|e| Error::db("upgrading pgrepart's state tables", e))?;
+    }
+    Ok(exists)
 }
 
 /// The newest migration of `source` (active or done).
@@ -223,6 +280,7 @@ pub struct NewMigration<'a> {
     pub spec: serde_json::Value,
     pub cutover_mode: &'a str,
     pub rows_estimate: i64,
+    pub total_bytes_estimate: i64,
 }
 
 /// Inserts the migration row and derives the slot and publication names from its id.
@@ -230,8 +288,9 @@ pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<
     let row = client
         .query_one(
             "INSERT INTO pgrepart.migrations (source_schema, source_name, target_schema, target_name, old_name, \
-               slot_name, publication_name, target_created, created_partitions, spec, phase, cutover_mode, rows_estimate) \
-             VALUES ($1, $2, $3, $4, $5, '', '', $6, $7, $8, 'copying', $9, $10) RETURNING id",
+               slot_name, publication_name, target_created, created_partitions, spec, phase, cutover_mode, rows_estimate, \
+               total_bytes_estimate) \
+             VALUES ($1, $2, $3, $4, $5, '', '', $6, $7, $8, 'copying', $9, $10, $11) RETURNING id",
             &[
                 &m.source.schema,
                 &m.source.name,
@@ -243,6 +302,7 @@ pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<
                 &m.spec,
                 &m.cutover_mode,
                 &m.rows_estimate,
+                &m.total_bytes_estimate,
             ],
         )
         .await
@@ -308,19 +368,51 @@ pub async fn set_error(client: &impl GenericClient, id: i64, error: Option<&str>
     Ok(())
 }
 
-pub async fn record_progress(
-    client: &impl GenericClient,
-    id: i64,
-    applied_changes: i64,
-    confirmed: crate::lsn::Lsn,
-) -> Result<()> {
+/// The live figures a running `run` writes every second.
+#[derive(Debug, Clone, Default)]
+pub struct LiveFigures {
+    pub applied_changes: i64,
+    pub confirmed: crate::lsn::Lsn,
+    pub lag_seconds: Option<f64>,
+    pub copy_rows_per_s: Option<f64>,
+    pub apply_changes_per_s: Option<f64>,
+    pub copy_bytes: i64,
+    pub rows_streamed: i64,
+}
+
+pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigures) -> Result<()> {
     client
         .execute(
-            "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, updated_at = now() WHERE id = $1",
-            &[&id, &applied_changes, &confirmed.to_string()],
+            "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, lag_seconds = $4, \
+               copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), updated_at = now() \
+             WHERE id = $1",
+            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed],
         )
         .await
         .map_err(|e| Error::db("recording progress", e))?;
+    Ok(())
+}
+
+/// Records which process works on the migration ("pid 123 on host"), or none.
+pub async fn set_runner(client: &impl GenericClient, id: i64, runner: Option<&str>) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET runner = $2, updated_at = now() WHERE id = $1",
+            &[&id, &runner],
+        )
+        .await
+        .map_err(|e| Error::db("recording the runner", e))?;
+    Ok(())
+}
+
+pub async fn set_paused(client: &impl GenericClient, id: i64, paused: bool) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET paused = $2, updated_at = now() WHERE id = $1",
+            &[&id, &paused],
+        )
+        .await
+        .map_err(|e| Error::db("recording pause", e))?;
     Ok(())
 }
 
