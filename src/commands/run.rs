@@ -861,11 +861,10 @@ impl Live {
                     }
                     pause_tx.send_if_modified(|p| std::mem::replace(p, m.paused) != m.paused);
                     let copy_paused = m.paused || guard == monitor::WalVerdict::PauseCopy;
-                    if copy_pause_tx.send_if_modified(|p| std::mem::replace(p, copy_paused) != copy_paused) {
-                        if copy_paused && !m.paused {
+                    if copy_pause_tx.send_if_modified(|p| std::mem::replace(p, copy_paused) != copy_paused)
+                        && copy_paused && !m.paused {
                             tracing::warn!(retained_bytes = retained, "the slot holds more WAL than --max-retained-wal: copy paused, apply goes on");
                         }
-                    }
                     let snapshot = Snapshot {
                         phase: m.phase.as_str(),
                         rows_copied: copied,

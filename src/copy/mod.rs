@@ -251,7 +251,7 @@ async fn copy_range(
             .await
             .map_err(|e| Error::db("copying into the new table", e))?;
         chunks += 1;
-        if chunks % 1024 == 0 {
+        if chunks.is_multiple_of(1024) {
             wait_while_paused(pause).await;
             if let Some(limit) = job.max_rows_per_s {
                 throttle(progress, limit).await;
