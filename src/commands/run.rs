@@ -35,11 +35,41 @@ use crate::state::{self, Migration, NewMigration, Phase};
 const INT_TYPES: [u32; 3] = [20, 21, 23];
 const ROWS_PER_RANGE: i64 = 250_000;
 
+/// How many times in a row a migration that is streaming reconnects after a transient failure
+/// (a dropped connection, a restarted server) before it gives up.
+const MAX_RECONNECTS: u32 = 20;
+
 pub async fn run(args: RunArgs) -> Result<()> {
     let prep = Prepared::from_args(&args)?;
+    let mut backoff = Duration::from_secs(1);
+    let mut reconnects = 0;
+    loop {
+        let mut streaming = false;
+        match run_once(&prep, &args, &mut streaming).await {
+            // Once the migration exists, a lost connection is retried: the slot keeps its place.
+            Err(e) if e.is_transient() && streaming && reconnects < MAX_RECONNECTS => {
+                reconnects += 1;
+                tracing::warn!(
+                    error = %e,
+                    attempt = reconnects,
+                    retry_in_s = backoff.as_secs(),
+                    "connection lost; reconnecting and resuming from the slot's confirmed position"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Result<()> {
     let control = crate::pg::connect(&prep.source, "pgrepart").await?;
     let live = match state::latest(&control, &prep.table).await? {
-        Some(m) if m.phase != Phase::Done => resume(&prep, &args, control, m).await?,
+        Some(m) if m.phase != Phase::Done => {
+            *streaming = true;
+            resume(prep, args, control, m).await?
+        }
         Some(m) if spec_of(&m)? == prep.spec() => {
             finish_cleanup(&control, &m).await?;
             println!(
@@ -48,9 +78,10 @@ pub async fn run(args: RunArgs) -> Result<()> {
             );
             return Ok(());
         }
-        _ => start_new(&prep, &args, control).await?,
+        _ => start_new(prep, args, control).await?,
     };
-    live.drive(&args).await
+    *streaming = true;
+    live.drive(args).await
 }
 
 fn spec_of(m: &Migration) -> Result<StoredSpec> {
@@ -487,7 +518,8 @@ async fn resume(
         .filter(|(_, (_, d))| !d)
         .map(|(i, (r, _))| (i, *r))
         .collect();
-    let phase = if pending.is_empty() && m.phase != Phase::Copying {
+    // `streaming` only once the indexes are built; otherwise the copy phase finishes them.
+    let phase = if pending.is_empty() && m.indexes_built {
         Phase::Streaming
     } else {
         Phase::Copying
@@ -538,14 +570,25 @@ fn runner_name() -> String {
 /// A session-level advisory lock per migration: held by the `run` process working on it, released
 /// by the server when that process's connection ends, however it ends.
 async fn try_run_lock(control: &Client, migration_id: i64) -> Result<bool> {
-    let row = control
-        .query_one(
-            "SELECT pg_try_advisory_lock(1886351984, $1::int)",
-            &[&(migration_id as i32)],
-        )
-        .await
-        .map_err(|e| Error::db("taking the migration's lock", e))?;
-    Ok(row.get(0))
+    // A previous process of ours may have just lost its connection: the server frees its lock
+    // when it notices, so look a few times before concluding that another run holds it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let row = control
+            .query_one(
+                "SELECT pg_try_advisory_lock(1886351984, $1::int)",
+                &[&(migration_id as i32)],
+            )
+            .await
+            .map_err(|e| Error::db("taking the migration's lock", e))?;
+        if row.get(0) {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn confirmed_flush(control: &Client, slot: &str) -> Result<Lsn> {
@@ -608,23 +651,38 @@ pub async fn finish_cleanup(control: &Client, m: &Migration) -> Result<()> {
     Ok(())
 }
 
+/// The pipeline's tasks; a handle becomes `None` once its task has been awaited.
 struct Tasks {
     stop: watch::Sender<bool>,
-    reader: tokio::task::JoinHandle<Result<()>>,
-    applier: tokio::task::JoinHandle<Result<()>>,
+    reader: Option<tokio::task::JoinHandle<Result<()>>>,
+    applier: Option<tokio::task::JoinHandle<Result<()>>>,
     copy: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 impl Tasks {
-    /// Stops every stage between batches and waits for them.
+    /// Stops every stage between batches and waits for those still running.
     async fn stop(self) {
         let _ = self.stop.send(true);
         if let Some(c) = self.copy {
             c.abort();
             let _ = c.await;
         }
-        let _ = self.applier.await;
-        let _ = self.reader.await;
+        if let Some(a) = self.applier {
+            let _ = a.await;
+        }
+        if let Some(r) = self.reader {
+            let _ = r.await;
+        }
+    }
+}
+
+/// Awaits a task whose handle is present; pair with an `if handle.is_some()` select guard.
+async fn join_some(
+    handle: &mut Option<tokio::task::JoinHandle<Result<()>>>,
+) -> std::result::Result<Result<()>, tokio::task::JoinError> {
+    match handle.as_mut() {
+        Some(h) => h.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -747,8 +805,8 @@ impl Live {
         };
         let mut tasks = Tasks {
             stop: stop_tx,
-            reader,
-            applier,
+            reader: Some(reader),
+            applier: Some(applier),
             copy,
         };
 
@@ -807,13 +865,16 @@ impl Live {
                     ))
                     .with_hint("run the same command again to resume, or `pgrepart abort` to remove everything"));
                 }
-                r = &mut tasks.reader => {
+                r = join_some(&mut tasks.reader), if tasks.reader.is_some() => {
+                    tasks.reader = None;
                     break join_result(r, "stream reader").err().unwrap_or_else(|| Error::transient("the replication stream ended"));
                 }
-                r = &mut tasks.applier => {
-                    break join_result(r, "applier").err().unwrap_or_else(|| Error::failed("the applier stopped"));
+                r = join_some(&mut tasks.applier), if tasks.applier.is_some() => {
+                    tasks.applier = None;
+                    // The applier ends by itself only when the reader is gone (its channel closed).
+                    break join_result(r, "applier").err().unwrap_or_else(|| Error::transient("the replication stream ended"));
                 }
-                r = async { tasks.copy.as_mut().expect("guarded").await }, if tasks.copy.is_some() => {
+                r = join_some(&mut tasks.copy), if tasks.copy.is_some() => {
                     tasks.copy = None;
                     if let Err(e) = join_result(r, "copy") {
                         break e;
@@ -935,7 +996,7 @@ impl Live {
         )
         .await;
         let _ = state::set_runner(&control, migration.id, None).await;
-        Err(if failure.hint().is_some() {
+        Err(if failure.hint().is_some() || failure.is_transient() {
             failure
         } else {
             failure.with_hint(
@@ -1002,7 +1063,7 @@ async fn finish_copy(
             .await
             .map_err(|e| Error::db("analyzing the new table", e))?;
     }
-    state::set_phase(&tx, m.id, Phase::Streaming, None).await?;
+    state::mark_streaming(&tx, m.id).await?;
     tx.commit()
         .await
         .map_err(|e| Error::db("committing the index build", e))

@@ -87,6 +87,8 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     apply_changes_per_s float8,
     copy_bytes bigint NOT NULL DEFAULT 0,
     rows_streamed bigint NOT NULL DEFAULT 0,
+    -- Set in the transaction that builds the secondary indexes and enters streaming.
+    indexes_built boolean NOT NULL DEFAULT false,
     total_bytes_estimate bigint NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
@@ -134,6 +136,7 @@ pub struct Migration {
     pub total_bytes_estimate: i64,
     /// Rows sent by the copy so far, committed or not (progress while a range is in flight).
     pub rows_streamed: i64,
+    pub indexes_built: bool,
 }
 
 const SELECT_MIGRATION: &str = "
@@ -145,7 +148,7 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        (SELECT count(*) FROM pgrepart.ranges r WHERE r.migration_id = m.id AND r.done),
        extract(epoch FROM now() - m.phase_since)::float8,
        m.runner, m.paused, m.lag_seconds, m.copy_rows_per_s, m.apply_changes_per_s, m.copy_bytes,
-       m.total_bytes_estimate, m.rows_streamed
+       m.total_bytes_estimate, m.rows_streamed, m.indexes_built
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -181,6 +184,7 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         copy_bytes: r.get(27),
         total_bytes_estimate: r.get(28),
         rows_streamed: r.get(29),
+        indexes_built: r.get(30),
     })
 }
 
@@ -195,7 +199,8 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS apply_changes_per_s float8,
     ADD COLUMN IF NOT EXISTS copy_bytes bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS rows_streamed bigint NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS total_bytes_estimate bigint NOT NULL DEFAULT 0;
+    ADD COLUMN IF NOT EXISTS total_bytes_estimate bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS indexes_built boolean NOT NULL DEFAULT false;
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -216,7 +221,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'rows_streamed' AND NOT attisdropped)",
+                            AND attname = 'indexes_built' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -355,6 +360,18 @@ pub async fn set_phase(
         .await
         .map_err(|e| Error::db("recording the migration's phase", e))?;
     Ok(())
+}
+
+/// Marks the secondary indexes built and enters `streaming` (inside the index-build transaction).
+pub async fn mark_streaming(client: &impl GenericClient, id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET indexes_built = true WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| Error::db("recording the index build", e))?;
+    set_phase(client, id, Phase::Streaming, None).await
 }
 
 pub async fn set_error(client: &impl GenericClient, id: i64, error: Option<&str>) -> Result<()> {
