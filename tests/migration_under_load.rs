@@ -43,7 +43,7 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
         writers.wait_for_more_ops(300, DEADLINE).await;
         let ops_at_start = writers.ops();
 
-        let run = spawn_pgrepart(&[
+        let args = [
             "run",
             "--source",
             &url,
@@ -59,7 +59,8 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
             "orders_flat_asia=FOR VALUES IN ('ASIA')",
             "--partition",
             "orders_flat_default=DEFAULT",
-        ]);
+        ];
+        let run = spawn_pgrepart(&args);
         let out = run.wait_within(DEADLINE).await;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
@@ -126,6 +127,24 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
             new_id > max_id,
             "new id {new_id} is not above the max id {max_id}"
         );
+
+        // Status says done; running the same command again, or `cutover`, has nothing left to do.
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(inspect::phase(&v), "done", "{v}");
+        let again = support::pgrepart(&args).await;
+        assert!(
+            again.status.success(),
+            "rerunning the finished migration failed: {}",
+            output_text(&again)
+        );
+        let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            cut.status.success(),
+            "cutover of a finished migration failed: {}",
+            output_text(&cut)
+        );
+        assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('p'));
+        inspect::assert_no_slot_or_publication(&client).await;
 
         let held = lock_held_ms(&stdout)
             .unwrap_or_else(|| panic!("no \"lock held N ms\" in the output: {stdout}"));
