@@ -61,7 +61,18 @@ pub fn swap_statements(plan: &SwapPlan) -> Vec<String> {
                 seq.sequence_sql
             )),
             'i' => {}
-            _ => sql.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", seq.sequence_sql, final_name.sql(), quote_ident(&seq.column))),
+            _ => {
+                // An --into table has no default of its own on this column: give it the old one's.
+                if !plan.target_created {
+                    sql.push(format!(
+                        "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT nextval({}::regclass)",
+                        final_name.sql(),
+                        quote_ident(&seq.column),
+                        quote_literal(&seq.sequence_sql)
+                    ));
+                }
+                sql.push(format!("ALTER SEQUENCE {} OWNED BY {}.{}", seq.sequence_sql, final_name.sql(), quote_ident(&seq.column)));
+            }
         }
     }
     if let Some(owner) = &plan.new_owner {
@@ -233,6 +244,22 @@ mod tests {
                 "GRANT SELECT ON TABLE \"public\".\"orders_flat\" TO app".to_string(),
                 "UPDATE pgrepart.migrations SET phase = 'done', phase_since = now(), finished_at = now(), updated_at = now(), last_error = NULL WHERE id = 7".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn an_into_target_gets_the_serial_default_of_the_old_table() {
+        let mut p = plan();
+        p.target = QualifiedName::new("public", "orders_list");
+        p.target_created = false;
+        let sql = swap_statements(&p);
+        assert_eq!(
+            sql[2],
+            "ALTER TABLE \"public\".\"orders_flat\" ALTER COLUMN \"id\" SET DEFAULT nextval('public.orders_flat_id_seq'::regclass)"
+        );
+        assert_eq!(
+            sql[3],
+            "ALTER SEQUENCE public.orders_flat_id_seq OWNED BY \"public\".\"orders_flat\".\"id\""
         );
     }
 

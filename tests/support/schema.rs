@@ -34,15 +34,15 @@ pub async fn create_seed_table(client: &Client, table: &str, rows: usize) {
              details TEXT
          );
          INSERT INTO {t} (order_date, customer_id, region, amount, details)
-         SELECT timestamp '2024-01-01' + ((g * 7919) % 31536000) * interval '1 second',
-                (g * 7919) % 100000 + 1,
+         SELECT timestamp '2024-01-01' + ((g::bigint * 7919) % 31536000) * interval '1 second',
+                (g::bigint * 7919) % 100000 + 1,
                 (ARRAY['US','EU','ASIA','LATAM'])[1 + (g - 1) % 4],
                 CASE WHEN g % 10 = 0 THEN NULL ELSE ((g * 1237) % 1000000) / 100.0 END,
                 CASE WHEN g % 50 = 0 THEN
                          (SELECT string_agg(md5(g::text || ':' || i::text), '' ORDER BY i)
                           FROM generate_series(1, 400) AS i)
                      WHEN g % 7 = 0 THEN NULL
-                     ELSE 'order ' || g || ' of customer ' || (g * 7919) % 100000
+                     ELSE 'order ' || g || ' of customer ' || (g::bigint * 7919) % 100000
                 END
          FROM generate_series(1, {rows}) AS g;
          ANALYZE {t};"

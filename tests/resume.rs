@@ -1,0 +1,286 @@
+//! Crashes and aborts: a `pgrepart run` killed with SIGKILL while streaming or while copying is
+//! finished by running the same command again, with every row right; `pgrepart abort` from another
+//! terminal stops a running migration and removes everything it created.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::inspect::{self, output_text};
+use support::{
+    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, spawn_pgrepart,
+    test_majors, unique_name, wait_until,
+};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn run_args<'a>(url: &'a str, cutover: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--source",
+        url,
+        "--table",
+        "orders_flat",
+        "--partition-by",
+        "LIST (region)",
+        "--partition",
+        "orders_flat_us=FOR VALUES IN ('US')",
+        "--partition",
+        "orders_flat_eu=FOR VALUES IN ('EU')",
+        "--partition",
+        "orders_flat_asia=FOR VALUES IN ('ASIA')",
+        "--partition",
+        "orders_flat_default=DEFAULT",
+        "--cutover",
+        cutover,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Polls `status --json` until `ready` holds for it; returns that status. Panics with the last
+/// status seen and the run's stderr when `run` ends first or the deadline passes.
+async fn wait_for_status(
+    url: &str,
+    run: &mut Background,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = None;
+    loop {
+        if let Some(status) = run.try_status() {
+            panic!(
+                "pgrepart run ended ({status}) while waiting for {what}; last status {last:?}; stderr:\n{}",
+                support::program::tail(&run.stderr_so_far(), 4000)
+            );
+        }
+        if let Some(v) = inspect::status_json(url, "orders_flat").await {
+            if ready(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "timed out after {DEADLINE:?} waiting for {what}; last status {last:?}; stderr:\n{}",
+                support::program::tail(&run.stderr_so_far(), 4000)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the killed run's walsender is gone (`running` false), as an operator would see with
+/// `pgrepart status` before starting it again.
+async fn wait_not_running(url: &str) {
+    wait_until(
+        DEADLINE,
+        "status to say the killed run is no longer running",
+        || async {
+            inspect::status_json(url, "orders_flat")
+                .await
+                .is_some_and(|v| v.get("running") == Some(&Value::Bool(false)))
+        },
+    )
+    .await;
+}
+
+async fn check_partitioned_and_clean(client: &tokio_postgres::Client) {
+    assert_eq!(inspect::relkind(client, "orders_flat").await, Some('p'));
+    assert_eq!(inspect::relkind(client, "orders_flat_old").await, Some('r'));
+    inspect::assert_no_slot_or_publication(client).await;
+}
+
+#[tokio::test]
+async fn a_run_killed_while_streaming_resumes_and_cuts_over() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let started = Instant::now();
+        let db = unique_name("resume_stream");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 30_000).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(100, DEADLINE).await;
+
+        let args = run_args(&url, "manual", &[]);
+        let mut first = spawn_pgrepart(&args);
+        let v = wait_for_status(&url, &mut first, "streaming with changes applied", |v| {
+            inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
+        })
+        .await;
+        eprintln!("PostgreSQL {major}: killing the run at {v}");
+        let out = first.kill9().await;
+        assert!(!out.status.success());
+
+        // The application goes on while nothing replicates.
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        wait_not_running(&url).await;
+
+        let mut second = spawn_pgrepart(&args);
+        wait_until(DEADLINE, "the rerun to say it is resuming", || {
+            let text = second.stderr_so_far();
+            async move { text.contains("resuming") }
+        })
+        .await;
+        let applied_before = inspect::int(&v, "applied_changes").unwrap();
+        wait_for_status(&url, &mut second, "the rerun to stream and apply", |s| {
+            inspect::phase(s) == "streaming"
+                && s.get("running") == Some(&Value::Bool(true))
+                && inspect::int(s, "applied_changes").unwrap_or(0) > applied_before
+        })
+        .await;
+
+        let cut = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            cut.status.success(),
+            "pgrepart cutover failed on PostgreSQL {major}: {}",
+            output_text(&cut)
+        );
+        let out = second.wait_within(DEADLINE).await;
+        assert!(
+            out.status.success(),
+            "the resumed run failed on PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        eprintln!("PostgreSQL {major}: {}", report.summary());
+        assert!(
+            report.anomalies.is_empty(),
+            "the writers found rows missing: {:?}",
+            &report.anomalies[..report.anomalies.len().min(20)]
+        );
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        check_partitioned_and_clean(&client).await;
+        eprintln!(
+            "PostgreSQL {major}: kill -9 while streaming, resumed, passed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_run_killed_during_the_copy_resumes_and_finishes() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let started = Instant::now();
+        let db = unique_name("resume_copy");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 200_000).await;
+        eprintln!(
+            "PostgreSQL {major}: seeded 200k rows in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(100, DEADLINE).await;
+
+        let args = run_args(&url, "auto", &["--jobs", "2"]);
+        let mut first = spawn_pgrepart(&args);
+        let v = wait_for_status(&url, &mut first, "a range copied, still copying", |v| {
+            inspect::phase(v) == "copying" && inspect::int(v, "ranges_done").unwrap_or(0) >= 1
+        })
+        .await;
+        eprintln!("PostgreSQL {major}: killing the run at {v}");
+        let out = first.kill9().await;
+        assert!(!out.status.success());
+        let total = inspect::int(&v, "ranges_total").unwrap();
+        let done = inspect::int(&v, "ranges_done").unwrap();
+        assert!(done < total, "{v}");
+
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        wait_not_running(&url).await;
+        let after_kill = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert!(
+            inspect::int(&after_kill, "ranges_done").unwrap() >= done,
+            "finished ranges were lost by the crash: {after_kill}"
+        );
+
+        let second = spawn_pgrepart(&args);
+        let out = second.wait_within(DEADLINE).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "the resumed run failed on PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        assert!(
+            stderr.contains("resuming"),
+            "the rerun did not say it resumed: {stderr}"
+        );
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        eprintln!("PostgreSQL {major}: {}", report.summary());
+        assert!(
+            report.anomalies.is_empty(),
+            "the writers found rows missing: {:?}",
+            &report.anomalies[..report.anomalies.len().min(20)]
+        );
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        check_partitioned_and_clean(&client).await;
+        eprintln!(
+            "PostgreSQL {major}: kill -9 during the copy, resumed, passed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+#[tokio::test]
+async fn abort_from_another_terminal_stops_the_run_and_removes_everything() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let started = Instant::now();
+        let db = unique_name("abort");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 20_000).await;
+        let before = inspect::relations(&client).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(100, DEADLINE).await;
+
+        let mut run = spawn_pgrepart(&run_args(&url, "manual", &[]));
+        wait_for_status(&url, &mut run, "streaming", |v| {
+            inspect::phase(v) == "streaming"
+        })
+        .await;
+        assert_eq!(
+            inspect::relkind(&client, "orders_flat_repart").await,
+            Some('p'),
+            "no generated target while streaming"
+        );
+
+        let abort = pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            abort.status.success(),
+            "pgrepart abort failed on PostgreSQL {major}: {}",
+            output_text(&abort)
+        );
+        let out = run.wait_within(DEADLINE).await;
+        assert!(
+            !out.status.success(),
+            "the aborted run exited 0: {}",
+            output_text(&out)
+        );
+
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        eprintln!("PostgreSQL {major}: {}", report.summary());
+        inspect::assert_nothing_left_behind(&client, &before).await;
+        assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('r'));
+        assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        eprintln!(
+            "PostgreSQL {major}: abort passed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
