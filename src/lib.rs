@@ -13,6 +13,7 @@ pub mod copy;
 pub mod cutover;
 pub mod error;
 pub mod lsn;
+pub mod partitioning;
 pub mod pg;
 pub mod preflight;
 pub mod protocol;
