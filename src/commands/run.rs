@@ -816,6 +816,9 @@ impl Live {
                                 held.as_millis(),
                                 prep.table.sibling(migration.old_name.clone())
                             );
+                            if args.drop_old {
+                                cutover::drop_old(&control, &prep.table.sibling(migration.old_name.clone())).await?;
+                            }
                             return Ok(());
                         }
                         Ok(None) => {
