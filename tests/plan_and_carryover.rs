@@ -238,6 +238,33 @@ async fn generated_range_hash_and_list_partitions_take_readable_names() {
             ]
         );
         assert_eq!(count(&client, "by_region_latam").await, 750);
+
+        // --drop-old: the old table is gone once the swap has committed.
+        create_seed_table(&client, "dropped", 1000).await;
+        let out = spawn_pgrepart(&[
+            "run",
+            "--source",
+            &url,
+            "--table",
+            "dropped",
+            "--jobs",
+            "2",
+            "--partition-by",
+            "HASH (id)",
+            "--modulus",
+            "2",
+            "--drop-old",
+        ])
+        .wait_within(Duration::from_secs(180))
+        .await;
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(count(&client, "dropped").await, 1000);
+        let gone: bool = client
+            .query_one("SELECT to_regclass('dropped_old') IS NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(gone, "{}", text(&out));
     }
 }
 
