@@ -83,6 +83,36 @@ pub struct RunArgs {
     #[arg(long)]
     pub into: Option<String>,
 
+    /// Generate RANGE partitions of this width covering the existing data: day, week, month, year
+    /// (date/timestamp keys) or an integer width (integer keys). Named <table>_2024_01 and so on.
+    #[arg(long, requires = "partition_by", conflicts_with = "partitions")]
+    pub interval: Option<String>,
+
+    /// With --interval: how many partitions to make beyond the newest data [default: 4].
+    #[arg(long, requires = "interval")]
+    pub premake: Option<u32>,
+
+    /// With --interval or --list-values-from-data: no DEFAULT partition (rows outside every
+    /// partition are then refused).
+    #[arg(long)]
+    pub no_default: bool,
+
+    /// Generate N HASH partitions <table>_p0..p{N-1}.
+    #[arg(long, requires = "partition_by", conflicts_with = "partitions")]
+    pub modulus: Option<u32>,
+
+    /// Generate one LIST partition per distinct value in the table (<table>_us, ...) plus a DEFAULT.
+    #[arg(long, requires = "partition_by", conflicts_with = "partitions")]
+    pub list_values_from_data: bool,
+
+    /// Refuse to generate more partitions than this [default: 50 for LIST, 1000 for RANGE].
+    #[arg(long)]
+    pub max_partitions: Option<usize>,
+
+    /// Drop the old table once the swap has committed (otherwise it is kept, with a comment).
+    #[arg(long)]
+    pub drop_old: bool,
+
     /// Cut over as soon as the copy is done and the lag is small (auto), or wait for
     /// `pgrepart cutover` (manual).
     #[arg(long, value_enum, default_value_t = CutoverMode::Auto)]

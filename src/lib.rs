@@ -14,6 +14,7 @@ pub mod cutover;
 pub mod error;
 pub mod lsn;
 pub mod monitor;
+pub mod partitioning;
 pub mod pg;
 pub mod preflight;
 pub mod protocol;

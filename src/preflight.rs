@@ -42,6 +42,8 @@ pub struct Facts {
     pub taken_names: Vec<String>,
     pub into: Option<TableInfo>,
     pub into_has_rows: bool,
+    /// (column, rows with NULL) for partition-key columns that allow NULL.
+    pub partition_key_nulls: Vec<(String, i64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -136,6 +138,28 @@ pub async fn gather(
             taken_names.push(n.to_string());
         }
     }
+    let mut partition_key_nulls = Vec::new();
+    if let (Target::Generate { by, .. }, Some(t)) = (target, &info)
+        && t.relkind == 'r'
+    {
+        for c in &by.columns {
+            if t.column(c).is_some_and(|c| !c.not_null) {
+                let n: i64 = client
+                    .query_one(
+                        &format!(
+                            "SELECT count(*) FROM {} WHERE {} IS NULL",
+                            table.sql(),
+                            crate::pg::ident::quote_ident(c)
+                        ),
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| Error::db("counting NULLs in the partition key", e))?
+                    .get(0);
+                partition_key_nulls.push((c.clone(), n));
+            }
+        }
+    }
     let (into, into_has_rows) = match target {
         Target::Into(name) => {
             let into = catalog::table_info(client, name).await?;
@@ -164,6 +188,7 @@ pub async fn gather(
         taken_names,
         into,
         into_has_rows,
+        partition_key_nulls,
     })
 }
 
@@ -245,7 +270,7 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
         ('p', _) => fail(
             "table",
             format!("{} is already partitioned", t.name),
-            "pgrepart converts plain tables",
+            "pgrepart converts plain tables; repartitioning a partitioned table is not supported yet",
         ),
         ('r', 'u') => fail(
             "table",
@@ -334,6 +359,7 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
                 ));
             } else {
                 checks.push(pass("partition key", by.sql()));
+                checks.extend(partition_key_null_checks(&facts.partition_key_nulls, t, by));
                 if let Some(k) = t.key_index()
                     && by.columns.iter().any(|c| !k.columns.contains(c))
                 {
@@ -354,7 +380,90 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
         }
         Target::Into(name) => checks.push(into_check(facts, t, name)),
     }
+    let generated: Vec<&str> = t
+        .columns
+        .iter()
+        .filter(|c| c.generated.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !generated.is_empty() {
+        checks.push(warn(
+            "generated columns",
+            format!(
+                "{} {} generated: not replicated, recomputed by the new table",
+                generated.join(", "),
+                if generated.len() == 1 { "is" } else { "are" }
+            ),
+            "nothing to do unless the expression calls volatile functions (their values would differ)",
+        ));
+    }
+    if let Target::Generate { name, by, .. } = target {
+        let demoted: Vec<String> = crate::pg::ddl::secondary_indexes(t, name, by)
+            .into_iter()
+            .filter(|i| i.warning.is_some())
+            .map(|i| i.source_index)
+            .collect();
+        if !demoted.is_empty() {
+            checks.push(warn(
+                "unique indexes",
+                format!(
+                    "unique index(es) {} lack the partition key ({}): rebuilt as plain indexes, their uniqueness is no longer enforced",
+                    demoted.join(", "),
+                    by.columns.join(", ")
+                ),
+                "enforce it in the application, or add the partition key to the index and to ON CONFLICT clauses",
+            ));
+        }
+    }
     checks
+}
+
+/// A nullable partition-key column: the new primary key includes it, which makes it NOT NULL.
+fn partition_key_null_checks(
+    nulls: &[(String, i64)],
+    t: &TableInfo,
+    by: &PartitionBy,
+) -> Vec<Check> {
+    let key = t
+        .key_index()
+        .map(|k| crate::pg::ddl::target_primary_key(&k.columns, by).join(", "))
+        .unwrap_or_default();
+    nulls
+        .iter()
+        .map(|(c, n)| {
+            if *n > 0 {
+                fail(
+                    "partition key nulls",
+                    format!("{n} row(s) have NULL {c}; the new primary key ({key}) makes {c} NOT NULL, so they cannot be copied"),
+                    format!("set {c} on those rows, then ALTER TABLE {} ALTER COLUMN {} SET NOT NULL", t.name.sql(), crate::pg::ident::quote_ident(c)),
+                )
+            } else {
+                warn(
+                    "partition key nulls",
+                    format!("{c} allows NULL; the new primary key ({key}) makes it NOT NULL, and a NULL written during the migration stops it"),
+                    format!("ALTER TABLE {} ALTER COLUMN {} SET NOT NULL first", t.name.sql(), crate::pg::ident::quote_ident(c)),
+                )
+            }
+        })
+        .collect()
+}
+
+/// Rows that fall in no non-DEFAULT partition (`plan` counts them by creating the target in a
+/// transaction it rolls back).
+pub fn rows_fit_check(outside: i64, has_default: bool) -> Check {
+    match (outside, has_default) {
+        (0, _) => pass("rows fit", "every existing row fits a partition"),
+        (n, true) => warn(
+            "rows fit",
+            format!("{n} existing row(s) fit no partition but the DEFAULT one"),
+            "fine if intended; otherwise add partitions for their values",
+        ),
+        (n, false) => fail(
+            "rows fit",
+            format!("{n} existing row(s) fit no partition"),
+            "add partitions for their values, or a DEFAULT partition",
+        ),
+    }
 }
 
 fn into_check(facts: &Facts, source: &TableInfo, name: &QualifiedName) -> Check {
@@ -454,6 +563,7 @@ mod tests {
             taken_names: vec![],
             into: None,
             into_has_rows: false,
+            partition_key_nulls: vec![],
         }
     }
 
@@ -572,5 +682,68 @@ mod tests {
         plain.relkind = 'r';
         f.into = Some(plain);
         assert_eq!(failures(&f, &target), vec!["--into table"]);
+    }
+
+    #[test]
+    fn nullable_partition_keys_warn_and_null_rows_fail() {
+        let t = generate("LIST (region)");
+        let mut f = facts();
+        f.partition_key_nulls = vec![("region".into(), 0)];
+        let checks = evaluate(&f, &QualifiedName::new("public", "orders_flat"), &t);
+        let c = checks
+            .iter()
+            .find(|c| c.name == "partition key nulls")
+            .unwrap();
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("(id, region)"), "{}", c.detail);
+        f.partition_key_nulls = vec![("region".into(), 3)];
+        assert_eq!(failures(&f, &t), vec!["partition key nulls"]);
+    }
+
+    #[test]
+    fn generated_columns_and_demoted_unique_indexes_are_named() {
+        let mut f = facts();
+        f.table
+            .as_mut()
+            .unwrap()
+            .columns
+            .push(crate::pg::catalog::ColumnInfo {
+                name: "total".into(),
+                type_sql: "numeric".into(),
+                generated: Some("(amount * 2)".into()),
+                ..Default::default()
+            });
+        let checks = evaluate(
+            &f,
+            &QualifiedName::new("public", "orders_flat"),
+            &generate("LIST (region)"),
+        );
+        let g = checks
+            .iter()
+            .find(|c| c.name == "generated columns")
+            .unwrap();
+        assert_eq!(g.status, Status::Warn);
+        assert!(g.detail.starts_with("total is generated"), "{}", g.detail);
+        let u = checks.iter().find(|c| c.name == "unique indexes").unwrap();
+        assert!(u.detail.contains("orders_flat_ref_key"), "{}", u.detail);
+        let by_customer = evaluate(
+            &facts(),
+            &QualifiedName::new("public", "orders_flat"),
+            &generate("HASH (customer_id)"),
+        );
+        assert!(by_customer.iter().all(|c| c.name != "unique indexes"));
+    }
+
+    #[test]
+    fn an_already_partitioned_table_is_refused_and_rows_outside_partitions_counted() {
+        let mut f = facts();
+        f.table.as_mut().unwrap().relkind = 'p';
+        let t = generate("LIST (region)");
+        assert_eq!(failures(&f, &t), vec!["table"]);
+        assert_eq!(rows_fit_check(0, false).status, Status::Pass);
+        assert_eq!(rows_fit_check(5, true).status, Status::Warn);
+        let c = rows_fit_check(5, false);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains('5'));
     }
 }

@@ -9,6 +9,7 @@ pub mod status;
 
 use crate::cli::RunArgs;
 use crate::error::{Error, Result};
+use crate::partitioning::{self, Generator, GeneratorFlags};
 use crate::pg::ident::QualifiedName;
 use crate::preflight::Target;
 use crate::spec::{PartitionBy, PartitionSpec, check_partitions};
@@ -21,6 +22,9 @@ pub struct Prepared {
     pub target: Target,
     pub old_name: String,
     pub jobs: usize,
+    /// Set when the partitions are generated (`--interval`, `--modulus`, `--list-values-from-data`);
+    /// `Target::Generate::partitions` is then empty until `with_generated_partitions`.
+    pub generator: Option<Generator>,
 }
 
 /// What identifies a migration's shape; a rerun must ask for the same one to resume it.
@@ -30,12 +34,28 @@ pub struct StoredSpec {
     pub partitions: Vec<PartitionSpec>,
     pub into: Option<QualifiedName>,
     pub old_name: String,
+    /// The generator flags, when the partitions were generated from the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
+}
+
+impl StoredSpec {
+    /// Whether `other` asks for the same migration. Generated partitions depend on the data at the
+    /// start, so for them the generator arguments are compared, not the list.
+    pub fn same_request(&self, other: &StoredSpec) -> bool {
+        self.partition_by == other.partition_by
+            && self.into == other.into
+            && self.old_name == other.old_name
+            && self.generator == other.generator
+            && (self.generator.is_some() || self.partitions == other.partitions)
+    }
 }
 
 impl Prepared {
     pub fn from_args(args: &RunArgs) -> Result<Self> {
         let source = crate::pg::parse_conninfo("--source", &args.conn.source)?;
         let table = QualifiedName::parse(&args.table)?;
+        let mut generator = None;
         let target = match (&args.partition_by, &args.into) {
             (Some(by), None) => {
                 let by = PartitionBy::parse(by)?;
@@ -44,7 +64,19 @@ impl Prepared {
                     .iter()
                     .map(|p| PartitionSpec::parse(p))
                     .collect::<Result<Vec<_>>>()?;
-                check_partitions(&by, &partitions)?;
+                let flags = GeneratorFlags {
+                    interval: args.interval.clone(),
+                    premake: args.premake,
+                    no_default: args.no_default,
+                    modulus: args.modulus,
+                    list_values_from_data: args.list_values_from_data,
+                    max_partitions: args.max_partitions,
+                };
+                generator =
+                    partitioning::generator_from_flags(&by, &flags, !partitions.is_empty())?;
+                if generator.is_none() {
+                    check_partitions(&by, &partitions)?;
+                }
                 let name = table.sibling(crate::pg::ident::truncate_ident(&format!(
                     "{}_repart",
                     table.name
@@ -64,7 +96,7 @@ impl Prepared {
             }
             _ => {
                 return Err(Error::refused(
-                    "give either --partition-by with --partition, or --into",
+                    "give either --partition-by with --partition (or a generator: --interval, --modulus, --list-values-from-data), or --into",
                 ));
             }
         };
@@ -82,7 +114,34 @@ impl Prepared {
             target,
             old_name,
             jobs,
+            generator,
         })
+    }
+
+    /// For generated partitions: reads the data and fills in the partition list (once, when a
+    /// migration starts, or for `plan`). A table or column that does not exist leaves the list
+    /// empty for preflight to report.
+    pub async fn with_generated_partitions(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Prepared> {
+        let mut out = self.clone();
+        let (Some(generator), Target::Generate { by, partitions, .. }) =
+            (&self.generator, &mut out.target)
+        else {
+            return Ok(out);
+        };
+        let Some(info) = crate::pg::catalog::table_info(client, &self.table).await? else {
+            return Ok(out);
+        };
+        if info.relkind != 'r' || info.column(&by.columns[0]).is_none() {
+            return Ok(out);
+        }
+        let data = partitioning::read_data_facts(client, &info, by, generator).await?;
+        let generated = partitioning::generate(&self.table, by, generator, &data)?;
+        check_partitions(by, &generated)?;
+        *partitions = generated;
+        Ok(out)
     }
 
     pub fn spec(&self) -> StoredSpec {
@@ -92,12 +151,14 @@ impl Prepared {
                 partitions: partitions.clone(),
                 into: None,
                 old_name: self.old_name.clone(),
+                generator: self.generator.clone(),
             },
             Target::Into(name) => StoredSpec {
                 partition_by: None,
                 partitions: vec![],
                 into: Some(name.clone()),
                 old_name: self.old_name.clone(),
+                generator: None,
             },
         }
     }
@@ -116,4 +177,73 @@ pub async fn require_migration(
             "check --source and --table; `pgrepart status --source ...` lists every migration",
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn prepared(extra: &[&str]) -> Result<Prepared> {
+        let mut argv = vec![
+            "pgrepart",
+            "run",
+            "--source",
+            "postgresql://u@h/db",
+            "--table",
+            "orders",
+        ];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
+        match cli.command {
+            crate::cli::Command::Run(args) => Prepared::from_args(&args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn generated_specs_compare_by_their_arguments_not_their_list() {
+        let p = prepared(&["--partition-by", "RANGE (d)", "--interval", "month"]).unwrap();
+        let asked = p.spec();
+        assert!(asked.partitions.is_empty());
+        let mut stored = asked.clone();
+        stored.partitions = vec![PartitionSpec::parse("orders_2024_01=DEFAULT").unwrap()];
+        assert!(stored.same_request(&asked));
+        let other = prepared(&["--partition-by", "RANGE (d)", "--interval", "week"]).unwrap();
+        assert!(!stored.same_request(&other.spec()));
+
+        let explicit =
+            prepared(&["--partition-by", "LIST (r)", "--partition", "a=DEFAULT"]).unwrap();
+        let mut changed = explicit.spec();
+        assert!(changed.same_request(&explicit.spec()));
+        changed.partitions[0].name = "b".into();
+        assert!(!changed.same_request(&explicit.spec()));
+    }
+
+    #[test]
+    fn generators_and_explicit_partitions_do_not_mix() {
+        assert!(
+            prepared(&["--partition-by", "HASH (c)", "--modulus", "4"])
+                .unwrap()
+                .generator
+                .is_some()
+        );
+        assert!(prepared(&["--partition-by", "LIST (r)", "--interval", "month"]).is_err());
+        assert!(prepared(&["--partition-by", "LIST (r)"]).is_err());
+        let clash = crate::cli::Cli::try_parse_from([
+            "pgrepart",
+            "run",
+            "--source",
+            "x",
+            "--table",
+            "t",
+            "--partition-by",
+            "HASH (c)",
+            "--modulus",
+            "4",
+            "--partition",
+            "a=DEFAULT",
+        ]);
+        assert!(clash.is_err());
+    }
 }

@@ -1,12 +1,29 @@
-//! `pgrepart plan`: the same checks as `run`, and the DDL it would execute; changes nothing.
+//! `pgrepart plan`: the same checks as `run`, the DDL it would execute (with generated
+//! partitions), the table's size and key ranges, a rough WAL retention estimate, and what the
+//! cutover carries over; changes nothing.
+//!
+//! ```text
+//! args ─► Prepared ─► generated partitions (reads the data) ─► preflight facts ─► verdicts
+//!      ─► DDL tried in a transaction that is rolled back (validates bounds, counts rows for DEFAULT)
+//!      ─► key ranges, WAL rate, carry-over ─► human text or one JSON object; exit 1 on a failed check
+//! ```
+
+use std::time::Duration;
 
 use serde::Serialize;
+use tokio_postgres::Client;
 
 use super::Prepared;
 use crate::cli::PlanArgs;
+use crate::copy::ranges;
 use crate::error::{Error, Result};
+use crate::pg::catalog::{self, TableInfo};
 use crate::pg::ddl;
+use crate::pg::ident::quote_ident;
 use crate::preflight::{self, Check, Status, Target};
+
+/// Assumed copy speed per worker, for the rough duration and WAL estimates.
+const COPY_BYTES_PER_SECOND_PER_WORKER: f64 = 20.0 * 1024.0 * 1024.0;
 
 #[derive(Debug, Serialize)]
 struct Plan {
@@ -16,13 +33,43 @@ struct Plan {
     ddl: Vec<String>,
     rows_estimate: Option<i64>,
     total_bytes: Option<i64>,
+    key_ranges: Vec<String>,
+    wal: Option<WalEstimate>,
+    carried_over: Vec<String>,
+    not_carried_over: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct WalEstimate {
+    /// WAL written per second on the server, measured over one second.
+    wal_bytes_per_second: i64,
+    copy_seconds_estimate: i64,
+    /// WAL the slot holds back by the end of the copy and index build, roughly.
+    retained_bytes_estimate: i64,
+    max_slot_wal_keep_size: String,
+    note: String,
 }
 
 pub async fn run(args: PlanArgs) -> Result<()> {
     let prep = Prepared::from_args(&args.run)?;
-    let client = crate::pg::connect(&prep.source, "pgrepart plan").await?;
+    let mut client = crate::pg::connect(&prep.source, "pgrepart plan").await?;
+    let mut extra_checks = Vec::new();
+    let prep = match prep.with_generated_partitions(&client).await {
+        Ok(p) => p,
+        Err(e) => {
+            extra_checks.push(Check {
+                name: "partitions",
+                status: Status::Fail,
+                detail: e.message().to_string(),
+                hint: e.hint().map(str::to_string),
+            });
+            prep
+        }
+    };
     let facts = preflight::gather(&client, &prep.table, &prep.target, &prep.old_name).await?;
-    let checks = preflight::evaluate(&facts, &prep.table, &prep.target);
+    let mut checks = preflight::evaluate(&facts, &prep.table, &prep.target);
+    checks.extend(extra_checks);
+
     let mut statements = Vec::new();
     if let (
         Some(t),
@@ -33,6 +80,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         },
     ) = (&facts.table, &prep.target)
         && let Some(k) = t.key_index()
+        && !partitions.is_empty()
     {
         statements.push(ddl::create_partitioned_table(t, name, by, &k.columns));
         statements.extend(partitions.iter().map(|p| ddl::create_partition(name, p)));
@@ -41,7 +89,40 @@ pub async fn run(args: PlanArgs) -> Result<()> {
                 .into_iter()
                 .map(|i| i.sql),
         );
+        if checks.iter().all(|c| c.status != Status::Fail) {
+            let has_default = partitions.iter().any(|p| p.is_default());
+            checks.push(match try_ddl(&mut client, &statements, t, name).await {
+                Ok(outside) => preflight::rows_fit_check(outside, has_default),
+                Err(e) => Check {
+                    name: "ddl",
+                    status: Status::Fail,
+                    detail: e.message().to_string(),
+                    hint: Some(
+                        "fix the partition bounds (--partition) so PostgreSQL accepts them".into(),
+                    ),
+                },
+            });
+        }
     }
+
+    let usable = facts.table.as_ref().filter(|t| t.relkind == 'r');
+    let mut key_ranges = Vec::new();
+    let mut wal = None;
+    let mut carried_over = Vec::new();
+    let mut not_carried_over = Vec::new();
+    if let Some(t) = usable {
+        key_ranges = plan_key_ranges(&client, t, prep.jobs).await?;
+        wal = Some(estimate_wal(&client, t, prep.jobs).await?);
+        (carried_over, not_carried_over) = carry_over_report(&client, t).await?;
+        if let Target::Generate { name, by, .. } = &prep.target {
+            for i in ddl::secondary_indexes(t, name, by) {
+                if let Some(w) = i.warning {
+                    not_carried_over.push(w);
+                }
+            }
+        }
+    }
+
     let plan = Plan {
         table: prep.table.to_string(),
         target: prep.target.name().to_string(),
@@ -49,6 +130,10 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         total_bytes: facts.table.as_ref().map(|t| t.total_bytes),
         checks,
         ddl: statements,
+        key_ranges,
+        wal,
+        carried_over,
+        not_carried_over,
     };
     let failed = plan
         .checks
@@ -61,29 +146,256 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             serde_json::to_string_pretty(&plan).expect("plan serializes")
         );
     } else {
-        println!("plan for {} -> {}", plan.table, plan.target);
-        for c in &plan.checks {
-            let mark = match c.status {
-                Status::Pass => "pass",
-                Status::Warn => "WARN",
-                Status::Fail => "FAIL",
-            };
-            println!("  [{mark}] {:<20} {}", c.name, c.detail);
-            if c.status != Status::Pass
-                && let Some(h) = &c.hint
-            {
-                println!("         {:<20} fix: {h}", "");
-            }
-        }
-        if !plan.ddl.is_empty() {
-            println!("\nDDL that `run` executes:");
-            for s in &plan.ddl {
-                println!("{s};");
-            }
-        }
+        print_human(&plan);
     }
     if failed > 0 {
         return Err(Error::refused(format!("{failed} check(s) failed")));
     }
     Ok(())
+}
+
+fn print_human(plan: &Plan) {
+    println!("plan for {} -> {}", plan.table, plan.target);
+    for c in &plan.checks {
+        let mark = match c.status {
+            Status::Pass => "pass",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+        };
+        println!("  [{mark}] {:<20} {}", c.name, c.detail);
+        if c.status != Status::Pass
+            && let Some(h) = &c.hint
+        {
+            println!("         {:<20} fix: {h}", "");
+        }
+    }
+    if let (Some(rows), Some(bytes)) = (plan.rows_estimate, plan.total_bytes) {
+        println!(
+            "\ntable: about {rows} rows, {} MiB with indexes and TOAST",
+            bytes / (1024 * 1024)
+        );
+    }
+    if !plan.key_ranges.is_empty() {
+        println!(
+            "key ranges copied in parallel ({}): {}",
+            plan.key_ranges.len(),
+            plan.key_ranges.join(" ")
+        );
+    }
+    if let Some(w) = &plan.wal {
+        println!("WAL: {}", w.note);
+    }
+    if !plan.ddl.is_empty() {
+        println!("\nDDL that `run` executes:");
+        for s in &plan.ddl {
+            println!("{s};");
+        }
+    }
+    if !plan.carried_over.is_empty() {
+        println!("\ncarried over to the new table at cutover:");
+        for c in &plan.carried_over {
+            println!("  - {c}");
+        }
+    }
+    if !plan.not_carried_over.is_empty() {
+        println!("\nNOT carried over:");
+        for c in &plan.not_carried_over {
+            println!("  - {c}");
+        }
+    }
+}
+
+/// Creates the target in a transaction that is always rolled back; returns how many existing rows
+/// fit none of the non-DEFAULT partitions.
+async fn try_ddl(
+    client: &mut Client,
+    statements: &[String],
+    source: &TableInfo,
+    target: &crate::pg::ident::QualifiedName,
+) -> Result<i64> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::db("starting the trial transaction", e))?;
+    for s in statements {
+        tx.batch_execute(s)
+            .await
+            .map_err(|e| Error::db("the DDL does not run", e))?;
+    }
+    let constraints: Vec<String> = tx
+        .query(
+            "SELECT pg_get_partition_constraintdef(i.inhrelid) FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = $1::text::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'",
+            &[&target.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the partition bounds", e))?
+        .into_iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect();
+    let fits = if constraints.is_empty() {
+        "false".to_string()
+    } else {
+        constraints
+            .iter()
+            .map(|c| format!("({c})"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    };
+    let outside: i64 = tx
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {} WHERE NOT coalesce({fits}, false)",
+                source.name.sql()
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("counting rows outside the partitions", e))?
+        .get(0);
+    let _ = tx.rollback().await;
+    Ok(outside)
+}
+
+async fn plan_key_ranges(client: &Client, t: &TableInfo, jobs: usize) -> Result<Vec<String>> {
+    let Some(k) = t.key_index() else {
+        return Ok(vec![]);
+    };
+    let Some(first) = t.column(&k.columns[0]) else {
+        return Ok(vec![]);
+    };
+    if !super::run::INT_TYPES.contains(&first.type_oid) {
+        return Ok(vec![format!(
+            "one range: the key {} ({}) is not an integer, so it is copied by one worker",
+            first.name, first.type_sql
+        )]);
+    }
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT min({c})::bigint, max({c})::bigint FROM {}",
+                t.name.sql(),
+                c = quote_ident(&first.name)
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading the key's bounds", e))?;
+    let bounds = row
+        .get::<_, Option<i64>>(0)
+        .zip(row.get::<_, Option<i64>>(1));
+    let count = ranges::range_count(t.estimated_rows, jobs, super::run::ROWS_PER_RANGE);
+    Ok(ranges::plan_ranges(bounds, count)
+        .iter()
+        .map(|r| {
+            format!(
+                "[{}, {})",
+                r.lo.map_or("-inf".into(), |v| v.to_string()),
+                r.hi.map_or("+inf".into(), |v| v.to_string())
+            )
+        })
+        .collect())
+}
+
+async fn estimate_wal(client: &Client, t: &TableInfo, jobs: usize) -> Result<WalEstimate> {
+    let lsn = || async {
+        client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .map_err(|e| Error::db("reading the WAL position", e))
+    };
+    let a = lsn().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = lsn().await?;
+    let row = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff($2::text::pg_lsn, $1::text::pg_lsn)::bigint, current_setting('max_slot_wal_keep_size')",
+            &[&a, &b],
+        )
+        .await
+        .map_err(|e| Error::db("measuring the WAL rate", e))?;
+    let rate: i64 = row.get::<_, i64>(0).max(0);
+    let keep: String = row.get(1);
+    let copy_seconds =
+        (t.total_bytes as f64 / (COPY_BYTES_PER_SECOND_PER_WORKER * jobs.max(1) as f64)).ceil();
+    // Copy, then the index build (about half as long again), then streaming: the slot holds
+    // WAL written since the start until the applier confirms it.
+    let retained = (rate as f64 * copy_seconds * 1.5) as i64;
+    let note = format!(
+        "{} kB/s written now; the copy takes roughly {}s at ~20 MiB/s per worker, so the slot holds back about {} MiB of WAL by the time it is done (rough; max_slot_wal_keep_size = {keep})",
+        rate / 1024,
+        copy_seconds as i64,
+        retained / (1024 * 1024)
+    );
+    Ok(WalEstimate {
+        wal_bytes_per_second: rate,
+        copy_seconds_estimate: copy_seconds as i64,
+        retained_bytes_estimate: retained,
+        max_slot_wal_keep_size: keep,
+        note,
+    })
+}
+
+/// (carried over, not carried over) as readable lines.
+async fn carry_over_report(client: &Client, t: &TableInfo) -> Result<(Vec<String>, Vec<String>)> {
+    let carry = catalog::carry_over(client, &t.name, &[]).await?;
+    let mut yes = vec![format!("owner ({})", t.owner)];
+    if !t.grants.is_empty() {
+        let mut grants: Vec<String> = t
+            .grants
+            .iter()
+            .map(|g| format!("{} to {}", g.privilege, g.grantee))
+            .collect();
+        grants.dedup();
+        yes.push(format!("grants: {}", grants.join(", ")));
+    }
+    for s in &t.sequences {
+        yes.push(format!(
+            "sequence {} of column {}",
+            s.sequence_sql, s.column
+        ));
+    }
+    if carry.table_comment.is_some() {
+        yes.push("table comment".into());
+    }
+    if !carry.column_comments.is_empty() {
+        yes.push(format!("{} column comment(s)", carry.column_comments.len()));
+    }
+    if carry.rls_enabled {
+        yes.push(format!(
+            "row level security (enabled{})",
+            if carry.rls_forced { ", forced" } else { "" }
+        ));
+    }
+    for p in &carry.policies {
+        yes.push(format!("policy {}", p.name));
+    }
+    for tr in &carry.triggers {
+        yes.push(format!(
+            "trigger {} (created at the swap, so it never fires for pgrepart's own writes)",
+            tr.name
+        ));
+    }
+    for v in &carry.views {
+        yes.push(format!(
+            "view {} (CREATE OR REPLACE after the renames)",
+            v.name_sql
+        ));
+    }
+    for (c, n) in &carry.statistics_targets {
+        yes.push(format!("statistics target {n} of {c}"));
+    }
+    for p in &carry.publications {
+        yes.push(format!("membership in publication {p}"));
+    }
+    yes.push("planner statistics (the new table is analyzed before the cutover)".into());
+    let mut no = carry.not_carried;
+    for fk in &t.inbound_foreign_keys {
+        no.push(format!(
+            "foreign key {fk} (refused: see the foreign keys check)"
+        ));
+    }
+    Ok((yes, no))
 }

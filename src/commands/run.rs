@@ -32,8 +32,8 @@ use crate::preflight::{self, Status, Target};
 use crate::replication::{ReplicationClient, ReplicationStream};
 use crate::state::{self, Migration, NewMigration, Phase};
 
-const INT_TYPES: [u32; 3] = [20, 21, 23];
-const ROWS_PER_RANGE: i64 = 250_000;
+pub(crate) const INT_TYPES: [u32; 3] = [20, 21, 23];
+pub(crate) const ROWS_PER_RANGE: i64 = 250_000;
 
 /// How many times in a row a migration that is streaming reconnects after a transient failure
 /// (a dropped connection, a restarted server) before it gives up.
@@ -70,7 +70,7 @@ async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Resu
             *streaming = true;
             resume(prep, args, control, m).await?
         }
-        Some(m) if spec_of(&m)? == prep.spec() => {
+        Some(m) if spec_of(&m)?.same_request(&prep.spec()) => {
             finish_cleanup(&control, &m).await?;
             println!(
                 "{} was already migrated (migration {}); nothing left to do",
@@ -168,6 +168,8 @@ fn key_columns(info: &TableInfo) -> Result<Vec<String>> {
 }
 
 async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Result<Live> {
+    // Generated partitions are computed once, here, and stored in the migration's spec.
+    let prep = &prep.with_generated_partitions(&control).await?;
     let facts = preflight::gather(&control, &prep.table, &prep.target, &prep.old_name).await?;
     let checks = preflight::evaluate(&facts, &prep.table, &prep.target);
     for c in checks.iter().filter(|c| c.status == Status::Warn) {
@@ -448,7 +450,7 @@ async fn resume(
     control: Client,
     mut m: Migration,
 ) -> Result<Live> {
-    if spec_of(&m)? != prep.spec() {
+    if !spec_of(&m)?.same_request(&prep.spec()) {
         return Err(Error::refused(format!(
             "a different migration of {} is in progress (migration {}, phase {})",
             prep.table,
@@ -975,6 +977,9 @@ impl Live {
                                 held.as_millis(),
                                 prep.table.sibling(migration.old_name.clone())
                             );
+                            if args.drop_old {
+                                cutover::drop_old(&control, &prep.table.sibling(migration.old_name.clone())).await?;
+                            }
                             return Ok(());
                         }
                         Ok(None) => {

@@ -2,7 +2,7 @@
 //! Everything downstream (preflight verdicts, DDL, copy and apply statements) is a pure function
 //! of these facts.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::ident::{QualifiedName, quote_ident};
 use crate::error::{Error, Result};
@@ -324,4 +324,236 @@ pub fn column_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
         .map(quote_ident)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A row-level security policy, as `pg_policy` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: String,
+    pub permissive: bool,
+    /// `ALL`, `SELECT`, `INSERT`, `UPDATE` or `DELETE`.
+    pub command: String,
+    /// Quoted role names, or `PUBLIC`.
+    pub roles: Vec<String>,
+    pub using: Option<String>,
+    pub with_check: Option<String>,
+}
+
+/// A user trigger on the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    pub name: String,
+    /// `pg_get_triggerdef`: `CREATE TRIGGER ... ON schema.table ...`.
+    pub definition: String,
+    /// `O` origin (default), `D` disabled, `R` replica, `A` always.
+    pub enabled: char,
+}
+
+/// A view that reads the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependentView {
+    /// Quoted, schema-qualified.
+    pub name_sql: String,
+    /// `pg_get_viewdef`, without the trailing `;`.
+    pub definition: String,
+    /// `reloptions`, e.g. `security_barrier=true`, `check_option=local`.
+    pub options: Vec<String>,
+}
+
+/// Everything bound to the table's OID that the swap hands to the new table, read in the same
+/// session (names in definitions are printed for its search_path), and what it cannot hand over.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CarryOver {
+    pub table_comment: Option<String>,
+    /// (column, comment)
+    pub column_comments: Vec<(String, String)>,
+    pub rls_enabled: bool,
+    pub rls_forced: bool,
+    pub policies: Vec<Policy>,
+    pub triggers: Vec<Trigger>,
+    pub views: Vec<DependentView>,
+    /// (column, statistics target) for columns with a non-default target.
+    pub statistics_targets: Vec<(String, i32)>,
+    /// Quoted names of publications that list the table explicitly.
+    pub publications: Vec<String>,
+    /// What stays bound to the old table, each with what to do about it.
+    pub not_carried: Vec<String>,
+}
+
+/// Reads what the swap must carry over from `table` to its replacement. `skip_publications` are
+/// pgrepart's own publications.
+pub async fn carry_over(
+    client: &impl GenericClient,
+    table: &QualifiedName,
+    skip_publications: &[String],
+) -> Result<CarryOver> {
+    let ctx = |what: &str| format!("reading the {what} of {table} to carry over");
+    let row = client
+        .query_one(
+            "SELECT c.oid, obj_description(c.oid, 'pg_class'), c.relrowsecurity, c.relforcerowsecurity \
+             FROM pg_class c WHERE c.oid = $1::text::regclass",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("comment"), e))?;
+    let oid: u32 = row.get(0);
+    let mut out = CarryOver {
+        table_comment: row.get(1),
+        rls_enabled: row.get(2),
+        rls_forced: row.get(3),
+        ..Default::default()
+    };
+    for r in client
+        .query(
+            "SELECT a.attname::text, col_description(a.attrelid, a.attnum), a.attstattarget::int, a.attacl IS NOT NULL \
+             FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("columns"), e))?
+    {
+        let column: String = r.get(0);
+        if let Some(comment) = r.get::<_, Option<String>>(1) {
+            out.column_comments.push((column.clone(), comment));
+        }
+        if let Some(target) = r.get::<_, Option<i32>>(2).filter(|t| *t >= 0) {
+            out.statistics_targets.push((column.clone(), target));
+        }
+        if r.get::<_, bool>(3) {
+            out.not_carried.push(format!(
+                "column privileges on {column}: GRANT them again on the new table"
+            ));
+        }
+    }
+    out.policies = client
+        .query(
+            "SELECT p.polname::text, p.polpermissive, p.polcmd::text, \
+                    CASE WHEN p.polroles = '{0}'::oid[] THEN ARRAY['PUBLIC'] \
+                         ELSE ARRAY(SELECT quote_ident(r.rolname) FROM pg_roles r WHERE r.oid = ANY (p.polroles) ORDER BY r.rolname) END, \
+                    pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid) \
+             FROM pg_policy p WHERE p.polrelid = $1 ORDER BY p.polname",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("policies"), e))?
+        .into_iter()
+        .map(|r| Policy {
+            name: r.get(0),
+            permissive: r.get(1),
+            command: match r.get::<_, String>(2).as_str() {
+                "r" => "SELECT",
+                "a" => "INSERT",
+                "w" => "UPDATE",
+                "d" => "DELETE",
+                _ => "ALL",
+            }
+            .to_string(),
+            roles: r.get(3),
+            using: r.get(4),
+            with_check: r.get(5),
+        })
+        .collect();
+    for r in client
+        .query(
+            "SELECT t.tgname::text, pg_get_triggerdef(t.oid, false), t.tgenabled::text, t.tgconstraint <> 0, \
+                    (t.tgtype & 1) = 1 AND (t.tgoldtable IS NOT NULL OR t.tgnewtable IS NOT NULL) \
+             FROM pg_trigger t WHERE t.tgrelid = $1 AND NOT t.tgisinternal ORDER BY t.tgname",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("triggers"), e))?
+    {
+        let name: String = r.get(0);
+        if r.get::<_, bool>(3) {
+            out.not_carried.push(format!(
+                "constraint trigger {name}: recreate it on the new table (or its partitions)"
+            ));
+        } else if r.get::<_, bool>(4) {
+            out.not_carried.push(format!(
+                "row trigger {name} uses transition tables, which partitioned tables do not support: rewrite it as a statement trigger"
+            ));
+        } else {
+            out.triggers.push(Trigger {
+                name,
+                definition: r.get(1),
+                enabled: r.get::<_, String>(2).chars().next().unwrap_or('O'),
+            });
+        }
+    }
+    for r in client
+        .query(
+            "SELECT DISTINCT quote_ident(n.nspname) || '.' || quote_ident(v.relname), v.relkind::text, \
+                    CASE WHEN v.relkind = 'v' THEN pg_get_viewdef(v.oid) END, \
+                    coalesce(v.reloptions, '{}'::text[]), pg_has_role(v.relowner, 'USAGE') \
+             FROM pg_depend d JOIN pg_rewrite rw ON rw.oid = d.objid \
+             JOIN pg_class v ON v.oid = rw.ev_class JOIN pg_namespace n ON n.oid = v.relnamespace \
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
+               AND d.refobjid = $1 AND v.oid <> $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("views"), e))?
+    {
+        let name: String = r.get(0);
+        let kind: String = r.get(1);
+        let may_replace: bool = r.get(4);
+        if kind == "v" && may_replace {
+            let def: String = r.get::<_, Option<String>>(2).unwrap_or_default();
+            out.views.push(DependentView {
+                name_sql: name,
+                definition: def.trim_end().trim_end_matches(';').to_string(),
+                options: r.get(3),
+            });
+        } else if kind == "v" {
+            out.not_carried.push(format!(
+                "view {name} belongs to a role pgrepart cannot act as: it keeps reading the old table; CREATE OR REPLACE it as its owner"
+            ));
+        } else if kind == "m" {
+            out.not_carried.push(format!(
+                "materialized view {name} keeps reading the old table: drop and recreate it after the cutover"
+            ));
+        } else {
+            out.not_carried.push(format!(
+                "rule-based dependent {name} keeps reading the old table"
+            ));
+        }
+    }
+    for r in client
+        .query(
+            "SELECT quote_ident(p.pubname), p.pubname::text, \
+                    (to_jsonb(pr) ->> 'prqual') IS NOT NULL OR (to_jsonb(pr) ->> 'prattrs') IS NOT NULL \
+             FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid \
+             WHERE pr.prrelid = $1 ORDER BY 2",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("publications"), e))?
+    {
+        let plain: String = r.get(1);
+        if skip_publications.contains(&plain) {
+            continue;
+        }
+        if r.get::<_, bool>(2) {
+            out.not_carried.push(format!(
+                "publication {plain} has a row filter or column list for the table: ALTER PUBLICATION ... ADD TABLE it again"
+            ));
+        } else {
+            out.publications.push(r.get(0));
+        }
+    }
+    for r in client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(s.stxname) FROM pg_statistic_ext s \
+             JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE s.stxrelid = $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("extended statistics"), e))?
+    {
+        let name: String = r.get(0);
+        out.not_carried.push(format!(
+            "extended statistics {name} stay on the old table: CREATE STATISTICS again on the new one"
+        ));
+    }
+    Ok(out)
 }

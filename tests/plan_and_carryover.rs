@@ -1,0 +1,388 @@
+//! `pgrepart plan`, generated partitions (RANGE by month, HASH, LIST from data) and what the
+//! cutover carries over to the new table (view, grant, RLS policy, comment, trigger), against real
+//! servers.
+
+mod support;
+
+use std::process::Output;
+use std::time::Duration;
+
+use support::schema::create_seed_table;
+use support::{Cluster, pgrepart, spawn_pgrepart, test_majors, unique_name};
+use tokio_postgres::Client;
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        support::program::tail(&String::from_utf8_lossy(&o.stderr), 4000)
+    )
+}
+
+async fn count(client: &Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("count {table}: {}", support::describe(&e)))
+        .get(0)
+}
+
+async fn partitions_of(client: &Client, table: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = $1::text::regclass ORDER BY 1",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn relkind(client: &Client, table: &str) -> String {
+    client
+        .query_one(
+            "SELECT relkind::text FROM pg_class WHERE oid = $1::text::regclass",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Runs a migration to the end (auto cutover) and checks it left equal row counts behind.
+async fn migrate(url: &str, client: &Client, table: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "--source", url, "--table", table, "--jobs", "2"];
+    args.extend_from_slice(extra);
+    let out = spawn_pgrepart(&args)
+        .wait_within(Duration::from_secs(180))
+        .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(relkind(client, table).await, "p", "{}", text(&out));
+    let old = format!("{table}_old");
+    assert_eq!(count(client, table).await, count(client, &old).await);
+    out
+}
+
+#[tokio::test]
+async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("plan");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        create_seed_table(&client, "orders_flat", 2000).await;
+
+        let ok = pgrepart(&[
+            "plan",
+            "--source",
+            &url,
+            "--table",
+            "orders_flat",
+            "--partition-by",
+            "RANGE (order_date)",
+            "--interval",
+            "month",
+            "--premake",
+            "2",
+        ])
+        .await;
+        assert!(ok.status.success(), "{}", text(&ok));
+        let out = String::from_utf8_lossy(&ok.stdout);
+        assert!(
+            out.contains("CREATE TABLE \"public\".\"orders_flat_repart\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("PARTITION OF \"public\".\"orders_flat_repart\" FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')"),
+            "{out}"
+        );
+        // 2000 seed rows reach July 2024: two months premade after it, and a DEFAULT.
+        assert!(
+            out.contains("\"orders_flat_2024_09\" PARTITION OF"),
+            "{out}"
+        );
+        assert!(!out.contains("orders_flat_2024_10"), "{out}");
+        assert!(
+            out.contains("\"orders_flat_default\" PARTITION OF"),
+            "{out}"
+        );
+        assert!(out.contains("[pass]"), "{out}");
+        assert!(out.contains("key ranges"), "{out}");
+
+        let json = pgrepart(&[
+            "plan",
+            "--source",
+            &url,
+            "--table",
+            "orders_flat",
+            "--partition-by",
+            "HASH (customer_id)",
+            "--modulus",
+            "4",
+            "--json",
+        ])
+        .await;
+        assert!(json.status.success(), "{}", text(&json));
+        let v: serde_json::Value =
+            serde_json::from_slice(&json.stdout).expect("plan --json is JSON");
+        assert_eq!(v["ddl"].as_array().unwrap().len(), 1 + 4, "{v:#}");
+        assert!(
+            v["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["status"] != "fail"),
+            "{v:#}"
+        );
+
+        let bad = pgrepart(&[
+            "plan",
+            "--source",
+            &url,
+            "--table",
+            "orders_flat",
+            "--partition-by",
+            "LIST (regoin)",
+            "--partition",
+            "x=DEFAULT",
+        ])
+        .await;
+        assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+        let out = String::from_utf8_lossy(&bad.stdout);
+        assert!(out.contains("[FAIL] partition key"), "{out}");
+        assert!(out.contains("fix:"), "{out}");
+        // plan changed nothing
+        assert_eq!(relkind(&client, "orders_flat").await, "r");
+        let leftovers: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_class WHERE relname LIKE 'orders_flat\\_%' AND relkind IN ('r','p')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(leftovers, 0);
+    }
+}
+
+#[tokio::test]
+async fn generated_range_hash_and_list_partitions_take_readable_names() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("gen");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+
+        // 4000 seed rows' order_date spans all of 2024: 12 months, 2 premade, a default.
+        create_seed_table(&client, "by_month", 4000).await;
+        migrate(
+            &url,
+            &client,
+            "by_month",
+            &[
+                "--partition-by",
+                "RANGE (order_date)",
+                "--interval",
+                "month",
+                "--premake",
+                "2",
+            ],
+        )
+        .await;
+        let mut expected: Vec<String> = (1..=12).map(|m| format!("by_month_2024_{m:02}")).collect();
+        expected.push("by_month_2025_01".into());
+        expected.push("by_month_2025_02".into());
+        expected.push("by_month_default".into());
+        expected.sort();
+        assert_eq!(partitions_of(&client, "by_month").await, expected);
+        let in_default = count(&client, "by_month_default").await;
+        assert_eq!(in_default, 0);
+
+        create_seed_table(&client, "by_hash", 3000).await;
+        migrate(
+            &url,
+            &client,
+            "by_hash",
+            &["--partition-by", "HASH (customer_id)", "--modulus", "4"],
+        )
+        .await;
+        assert_eq!(
+            partitions_of(&client, "by_hash").await,
+            vec!["by_hash_p0", "by_hash_p1", "by_hash_p2", "by_hash_p3"]
+        );
+
+        create_seed_table(&client, "by_region", 3000).await;
+        migrate(
+            &url,
+            &client,
+            "by_region",
+            &["--partition-by", "LIST (region)", "--list-values-from-data"],
+        )
+        .await;
+        assert_eq!(
+            partitions_of(&client, "by_region").await,
+            vec![
+                "by_region_asia",
+                "by_region_default",
+                "by_region_eu",
+                "by_region_latam",
+                "by_region_us"
+            ]
+        );
+        assert_eq!(count(&client, "by_region_latam").await, 750);
+
+        // --drop-old: the old table is gone once the swap has committed.
+        create_seed_table(&client, "dropped", 1000).await;
+        let out = spawn_pgrepart(&[
+            "run",
+            "--source",
+            &url,
+            "--table",
+            "dropped",
+            "--jobs",
+            "2",
+            "--partition-by",
+            "HASH (id)",
+            "--modulus",
+            "2",
+            "--drop-old",
+        ])
+        .wait_within(Duration::from_secs(180))
+        .await;
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(count(&client, "dropped").await, 1000);
+        let gone: bool = client
+            .query_one("SELECT to_regclass('dropped_old') IS NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(gone, "{}", text(&out));
+    }
+}
+
+#[tokio::test]
+async fn cutover_carries_view_grant_policy_comment_and_trigger_to_the_new_table() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("carry");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        create_seed_table(&client, "orders_flat", 2000).await;
+        let reader = unique_name("reader");
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{reader}') THEN CREATE ROLE {reader}; END IF; END $$;
+                 GRANT SELECT ON orders_flat TO {reader};
+                 CREATE VIEW big_orders AS SELECT id, region, amount FROM orders_flat WHERE amount > 5000;
+                 COMMENT ON TABLE orders_flat IS 'all orders';
+                 COMMENT ON COLUMN orders_flat.region IS 'sales region';
+                 ALTER TABLE orders_flat ENABLE ROW LEVEL SECURITY;
+                 CREATE POLICY only_us ON orders_flat FOR SELECT TO {reader} USING (region = 'US');
+                 CREATE TABLE audit (order_id bigint, at timestamptz DEFAULT now());
+                 CREATE FUNCTION audit_insert() RETURNS trigger LANGUAGE plpgsql AS
+                   $f$ BEGIN INSERT INTO audit (order_id) VALUES (NEW.id); RETURN NEW; END $f$;
+                 CREATE TRIGGER orders_audit AFTER INSERT ON orders_flat FOR EACH ROW EXECUTE FUNCTION audit_insert();
+                 ALTER TABLE orders_flat ALTER COLUMN region SET STATISTICS 321;"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("setup: {}", support::describe(&e)));
+
+        let out = migrate(
+            &url,
+            &client,
+            "orders_flat",
+            &["--partition-by", "LIST (region)", "--list-values-from-data"],
+        )
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("recreated view public.big_orders"),
+            "{}",
+            text(&out)
+        );
+
+        // The trigger did not fire for the rows pgrepart applied: only the insert below counts.
+        assert_eq!(count(&client, "audit").await, 0);
+        // The view reads the new table.
+        let bound: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+                 WHERE r.ev_class = 'big_orders'::regclass AND d.refobjid = 'orders_flat'::regclass)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(bound, "big_orders does not read the new orders_flat");
+        let via_view = count(&client, "big_orders").await;
+        let direct: i64 = client
+            .query_one("SELECT count(*) FROM orders_flat WHERE amount > 5000", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(via_view, direct);
+        // The grant, the policy, RLS, the comments and the statistics target.
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT has_table_privilege('{reader}', 'orders_flat', 'SELECT'), \
+                            (SELECT count(*) FROM pg_policy WHERE polrelid = 'orders_flat'::regclass AND polname = 'only_us'), \
+                            c.relrowsecurity, obj_description(c.oid, 'pg_class'), \
+                            col_description(c.oid, (SELECT attnum FROM pg_attribute WHERE attrelid = c.oid AND attname = 'region')), \
+                            (SELECT attstattarget::int FROM pg_attribute WHERE attrelid = c.oid AND attname = 'region'), \
+                            obj_description('orders_flat_old'::regclass, 'pg_class') \
+                     FROM pg_class c WHERE c.oid = 'orders_flat'::regclass"
+                ),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("read carried objects: {}", support::describe(&e)));
+        assert!(row.get::<_, bool>(0), "grant");
+        assert_eq!(row.get::<_, i64>(1), 1, "policy");
+        assert!(row.get::<_, bool>(2), "row level security");
+        assert_eq!(
+            row.get::<_, Option<String>>(3).as_deref(),
+            Some("all orders")
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(4).as_deref(),
+            Some("sales region")
+        );
+        assert_eq!(row.get::<_, Option<i32>>(5), Some(321));
+        let old_comment: String = row.get(6);
+        assert!(
+            old_comment.contains("Replaced at") && old_comment.contains("pgrepart"),
+            "{old_comment}"
+        );
+        // The policy is in force for the reader.
+        client
+            .batch_execute(&format!("SET ROLE {reader}"))
+            .await
+            .unwrap();
+        let seen: i64 = client
+            .query_one("SELECT count(DISTINCT region) FROM orders_flat", &[])
+            .await
+            .unwrap()
+            .get(0);
+        client.batch_execute("RESET ROLE").await.unwrap();
+        assert_eq!(seen, 1, "the policy lets the reader see US rows only");
+        // The trigger fires on the new table.
+        client
+            .batch_execute(
+                "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 1, 'EU')",
+            )
+            .await
+            .unwrap();
+        assert_eq!(count(&client, "audit").await, 1);
+    }
+}
