@@ -426,7 +426,7 @@ mod tests {
         let mut p = plan();
         p.target = QualifiedName::new("public", "orders_list");
         p.target_created = false;
-        let sql = swap_statements(&p);
+        let sql = swap_statements(&p, &CarryOver::default(), AT);
         assert_eq!(
             sql[2],
             "ALTER TABLE \"public\".\"orders_flat\" ALTER COLUMN \"id\" SET DEFAULT nextval('public.orders_flat_id_seq'::regclass)"
