@@ -95,6 +95,8 @@ pub struct Shared {
     pub queued_changes: AtomicU64,
     /// Ranges whose copy has not finished (or whose queue has not drained).
     pub ranges_pending: AtomicUsize,
+    /// True while the applier is paused with no batch in flight.
+    pub paused: std::sync::atomic::AtomicBool,
 }
 
 struct Queued {
@@ -217,7 +219,9 @@ impl Applier {
     ) -> Result<()> {
         loop {
             let mut fence = None;
+            // Between batches: nothing is in flight, so a pause is in effect from here.
             let paused = *pause.borrow_and_update();
+            self.shared.paused.store(paused, Ordering::Relaxed);
             tokio::select! {
                 biased;
                 // Stopping is checked first, and only between batches.

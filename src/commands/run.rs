@@ -913,14 +913,24 @@ impl Live {
                         apply_changes_per_s: apply_per_s,
                         copy_bytes: progress.bytes.load(Ordering::Relaxed) as i64,
                         rows_streamed: copied as i64,
+                        pause_in_effect: shared.paused.load(Ordering::Relaxed),
                     }).await?;
                     // Pause: everything on request; the copy alone when the slot holds too much WAL.
                     let guard = monitor::wal_guard(retained, max_retained);
                     if guard == monitor::WalVerdict::Stop {
-                        break Error::failed(format!(
-                            "the slot holds {retained} bytes of WAL, twice --max-retained-wal: stopped before the source's disk fills"
-                        ))
-                        .with_hint("free disk space or raise --max-retained-wal, then run the same command again; or `pgrepart abort`");
+                        // Keeping the slot would keep the WAL: drop it to protect the source's disk.
+                        display.finish();
+                        tasks.stop().await;
+                        let dropped = drop_slot(&control, &migration.slot_name).await;
+                        let msg = format!(
+                            "stopped: the replication slot held {retained} bytes of WAL, twice --max-retained-wal; {} to free the source's disk",
+                            if dropped.is_ok() { "the slot was dropped" } else { "dropping the slot failed" }
+                        );
+                        let _ = state::set_phase(&control, migration.id, Phase::Failed, Some(&msg)).await;
+                        let _ = state::set_runner(&control, migration.id, None).await;
+                        return Err(Error::failed(msg).with_hint(
+                            "the migration cannot resume without its slot: run `pgrepart abort`, then start again with a larger --max-retained-wal (or when the source is quieter)",
+                        ));
                     }
                     pause_tx.send_if_modified(|p| std::mem::replace(p, m.paused) != m.paused);
                     let copy_paused = m.paused || guard == monitor::WalVerdict::PauseCopy;

@@ -37,6 +37,8 @@ pub struct Report {
     /// "pid N on host" of the `run` working on it, if any.
     pub runner: Option<String>,
     pub paused: bool,
+    /// The running `run` has stopped applying (the pause has taken effect).
+    pub pause_in_effect: bool,
     /// Age of the oldest change not yet applied (0 when caught up), as measured by `run`.
     pub lag_seconds: Option<f64>,
     pub copy_rows_per_s: Option<f64>,
@@ -99,6 +101,7 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         running,
         runner: if running { m.runner.clone() } else { None },
         paused: m.paused,
+        pause_in_effect: running && m.paused && m.pause_in_effect,
         lag_seconds: live(m.lag_seconds),
         copy_rows_per_s: live(m.copy_rows_per_s),
         apply_changes_per_s: live(m.apply_changes_per_s),

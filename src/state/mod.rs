@@ -89,6 +89,7 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     rows_streamed bigint NOT NULL DEFAULT 0,
     -- Set in the transaction that builds the secondary indexes and enters streaming.
     indexes_built boolean NOT NULL DEFAULT false,
+    pause_in_effect boolean NOT NULL DEFAULT false,
     total_bytes_estimate bigint NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
@@ -137,6 +138,8 @@ pub struct Migration {
     /// Rows sent by the copy so far, committed or not (progress while a range is in flight).
     pub rows_streamed: i64,
     pub indexes_built: bool,
+    /// The running `run` has stopped applying (set by it after a pause request).
+    pub pause_in_effect: bool,
 }
 
 const SELECT_MIGRATION: &str = "
@@ -148,7 +151,7 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        (SELECT count(*) FROM pgrepart.ranges r WHERE r.migration_id = m.id AND r.done),
        extract(epoch FROM now() - m.phase_since)::float8,
        m.runner, m.paused, m.lag_seconds, m.copy_rows_per_s, m.apply_changes_per_s, m.copy_bytes,
-       m.total_bytes_estimate, m.rows_streamed, m.indexes_built
+       m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -185,6 +188,7 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         total_bytes_estimate: r.get(28),
         rows_streamed: r.get(29),
         indexes_built: r.get(30),
+        pause_in_effect: r.get(31),
     })
 }
 
@@ -200,7 +204,8 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS copy_bytes bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS rows_streamed bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS total_bytes_estimate bigint NOT NULL DEFAULT 0,
-    ADD COLUMN IF NOT EXISTS indexes_built boolean NOT NULL DEFAULT false;
+    ADD COLUMN IF NOT EXISTS indexes_built boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS pause_in_effect boolean NOT NULL DEFAULT false;
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -221,7 +226,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'indexes_built' AND NOT attisdropped)",
+                            AND attname = 'pause_in_effect' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -395,15 +400,16 @@ pub struct LiveFigures {
     pub apply_changes_per_s: Option<f64>,
     pub copy_bytes: i64,
     pub rows_streamed: i64,
+    pub pause_in_effect: bool,
 }
 
 pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigures) -> Result<()> {
     client
         .execute(
             "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, lag_seconds = $4, \
-               copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), updated_at = now() \
+               copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), pause_in_effect = $9, updated_at = now() \
              WHERE id = $1",
-            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed],
+            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect],
         )
         .await
         .map_err(|e| Error::db("recording progress", e))?;

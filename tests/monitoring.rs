@@ -1,0 +1,352 @@
+//! Watching and steering a running migration from other processes: every documented `status
+//! --json` field while it runs, the Prometheus endpoint, pause and resume under a write load, a
+//! second `run` refused with the first one's pid, Ctrl-C followed by a rerun, and the retained-WAL
+//! guard stopping a run before the source's disk fills.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::inspect::{self, output_text};
+use support::{
+    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, spawn_pgrepart,
+    test_majors, unique_name,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Every field README documents for `status --json`.
+const DOCUMENTED_FIELDS: [&str; 28] = [
+    "migration_id",
+    "table",
+    "target",
+    "phase",
+    "seconds_in_phase",
+    "rows_copied",
+    "rows_streamed",
+    "rows_total_estimate",
+    "ranges_done",
+    "ranges_total",
+    "bytes_copied",
+    "bytes_total_estimate",
+    "copy_rows_per_s",
+    "eta_seconds",
+    "applied_changes",
+    "apply_changes_per_s",
+    "lag_bytes",
+    "lag_seconds",
+    "wal_retained_bytes",
+    "wal_status",
+    "safe_wal_size",
+    "running",
+    "runner",
+    "paused",
+    "pause_in_effect",
+    "cutover_mode",
+    "cutover_requested",
+    "cutover_waiting",
+];
+
+fn run_args(url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--source",
+        url,
+        "--table",
+        "orders_flat",
+        "--partition-by",
+        "LIST (region)",
+        "--partition",
+        "orders_flat_us=FOR VALUES IN ('US')",
+        "--partition",
+        "orders_flat_eu=FOR VALUES IN ('EU')",
+        "--partition",
+        "orders_flat_asia=FOR VALUES IN ('ASIA')",
+        "--partition",
+        "orders_flat_default=DEFAULT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn spawn(args: &[String]) -> Background {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_pgrepart(&refs)
+}
+
+/// Polls `status --json` until `ready` holds; panics with the last status and the run's stderr.
+async fn wait_status(
+    url: &str,
+    run: &Background,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut last = None;
+    loop {
+        if let Some(v) = inspect::status_json(url, "orders_flat").await {
+            if ready(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last status {last:?}; run stderr:\n{}",
+            support::program::tail(&run.stderr_so_far(), 4000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn scrape(addr: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics endpoint accepts");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+#[tokio::test]
+async fn status_metrics_pause_and_resume_while_writers_run() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("monitor");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 30_000).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(100, DEADLINE).await;
+
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let run = spawn(&run_args(
+            &url,
+            &["--cutover", "manual", "--metrics-addr", &metrics],
+        ));
+        let status = wait_status(&url, &run, "streaming with changes applied", |v| {
+            inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
+        })
+        .await;
+
+        // Every documented field is there, and the live ones make sense.
+        for field in DOCUMENTED_FIELDS {
+            assert!(
+                status.get(field).is_some(),
+                "PostgreSQL {major}: status has no {field}: {status}"
+            );
+        }
+        assert_eq!(status["running"], Value::Bool(true), "{status}");
+        assert!(
+            status["runner"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("pid ")),
+            "{status}"
+        );
+        assert_eq!(status["paused"], Value::Bool(false), "{status}");
+        assert_eq!(status["cutover_waiting"], Value::Bool(true), "{status}");
+        assert_eq!(
+            inspect::int(&status, "ranges_done"),
+            inspect::int(&status, "ranges_total")
+        );
+        assert!(
+            inspect::int(&status, "rows_copied").unwrap() >= 29_000,
+            "{status}"
+        );
+        assert!(
+            inspect::int(&status, "wal_retained_bytes").is_some(),
+            "{status}"
+        );
+        assert!(
+            status["lag_seconds"].as_f64().is_some_and(|l| l >= 0.0),
+            "{status}"
+        );
+        assert_eq!(status["eta_seconds"].as_f64(), Some(0.0), "{status}");
+
+        // The endpoint serves the figures of the run's last one-second tick.
+        let streaming = "pgrepart_phase{table=\"public.orders_flat\",phase=\"streaming\"} 1";
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let text = loop {
+            let text = scrape(&metrics).await;
+            assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+            if text.contains(streaming) {
+                break text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "metrics never said streaming: {text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            text.contains("pgrepart_applied_changes{table=\"public.orders_flat\"}"),
+            "{text}"
+        );
+
+        // Paused: the writers go on, nothing more is applied, the lag grows.
+        let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        // Once the pause is in effect, nothing more is applied while the writers go on.
+        let a = wait_status(&url, &run, "the pause to take effect", |v| {
+            v["pause_in_effect"] == Value::Bool(true)
+        })
+        .await;
+        writers.wait_for_more_ops(500, DEADLINE).await;
+        let b = wait_status(&url, &run, "the lag to grow while paused", |v| {
+            inspect::int(v, "lag_bytes") > inspect::int(&a, "lag_bytes")
+        })
+        .await;
+        assert_eq!(
+            inspect::int(&a, "applied_changes"),
+            inspect::int(&b, "applied_changes"),
+            "PostgreSQL {major}: changes were applied while paused: {a} then {b}"
+        );
+
+        let out = pgrepart(&["resume", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        let applied_paused = inspect::int(&b, "applied_changes").unwrap();
+        wait_status(&url, &run, "changes applied again after resume", |v| {
+            inspect::int(v, "applied_changes").unwrap_or(0) > applied_paused
+        })
+        .await;
+
+        // Writers stop; the lag returns to (near) zero.
+        let report = writers.stop().await;
+        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        wait_status(&url, &run, "the lag back near zero", |v| {
+            inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
+        })
+        .await;
+        compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
+
+        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = run.wait_within(DEADLINE).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    }
+}
+
+#[tokio::test]
+async fn a_second_run_is_refused_and_ctrl_c_stops_gracefully_for_a_rerun() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("twice");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 20_000).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+
+        let args = run_args(&url, &["--cutover", "manual"]);
+        let first = spawn(&args);
+        wait_status(&url, &first, "streaming", |v| {
+            inspect::phase(v) == "streaming"
+        })
+        .await;
+
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let second = pgrepart(&refs).await;
+        let text = output_text(&second);
+        assert_eq!(second.status.code(), Some(1), "{text}");
+        assert!(
+            text.contains("already being run") && text.contains("pid "),
+            "PostgreSQL {major}: {text}"
+        );
+
+        // SIGINT: a graceful stop that keeps the slot and the state, and says how to go on.
+        first.interrupt();
+        let out = first.wait_within(DEADLINE).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("run the same command again"), "{text}");
+        assert_eq!(inspect::slots(&client).await.len(), 1, "the slot is kept");
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(
+            inspect::phase(&v),
+            "streaming",
+            "a graceful stop is not a failure: {v}"
+        );
+
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let rerun = spawn(&args);
+        wait_status(&url, &rerun, "the rerun streaming again", |v| {
+            inspect::phase(v) == "streaming" && v["running"] == Value::Bool(true)
+        })
+        .await;
+        let report = writers.stop().await;
+        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = rerun.wait_within(DEADLINE).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    }
+}
+
+#[tokio::test]
+async fn the_retained_wal_guard_stops_the_run_and_drops_the_slot() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("walguard");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 20_000).await;
+        let before = inspect::relations(&client).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+
+        // The copy alone writes far more than 2 x 256 kB of WAL.
+        let run = spawn(&run_args(
+            &url,
+            &["--cutover", "manual", "--max-retained-wal", "256kB"],
+        ));
+        let out = run.wait_within(DEADLINE).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "PostgreSQL {major}: {text}");
+        assert!(
+            text.contains("max-retained-wal") && text.contains("slot was dropped"),
+            "{text}"
+        );
+        assert!(
+            inspect::slots(&client).await.is_empty(),
+            "the slot must be gone to free the WAL"
+        );
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(inspect::phase(&v), "failed", "{v}");
+        assert!(
+            v["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("max-retained-wal")),
+            "{v}"
+        );
+
+        // The state says what happened; abort then removes everything.
+        let out = pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        inspect::assert_nothing_left_behind(&client, &before).await;
+        let report = writers.stop().await;
+        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    }
+}
