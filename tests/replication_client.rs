@@ -2,10 +2,11 @@
 //! pgoutput decoding of a committed transaction and of a non-transactional logical message,
 //! status updates, then cleanup.
 //!
-//! Needs `PGREPART_TEST_URL` (a superuser or replication role on a server with
-//! `wal_level=logical`); without it every test prints SKIP and passes. Optional password-auth
-//! checks: `PGREPART_TEST_MD5_URL`, `PGREPART_TEST_SCRAM_URL`, `PGREPART_TEST_CLEARTEXT_URL`,
-//! each a URL with a password for a role that pg_hba.conf sends through that method.
+//! Runs against a throwaway cluster of each `test_majors()` major (or, when `PGREPART_TEST_URL` is
+//! set, against that server). The password tests make roles whose pg_hba.conf lines send them
+//! through md5, SCRAM-SHA-256 and cleartext password authentication.
+
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -15,16 +16,6 @@ use pgrepart::protocol::copydata::ServerCopyData;
 use pgrepart::protocol::pgoutput::{self, Datum, OldTuple, PgOutput};
 use pgrepart::replication::{ReplicationClient, ReplicationError, ReplicationStream};
 use tokio_postgres::NoTls;
-
-fn env_url(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            println!("SKIP: {var} is not set");
-            None
-        }
-    }
-}
 
 async fn sql_session(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
     let (client, conn) = config.connect(NoTls).await.context("plain SQL session")?;
@@ -352,11 +343,32 @@ async fn cleanup(sql: &tokio_postgres::Client, names: &Names) {
         .await;
 }
 
+/// The servers to test against: `PGREPART_TEST_URL` if set, else a throwaway cluster per major.
+fn servers() -> Vec<(Option<support::Cluster>, String)> {
+    if let Ok(url) = std::env::var("PGREPART_TEST_URL") {
+        if !url.trim().is_empty() {
+            return vec![(None, url)];
+        }
+    }
+    support::test_majors()
+        .into_iter()
+        .filter_map(|major| support::Cluster::start_or_skip(major))
+        .map(|c| {
+            let url = c.url("postgres");
+            (Some(c), url)
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn replication_client_decodes_a_pgoutput_stream() -> Result<()> {
-    let Some(url) = env_url("PGREPART_TEST_URL") else {
-        return Ok(());
-    };
+    for (_cluster, url) in servers() {
+        decodes_a_pgoutput_stream(&url).await?;
+    }
+    Ok(())
+}
+
+async fn decodes_a_pgoutput_stream(url: &str) -> Result<()> {
     let config: tokio_postgres::Config = url.parse()?;
     let sql = sql_session(&config).await?;
     let suffix = unique_suffix();
@@ -370,10 +382,30 @@ async fn replication_client_decodes_a_pgoutput_stream() -> Result<()> {
     result
 }
 
-async fn password_login(var: &str) -> Result<()> {
-    let Some(url) = env_url(var) else {
-        return Ok(());
-    };
+/// Makes a REPLICATION role with a password stored for `method`, sends it through `method` in
+/// pg_hba.conf, and checks logins through our replication client.
+async fn password_login(method: &str) -> Result<()> {
+    for (cluster, _) in servers() {
+        let Some(cluster) = cluster else { continue };
+        let role = format!("auth_{}", method.replace('-', "_"));
+        let admin = cluster.client("postgres").await;
+        let encryption = if method == "md5" { "md5" } else { "scram-sha-256" };
+        admin
+            .batch_execute(&format!(
+                "SET password_encryption = '{encryption}'; CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'secret pw';"
+            ))
+            .await?;
+        let hba = cluster.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba)?;
+        std::fs::write(&hba, format!("host all {role} 127.0.0.1/32 {method}\n{old}"))?;
+        admin.batch_execute("SELECT pg_reload_conf()").await?;
+        let url = format!("postgresql://{role}:secret%20pw@127.0.0.1:{}/postgres", cluster.port());
+        login_checks(&url).await.with_context(|| format!("{method} on PostgreSQL {}", cluster.major()))?;
+    }
+    Ok(())
+}
+
+async fn login_checks(url: &str) -> Result<()> {
     let config: tokio_postgres::Config = url.parse()?;
     let mut client = ReplicationClient::connect(&config, "pgrepart-auth-test").await?;
     let ident = client.simple_query("IDENTIFY_SYSTEM").await?;
@@ -418,15 +450,15 @@ async fn password_login(var: &str) -> Result<()> {
 
 #[tokio::test]
 async fn md5_password_login_works() -> Result<()> {
-    password_login("PGREPART_TEST_MD5_URL").await
+    password_login("md5").await
 }
 
 #[tokio::test]
 async fn scram_password_login_works() -> Result<()> {
-    password_login("PGREPART_TEST_SCRAM_URL").await
+    password_login("scram-sha-256").await
 }
 
 #[tokio::test]
 async fn cleartext_password_login_works() -> Result<()> {
-    password_login("PGREPART_TEST_CLEARTEXT_URL").await
+    password_login("password").await
 }
