@@ -389,7 +389,11 @@ async fn password_login(method: &str) -> Result<()> {
         let Some(cluster) = cluster else { continue };
         let role = format!("auth_{}", method.replace('-', "_"));
         let admin = cluster.client("postgres").await;
-        let encryption = if method == "md5" { "md5" } else { "scram-sha-256" };
+        let encryption = if method == "md5" {
+            "md5"
+        } else {
+            "scram-sha-256"
+        };
         admin
             .batch_execute(&format!(
                 "SET password_encryption = '{encryption}'; CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'secret pw';"
@@ -397,10 +401,18 @@ async fn password_login(method: &str) -> Result<()> {
             .await?;
         let hba = cluster.data_dir().join("pg_hba.conf");
         let old = std::fs::read_to_string(&hba)?;
-        std::fs::write(&hba, format!("host all {role} 127.0.0.1/32 {method}\n{old}"))?;
+        std::fs::write(
+            &hba,
+            format!("host all {role} 127.0.0.1/32 {method}\n{old}"),
+        )?;
         admin.batch_execute("SELECT pg_reload_conf()").await?;
-        let url = format!("postgresql://{role}:secret%20pw@127.0.0.1:{}/postgres", cluster.port());
-        login_checks(&url).await.with_context(|| format!("{method} on PostgreSQL {}", cluster.major()))?;
+        let url = format!(
+            "postgresql://{role}:secret%20pw@127.0.0.1:{}/postgres",
+            cluster.port()
+        );
+        login_checks(&url)
+            .await
+            .with_context(|| format!("{method} on PostgreSQL {}", cluster.major()))?;
     }
     Ok(())
 }

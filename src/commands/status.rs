@@ -49,6 +49,8 @@ pub struct Report {
     pub eta_seconds: Option<f64>,
     /// Manual mode, caught up and waiting for `pgrepart cutover`.
     pub cutover_waiting: bool,
+    /// While the slot is being created: the transactions it waits for ("pid 123 (app, 45 s, idle in transaction)").
+    pub waiting_for: Vec<String>,
     pub cutover_mode: String,
     pub cutover_requested: bool,
     pub last_error: Option<String>,
@@ -60,16 +62,29 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         .query_opt(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, \
                     pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, wal_status, active, \
-                    safe_wal_size \
+                    safe_wal_size, confirmed_flush_lsn IS NULL \
              FROM pg_replication_slots WHERE slot_name = $1",
             &[&m.slot_name],
         )
         .await
         .map_err(|e| Error::db("reading the replication slot", e))?;
-    let (lag, retained, wal_status, running, safe) = match slot {
-        Some(r) => (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)),
-        None if m.phase == state::Phase::Done => (Some(0), Some(0), None, false, None),
-        None => (None, None, None, false, None),
+    let (lag, retained, wal_status, running, safe, creating) = match slot {
+        Some(r) => (
+            r.get(0),
+            r.get(1),
+            r.get(2),
+            r.get(3),
+            r.get(4),
+            r.get::<_, bool>(5),
+        ),
+        None if m.phase == state::Phase::Done => (Some(0), Some(0), None, false, None, false),
+        None => (None, None, None, false, None, false),
+    };
+    // A slot being created waits for every transaction running when it started: name them.
+    let waiting_for = if creating {
+        oldest_transactions(client).await?
+    } else {
+        Vec::new()
     };
     let live = |v: Option<f64>| if running { v } else { None };
     let eta = match m.phase {
@@ -108,6 +123,7 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         bytes_copied: m.copy_bytes,
         bytes_total_estimate: m.total_bytes_estimate,
         eta_seconds: eta,
+        waiting_for,
         cutover_waiting: m.cutover_mode == "manual"
             && !m.cutover_requested
             && m.phase == state::Phase::Streaming,
@@ -116,6 +132,32 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         last_error: m.last_error.clone(),
         slot_name: m.slot_name.clone(),
     })
+}
+
+async fn oldest_transactions(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT pid, coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::bigint, \
+                    coalesce(state, '') \
+             FROM pg_stat_activity \
+             WHERE backend_xid IS NOT NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid() \
+             ORDER BY xact_start LIMIT 5",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading running transactions", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "pid {} ({}, running {} s, {})",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, String>(3)
+            )
+        })
+        .collect())
 }
 
 fn human(r: &Report) -> String {
@@ -184,6 +226,12 @@ fn human(r: &Report) -> String {
             ""
         }
     );
+    if !r.waiting_for.is_empty() {
+        s += &format!(
+            "  slot creation    waiting for these transactions to finish: {}\n",
+            r.waiting_for.join("; ")
+        );
+    }
     if let Some(e) = &r.last_error {
         s += &format!(
             "  last error       {}\n",

@@ -1,0 +1,244 @@
+//! Hostile conditions while a migration streams under a write load: its connections terminated,
+//! the server restarted, its slot dropped by someone else, its table altered. The run either rides
+//! through (and every row is right) or stops with a message that says what happened.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::inspect::{self, output_text};
+use support::{
+    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, spawn_pgrepart,
+    test_majors, unique_name,
+};
+use tokio_postgres::Client;
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn run_args(url: &str) -> Vec<String> {
+    [
+        "run",
+        "--source",
+        url,
+        "--table",
+        "orders_flat",
+        "--partition-by",
+        "LIST (region)",
+        "--partition",
+        "orders_flat_us=FOR VALUES IN ('US')",
+        "--partition",
+        "orders_flat_eu=FOR VALUES IN ('EU')",
+        "--partition",
+        "orders_flat_asia=FOR VALUES IN ('ASIA')",
+        "--partition",
+        "orders_flat_default=DEFAULT",
+        "--cutover",
+        "manual",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn spawn(args: &[String]) -> Background {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_pgrepart(&refs)
+}
+
+async fn wait_status(
+    url: &str,
+    run: &Background,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut last = None;
+    loop {
+        if let Some(v) = inspect::status_json(url, "orders_flat").await {
+            if ready(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last status {last:?}; run stderr:\n{}",
+            support::program::tail(&run.stderr_so_far(), 4000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the run applies changes again: running, and more applied than `before`.
+async fn wait_applying_past(url: &str, run: &Background, before: i64) -> i64 {
+    let v = wait_status(url, run, "changes applied again", |v| {
+        v["running"] == Value::Bool(true)
+            && inspect::int(v, "applied_changes").unwrap_or(0) > before
+    })
+    .await;
+    inspect::int(&v, "applied_changes").unwrap()
+}
+
+async fn terminate(client: &Client, which: &str) -> u64 {
+    let sql = match which {
+        "walsender" => {
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active"
+        }
+        _ => {
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgrepart apply'"
+        }
+    };
+    client.query(sql, &[]).await.unwrap().len() as u64
+}
+
+#[tokio::test]
+async fn terminated_connections_and_a_server_restart_are_ridden_through() {
+    for major in test_majors() {
+        let Some(mut cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("faults");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 20_000).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        let run = spawn(&run_args(&url));
+        let v = wait_status(&url, &run, "streaming with changes applied", |v| {
+            inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
+        })
+        .await;
+        let mut applied = inspect::int(&v, "applied_changes").unwrap();
+
+        // The replication connection, then the apply connection, ended by an administrator.
+        for which in ["walsender", "apply"] {
+            assert_eq!(
+                terminate(&client, which).await,
+                1,
+                "PostgreSQL {major}: no {which} to terminate"
+            );
+            writers.wait_for_more_ops(200, DEADLINE).await;
+            applied = wait_applying_past(&url, &run, applied).await;
+        }
+
+        // A fast restart of the server: every connection drops at once.
+        drop(client);
+        cluster.restart();
+        let client = cluster.client(&db).await;
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        wait_applying_past(&url, &run, applied).await;
+        let err = run.stderr_so_far();
+        assert!(
+            err.contains("reconnecting"),
+            "PostgreSQL {major}: no reconnect logged:\n{err}"
+        );
+
+        let report = writers.stop().await;
+        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        wait_status(&url, &run, "the lag back near zero", |v| {
+            inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
+        })
+        .await;
+        compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
+        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        let out = run.wait_within(DEADLINE).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slot_dropped_by_someone_else_stops_the_run_with_what_to_do() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("slotgone");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 10_000).await;
+        let before = inspect::relations(&client).await;
+        let run = spawn(&run_args(&url));
+        let v = wait_status(&url, &run, "streaming", |v| {
+            inspect::phase(v) == "streaming"
+        })
+        .await;
+        let slot = v["slot_name"].as_str().unwrap().to_string();
+
+        // End its walsender and drop the slot before the run reconnects (it backs off a second).
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            terminate(&client, "walsender").await;
+            let dropped = client
+                .query(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                     WHERE slot_name = $1 AND NOT active",
+                    &[&slot],
+                )
+                .await
+                .map(|rows| rows.len() == 1)
+                .unwrap_or(false);
+            if dropped {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "could not drop the slot"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = run.wait_within(DEADLINE).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "PostgreSQL {major}: {text}");
+        assert!(
+            text.contains("is gone") && text.contains("pgrepart abort"),
+            "{text}"
+        );
+
+        let out = pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        inspect::assert_nothing_left_behind(&client, &before).await;
+    }
+}
+
+#[tokio::test]
+async fn a_column_change_on_the_source_stops_the_run_naming_it() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("ddl");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 5_000).await;
+        let run = spawn(&run_args(&url));
+        wait_status(&url, &run, "streaming", |v| {
+            inspect::phase(v) == "streaming"
+        })
+        .await;
+
+        client
+            .batch_execute(
+                "ALTER TABLE orders_flat ADD COLUMN note text; \
+                 UPDATE orders_flat SET note = 'x' WHERE id = (SELECT min(id) FROM orders_flat)",
+            )
+            .await
+            .unwrap();
+        let out = run.wait_within(DEADLINE).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "PostgreSQL {major}: {text}");
+        assert!(
+            text.contains("changed on the source") && text.contains("note"),
+            "{text}"
+        );
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(inspect::phase(&v), "failed", "{v}");
+        assert!(
+            v["last_error"].as_str().is_some_and(|e| e.contains("note")),
+            "{v}"
+        );
+        let out = pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+}
