@@ -774,6 +774,8 @@ impl Live {
                         break e;
                     }
                     tracing::info!(rows = progress.rows.load(Ordering::Relaxed), "copy finished");
+                    // Build the indexes now rather than at the next tick.
+                    tick.reset_immediately();
                 }
                 _ = tick.tick() => {
                     let m = state::get(&control, migration.id).await?;
@@ -850,30 +852,26 @@ async fn lag_bytes(control: &Client, confirmed: Lsn) -> Result<u64> {
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
-/// Builds the secondary indexes (generated targets) and enters `streaming`, in one transaction.
+/// Builds the secondary indexes (generated targets, per partition in parallel), then analyzes the
+/// new table and enters `streaming` in one transaction.
 async fn finish_copy(
     control: &mut Client,
     prep: &Prepared,
     info: &TableInfo,
     m: &Migration,
 ) -> Result<()> {
+    if let Target::Generate { by, .. } = &prep.target {
+        let plans = ddl::secondary_indexes(info, &m.target, by);
+        for w in plans.iter().filter_map(|p| p.warning.as_ref()) {
+            tracing::warn!("{w}");
+        }
+        copy::indexes::build(control, &prep.source, prep.jobs, &m.target, &plans).await?;
+    }
     let tx = control
         .transaction()
         .await
         .map_err(|e| Error::db("starting the index build", e))?;
-    if let Target::Generate { by, .. } = &prep.target {
-        for plan in ddl::secondary_indexes(info, &m.target, by) {
-            if let Some(w) = &plan.warning {
-                tracing::warn!("{w}");
-            }
-            tracing::info!(index = %plan.source_index, "building index");
-            tx.batch_execute(&plan.sql).await.map_err(|e| {
-                Error::db(
-                    format!("building the copy of index {}", plan.source_index),
-                    e,
-                )
-            })?;
-        }
+    if matches!(prep.target, Target::Generate { .. }) {
         tx.batch_execute(&format!("ANALYZE {}", m.target.sql()))
             .await
             .map_err(|e| Error::db("analyzing the new table", e))?;
