@@ -31,6 +31,11 @@ use crate::protocol::pgoutput::{Datum, OldTuple, PgOutput, Relation, TupleData};
 use compact::{Compacted, Compactor, Key, Op, Row, Value, encode_copy_text_row};
 use sql::Shape;
 
+/// Bytes of changes queued on unfinished ranges beyond which the applier takes no more events: the
+/// bounded event channel fills, the reader stops reading and the slot holds the WAL instead of our
+/// memory. Finished ranges are still taken, and draining their queues lifts the stop.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+
 /// The prefix of our fence messages (`pg_logical_emit_message`).
 pub const FENCE_PREFIX: &str = "pgrepart";
 
@@ -104,6 +109,23 @@ struct Queued {
     op: Op,
 }
 
+/// Roughly the memory a queued change holds: its values and the bookkeeping around them.
+fn queued_bytes(key: &Key, op: &Op) -> usize {
+    let values = |row: &Row| -> usize {
+        row.iter()
+            .map(|v| match v {
+                Value::Text(t) => t.len() + 32,
+                _ => 32,
+            })
+            .sum()
+    };
+    let row = match op {
+        Op::Upsert(r) | Op::Patch(r) => values(r),
+        Op::Delete => 0,
+    };
+    64 + key.iter().map(|k| k.len() + 32).sum::<usize>() + row
+}
+
 struct RangeState {
     done: bool,
     queue: VecDeque<Queued>,
@@ -141,6 +163,9 @@ pub struct Applier {
     shared: Arc<Shared>,
     statements: HashMap<String, Statement>,
     max_batch: usize,
+    /// Bytes queued on unfinished ranges (`queued_bytes`), and the cap on them.
+    queued_bytes: usize,
+    max_queued_bytes: usize,
 }
 
 pub struct ApplierConfig {
@@ -152,6 +177,8 @@ pub struct ApplierConfig {
     pub source_name: (String, String),
     pub start: Lsn,
     pub max_batch: usize,
+    /// See `DEFAULT_MAX_QUEUED_BYTES`.
+    pub max_queued_bytes: usize,
 }
 
 pub struct ApplierHandles {
@@ -195,6 +222,8 @@ impl Applier {
             shared: shared.clone(),
             statements: HashMap::new(),
             max_batch: cfg.max_batch.max(1),
+            queued_bytes: 0,
+            max_queued_bytes: cfg.max_queued_bytes.max(1),
         };
         (
             applier,
@@ -221,11 +250,13 @@ impl Applier {
                 // Stopping is checked first, and only between batches.
                 _ = stop.changed() => return Ok(()),
                 // A finished range next: its queue must be applied before later changes of its keys.
+                // Taken also while events are not, so that a full queue always drains.
                 Some(range) = range_done.recv() => self.finish_range(range),
-                event = events.recv() => {
+                // Events last, and only while the queues of unfinished ranges are under their cap.
+                event = events.recv(), if self.taking_events() => {
                     let Some(event) = event else { return Ok(()) };
                     fence = self.handle(event)?;
-                    while fence.is_none() && self.batch_changes < self.max_batch {
+                    while fence.is_none() && self.batch_changes < self.max_batch && self.taking_events() {
                         match events.try_recv() {
                             Ok(event) => fence = self.handle(event)?,
                             Err(_) => break,
@@ -241,6 +272,11 @@ impl Applier {
         }
     }
 
+    /// False while the changes queued on unfinished ranges hold more than the cap.
+    fn taking_events(&self) -> bool {
+        self.queued_bytes < self.max_queued_bytes
+    }
+
     fn finish_range(&mut self, range: usize) {
         let Some(state) = self.ranges.get_mut(range) else {
             return;
@@ -250,6 +286,8 @@ impl Applier {
         }
         state.done = true;
         let queue = std::mem::take(&mut state.queue);
+        let freed: usize = queue.iter().map(|q| queued_bytes(&q.key, &q.op)).sum();
+        self.queued_bytes = self.queued_bytes.saturating_sub(freed);
         self.shared
             .queued_changes
             .fetch_sub(queue.len() as u64, Ordering::Relaxed);
@@ -283,6 +321,7 @@ impl Applier {
             self.batch_push(key, op);
         } else {
             let hold = self.open_txn.unwrap_or(self.applied.get());
+            self.queued_bytes += queued_bytes(&key, &op);
             state.queue.push_back(Queued { hold, key, op });
             self.shared.queued_changes.fetch_add(1, Ordering::Relaxed);
         }
@@ -500,6 +539,7 @@ impl Applier {
         if !self.segments.is_empty() {
             let segments = std::mem::take(&mut self.segments);
             let changes = self.batch_changes as u64;
+            let started = std::time::Instant::now();
             let client = &mut self.client;
             let tx = client
                 .transaction()
@@ -530,6 +570,11 @@ impl Applier {
             tx.commit()
                 .await
                 .map_err(|e| Error::db("committing applied changes", e))?;
+            tracing::debug!(
+                changes,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "batch applied"
+            );
             self.shared
                 .applied_changes
                 .fetch_add(changes, Ordering::Relaxed);
@@ -611,10 +656,11 @@ async fn apply_compacted(
     batch: Compacted,
 ) -> Result<()> {
     type Param = Vec<Option<String>>;
-    if !batch.deletes.is_empty() {
+    // Keys are unique in a compacted batch, so the three statements touch different rows.
+    if !batch.removals.is_empty() {
         let stmt = prepared(tx, cache, shape.delete_sql()).await?;
         let params: Vec<Param> = (0..shape.key.len())
-            .map(|j| texts(batch.deletes.iter().map(|k| Some(k[j].clone()))))
+            .map(|j| texts(batch.removals.iter().map(|k| Some(k[j].clone()))))
             .collect::<Result<_>>()?;
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p as _).collect();
@@ -622,7 +668,35 @@ async fn apply_compacted(
             .await
             .map_err(|e| apply_error("applying deletes", e))?;
     }
+    // Full images: rows found by key are updated in place, the others are new and copied in.
+    let mut new_rows: Vec<&Row> = Vec::new();
     if !batch.inserts.is_empty() {
+        let stmt = prepared(tx, cache, shape.update_rows_sql()).await?;
+        let params: Vec<Param> = (0..shape.columns.len())
+            .map(|c| texts(batch.inserts.iter().map(|row| value_bytes(&row[c]))))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        let found = tx
+            .query(&stmt, &refs)
+            .await
+            .map_err(|e| apply_error("applying updates", e))?;
+        let mut updated = vec![false; batch.inserts.len()];
+        for r in found {
+            let n: i64 = r.get(0);
+            if let Some(u) = usize::try_from(n - 1).ok().and_then(|i| updated.get_mut(i)) {
+                *u = true;
+            }
+        }
+        new_rows = batch
+            .inserts
+            .iter()
+            .zip(&updated)
+            .filter(|(_, u)| !**u)
+            .map(|(row, _)| row)
+            .collect();
+    }
+    if !new_rows.is_empty() {
         let stmt = prepared(tx, cache, shape.copy_in_sql()).await?;
         let sink = tx
             .copy_in::<_, Bytes>(&stmt)
@@ -630,7 +704,7 @@ async fn apply_compacted(
             .map_err(|e| apply_error("applying inserts", e))?;
         futures_util::pin_mut!(sink);
         let mut buf = Vec::with_capacity(1 << 16);
-        for row in &batch.inserts {
+        for row in new_rows {
             encode_copy_text_row(row, &mut buf);
             if buf.len() >= 1 << 20 {
                 sink.feed(Bytes::from(std::mem::take(&mut buf)))
@@ -677,4 +751,152 @@ async fn apply_key_move(tx: &Transaction<'_>, shape: &Shape, old_key: Key, row: 
         .await
         .map_err(|e| apply_error("applying a key change", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pg::ident::QualifiedName;
+    use crate::protocol::pgoutput::Column;
+
+    fn text(s: &str) -> Datum {
+        Datum::Text(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn txn(lsn: u64, id: i64) -> [Event; 3] {
+        [
+            Event::Message(PgOutput::Begin {
+                final_lsn: Lsn(lsn),
+                commit_ts: 0,
+                xid: 1,
+            }),
+            Event::Message(PgOutput::Insert {
+                rel: 7,
+                new: TupleData(vec![text(&id.to_string()), text(&"x".repeat(100))]),
+            }),
+            Event::Message(PgOutput::Commit {
+                flags: 0,
+                commit_lsn: Lsn(lsn),
+                end_lsn: Lsn(lsn + 1),
+                commit_ts: 0,
+            }),
+        ]
+    }
+
+    /// A full queue on an unfinished range stops the intake of events; the range's copy finishing
+    /// is still taken, drains the queue and lifts the stop. Needs a server (`PGREPART_TEST_URL`).
+    #[tokio::test]
+    async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
+        let Ok(url) = std::env::var("PGREPART_TEST_URL") else {
+            eprintln!("skipped: set PGREPART_TEST_URL to run it");
+            return;
+        };
+        let config = crate::pg::parse_conninfo("PGREPART_TEST_URL", &url).unwrap();
+        let client = crate::pg::connect(&config, "pgrepart test").await.unwrap();
+        let table = format!("apply_cap_test_{}", std::process::id());
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"
+            ))
+            .await
+            .unwrap();
+        let check = crate::pg::connect(&config, "pgrepart test").await.unwrap();
+        let (applier, _handles) = Applier::new(
+            client,
+            ApplierConfig {
+                shape: Shape {
+                    target: QualifiedName::new("public", table.clone()),
+                    columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],
+                    key: vec![0],
+                },
+                // Keys below 1000 are in range 0 (being copied), the rest in range 1 (done).
+                router: Router::Int(vec![
+                    KeyRange {
+                        lo: None,
+                        hi: Some(1000),
+                    },
+                    KeyRange {
+                        lo: Some(1000),
+                        hi: None,
+                    },
+                ]),
+                done: vec![false, true],
+                expected_columns: vec![("id".into(), 20), ("v".into(), 25)],
+                source_name: ("public".into(), "src".into()),
+                start: Lsn(1),
+                max_batch: 100,
+                // About five queued changes.
+                max_queued_bytes: 1000,
+            },
+        );
+        let (events_tx, events_rx) = mpsc::channel(4);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(applier.run(events_rx, done_rx, stop_rx));
+
+        let relation = PgOutput::Relation(Relation {
+            oid: 7,
+            namespace: "public".into(),
+            name: "src".into(),
+            replica_identity: b'd',
+            columns: vec![
+                Column {
+                    flags: 1,
+                    name: "id".into(),
+                    type_oid: 20,
+                    type_modifier: -1,
+                },
+                Column {
+                    flags: 0,
+                    name: "v".into(),
+                    type_oid: 25,
+                    type_modifier: -1,
+                },
+            ],
+        });
+        events_tx.send(Event::Message(relation)).await.unwrap();
+        let mut events: VecDeque<Event> =
+            (0..100).flat_map(|i| txn(10 + 10 * i as u64, i)).collect();
+        // Changes of range 0 queue up until the cap; then the channel stays full.
+        let mut sent = 0;
+        while !events.is_empty() {
+            let Ok(permit) =
+                tokio::time::timeout(Duration::from_millis(500), events_tx.reserve()).await
+            else {
+                break;
+            };
+            permit.unwrap().send(events.pop_front().expect("not empty"));
+            sent += 1;
+        }
+        assert!(
+            sent < 60,
+            "the applier kept taking events ({sent} sent) past its queue cap"
+        );
+        // The range's copy finishes: its queue drains and the rest of the stream is taken.
+        done_tx.send(0).unwrap();
+        for e in events {
+            tokio::time::timeout(Duration::from_secs(10), events_tx.send(e))
+                .await
+                .expect("the applier took no more events after its range was copied")
+                .unwrap();
+        }
+        drop(events_tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the applier did not finish")
+            .unwrap()
+            .unwrap();
+        let n: i64 = check
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        check
+            .batch_execute(&format!("DROP TABLE {table}"))
+            .await
+            .unwrap();
+        assert_eq!(n, 100, "every insert is applied");
+    }
 }

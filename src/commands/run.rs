@@ -690,6 +690,7 @@ impl Live {
                 source_name: (info.name.schema.clone(), info.name.name.clone()),
                 start,
                 max_batch: 20_000,
+                max_queued_bytes: crate::apply::DEFAULT_MAX_QUEUED_BYTES,
             },
         );
         let ApplierHandles {
