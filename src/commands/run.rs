@@ -271,6 +271,8 @@ async fn setup_stream(
     let router = if INT_TYPES.contains(&first_key.type_oid) {
         let bounds = copy::key_bounds(&sessions[0], &prep.table, &key[0]).await?;
         let count = ranges::range_count(info.estimated_rows, prep.jobs, ROWS_PER_RANGE);
+        // A multiple of the workers, so that no worker copies the last range alone.
+        let count = count.div_ceil(prep.jobs.max(1)) * prep.jobs.max(1);
         Router::Int(ranges::plan_ranges(bounds, count))
     } else {
         Router::Single
@@ -787,6 +789,10 @@ impl Live {
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
                     state::record_progress(&control, migration.id, applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64, confirmed).await?;
                     let copy_done = tasks.copy.is_none() && shared.ranges_pending.load(Ordering::Relaxed) == 0;
+                    if m.phase == Phase::Copying && tasks.copy.is_none() && !copy_done {
+                        // The applier is taking the last finished ranges: look again shortly.
+                        tick.reset_after(Duration::from_millis(50));
+                    }
                     if m.phase == Phase::Copying && copy_done {
                         if let Err(e) = finish_copy(&mut control, &prep, &info, &migration).await {
                             break e;
