@@ -98,7 +98,10 @@ impl Compactor {
         };
         for (key, op) in self.ops {
             match op {
-                Op::Delete => out.deletes.push(key),
+                Op::Delete => {
+                    out.removals.push(key.clone());
+                    out.deletes.push(key);
+                }
                 Op::Upsert(row) => {
                     out.deletes.push(key);
                     out.inserts.push(row);
@@ -122,7 +125,10 @@ impl Compactor {
 
 #[derive(Debug, Default)]
 pub struct Compacted {
+    /// Keys whose row is replaced (upserts) or removed (deletes).
     pub deletes: Vec<Key>,
+    /// Keys whose row is removed and not replaced: the deletes alone.
+    pub removals: Vec<Key>,
     pub inserts: Vec<Row>,
     /// Column indexes set by the patch -> (key, row) pairs.
     pub patches: BTreeMap<Vec<usize>, Vec<(Key, Row)>>,
@@ -218,6 +224,21 @@ mod tests {
         assert_eq!(deletes, vec![k("1"), k("2")]);
         assert_eq!(out.inserts, vec![vec![t("2"), t("q")]]);
         assert!(out.patches.is_empty());
+    }
+
+    #[test]
+    fn removals_hold_the_deleted_keys_only() {
+        let mut c = Compactor::default();
+        c.push(k("1"), Op::Upsert(vec![t("1"), t("a")]));
+        c.push(k("2"), Op::Upsert(vec![t("2"), t("x")]));
+        c.push(k("2"), Op::Delete);
+        c.push(k("3"), Op::Patch(vec![t("3"), t("p")]));
+        c.push(k("4"), Op::Delete);
+        let out = c.finish(&[0]);
+        let mut removals = out.removals.clone();
+        removals.sort();
+        assert_eq!(removals, vec![k("2"), k("4")]);
+        assert_eq!(out.inserts, vec![vec![t("1"), t("a")]]);
     }
 
     #[test]

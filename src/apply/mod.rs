@@ -31,6 +31,11 @@ use crate::protocol::pgoutput::{Datum, OldTuple, PgOutput, Relation, TupleData};
 use compact::{Compacted, Compactor, Key, Op, Row, Value, encode_copy_text_row};
 use sql::Shape;
 
+/// Bytes of changes queued on unfinished ranges beyond which the applier takes no more events: the
+/// bounded event channel fills, the reader stops reading and the slot holds the WAL instead of our
+/// memory. Finished ranges are still taken, and draining their queues lifts the stop.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+
 /// The prefix of our fence messages (`pg_logical_emit_message`).
 pub const FENCE_PREFIX: &str = "pgrepart";
 
@@ -106,6 +111,23 @@ struct Queued {
     op: Op,
 }
 
+/// Roughly the memory a queued change holds: its values and the bookkeeping around them.
+fn queued_bytes(key: &Key, op: &Op) -> usize {
+    let values = |row: &Row| -> usize {
+        row.iter()
+            .map(|v| match v {
+                Value::Text(t) => t.len() + 32,
+                _ => 32,
+            })
+            .sum()
+    };
+    let row = match op {
+        Op::Upsert(r) | Op::Patch(r) => values(r),
+        Op::Delete => 0,
+    };
+    64 + key.iter().map(|k| k.len() + 32).sum::<usize>() + row
+}
+
 struct RangeState {
     done: bool,
     queue: VecDeque<Queued>,
@@ -143,6 +165,9 @@ pub struct Applier {
     shared: Arc<Shared>,
     statements: HashMap<String, Statement>,
     max_batch: usize,
+    /// Bytes queued on unfinished ranges (`queued_bytes`), and the cap on them.
+    queued_bytes: usize,
+    max_queued_bytes: usize,
 }
 
 pub struct ApplierConfig {
@@ -154,6 +179,8 @@ pub struct ApplierConfig {
     pub source_name: (String, String),
     pub start: Lsn,
     pub max_batch: usize,
+    /// See `DEFAULT_MAX_QUEUED_BYTES`.
+    pub max_queued_bytes: usize,
 }
 
 pub struct ApplierHandles {
@@ -197,6 +224,8 @@ impl Applier {
             shared: shared.clone(),
             statements: HashMap::new(),
             max_batch: cfg.max_batch.max(1),
+            queued_bytes: 0,
+            max_queued_bytes: cfg.max_queued_bytes.max(1),
         };
         (
             applier,
@@ -229,11 +258,14 @@ impl Applier {
                 // Paused: take no events (the bounded channel backs up to the slot) until resumed.
                 _ = pause.changed() => continue,
                 // A finished range next: its queue must be applied before later changes of its keys.
+                // Taken also while events are not, so that a full queue always drains.
                 Some(range) = range_done.recv() => self.finish_range(range),
-                event = events.recv(), if !paused => {
+                // Events last: not while paused, and only while the queues of unfinished ranges
+                // are under their cap.
+                event = events.recv(), if !paused && self.taking_events() => {
                     let Some(event) = event else { return Ok(()) };
                     fence = self.handle(event)?;
-                    while fence.is_none() && self.batch_changes < self.max_batch {
+                    while fence.is_none() && self.batch_changes < self.max_batch && self.taking_events() {
                         match events.try_recv() {
                             Ok(event) => fence = self.handle(event)?,
                             Err(_) => break,
@@ -249,6 +281,11 @@ impl Applier {
         }
     }
 
+    /// False while the changes queued on unfinished ranges hold more than the cap.
+    fn taking_events(&self) -> bool {
+        self.queued_bytes < self.max_queued_bytes
+    }
+
     fn finish_range(&mut self, range: usize) {
         let Some(state) = self.ranges.get_mut(range) else {
             return;
@@ -258,6 +295,8 @@ impl Applier {
         }
         state.done = true;
         let queue = std::mem::take(&mut state.queue);
+        let freed: usize = queue.iter().map(|q| queued_bytes(&q.key, &q.op)).sum();
+        self.queued_bytes = self.queued_bytes.saturating_sub(freed);
         self.shared
             .queued_changes
             .fetch_sub(queue.len() as u64, Ordering::Relaxed);
@@ -291,6 +330,7 @@ impl Applier {
             self.batch_push(key, op);
         } else {
             let hold = self.open_txn.unwrap_or(self.applied.get());
+            self.queued_bytes += queued_bytes(&key, &op);
             state.queue.push_back(Queued { hold, key, op });
             self.shared.queued_changes.fetch_add(1, Ordering::Relaxed);
         }
@@ -508,6 +548,7 @@ impl Applier {
         if !self.segments.is_empty() {
             let segments = std::mem::take(&mut self.segments);
             let changes = self.batch_changes as u64;
+            let started = std::time::Instant::now();
             let client = &mut self.client;
             let tx = client
                 .transaction()
@@ -538,6 +579,11 @@ impl Applier {
             tx.commit()
                 .await
                 .map_err(|e| Error::db("committing applied changes", e))?;
+            tracing::debug!(
+                changes,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "batch applied"
+            );
             self.shared
                 .applied_changes
                 .fetch_add(changes, Ordering::Relaxed);
@@ -619,10 +665,11 @@ async fn apply_compacted(
     batch: Compacted,
 ) -> Result<()> {
     type Param = Vec<Option<String>>;
-    if !batch.deletes.is_empty() {
+    // Keys are unique in a compacted batch, so the three statements touch different rows.
+    if !batch.removals.is_empty() {
         let stmt = prepared(tx, cache, shape.delete_sql()).await?;
         let params: Vec<Param> = (0..shape.key.len())
-            .map(|j| texts(batch.deletes.iter().map(|k| Some(k[j].clone()))))
+            .map(|j| texts(batch.removals.iter().map(|k| Some(k[j].clone()))))
             .collect::<Result<_>>()?;
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p as _).collect();
@@ -630,7 +677,35 @@ async fn apply_compacted(
             .await
             .map_err(|e| apply_error("applying deletes", e))?;
     }
+    // Full images: rows found by key are updated in place, the others are new and copied in.
+    let mut new_rows: Vec<&Row> = Vec::new();
     if !batch.inserts.is_empty() {
+        let stmt = prepared(tx, cache, shape.update_rows_sql()).await?;
+        let params: Vec<Param> = (0..shape.columns.len())
+            .map(|c| texts(batch.inserts.iter().map(|row| value_bytes(&row[c]))))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as _).collect();
+        let found = tx
+            .query(&stmt, &refs)
+            .await
+            .map_err(|e| apply_error("applying updates", e))?;
+        let mut updated = vec![false; batch.inserts.len()];
+        for r in found {
+            let n: i64 = r.get(0);
+            if let Some(u) = usize::try_from(n - 1).ok().and_then(|i| updated.get_mut(i)) {
+                *u = true;
+            }
+        }
+        new_rows = batch
+            .inserts
+            .iter()
+            .zip(&updated)
+            .filter(|(_, u)| !**u)
+            .map(|(row, _)| row)
+            .collect();
+    }
+    if !new_rows.is_empty() {
         let stmt = prepared(tx, cache, shape.copy_in_sql()).await?;
         let sink = tx
             .copy_in::<_, Bytes>(&stmt)
@@ -638,7 +713,7 @@ async fn apply_compacted(
             .map_err(|e| apply_error("applying inserts", e))?;
         futures_util::pin_mut!(sink);
         let mut buf = Vec::with_capacity(1 << 16);
-        for row in &batch.inserts {
+        for row in new_rows {
             encode_copy_text_row(row, &mut buf);
             if buf.len() >= 1 << 20 {
                 sink.feed(Bytes::from(std::mem::take(&mut buf)))

@@ -61,6 +61,48 @@ impl Shape {
         )
     }
 
+    /// Sets every column of the rows found by key to the given full images, and returns the
+    /// (1-based) positions of the images whose row was found; the others are new rows, inserted
+    /// with COPY. Updating in place keeps untouched indexes (HOT) and the row's partition when its
+    /// partition key did not change, where delete + insert rewrote every index entry.
+    /// Parameters: one `text[]` per column, all of one length.
+    pub fn update_rows_sql(&self) -> String {
+        let n = self.columns.len();
+        let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let mut set: Vec<usize> = (0..n).filter(|i| !self.key.contains(i)).collect();
+        if set.is_empty() {
+            set = (0..n).collect();
+        }
+        let assign: Vec<String> = set
+            .iter()
+            .map(|&c| format!("{} = d.c{c}::{}", self.col(c), self.ty(c)))
+            .collect();
+        let mut cond: Vec<String> = self
+            .key
+            .iter()
+            .map(|&k| format!("t.{} = d.c{k}::{}", self.col(k), self.ty(k)))
+            .collect();
+        if let [k] = self.key.as_slice() {
+            // Lets the planner see which keys are wanted: index scans rather than a hash join
+            // over the whole table.
+            cond.push(format!(
+                "t.{} = ANY(${}::text[]::{}[])",
+                self.col(*k),
+                k + 1,
+                self.ty(*k)
+            ));
+        }
+        format!(
+            "UPDATE {} t SET {} FROM unnest({}) WITH ORDINALITY AS d({}, n) WHERE {} RETURNING d.n",
+            self.target.sql(),
+            assign.join(", "),
+            args.join(", "),
+            names.join(", "),
+            cond.join(" AND ")
+        )
+    }
+
     /// Sets `set` columns of rows found by key. Parameters: key columns' `text[]`, then one
     /// `text[]` per set column.
     pub fn patch_sql(&self, set: &[usize]) -> String {
@@ -158,6 +200,22 @@ mod tests {
             shape(vec![0]).patch_sql(&[2]),
             "UPDATE \"public\".\"t_new\" t SET \"amount\" = d.c0::numeric(10,2) FROM unnest($1::text[], $2::text[]) \
              AS d(k0, c0) WHERE t.\"id\" = d.k0::bigint"
+        );
+    }
+
+    #[test]
+    fn full_images_update_the_non_key_columns_by_key_and_return_their_positions() {
+        assert_eq!(
+            shape(vec![0]).update_rows_sql(),
+            "UPDATE \"public\".\"t_new\" t SET \"region\" = d.c1::text, \"amount\" = d.c2::numeric(10,2) \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS d(c0, c1, c2, n) \
+             WHERE t.\"id\" = d.c0::bigint AND t.\"id\" = ANY($1::text[]::bigint[]) RETURNING d.n"
+        );
+        assert_eq!(
+            shape(vec![0, 1]).update_rows_sql(),
+            "UPDATE \"public\".\"t_new\" t SET \"amount\" = d.c2::numeric(10,2) \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS d(c0, c1, c2, n) \
+             WHERE t.\"id\" = d.c0::bigint AND t.\"region\" = d.c1::text RETURNING d.n"
         );
     }
 

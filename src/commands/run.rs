@@ -307,6 +307,8 @@ async fn setup_stream(
     let router = if INT_TYPES.contains(&first_key.type_oid) {
         let bounds = copy::key_bounds(&sessions[0], &prep.table, &key[0]).await?;
         let count = ranges::range_count(info.estimated_rows, prep.jobs, ROWS_PER_RANGE);
+        // A multiple of the workers, so that no worker copies the last range alone.
+        let count = count.div_ceil(prep.jobs.max(1)) * prep.jobs.max(1);
         Router::Int(ranges::plan_ranges(bounds, count))
     } else {
         Router::Single
@@ -761,6 +763,7 @@ impl Live {
                 source_name: (info.name.schema.clone(), info.name.name.clone()),
                 start,
                 max_batch: 20_000,
+                max_queued_bytes: crate::apply::DEFAULT_MAX_QUEUED_BYTES,
             },
         );
         let ApplierHandles {
@@ -882,6 +885,8 @@ impl Live {
                         break e;
                     }
                     tracing::info!(rows = progress.rows.load(Ordering::Relaxed), "copy finished");
+                    // Build the indexes now rather than at the next tick.
+                    tick.reset_immediately();
                 }
                 _ = tick.tick() => {
                     let m = state::get(&control, migration.id).await?;
@@ -957,6 +962,10 @@ impl Live {
                         continue;
                     }
                     let copy_done = tasks.copy.is_none() && shared.ranges_pending.load(Ordering::Relaxed) == 0;
+                    if m.phase == Phase::Copying && tasks.copy.is_none() && !copy_done {
+                        // The applier is taking the last finished ranges: look again shortly.
+                        tick.reset_after(Duration::from_millis(50));
+                    }
                     if m.phase == Phase::Copying && copy_done {
                         if let Err(e) = finish_copy(&mut control, &prep, &info, &migration).await {
                             break e;
@@ -1050,30 +1059,26 @@ async fn lag_and_retained(control: &Client, confirmed: Lsn, slot: &str) -> Resul
     ))
 }
 
-/// Builds the secondary indexes (generated targets) and enters `streaming`, in one transaction.
+/// Builds the secondary indexes (generated targets, per partition in parallel), then analyzes the
+/// new table and enters `streaming` in one transaction.
 async fn finish_copy(
     control: &mut Client,
     prep: &Prepared,
     info: &TableInfo,
     m: &Migration,
 ) -> Result<()> {
+    if let Target::Generate { by, .. } = &prep.target {
+        let plans = ddl::secondary_indexes(info, &m.target, by);
+        for w in plans.iter().filter_map(|p| p.warning.as_ref()) {
+            tracing::warn!("{w}");
+        }
+        copy::indexes::build(control, &prep.source, prep.jobs, &m.target, &plans).await?;
+    }
     let tx = control
         .transaction()
         .await
         .map_err(|e| Error::db("starting the index build", e))?;
-    if let Target::Generate { by, .. } = &prep.target {
-        for plan in ddl::secondary_indexes(info, &m.target, by) {
-            if let Some(w) = &plan.warning {
-                tracing::warn!("{w}");
-            }
-            tracing::info!(index = %plan.source_index, "building index");
-            tx.batch_execute(&plan.sql).await.map_err(|e| {
-                Error::db(
-                    format!("building the copy of index {}", plan.source_index),
-                    e,
-                )
-            })?;
-        }
+    if matches!(prep.target, Target::Generate { .. }) {
         tx.batch_execute(&format!("ANALYZE {}", m.target.sql()))
             .await
             .map_err(|e| Error::db("analyzing the new table", e))?;

@@ -8,6 +8,7 @@
 //! target: BEGIN; COPY t_new FROM STDIN (binary); UPDATE pgrepart.ranges SET done; COMMIT ──► applier
 //! ```
 
+pub mod indexes;
 pub mod ranges;
 
 use std::collections::VecDeque;

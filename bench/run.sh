@@ -1,0 +1,311 @@
+#!/usr/bin/env bash
+# Benchmark for issue 6: pgrepart against the seed's backfill and native logical replication,
+# measured side by side on one throwaway PostgreSQL server.
+#
+#   1. initdb a temporary cluster on a free port (wal_level=logical, bench settings);
+#   2. build the seed dataset once in a template database: orders_flat with ROWS rows, ~1% of them
+#      with a large TOASTed `details` (about 400 MB at 2,000,000 rows), plus the two secondary
+#      indexes on order_date and customer_id; every scenario gets its own copy of it;
+#   3. copy:  (a) the seed's INSERT INTO orders_list SELECT * FROM orders_flat into the seed's
+#                 partitioned target (PK (id, region), 4 LIST partitions, both indexes);
+#             (b) native logical replication: a subscription in another database into the same
+#                 target, timed until every pg_subscription_rel row is 'r';
+#             (c) a whole `pgrepart run` (auto cutover, no load): setup, copy, indexes, cutover;
+#   4. apply: a backlog of BACKLOG_UPDATES single-row UPDATEs plus BACKLOG_INSERTS INSERTs and
+#             BACKLOG_DELETES DELETEs (one statement per transaction, pgbench), made while the
+#             consumer is held, then timed until a marker row written after it is visible on the
+#             target (the consumer applies in stream order, so the marker is the last change):
+#             pgrepart (`run --cutover manual`, SIGSTOP while the backlog is made, SIGCONT) and a
+#             native subscription (REPLICA IDENTITY FULL on the source, disabled while the backlog
+#             is made, then enabled);
+#   5. peak RSS of both pgrepart processes (/usr/bin/time -v) and the cutover lock time they print;
+#   6. one table with the figures and the ratios; the server is stopped and removed.
+#
+# Usage: bench/run.sh            (ROWS=2000000, a few minutes)
+#        ROWS=200000 bench/run.sh   (a quick run)
+# Env: ROWS, BACKLOG_UPDATES (100000), BACKLOG_INSERTS (5000), BACKLOG_DELETES (5000),
+#      JOBS (pgrepart --jobs; default: its own default, the number of cores),
+#      MAJOR (15), KEEP=1 keeps the cluster, OUT=FILE also writes the table to FILE.
+set -euo pipefail
+ROWS=${ROWS:-2000000}
+BACKLOG_UPDATES=${BACKLOG_UPDATES:-100000}
+BACKLOG_INSERTS=${BACKLOG_INSERTS:-5000}
+BACKLOG_DELETES=${BACKLOG_DELETES:-5000}
+MAJOR=${MAJOR:-15}
+CLIENTS=4
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$PWD
+
+find_bin() {
+    local var="PGREPART_PG${MAJOR}_BIN"
+    for d in "${!var:-}" "$REPO/.pg/$MAJOR/bin" "/usr/lib/postgresql/$MAJOR/bin"; do
+        [ -n "$d" ] && [ -x "$d/postgres" ] && { echo "$d"; return; }
+    done
+    echo "no PostgreSQL $MAJOR binaries (set $var)" >&2
+    exit 1
+}
+BIN=$(find_bin)
+CLIENT_BIN=/usr/lib/postgresql/15/bin
+PSQL=$( [ -x "$CLIENT_BIN/psql" ] && echo "$CLIENT_BIN/psql" || command -v psql)
+PGBENCH=$( [ -x "$CLIENT_BIN/pgbench" ] && echo "$CLIENT_BIN/pgbench" || command -v pgbench)
+[ -x /usr/bin/time ] || { echo "/usr/bin/time is needed (apt-get install time)" >&2; exit 1; }
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+log() { printf '%s ==> %s\n' "$(date +%T)" "$*" >&2; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
+log "building pgrepart (release)"
+cargo build --release --quiet
+PGREPART=$REPO/target/release/pgrepart
+
+DIR=$(mktemp -d /tmp/pgrepart-bench.XXXXXX)
+[ "$(id -u)" = 0 ] && chown postgres "$DIR"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+    if [ "${KEEP:-0}" != 1 ]; then
+        as_pg "$BIN/pg_ctl" -D "$DIR/data" -m immediate stop >/dev/null 2>&1 || true
+        rm -rf "$DIR"
+    else
+        echo "cluster kept: $DIR (port $PORT)" >&2
+    fi
+}
+trap cleanup EXIT
+
+log "PostgreSQL $MAJOR on 127.0.0.1:$PORT ($DIR), $ROWS rows"
+as_pg "$BIN/initdb" -D "$DIR/data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
+SETTINGS="-c wal_level=logical -c max_wal_size=8GB -c shared_buffers=1GB -c checkpoint_timeout=30min \
+ -c maintenance_work_mem=256MB -c max_replication_slots=20 -c max_wal_senders=20 \
+ -c max_logical_replication_workers=8 -c max_worker_processes=16 -c wal_sender_timeout=10min"
+as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -t 120 \
+    -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 $SETTINGS" start >/dev/null
+url() { echo "postgresql://postgres@127.0.0.1:$PORT/$1"; }
+# P DB [psql args...]: quiet, unaligned, stops on the first error.
+P() { local db=$1; shift; "$PSQL" -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres "$db" "$@"; }
+
+# wait_until DEADLINE_S DESCRIPTION COMMAND...: polls COMMAND every 50 ms until it succeeds.
+wait_until() {
+    local limit=$1 what=$2; shift 2
+    local end=$(( $(date +%s) + limit ))
+    until "$@"; do
+        if [ "$(date +%s)" -ge "$end" ]; then echo "timed out after ${limit}s waiting for: $what" >&2; exit 1; fi
+        sleep 0.05
+    done
+}
+
+SEED_TARGET_SQL() { # $1: table name
+    cat <<SQL
+CREATE TABLE $1 (
+    id BIGINT NOT NULL, order_date TIMESTAMP NOT NULL, customer_id INT NOT NULL,
+    region TEXT NOT NULL, amount NUMERIC(10,2), details TEXT,
+    CONSTRAINT ${1}_pk PRIMARY KEY (id, region)
+) PARTITION BY LIST (region);
+CREATE TABLE ${1}_us PARTITION OF $1 FOR VALUES IN ('US');
+CREATE TABLE ${1}_eu PARTITION OF $1 FOR VALUES IN ('EU');
+CREATE TABLE ${1}_asia PARTITION OF $1 FOR VALUES IN ('ASIA');
+CREATE TABLE ${1}_default PARTITION OF $1 DEFAULT;
+CREATE INDEX ON $1 (order_date);
+CREATE INDEX ON $1 (customer_id);
+SQL
+}
+
+log "building the dataset (template database)"
+P postgres -c "CREATE DATABASE tpl"
+t0=$(now)
+P tpl <<SQL
+CREATE TABLE orders_flat (
+    id BIGSERIAL PRIMARY KEY, order_date TIMESTAMP NOT NULL, customer_id INT NOT NULL,
+    region TEXT NOT NULL, amount NUMERIC(10,2), details TEXT);
+INSERT INTO orders_flat (order_date, customer_id, region, amount, details)
+SELECT timestamp '2024-01-01' + i * interval '1 minute', i % 5000, (ARRAY['US','EU','ASIA','LATAM'])[1 + i % 4],
+       CASE WHEN i % 50 = 0 THEN NULL ELSE (i % 100000) / 100.0 END,
+       CASE WHEN i % 100 = 0 THEN (SELECT string_agg(md5(i::text || j::text), '') FROM generate_series(1, 300) j)
+            ELSE 'order ' || i END
+FROM generate_series(1, $ROWS) i;
+CREATE INDEX ON orders_flat (order_date);
+CREATE INDEX ON orders_flat (customer_id);
+VACUUM ANALYZE orders_flat;
+SQL
+TABLE_MB=$(P tpl -c "SELECT pg_total_relation_size('orders_flat') / 1048576")
+HEAP_MB=$(P tpl -c "SELECT pg_table_size('orders_flat') / 1048576")
+log "dataset built in $(elapsed "$t0" "$(now)") s: orders_flat ${TABLE_MB} MB with indexes (${HEAP_MB} MB heap + TOAST)"
+P tpl -c CHECKPOINT
+
+# fresh DB: a new database holding a pristine copy of the dataset, read once to warm the OS cache.
+fresh() {
+    P postgres -c "CREATE DATABASE $1 TEMPLATE tpl STRATEGY FILE_COPY"
+    P "$1" -c "SELECT count(*), sum(length(details)) FROM orders_flat" >/dev/null
+    P "$1" -c CHECKPOINT
+}
+drop_db() { P postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
+
+#####################################################################################
+# (a) the seed's backfill
+log "(a) seed backfill: INSERT INTO orders_list SELECT * FROM orders_flat"
+fresh seed_a
+SEED_TARGET_SQL orders_list | P seed_a
+t0=$(now)
+P seed_a -c "INSERT INTO orders_list SELECT * FROM orders_flat"
+T_SEED=$(elapsed "$t0" "$(now)")
+log "(a) ${T_SEED} s"
+drop_db seed_a
+
+#####################################################################################
+# (b) native logical replication, initial sync
+log "(b) native logical replication: subscription in another database, until all tables are 'r'"
+fresh nat_src
+P postgres -c "CREATE DATABASE nat_dst"
+SEED_TARGET_SQL orders_flat | P nat_dst
+P nat_src -c "CREATE PUBLICATION natpub FOR TABLE orders_flat"
+# Same cluster: the slot must not be created by CREATE SUBSCRIPTION itself.
+P nat_src -c "SELECT pg_create_logical_replication_slot('natsub', 'pgoutput')" >/dev/null
+t0=$(now)
+P nat_dst -c "CREATE SUBSCRIPTION natsub CONNECTION 'host=127.0.0.1 port=$PORT user=postgres dbname=nat_src' PUBLICATION natpub WITH (create_slot = false, slot_name = 'natsub')"
+sub_ready() { [ "$(P nat_dst -c "SELECT count(*) FILTER (WHERE srsubstate <> 'r') || '/' || count(*) FROM pg_subscription_rel")" = "0/1" ]; }
+wait_until 3600 "the native initial sync" sub_ready
+T_NATIVE_COPY=$(elapsed "$t0" "$(now)")
+log "(b) ${T_NATIVE_COPY} s"
+P nat_dst -c "ALTER SUBSCRIPTION natsub DISABLE"
+
+#####################################################################################
+# (c) a whole pgrepart run
+RUN_ARGS=(--table orders_flat --partition-by "LIST (region)"
+  --partition "orders_flat_us=FOR VALUES IN ('US')" --partition "orders_flat_eu=FOR VALUES IN ('EU')"
+  --partition "orders_flat_asia=FOR VALUES IN ('ASIA')" --partition "orders_flat_default=DEFAULT")
+[ -n "${JOBS:-}" ] && RUN_ARGS+=(--jobs "$JOBS")
+
+log "(c) pgrepart run (auto cutover, no load)"
+fresh pgr_run
+t0=$(now)
+/usr/bin/time -v -o "$DIR/run.time" "$PGREPART" run --source "$(url pgr_run)" "${RUN_ARGS[@]}" \
+    >"$DIR/run.out" 2>"$DIR/run.log" || { cat "$DIR/run.log" "$DIR/run.out" >&2; exit 1; }
+T_RUN=$(elapsed "$t0" "$(now)")
+cat "$DIR/run.out" >&2
+RSS_RUN_MB=$(awk -F: '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$DIR/run.time")
+LOCK_RUN_MS=$(sed -n 's/.*lock held \([0-9]*\) ms.*/\1/p' "$DIR/run.out")
+# Where the time went, from the run's own log.
+PHASES=$(grep -E "copying|copy finished|building index|copy and indexes done|cut over" "$DIR/run.log" \
+    | sed -E 's/\x1b\[[0-9;]*m//g' | awk '{ print "    " $0 }' || true)
+ROWS_NEW=$(P pgr_run -c "SELECT count(*) FROM orders_flat")
+ROWS_OLD=$(P pgr_run -c "SELECT count(*) FROM orders_flat_old")
+[ "$ROWS_NEW" = "$ROWS_OLD" ] || { echo "pgrepart run: $ROWS_NEW rows in the new table, $ROWS_OLD in the old one" >&2; exit 1; }
+log "(c) ${T_RUN} s, peak RSS ${RSS_RUN_MB} MB, lock held ${LOCK_RUN_MS} ms"
+drop_db pgr_run
+
+#####################################################################################
+# (d) apply of a backlog
+cat > "$DIR/upd.sql" <<SQL
+\set id random(1, $ROWS)
+UPDATE orders_flat SET amount = coalesce(amount, 0) + 1 WHERE id = :id;
+SQL
+cat > "$DIR/ins.sql" <<SQL
+\set c random(1, 5000)
+INSERT INTO orders_flat (order_date, customer_id, region, amount, details)
+VALUES (now(), :c, (ARRAY['US','EU','ASIA','LATAM'])[1 + :c % 4], 1.50, 'new');
+SQL
+cat > "$DIR/del.sql" <<SQL
+\set id random(1, $ROWS)
+DELETE FROM orders_flat WHERE id = :id;
+SQL
+chmod a+r "$DIR"/*.sql
+# backlog DB: the same statements (same random seed) on the database's orders_flat, then a marker
+# row (id -1) written last; prints the changes made (tuples updated/inserted/deleted).
+backlog() {
+    local db=$1
+    P "$db" -c "SELECT pg_stat_reset()" >/dev/null
+    local per=$(( BACKLOG_UPDATES / CLIENTS )) i=$(( BACKLOG_INSERTS / CLIENTS )) d=$(( BACKLOG_DELETES / CLIENTS ))
+    local t0; t0=$(now)
+    # Only the making of the backlog skips the commit flush; the consumers run at default settings.
+    export PGOPTIONS="-c synchronous_commit=off"
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=42 -c $CLIENTS -j 1 -t $per -f "$DIR/upd.sql" "$db" >"$DIR/pgbench.$db.upd" 2>&1
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=43 -c $CLIENTS -j 1 -t $i -f "$DIR/ins.sql" "$db" >"$DIR/pgbench.$db.ins" 2>&1
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=44 -c $CLIENTS -j 1 -t $d -f "$DIR/del.sql" "$db" >"$DIR/pgbench.$db.del" 2>&1
+    unset PGOPTIONS
+    P "$db" -c "INSERT INTO orders_flat (id, order_date, customer_id, region, amount, details) VALUES (-1, now(), 0, 'US', 0, 'bench marker')"
+    log "backlog made in $(elapsed "$t0" "$(now)") s"
+    # pgbench's sessions report their statistics as they exit: wait for them (printed counts only).
+    stats_in() { [ "$(P "$db" -c "SELECT n_tup_upd >= $BACKLOG_UPDATES AND n_tup_ins > $BACKLOG_INSERTS FROM pg_stat_user_tables WHERE relname = 'orders_flat'")" = t ]; }
+    wait_until 30 "pgbench's statistics" stats_in
+    P "$db" -c "SELECT n_tup_upd || ' updates, ' || n_tup_ins || ' inserts, ' || n_tup_del || ' deletes' FROM pg_stat_user_tables WHERE relname = 'orders_flat'"
+}
+marker_in() { [ "$(P "$1" -c "SELECT count(*) FROM $2 WHERE id = -1")" = 1 ]; }
+
+log "(d) pgrepart apply: run --cutover manual, wait for streaming, SIGSTOP, backlog, SIGCONT"
+fresh pgr_apply
+/usr/bin/time -v -o "$DIR/apply.time" "$PGREPART" run --source "$(url pgr_apply)" "${RUN_ARGS[@]}" --cutover manual \
+    >"$DIR/apply.out" 2>"$DIR/apply.log" &
+TIME_PID=$!
+PIDS+=("$TIME_PID")
+wait_until 60 "the pgrepart process" pgrep -P "$TIME_PID" -x pgrepart >/dev/null
+PGR_PID=$(pgrep -P "$TIME_PID" -x pgrepart)
+PIDS+=("$PGR_PID")
+status_json() { "$PGREPART" status --source "$(url pgr_apply)" --table orders_flat --json 2>/dev/null; }
+streaming_and_idle() {
+    kill -0 "$PGR_PID" 2>/dev/null || { cat "$DIR/apply.log" >&2; exit 1; }
+    local s; s=$(status_json) || return 1
+    echo "$s" | grep -q '"phase": "streaming"' && echo "$s" | grep -qE '"lag_bytes": [0-9]{1,5},'
+}
+wait_until 3600 "the manual-cutover migration to stream" streaming_and_idle
+kill -STOP "$PGR_PID"
+BACKLOG_PGR=$(backlog pgr_apply)
+kill -CONT "$PGR_PID"
+t0=$(now)
+wait_until 3600 "pgrepart to apply the backlog" marker_in pgr_apply orders_flat_repart
+T_APPLY_PGR=$(elapsed "$t0" "$(now)")
+log "(d) pgrepart drained the backlog ($BACKLOG_PGR) in ${T_APPLY_PGR} s"
+"$PGREPART" cutover --source "$(url pgr_apply)" --table orders_flat >/dev/null
+wait "$TIME_PID" || { cat "$DIR/apply.log" >&2; exit 1; }
+RSS_APPLY_MB=$(awk -F: '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$DIR/apply.time")
+LOCK_APPLY_MS=$(sed -n 's/.*lock held \([0-9]*\) ms.*/\1/p' "$DIR/apply.out")
+drop_db pgr_apply
+
+log "(d) native apply: REPLICA IDENTITY FULL, subscription disabled during the backlog, then enabled"
+P nat_src -c "ALTER TABLE orders_flat REPLICA IDENTITY FULL"
+slot_inactive() { [ "$(P nat_src -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'natsub'")" = f ]; }
+wait_until 60 "the native subscription's walsender to stop" slot_inactive
+BACKLOG_NAT=$(backlog nat_src)
+END_LSN=$(P nat_src -c "SELECT pg_current_wal_lsn()")
+t0=$(now)
+P nat_dst -c "ALTER SUBSCRIPTION natsub ENABLE"
+wait_until 3600 "the native subscription to apply the backlog" marker_in nat_dst orders_flat
+T_APPLY_NAT=$(elapsed "$t0" "$(now)")
+log "(d) native apply drained the backlog ($BACKLOG_NAT) in ${T_APPLY_NAT} s (end LSN $END_LSN)"
+P nat_dst -c "ALTER SUBSCRIPTION natsub DISABLE"
+P nat_dst -c "ALTER SUBSCRIPTION natsub SET (slot_name = NONE)"
+P nat_dst -c "DROP SUBSCRIPTION natsub"
+
+#####################################################################################
+CHANGES=$(( BACKLOG_UPDATES + BACKLOG_INSERTS + BACKLOG_DELETES + 1 ))
+rate() { awk -v n="$CHANGES" -v t="$1" 'BEGIN { if (t > 0) printf "%.0f", n / t; else print "-" }'; }
+R_RUN=$(ratio "$T_RUN" "$T_SEED")
+R_APPLY=$(ratio "$T_APPLY_NAT" "$T_APPLY_PGR")
+verdict() { awk -v v="$1" -v lim="$2" -v dir="$3" 'BEGIN { ok = (dir == "le") ? (v <= lim) : (v >= lim); print ok ? "met" : "NOT met" }'; }
+{
+echo
+echo "pgrepart benchmark: $ROWS rows, orders_flat $TABLE_MB MB with indexes; $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GB", $2 / 1048576 }' /proc/meminfo), PostgreSQL $("$BIN/postgres" -V | awk '{ print $3 }'), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo
+printf '| %-62s | %12s |\n' "measure" "value"
+printf '|%s|%s|\n' "$(printf -- '-%.0s' {1..64})" "$(printf -- '-%.0s' {1..14})"
+printf '| %-62s | %10s s |\n' "copy: seed INSERT INTO orders_list SELECT * (a)" "$T_SEED"
+printf '| %-62s | %10s s |\n' "copy: native logical replication initial sync (b)" "$T_NATIVE_COPY"
+printf '| %-62s | %10s s |\n' "copy: whole pgrepart run, auto cutover, no load (c)" "$T_RUN"
+printf '| %-62s | %12s |\n' "ratio pgrepart run / seed INSERT ... SELECT (target <= 0.6)" "$R_RUN"
+printf '| %-62s | %12s |\n' "ratio pgrepart run / native initial sync" "$(ratio "$T_RUN" "$T_NATIVE_COPY")"
+printf '| %-62s | %10s s |\n' "apply: pgrepart drains the backlog (d)" "$T_APPLY_PGR"
+printf '| %-62s | %10s s |\n' "apply: native subscription drains the backlog (d)" "$T_APPLY_NAT"
+printf '| %-62s | %10s/s |\n' "apply: pgrepart changes per second" "$(rate "$T_APPLY_PGR")"
+printf '| %-62s | %10s/s |\n' "apply: native changes per second" "$(rate "$T_APPLY_NAT")"
+printf '| %-62s | %12s |\n' "ratio pgrepart apply throughput / native (target >= 3)" "$R_APPLY"
+printf '| %-62s | %9s MB |\n' "peak RSS, pgrepart run (c) (target < 200)" "$RSS_RUN_MB"
+printf '| %-62s | %9s MB |\n' "peak RSS, pgrepart run with the backlog (d) (target < 200)" "$RSS_APPLY_MB"
+printf '| %-62s | %9s ms |\n' "cutover lock held, run (c)" "${LOCK_RUN_MS:--}"
+printf '| %-62s | %9s ms |\n' "cutover lock held, manual cutover (d)" "${LOCK_APPLY_MS:--}"
+echo
+echo "backlog (d): pgrepart source: $BACKLOG_PGR; native source: $BACKLOG_NAT (+1 marker row each)"
+echo "targets: run/INSERT-SELECT <= 0.6: $(verdict "$R_RUN" 0.6 le); apply >= 3x native: $(verdict "$R_APPLY" 3 ge); RSS < 200 MB: $(verdict "$(( RSS_RUN_MB > RSS_APPLY_MB ? RSS_RUN_MB : RSS_APPLY_MB ))" 199.999 le)"
+echo "pgrepart run (c), from its log:"
+echo "$PHASES"
+} | tee ${OUT:+"$OUT"}
