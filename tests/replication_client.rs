@@ -345,14 +345,14 @@ async fn cleanup(sql: &tokio_postgres::Client, names: &Names) {
 
 /// The servers to test against: `PGREPART_TEST_URL` if set, else a throwaway cluster per major.
 fn servers() -> Vec<(Option<support::Cluster>, String)> {
-    if let Ok(url) = std::env::var("PGREPART_TEST_URL") {
-        if !url.trim().is_empty() {
-            return vec![(None, url)];
-        }
+    if let Ok(url) = std::env::var("PGREPART_TEST_URL")
+        && !url.trim().is_empty()
+    {
+        return vec![(None, url)];
     }
     support::test_majors()
         .into_iter()
-        .filter_map(|major| support::Cluster::start_or_skip(major))
+        .filter_map(support::Cluster::start_or_skip)
         .map(|c| {
             let url = c.url("postgres");
             (Some(c), url)
