@@ -1114,6 +1114,12 @@ async fn try_cutover(
         new_owner: (m.target_created && info.owner != current_user).then(|| info.owner.clone()),
         partitions: m.created_partitions.clone(),
         target_created: m.target_created,
+        always_identity: info
+            .columns
+            .iter()
+            .filter(|c| c.identity == Some('a'))
+            .map(|c| c.name.clone())
+            .collect(),
     };
     state::set_phase(&*control, m.id, Phase::CuttingOver, None).await?;
     let mut backoff = Duration::from_millis(500);
