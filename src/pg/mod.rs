@@ -108,13 +108,29 @@ fn connect_error(
             .with_hint(hint)
             .with_source(e);
     }
-    let text = e.to_string();
-    if text.contains("server does not support TLS") {
+    // tokio-postgres' own TLS errors ("error performing TLS handshake") keep the cause in source().
+    let mut chain = e.to_string();
+    let mut cur = std::error::Error::source(&e);
+    while let Some(s) = cur {
+        chain.push_str(&format!(": {s}"));
+        cur = s.source();
+    }
+    if chain.contains("server does not support TLS") {
         return Error::failed(format!(
             "could not connect to {where_}: the server does not accept TLS connections ({})",
             tls.describe()
         ))
         .with_hint("turn on ssl in the server's postgresql.conf, or use sslmode=prefer")
+        .with_source(e);
+    }
+    if chain.starts_with("error performing TLS handshake") {
+        return Error::failed(format!(
+            "could not connect to {where_}: {chain} ({})",
+            tls.describe()
+        ))
+        .with_hint(
+            "check sslmode and sslrootcert here and ssl_cert_file/ssl_key_file on the server",
+        )
         .with_source(e);
     }
     if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) {
