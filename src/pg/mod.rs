@@ -1,38 +1,144 @@
 //! Talking to PostgreSQL over ordinary connections: connecting, catalog facts, quoting, DDL.
+//!
+//! ```text
+//! parse_conninfo(text) --tls::split_conninfo--> Config (+ sslmode/sslrootcert kept in tls)
+//! pg::connect / ReplicationClient::connect
+//!     --prepare_session(config)--> password filled in (passfile), TlsPlan --> socket
+//! ```
 
 pub mod catalog;
 pub mod ddl;
 pub mod ident;
+pub mod passfile;
+pub mod tls;
 
 use std::str::FromStr;
 
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
 
 /// Parses a libpq URL or `key=value` conninfo. The text may hold a password: it is never echoed.
+/// `sslmode` (all five libpq values) and `sslrootcert` are taken out and kept by `tls`.
 pub fn parse_conninfo(flag: &str, text: &str) -> Result<Config> {
-    Config::from_str(text).map_err(|_| {
+    let (rest, settings) =
+        tls::split_conninfo(text).map_err(|why| Error::refused(format!("{flag}: {why}")))?;
+    let mut config = Config::from_str(&rest).map_err(|_| {
         Error::refused(format!("{flag} is not a valid connection string"))
             .with_hint("use a URL like postgresql://user@host:5432/dbname or key=value pairs like \"host=... dbname=...\"")
+    })?;
+    config.ssl_mode(settings.mode.for_tokio_postgres());
+    tls::remember(&config, settings);
+    Ok(config)
+}
+
+/// What a connection uses beyond the parsed config, worked out in this one place for ordinary
+/// and replication connections alike.
+pub struct Session {
+    /// The config with the password filled in (see `passfile`) and, for Unix sockets only,
+    /// sslmode=disable.
+    pub config: Config,
+    pub password_source: passfile::PasswordSource,
+    pub tls: tls::TlsPlan,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("target", &describe_target(&self.config))
+            .field("password_source", &self.password_source)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// Fills in the password (`PGPASSWORD`, then `PGPASSFILE` or `~/.pgpass`) and builds the TLS
+/// plan for `config`. An ignored password file is logged as a warning naming the file.
+pub fn prepare_session(config: &Config) -> std::result::Result<Session, tls::TlsError> {
+    let env = passfile::ProcessEnv;
+    let (mut config, password_source) = passfile::resolve(config, &env, &mut |warning| {
+        tracing::warn!("{warning}");
+    });
+    let mut settings = tls::settings_for(&config);
+    if tls::all_unix_sockets(&config) {
+        settings.mode = tls::SslMode::Disable;
+    }
+    config.ssl_mode(settings.mode.for_tokio_postgres());
+    let home = passfile::Env::home(&env);
+    let tls = tls::TlsPlan::new(&settings, home.as_deref())?;
+    Ok(Session {
+        config,
+        password_source,
+        tls,
     })
 }
 
 /// Opens an ordinary SQL connection and drives it on a background task.
 pub async fn connect(config: &Config, application_name: &str) -> Result<Client> {
-    let mut config = config.clone();
+    let where_ = describe_target(config);
+    let session = prepare_session(config)
+        .map_err(|e| Error::refused(format!("could not connect to {where_}: {e}")))?;
+    let mut config = session.config;
     config.application_name(application_name);
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-        let where_ = describe_target(&config);
-        Error::db(format!("could not connect to {where_}"), e)
-            .with_hint("check that the server is running and the connection string (host, port, user, dbname) is right")
-    })?;
+    let (client, connection) = config
+        .connect(session.tls.make_tls_connect())
+        .await
+        .map_err(|e| connect_error(&where_, e, &session.tls, &session.password_source, &config))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "connection closed");
         }
     });
     Ok(client)
+}
+
+fn connect_error(
+    where_: &str,
+    e: tokio_postgres::Error,
+    tls: &tls::TlsPlan,
+    password_source: &passfile::PasswordSource,
+    config: &Config,
+) -> Error {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.as_str(),
+        _ => "",
+    };
+    if let Some((reason, hint)) = tls::explain_handshake_failure(&e, tls, host) {
+        return Error::failed(format!("could not connect to {where_}: {reason}"))
+            .with_hint(hint)
+            .with_source(e);
+    }
+    // tokio-postgres' own TLS errors ("error performing TLS handshake") keep the cause in source().
+    let mut chain = e.to_string();
+    let mut cur = std::error::Error::source(&e);
+    while let Some(s) = cur {
+        chain.push_str(&format!(": {s}"));
+        cur = s.source();
+    }
+    if chain.contains("server does not support TLS") {
+        return Error::failed(format!(
+            "could not connect to {where_}: the server does not accept TLS connections ({})",
+            tls.describe()
+        ))
+        .with_hint("turn on ssl in the server's postgresql.conf, or use sslmode=prefer")
+        .with_source(e);
+    }
+    if chain.starts_with("error performing TLS handshake") {
+        return Error::failed(format!(
+            "could not connect to {where_}: {chain} ({})",
+            tls.describe()
+        ))
+        .with_hint(
+            "check sslmode and sslrootcert here and ssl_cert_file/ssl_key_file on the server",
+        )
+        .with_source(e);
+    }
+    if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PASSWORD) {
+        return Error::db(format!("could not connect to {where_} ({password_source})"), e)
+            .with_hint("check the password: in the connection string, PGPASSWORD or the password file (PGPASSFILE, ~/.pgpass)");
+    }
+    Error::db(format!("could not connect to {where_}"), e)
+        .with_hint("check that the server is running and the connection string (host, port, user, dbname) is right")
 }
 
 /// `host:port/dbname` for messages, without user or password.

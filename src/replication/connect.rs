@@ -1,7 +1,10 @@
-//! Opening the socket and the startup + authentication exchange of a replication connection.
+//! Opening the socket, TLS, and the startup + authentication exchange of a replication connection.
 //!
 //! ```text
 //! client                                   server
+//! SSLRequest (unless sslmode=disable
+//!   or a Unix socket)           ------->
+//!                               <-------  'S' (TLS handshake follows) | 'N' (plain: prefer only)
 //! StartupMessage(user, database,
 //!   replication=database, ...)  ------->
 //!                               <-------  'R' auth request (0 ok | 3 | 5 salt | 10 SASL)
@@ -9,7 +12,9 @@
 //!                               <-------  'S' ParameterStatus*, 'K' BackendKeyData, 'Z'
 //! ```
 //!
-//! The password is only ever fed to the wire encoders; no error message or log line carries it.
+//! The password (filled in by `pg::prepare_session` from the connection string, `PGPASSWORD` or
+//! the password file, like ordinary connections) is only ever fed to the wire encoders; no error
+//! message or log line carries it.
 
 use std::fmt;
 use std::io;
@@ -21,12 +26,14 @@ use bytes::BytesMut;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 use tokio_util::codec::Framed;
 
 use super::{Conn, ReplicationError, next_frame, send, server_error};
+use crate::pg::passfile::PasswordSource;
+use crate::pg::tls::{self, SslMode, TlsPlan};
 use crate::protocol::frame::{
     Authentication, FrameCodec, parse_authentication, parse_backend_key_data,
     parse_parameter_status, tag,
@@ -44,16 +51,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// One place to try, in the order of the connection string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Target {
-    Tcp { host: String, port: u16 },
-    Addr { addr: IpAddr, port: u16 },
-    Unix { socket: PathBuf },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    /// `hostaddr`, with the `host` of the same index (if any) for TLS name checks.
+    Addr {
+        addr: IpAddr,
+        port: u16,
+        name: Option<String>,
+    },
+    Unix {
+        socket: PathBuf,
+    },
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Tcp { host, port } => write!(f, "{host}:{port}"),
-            Target::Addr { addr, port } => write!(f, "{addr}:{port}"),
+            Target::Addr { addr, port, .. } => write!(f, "{addr}:{port}"),
             Target::Unix { socket } => write!(f, "{}", socket.display()),
         }
     }
@@ -87,7 +104,14 @@ pub(crate) fn targets(config: &tokio_postgres::Config) -> Vec<Target> {
         .map(|i| {
             let port = port_at(i);
             match (addrs.get(i), hosts.get(i)) {
-                (Some(addr), _) => Target::Addr { addr: *addr, port },
+                (Some(addr), host) => Target::Addr {
+                    addr: *addr,
+                    port,
+                    name: match host {
+                        Some(Host::Tcp(h)) => Some(h.clone()),
+                        _ => None,
+                    },
+                },
                 (None, Some(Host::Tcp(host))) => Target::Tcp {
                     host: host.clone(),
                     port,
@@ -113,7 +137,7 @@ async fn open(target: &Target, timeout: Option<Duration>) -> io::Result<Box<dyn 
                 s.set_nodelay(true)?;
                 Box::new(s)
             }
-            Target::Addr { addr, port } => {
+            Target::Addr { addr, port, .. } => {
                 let s = TcpStream::connect((*addr, *port)).await?;
                 s.set_nodelay(true)?;
                 Box::new(s)
@@ -137,17 +161,88 @@ pub(crate) struct Session {
     pub(crate) backend_pid: i32,
 }
 
+/// The name the server's certificate is checked against (and sent as SNI): the host name, or for
+/// `hostaddr` the `host` of the same index, else the address itself. `None` for Unix sockets.
+fn tls_name(target: &Target) -> Option<String> {
+    match target {
+        Target::Tcp { host, .. } => Some(host.clone()),
+        Target::Addr { addr, name, .. } => Some(name.clone().unwrap_or_else(|| addr.to_string())),
+        Target::Unix { .. } => None,
+    }
+}
+
+/// The SSLRequest exchange and, if the server agrees, the TLS handshake. Plain text when TLS is
+/// off, over a Unix socket, or when the server says 'N' under sslmode=prefer.
+async fn negotiate_tls(
+    mut io: Box<dyn Io>,
+    target: &Target,
+    plan: &TlsPlan,
+) -> Result<Box<dyn Io>, ReplicationError> {
+    let Some(name) = tls_name(target) else {
+        return Ok(io);
+    };
+    if plan.mode == SslMode::Disable {
+        return Ok(io);
+    }
+    let mut buf = BytesMut::new();
+    frontend::ssl_request(&mut buf);
+    io.write_all(&buf).await?;
+    io.flush().await?;
+    // Exactly one byte: anything the server sent after it belongs to the TLS handshake.
+    let answer = io.read_u8().await?;
+    match answer {
+        b'S' => {}
+        b'N' if plan.mode == SslMode::Prefer => {
+            tracing::debug!(target = %target, "server declined TLS; sslmode=prefer goes on in plain text");
+            return Ok(io);
+        }
+        b'N' => {
+            return Err(ReplicationError::Tls(format!(
+                "the server at {target} does not accept TLS connections ({}): turn on ssl in its \
+                 postgresql.conf, or use sslmode=prefer",
+                plan.describe()
+            )));
+        }
+        other => {
+            return Err(ReplicationError::Protocol(format!(
+                "unexpected answer {:?} to SSLRequest",
+                char::from(other)
+            )));
+        }
+    }
+    let server_name = tls::server_name(&name).ok_or_else(|| {
+        ReplicationError::Tls(format!(
+            "{name:?} is not a host name or IP address usable for TLS"
+        ))
+    })?;
+    match plan.connector().connect(server_name, io).await {
+        Ok(stream) => Ok(Box::new(stream)),
+        Err(e) => {
+            let (reason, hint) =
+                tls::explain_handshake_failure(&e, plan, &name).unwrap_or_else(|| {
+                    (
+                        format!("TLS handshake failed ({}): {e}", plan.describe()),
+                        String::new(),
+                    )
+                });
+            let hint = if hint.is_empty() {
+                String::new()
+            } else {
+                format!(" (hint: {hint})")
+            };
+            Err(ReplicationError::Tls(format!("{target}: {reason}{hint}")))
+        }
+    }
+}
+
 pub(crate) async fn connect(
     config: &tokio_postgres::Config,
     application_name: &str,
 ) -> Result<Session, ReplicationError> {
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(ReplicationError::Protocol(
-            "sslmode=require: TLS is not supported yet on the replication connection; \
-             use sslmode=disable or sslmode=prefer (plain TCP) on a trusted network"
-                .into(),
-        ));
-    }
+    let prepared =
+        crate::pg::prepare_session(config).map_err(|e| ReplicationError::Tls(e.to_string()))?;
+    let config = &prepared.config;
+    let password_source = &prepared.password_source;
     let user = match config.get_user() {
         Some(u) => u.to_owned(),
         None => std::env::var("USER").map_err(|_| {
@@ -167,6 +262,7 @@ pub(crate) async fn connect(
     for target in targets(config) {
         match open(&target, config.get_connect_timeout().copied()).await {
             Ok(io) => {
+                let io = negotiate_tls(io, &target, &prepared.tls).await?;
                 tracing::debug!(target = %target, "connected, starting up replication session");
                 let conn = Framed::new(io, FrameCodec);
                 return startup(
@@ -177,7 +273,8 @@ pub(crate) async fn connect(
                     &options,
                     config.get_password(),
                 )
-                .await;
+                .await
+                .map_err(|e| with_password_source(e, password_source));
             }
             Err(e) => {
                 tracing::debug!(target = %target, error = %e, "could not connect");
@@ -251,10 +348,31 @@ pub(crate) async fn startup(
     })
 }
 
+/// A rejected password says where it came from (never what it was).
+fn with_password_source(e: ReplicationError, source: &PasswordSource) -> ReplicationError {
+    match e {
+        ReplicationError::Server {
+            severity,
+            code,
+            message,
+            detail,
+            hint,
+        } if code == "28P01" => ReplicationError::Server {
+            severity,
+            code,
+            message: format!("{message} ({source})"),
+            detail,
+            hint,
+        },
+        other => other,
+    }
+}
+
 fn password_needed(user: &str, method: &str) -> ReplicationError {
     ReplicationError::Auth(format!(
         "the server asks for a password ({method}) for user {user:?} but none was given: \
-         put the password in the connection string (password=... or postgresql://user:PASSWORD@host/db)"
+         put it in the connection string (password=... or postgresql://user:PASSWORD@host/db), \
+         in PGPASSWORD, or in the password file (PGPASSFILE, ~/.pgpass)"
     ))
 }
 
@@ -325,7 +443,8 @@ async fn authenticate(
 }
 
 async fn scram(conn: &mut Conn, password: &[u8]) -> Result<(), ReplicationError> {
-    // No TLS, so no channel binding: the client says "n" (does not support it).
+    // No channel binding, with or without TLS: the client says "n" (does not support it), which
+    // the server accepts also when it offers SCRAM-SHA-256-PLUS.
     let mut scram = ScramSha256::new(password, ChannelBinding::unsupported());
     let mut buf = BytesMut::new();
     frontend::sasl_initial_response(SCRAM_SHA_256, scram.message(), &mut buf)
@@ -438,7 +557,8 @@ mod tests {
             targets(&config("host=db.example hostaddr=127.0.0.1 port=7 user=u")),
             vec![Target::Addr {
                 addr: "127.0.0.1".parse().unwrap(),
-                port: 7
+                port: 7,
+                name: Some("db.example".into()),
             }]
         );
     }
@@ -456,16 +576,23 @@ mod tests {
         );
     }
 
+    #[test]
+    fn tls_names_come_from_the_host_even_when_hostaddr_is_used() {
+        let t = targets(&config("host=db.example hostaddr=127.0.0.1 user=u"));
+        assert_eq!(tls_name(&t[0]).as_deref(), Some("db.example"));
+        let t = targets(&config("hostaddr=127.0.0.1 user=u"));
+        assert_eq!(tls_name(&t[0]).as_deref(), Some("127.0.0.1"));
+        let t = targets(&config("host=/tmp user=u"));
+        assert_eq!(tls_name(&t[0]), None);
+    }
+
     #[tokio::test]
-    async fn sslmode_require_is_refused_before_any_io() {
-        let err = connect(&config("host=127.0.0.1 user=u sslmode=require"), "t")
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            err.to_string().contains("TLS is not supported yet"),
-            "{err}"
-        );
+    async fn sslmode_verify_full_without_a_root_file_is_refused_before_any_io() {
+        let conninfo = "host=127.0.0.1 port=1 user=u sslmode=verify-full \
+                        sslrootcert=/nonexistent/pgrepart-ca.crt";
+        let parsed = crate::pg::parse_conninfo("--source", conninfo).unwrap();
+        let err = connect(&parsed, "t").await.err().unwrap().to_string();
+        assert!(err.contains("/nonexistent/pgrepart-ca.crt"), "{err}");
     }
 
     #[test]

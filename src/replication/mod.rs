@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Reads go through `Framed<_, FrameCodec>`: a partial frame stays in the codec's buffer when a
-//! `recv` future is dropped, so `recv` can sit in `tokio::select!` next to timers. TLS is not
-//! supported yet (sslmode=require is refused).
+//! `recv` future is dropped, so `recv` can sit in `tokio::select!` next to timers. TLS (SSLRequest,
+//! then rustls) follows `sslmode`/`sslrootcert` as for ordinary connections: see `pg::tls`.
 
 mod commands;
 mod connect;
@@ -47,6 +47,9 @@ pub enum ReplicationError {
     },
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// TLS could not be set up or the handshake failed (retrying does not help).
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("replication protocol error: {0}")]
     Protocol(String),
     #[error(transparent)]
@@ -92,7 +95,8 @@ pub struct ReplicationClient {
 
 impl ReplicationClient {
     /// Connects with `replication=database` to the first reachable host of `config`.
-    /// Auth: trust, cleartext, md5, SCRAM-SHA-256 (no channel binding). Plain TCP or Unix socket.
+    /// Auth: trust, cleartext, md5, SCRAM-SHA-256 (no channel binding); the password may come from
+    /// `PGPASSWORD` or the password file. TCP (TLS per `sslmode`) or Unix socket.
     pub async fn connect(
         config: &tokio_postgres::Config,
         application_name: &str,
