@@ -7,72 +7,19 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::flow::{seed_run_args, spawn, wait_status};
 use support::inspect::{self, output_text};
 use support::{
-    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, spawn_pgrepart,
-    test_majors, unique_name,
+    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors,
+    unique_name,
 };
 use tokio_postgres::Client;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn run_args(url: &str) -> Vec<String> {
-    [
-        "run",
-        "--source",
-        url,
-        "--table",
-        "orders_flat",
-        "--partition-by",
-        "LIST (region)",
-        "--partition",
-        "orders_flat_us=FOR VALUES IN ('US')",
-        "--partition",
-        "orders_flat_eu=FOR VALUES IN ('EU')",
-        "--partition",
-        "orders_flat_asia=FOR VALUES IN ('ASIA')",
-        "--partition",
-        "orders_flat_default=DEFAULT",
-        "--cutover",
-        "manual",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn spawn(args: &[String]) -> Background {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_pgrepart(&refs)
-}
-
-async fn wait_status(
-    url: &str,
-    run: &Background,
-    what: &str,
-    ready: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let mut last = None;
-    loop {
-        if let Some(v) = inspect::status_json(url, "orders_flat").await {
-            if ready(&v) {
-                return v;
-            }
-            last = Some(v);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last status {last:?}; run stderr:\n{}",
-            support::program::tail(&run.stderr_so_far(), 4000)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Waits until the run applies changes again: running, and more applied than `before`.
 async fn wait_applying_past(url: &str, run: &Background, before: i64) -> i64 {
-    let v = wait_status(url, run, "changes applied again", |v| {
+    let v = wait_status(url, run, DEADLINE, "changes applied again", |v| {
         v["running"] == Value::Bool(true)
             && inspect::int(v, "applied_changes").unwrap_or(0) > before
     })
@@ -103,10 +50,17 @@ async fn terminated_connections_and_a_server_restart_are_ridden_through() {
         let client = cluster.client(&db).await;
         schema::create_seed_table(&client, "orders_flat", 20_000).await;
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
-        let run = spawn(&run_args(&url));
-        let v = wait_status(&url, &run, "streaming with changes applied", |v| {
-            inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
-        })
+        let run = spawn(&seed_run_args(&url, &["--cutover", "manual"]));
+        let v = wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "streaming with changes applied",
+            |v| {
+                inspect::phase(v) == "streaming"
+                    && inspect::int(v, "applied_changes").unwrap_or(0) > 0
+            },
+        )
         .await;
         let mut applied = inspect::int(&v, "applied_changes").unwrap();
 
@@ -135,7 +89,7 @@ async fn terminated_connections_and_a_server_restart_are_ridden_through() {
 
         let report = writers.stop().await;
         assert!(report.anomalies.is_empty(), "{}", report.summary());
-        wait_status(&url, &run, "the lag back near zero", |v| {
+        wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
             inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
         })
         .await;
@@ -159,8 +113,8 @@ async fn a_slot_dropped_by_someone_else_stops_the_run_with_what_to_do() {
         let client = cluster.client(&db).await;
         schema::create_seed_table(&client, "orders_flat", 10_000).await;
         let before = inspect::relations(&client).await;
-        let run = spawn(&run_args(&url));
-        let v = wait_status(&url, &run, "streaming", |v| {
+        let run = spawn(&seed_run_args(&url, &["--cutover", "manual"]));
+        let v = wait_status(&url, &run, DEADLINE, "streaming", |v| {
             inspect::phase(v) == "streaming"
         })
         .await;
@@ -212,8 +166,8 @@ async fn a_column_change_on_the_source_stops_the_run_naming_it() {
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
         schema::create_seed_table(&client, "orders_flat", 5_000).await;
-        let run = spawn(&run_args(&url));
-        wait_status(&url, &run, "streaming", |v| {
+        let run = spawn(&seed_run_args(&url, &["--cutover", "manual"]));
+        wait_status(&url, &run, DEADLINE, "streaming", |v| {
             inspect::phase(v) == "streaming"
         })
         .await;

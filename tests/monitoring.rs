@@ -8,10 +8,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::flow::{seed_run_args, spawn, wait_status};
 use support::inspect::{self, output_text};
 use support::{
-    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, spawn_pgrepart,
-    test_majors, unique_name,
+    Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -49,61 +49,6 @@ const DOCUMENTED_FIELDS: [&str; 28] = [
     "cutover_waiting",
 ];
 
-fn run_args(url: &str, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "run",
-        "--source",
-        url,
-        "--table",
-        "orders_flat",
-        "--partition-by",
-        "LIST (region)",
-        "--partition",
-        "orders_flat_us=FOR VALUES IN ('US')",
-        "--partition",
-        "orders_flat_eu=FOR VALUES IN ('EU')",
-        "--partition",
-        "orders_flat_asia=FOR VALUES IN ('ASIA')",
-        "--partition",
-        "orders_flat_default=DEFAULT",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-fn spawn(args: &[String]) -> Background {
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_pgrepart(&refs)
-}
-
-/// Polls `status --json` until `ready` holds; panics with the last status and the run's stderr.
-async fn wait_status(
-    url: &str,
-    run: &Background,
-    what: &str,
-    ready: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    let mut last = None;
-    loop {
-        if let Some(v) = inspect::status_json(url, "orders_flat").await {
-            if ready(&v) {
-                return v;
-            }
-            last = Some(v);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last status {last:?}; run stderr:\n{}",
-            support::program::tail(&run.stderr_so_far(), 4000)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -138,13 +83,20 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         writers.wait_for_more_ops(100, DEADLINE).await;
 
         let metrics = format!("127.0.0.1:{}", free_port());
-        let run = spawn(&run_args(
+        let run = spawn(&seed_run_args(
             &url,
             &["--cutover", "manual", "--metrics-addr", &metrics],
         ));
-        let status = wait_status(&url, &run, "streaming with changes applied", |v| {
-            inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
-        })
+        let status = wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "streaming with changes applied",
+            |v| {
+                inspect::phase(v) == "streaming"
+                    && inspect::int(v, "applied_changes").unwrap_or(0) > 0
+            },
+        )
         .await;
 
         // Every documented field is there, and the live ones make sense.
@@ -205,12 +157,12 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
         assert!(out.status.success(), "{}", output_text(&out));
         // Once the pause is in effect, nothing more is applied while the writers go on.
-        let a = wait_status(&url, &run, "the pause to take effect", |v| {
+        let a = wait_status(&url, &run, DEADLINE, "the pause to take effect", |v| {
             v["pause_in_effect"] == Value::Bool(true)
         })
         .await;
         writers.wait_for_more_ops(500, DEADLINE).await;
-        let b = wait_status(&url, &run, "the lag to grow while paused", |v| {
+        let b = wait_status(&url, &run, DEADLINE, "the lag to grow while paused", |v| {
             inspect::int(v, "lag_bytes") > inspect::int(&a, "lag_bytes")
         })
         .await;
@@ -223,15 +175,19 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         let out = pgrepart(&["resume", "--source", &url, "--table", "orders_flat"]).await;
         assert!(out.status.success(), "{}", output_text(&out));
         let applied_paused = inspect::int(&b, "applied_changes").unwrap();
-        wait_status(&url, &run, "changes applied again after resume", |v| {
-            inspect::int(v, "applied_changes").unwrap_or(0) > applied_paused
-        })
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "changes applied again after resume",
+            |v| inspect::int(v, "applied_changes").unwrap_or(0) > applied_paused,
+        )
         .await;
 
         // Writers stop; the lag returns to (near) zero.
         let report = writers.stop().await;
         assert!(report.anomalies.is_empty(), "{}", report.summary());
-        wait_status(&url, &run, "the lag back near zero", |v| {
+        wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
             inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
         })
         .await;
@@ -257,9 +213,9 @@ async fn a_second_run_is_refused_and_ctrl_c_stops_gracefully_for_a_rerun() {
         schema::create_seed_table(&client, "orders_flat", 20_000).await;
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
 
-        let args = run_args(&url, &["--cutover", "manual"]);
+        let args = seed_run_args(&url, &["--cutover", "manual"]);
         let first = spawn(&args);
-        wait_status(&url, &first, "streaming", |v| {
+        wait_status(&url, &first, DEADLINE, "streaming", |v| {
             inspect::phase(v) == "streaming"
         })
         .await;
@@ -289,7 +245,7 @@ async fn a_second_run_is_refused_and_ctrl_c_stops_gracefully_for_a_rerun() {
 
         writers.wait_for_more_ops(200, DEADLINE).await;
         let rerun = spawn(&args);
-        wait_status(&url, &rerun, "the rerun streaming again", |v| {
+        wait_status(&url, &rerun, DEADLINE, "the rerun streaming again", |v| {
             inspect::phase(v) == "streaming" && v["running"] == Value::Bool(true)
         })
         .await;
@@ -317,7 +273,7 @@ async fn the_retained_wal_guard_stops_the_run_and_drops_the_slot() {
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
 
         // The copy alone writes far more than 2 x 256 kB of WAL.
-        let run = spawn(&run_args(
+        let run = spawn(&seed_run_args(
             &url,
             &["--cutover", "manual", "--max-retained-wal", "256kB"],
         ));

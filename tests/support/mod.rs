@@ -28,6 +28,7 @@
 
 pub mod cluster;
 pub mod compare;
+pub mod flow;
 pub mod inspect;
 pub mod program;
 pub mod schema;

@@ -1,0 +1,68 @@
+//! Driving the seed migration from a test: its `run` arguments, starting it in the background, and
+//! waiting on `status --json` with a deadline.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::inspect;
+use crate::support::program::{Background, spawn_pgrepart, tail};
+
+/// `run` of `orders_flat` into LIST partitions by region (US, EU, ASIA, DEFAULT), then `extra`.
+pub fn seed_run_args(url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "--source",
+        url,
+        "--table",
+        "orders_flat",
+        "--partition-by",
+        "LIST (region)",
+        "--partition",
+        "orders_flat_us=FOR VALUES IN ('US')",
+        "--partition",
+        "orders_flat_eu=FOR VALUES IN ('EU')",
+        "--partition",
+        "orders_flat_asia=FOR VALUES IN ('ASIA')",
+        "--partition",
+        "orders_flat_default=DEFAULT",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// Starts `pgrepart` with owned arguments in the background.
+pub fn spawn(args: &[String]) -> Background {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_pgrepart(&refs)
+}
+
+/// Polls `status --json` of `orders_flat` until `ready` holds and returns that status; panics
+/// after `within` with the last status seen and the run's stderr.
+pub async fn wait_status(
+    url: &str,
+    run: &Background,
+    within: Duration,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    loop {
+        if let Some(v) = inspect::status_json(url, "orders_flat").await {
+            if ready(&v) {
+                return v;
+            }
+            last = Some(v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status {last:?}; run stderr:\n{}",
+            tail(&run.stderr_so_far(), 4000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
