@@ -266,6 +266,11 @@ impl Applier {
                     let Some(event) = event else { return Ok(()) };
                     fence = self.handle(event)?;
                     while fence.is_none() && self.batch_changes < self.max_batch && self.taking_events() {
+                        // Finished ranges first, here too: a range's copy always commits before
+                        // any later event of the stream can depend on it being done.
+                        while let Ok(range) = range_done.try_recv() {
+                            self.finish_range(range);
+                        }
                         match events.try_recv() {
                             Ok(event) => fence = self.handle(event)?,
                             Err(_) => break,
