@@ -222,27 +222,7 @@ async fn try_ddl(
             .await
             .map_err(|e| Error::db("the DDL does not run", e))?;
     }
-    let constraints: Vec<String> = tx
-        .query(
-            "SELECT pg_get_partition_constraintdef(i.inhrelid) FROM pg_inherits i \
-             JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = $1::text::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'",
-            &[&target.sql()],
-        )
-        .await
-        .map_err(|e| Error::db("reading the partition bounds", e))?
-        .into_iter()
-        .filter_map(|r| r.get::<_, Option<String>>(0))
-        .collect();
-    let fits = if constraints.is_empty() {
-        "false".to_string()
-    } else {
-        constraints
-            .iter()
-            .map(|c| format!("({c})"))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    };
+    let fits = catalog::partition_fit_predicate(&tx, target).await?;
     let outside: i64 = tx
         .query_one(
             &format!(

@@ -381,25 +381,7 @@ async fn check_rows_fit(
     target: &QualifiedName,
     by: &crate::spec::PartitionBy,
 ) -> Result<()> {
-    let constraints: Vec<String> = tx
-        .query(
-            "SELECT pg_get_partition_constraintdef(i.inhrelid) FROM pg_inherits i WHERE i.inhparent = $1::text::regclass",
-            &[&target.sql()],
-        )
-        .await
-        .map_err(|e| Error::db("reading the partition bounds", e))?
-        .into_iter()
-        .filter_map(|r| r.get::<_, Option<String>>(0))
-        .collect();
-    let fits = if constraints.is_empty() {
-        "false".to_string()
-    } else {
-        constraints
-            .iter()
-            .map(|c| format!("({c})"))
-            .collect::<Vec<_>>()
-            .join(" OR ")
-    };
+    let fits = catalog::partition_fit_predicate(tx, target).await?;
     let cols: Vec<String> = by.columns.iter().map(|c| quote_ident(c)).collect();
     let shown = if cols.len() == 1 {
         format!("{}::text", cols[0])

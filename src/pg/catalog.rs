@@ -557,3 +557,33 @@ pub async fn carry_over(
     }
     Ok(out)
 }
+
+/// A predicate true for rows that some non-DEFAULT partition of `partitioned` accepts, built from
+/// the partitions' own constraints (`false` when there are none). It names columns only, so it
+/// applies to the source table as well.
+pub async fn partition_fit_predicate(
+    client: &impl tokio_postgres::GenericClient,
+    partitioned: &QualifiedName,
+) -> Result<String> {
+    let constraints: Vec<String> = client
+        .query(
+            "SELECT pg_get_partition_constraintdef(i.inhrelid) FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = $1::text::regclass AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'",
+            &[&partitioned.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the partition bounds", e))?
+        .into_iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect();
+    Ok(if constraints.is_empty() {
+        "false".to_string()
+    } else {
+        constraints
+            .iter()
+            .map(|c| format!("({c})"))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    })
+}
