@@ -489,6 +489,7 @@ async fn resume(
         state::set_cutover_mode(&control, m.id, args.cutover.as_str()).await?;
         m.cutover_mode = args.cutover.as_str().to_string();
     }
+    check_target_columns(&control, &info, &m.target).await?;
     let saved = state::ranges(&control, m.id).await?;
     let first_key = info.column(&key[0]).expect("key column exists");
     let router = if saved.len() > 1 || (INT_TYPES.contains(&first_key.type_oid) && saved.len() == 1)
@@ -543,6 +544,34 @@ async fn resume(
         sessions,
         start: Lsn::ZERO,
     })
+}
+
+/// On resume: the source's columns must still be the target's (a change while no run was attached
+/// would otherwise be applied to a table that lacks it).
+async fn check_target_columns(
+    control: &Client,
+    source: &TableInfo,
+    target: &QualifiedName,
+) -> Result<()> {
+    let Some(t) = catalog::table_info(control, target).await? else {
+        return Err(Error::failed(format!("the new table {target} is gone"))
+            .with_hint("run `pgrepart abort`, then start again"));
+    };
+    let differ: Vec<String> = source
+        .replicated_columns()
+        .iter()
+        .filter(|c| t.column(&c.name).is_none_or(|tc| tc.type_sql != c.type_sql))
+        .map(|c| format!("{} {}", c.name, c.type_sql))
+        .collect();
+    if differ.is_empty() {
+        return Ok(());
+    }
+    Err(Error::failed(format!(
+        "the definition of {} changed on the source during the migration: the new table {target} lacks {}",
+        source.name,
+        differ.join(", ")
+    ))
+    .with_hint("undo the schema change, or run `pgrepart abort` and start again"))
 }
 
 /// "pid 1234 on dbhost": who runs a migration, for the refusal of a second run.
@@ -852,14 +881,29 @@ impl Live {
                     ))
                     .with_hint("run the same command again to resume, or `pgrepart abort` to remove everything"));
                 }
+                // Each of the two ends cleanly only when the other is gone (their channel closed):
+                // then the other one's error is the cause.
                 r = join_some(&mut tasks.reader), if tasks.reader.is_some() => {
                     tasks.reader = None;
-                    break join_result(r, "stream reader").err().unwrap_or_else(|| Error::transient("the replication stream ended"));
+                    break match join_result(r, "stream reader") {
+                        Err(e) => e,
+                        Ok(()) => match tasks.applier.take() {
+                            Some(a) => join_result(a.await, "applier").err(),
+                            None => None,
+                        }
+                        .unwrap_or_else(|| Error::transient("the replication stream ended")),
+                    };
                 }
                 r = join_some(&mut tasks.applier), if tasks.applier.is_some() => {
                     tasks.applier = None;
-                    // The applier ends by itself only when the reader is gone (its channel closed).
-                    break join_result(r, "applier").err().unwrap_or_else(|| Error::transient("the replication stream ended"));
+                    break match join_result(r, "applier") {
+                        Err(e) => e,
+                        Ok(()) => match tasks.reader.take() {
+                            Some(rd) => join_result(rd.await, "stream reader").err(),
+                            None => None,
+                        }
+                        .unwrap_or_else(|| Error::transient("the replication stream ended")),
+                    };
                 }
                 r = join_some(&mut tasks.copy), if tasks.copy.is_some() => {
                     tasks.copy = None;
