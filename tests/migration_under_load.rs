@@ -5,12 +5,12 @@
 
 mod support;
 
+use support::flow::{seed_run_args, spawn};
+
 use std::time::{Duration, Instant};
 
 use support::inspect::{self, output_text};
-use support::{
-    Cluster, Writers, WritersConfig, compare, schema, spawn_pgrepart, test_majors, unique_name,
-};
+use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
 
 const SEED_ROWS: usize = 80_000;
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -43,24 +43,8 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
         writers.wait_for_more_ops(300, DEADLINE).await;
         let ops_at_start = writers.ops();
 
-        let args = [
-            "run",
-            "--source",
-            &url,
-            "--table",
-            "orders_flat",
-            "--partition-by",
-            "LIST (region)",
-            "--partition",
-            "orders_flat_us=FOR VALUES IN ('US')",
-            "--partition",
-            "orders_flat_eu=FOR VALUES IN ('EU')",
-            "--partition",
-            "orders_flat_asia=FOR VALUES IN ('ASIA')",
-            "--partition",
-            "orders_flat_default=DEFAULT",
-        ];
-        let run = spawn_pgrepart(&args);
+        let args = seed_run_args(&url, &[]);
+        let run = spawn(&args);
         let out = run.wait_within(DEADLINE).await;
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(
@@ -131,7 +115,8 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
         // Status says done; running the same command again, or `cutover`, has nothing left to do.
         let v = inspect::status_json(&url, "orders_flat").await.unwrap();
         assert_eq!(inspect::phase(&v), "done", "{v}");
-        let again = support::pgrepart(&args).await;
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let again = support::pgrepart(&refs).await;
         assert!(
             again.status.success(),
             "rerunning the finished migration failed: {}",

@@ -7,37 +7,14 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::flow::{seed_run_args, spawn};
 use support::inspect::{self, output_text};
 use support::{
-    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, spawn_pgrepart,
-    test_majors, unique_name, wait_until,
+    Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors,
+    unique_name, wait_until,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn run_args<'a>(url: &'a str, cutover: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "run",
-        "--source",
-        url,
-        "--table",
-        "orders_flat",
-        "--partition-by",
-        "LIST (region)",
-        "--partition",
-        "orders_flat_us=FOR VALUES IN ('US')",
-        "--partition",
-        "orders_flat_eu=FOR VALUES IN ('EU')",
-        "--partition",
-        "orders_flat_asia=FOR VALUES IN ('ASIA')",
-        "--partition",
-        "orders_flat_default=DEFAULT",
-        "--cutover",
-        cutover,
-    ];
-    args.extend_from_slice(extra);
-    args
-}
 
 /// Polls `status --json` until `ready` holds for it; returns that status. Panics with the last
 /// status seen and the run's stderr when `run` ends first or the deadline passes.
@@ -107,8 +84,8 @@ async fn a_run_killed_while_streaming_resumes_and_cuts_over() {
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(100, DEADLINE).await;
 
-        let args = run_args(&url, "manual", &[]);
-        let mut first = spawn_pgrepart(&args);
+        let args = seed_run_args(&url, &["--cutover", "manual"]);
+        let mut first = spawn(&args);
         let v = wait_for_status(&url, &mut first, "streaming with changes applied", |v| {
             inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
         })
@@ -121,7 +98,7 @@ async fn a_run_killed_while_streaming_resumes_and_cuts_over() {
         writers.wait_for_more_ops(300, DEADLINE).await;
         wait_not_running(&url).await;
 
-        let mut second = spawn_pgrepart(&args);
+        let mut second = spawn(&args);
         wait_until(DEADLINE, "the rerun to say it is resuming", || {
             let text = second.stderr_so_far();
             async move { text.contains("resuming") }
@@ -182,8 +159,8 @@ async fn a_run_killed_during_the_copy_resumes_and_finishes() {
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(100, DEADLINE).await;
 
-        let args = run_args(&url, "auto", &["--jobs", "2"]);
-        let mut first = spawn_pgrepart(&args);
+        let args = seed_run_args(&url, &["--cutover", "auto", "--jobs", "2"]);
+        let mut first = spawn(&args);
         let v = wait_for_status(&url, &mut first, "a range copied, still copying", |v| {
             inspect::phase(v) == "copying" && inspect::int(v, "ranges_done").unwrap_or(0) >= 1
         })
@@ -203,7 +180,7 @@ async fn a_run_killed_during_the_copy_resumes_and_finishes() {
             "finished ranges were lost by the crash: {after_kill}"
         );
 
-        let second = spawn_pgrepart(&args);
+        let second = spawn(&args);
         let out = second.wait_within(DEADLINE).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -247,7 +224,7 @@ async fn abort_from_another_terminal_stops_the_run_and_removes_everything() {
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(100, DEADLINE).await;
 
-        let mut run = spawn_pgrepart(&run_args(&url, "manual", &[]));
+        let mut run = spawn(&seed_run_args(&url, &["--cutover", "manual"]));
         wait_for_status(&url, &mut run, "streaming", |v| {
             inspect::phase(v) == "streaming"
         })
