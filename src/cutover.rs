@@ -300,6 +300,7 @@ pub async fn attempt(
     fence: &mut watch::Receiver<Option<String>>,
     a: Attempt<'_>,
 ) -> Result<Outcome> {
+    crate::fault::point("cutover-before-lock");
     let tx = control
         .transaction()
         .await
@@ -372,6 +373,7 @@ pub async fn attempt(
         }
         Ok(Ok(_)) => {}
     }
+    crate::fault::point("cutover-locked");
     let replaced_at = crate::partitioning::Date::format_unix_utc(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -382,9 +384,11 @@ pub async fn attempt(
             .await
             .map_err(|e| Error::db("swapping the tables", e))?;
     }
+    crate::fault::point("cutover-before-commit");
     tx.commit()
         .await
         .map_err(|e| Error::db("committing the swap", e))?;
+    crate::fault::point("cutover-after-commit");
     for line in carry_summary(&carry) {
         println!("{line}");
     }

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod copy;
 pub mod cutover;
 pub mod error;
+pub mod fault;
 pub mod lsn;
 pub mod monitor;
 pub mod partitioning;

@@ -129,12 +129,7 @@ pub async fn gather(
     }
     let mut taken_names = Vec::new();
     for n in &wanted {
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&n.sql()])
-            .await
-            .map_err(|e| Error::db("checking names", e))?
-            .get(0);
-        if exists {
+        if crate::pg::catalog::relation_exists(client, n).await? {
             taken_names.push(n.to_string());
         }
     }

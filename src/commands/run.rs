@@ -76,6 +76,11 @@ async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Resu
                 "{} was already migrated (migration {}); nothing left to do",
                 prep.table, m.id
             );
+            // A run stopped between the swap and its cleanup may not have dropped the old table.
+            let old = prep.table.sibling(m.old_name.clone());
+            if args.drop_old && crate::pg::catalog::relation_exists(&control, &old).await? {
+                cutover::drop_old(&control, &old).await?;
+            }
             return Ok(());
         }
         _ => start_new(prep, args, control).await?,

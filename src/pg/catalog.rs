@@ -146,6 +146,15 @@ impl TableInfo {
 }
 
 /// Reads everything about `name`; `Ok(None)` when no such table exists.
+/// Whether a table, view or other relation of this name exists.
+pub async fn relation_exists(client: &impl GenericClient, name: &QualifiedName) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name.sql()])
+        .await
+        .map_err(|e| Error::db(format!("looking up {name}"), e))?
+        .get(0))
+}
+
 pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<TableInfo>> {
     let ctx = |what: &str| format!("reading the catalog ({what}) of {name}");
     let Some(row) = client
