@@ -82,6 +82,7 @@ async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
             ]),
             done: vec![false, true],
             expected_columns: vec![("id".into(), 20), ("v".into(), 25)],
+            source: None,
             source_name: ("public".into(), "src".into()),
             start: Lsn(1),
             max_batch: 100,

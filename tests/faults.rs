@@ -174,8 +174,8 @@ async fn a_column_change_on_the_source_stops_the_run_naming_it() {
 
         client
             .batch_execute(
-                "ALTER TABLE orders_flat ADD COLUMN note text; \
-                 UPDATE orders_flat SET note = 'x' WHERE id = (SELECT min(id) FROM orders_flat)",
+                "ALTER TABLE orders_flat ALTER COLUMN customer_id TYPE bigint; \
+                 UPDATE orders_flat SET customer_id = 1 WHERE id = (SELECT min(id) FROM orders_flat)",
             )
             .await
             .unwrap();
@@ -183,13 +183,15 @@ async fn a_column_change_on_the_source_stops_the_run_naming_it() {
         let text = output_text(&out);
         assert_eq!(out.status.code(), Some(1), "PostgreSQL {major}: {text}");
         assert!(
-            text.contains("changed on the source") && text.contains("note"),
+            text.contains("changed on the source") && text.contains("customer_id: type changed"),
             "{text}"
         );
         let v = inspect::status_json(&url, "orders_flat").await.unwrap();
         assert_eq!(inspect::phase(&v), "failed", "{v}");
         assert!(
-            v["last_error"].as_str().is_some_and(|e| e.contains("note")),
+            v["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("customer_id")),
             "{v}"
         );
         let out = pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;

@@ -39,6 +39,25 @@ pub enum Op {
     Delete,
 }
 
+impl Op {
+    /// Widens the row to `width` columns for columns added after it was read: a full row had NULL
+    /// there (the columns did not exist), a patch leaves them as they are.
+    pub fn widen(&mut self, width: usize) {
+        match self {
+            Op::Upsert(row) => widen_row(row, width, Value::Null),
+            Op::Patch(row) => widen_row(row, width, Value::Unchanged),
+            Op::Delete => {}
+        }
+    }
+}
+
+/// Pads `row` to `width` columns with `fill`.
+pub fn widen_row(row: &mut Row, width: usize, fill: Value) {
+    if row.len() < width {
+        row.resize(width, fill);
+    }
+}
+
 fn merge_into(base: &mut Row, patch: Row) {
     for (slot, v) in base.iter_mut().zip(patch) {
         if v != Value::Unchanged {
@@ -62,6 +81,13 @@ impl Compactor {
 
     pub fn len(&self) -> usize {
         self.ops.len()
+    }
+
+    /// Widens every row held to `width` columns (see `Op::widen`).
+    pub fn widen(&mut self, width: usize) {
+        for op in self.ops.values_mut() {
+            op.widen(width);
+        }
     }
 
     pub fn push(&mut self, key: Key, op: Op) {
@@ -169,6 +195,32 @@ mod tests {
     }
     fn k(s: &str) -> Key {
         vec![Bytes::copy_from_slice(s.as_bytes())]
+    }
+
+    #[test]
+    fn widening_gives_full_rows_null_and_leaves_patched_columns_alone() {
+        let mut c = Compactor::default();
+        c.push(k("1"), Op::Upsert(vec![t("1"), t("a")]));
+        c.push(k("2"), Op::Patch(vec![t("2"), Value::Unchanged]));
+        c.push(k("3"), Op::Delete);
+        c.widen(3);
+        // A later change of the new shape merges with the widened one.
+        c.push(k("2"), Op::Patch(vec![t("2"), Value::Unchanged, t("n")]));
+        let out = c.finish(&[0]);
+        assert_eq!(out.inserts, vec![vec![t("1"), t("a"), Value::Null]]);
+        assert_eq!(out.removals, vec![k("3")]);
+        let patches: Vec<_> = out.patches.into_iter().collect();
+        assert_eq!(
+            patches,
+            vec![(
+                vec![2],
+                vec![(k("2"), vec![t("2"), Value::Unchanged, t("n")])]
+            )]
+        );
+        // Never narrows.
+        let mut row = vec![t("x"), t("y")];
+        widen_row(&mut row, 1, Value::Null);
+        assert_eq!(row.len(), 2);
     }
 
     #[test]

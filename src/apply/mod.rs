@@ -13,6 +13,7 @@
 //! Why this converges: design.md §3. Why the flush is safe: design.md §4.
 
 pub mod compact;
+pub mod schema;
 pub mod sql;
 
 use std::collections::{HashMap, VecDeque};
@@ -27,8 +28,10 @@ use tokio_postgres::{Client, Statement, Transaction};
 use crate::copy::ranges::{KeyRange, range_index};
 use crate::error::{Error, Result};
 use crate::lsn::{Lsn, Monotonic};
+use crate::pg::ident::QualifiedName;
 use crate::protocol::pgoutput::{Datum, OldTuple, PgOutput, Relation, TupleData};
 use compact::{Compacted, Compactor, Key, Op, Row, Value, encode_copy_text_row};
+use schema::RelationChange;
 use sql::Shape;
 
 /// Bytes of changes queued on unfinished ranges beyond which the applier takes no more events: the
@@ -150,6 +153,13 @@ pub struct Applier {
     ranges: Vec<RangeState>,
     /// Expected (name, type oid) of the replicated columns; a Relation message must match.
     expected_columns: Vec<(String, u32)>,
+    /// Columns in the rows the stream currently sends (fewer than `expected_columns` while it
+    /// describes the table as it was before columns were added; see `schema`).
+    stream_width: usize,
+    /// The source, to read the definition of columns added to it during the migration.
+    source: Option<tokio_postgres::Config>,
+    /// `ALTER TABLE` of the new table, run first in the next batch's transaction.
+    pending_ddl: Vec<String>,
     source_name: (String, String),
     relation_oid: Option<u32>,
     segments: Vec<Segment>,
@@ -176,6 +186,9 @@ pub struct ApplierConfig {
     /// Which ranges are already done (copied earlier, or empty edges).
     pub done: Vec<bool>,
     pub expected_columns: Vec<(String, u32)>,
+    /// The source database, read when columns are added to the table during the migration
+    /// (without it such a change stops the run).
+    pub source: Option<tokio_postgres::Config>,
     pub source_name: (String, String),
     pub start: Lsn,
     pub max_batch: usize,
@@ -210,7 +223,10 @@ impl Applier {
             shape: cfg.shape,
             router: cfg.router,
             ranges,
+            stream_width: cfg.expected_columns.len(),
             expected_columns: cfg.expected_columns,
+            source: cfg.source,
+            pending_ddl: Vec::new(),
             source_name: cfg.source_name,
             relation_oid: None,
             segments: Vec::new(),
@@ -264,7 +280,7 @@ impl Applier {
                 // are under their cap.
                 event = events.recv(), if !paused && self.taking_events() => {
                     let Some(event) = event else { return Ok(()) };
-                    fence = self.handle(event)?;
+                    fence = self.handle(event).await?;
                     while fence.is_none() && self.batch_changes < self.max_batch && self.taking_events() {
                         // Finished ranges first, here too: a range's copy always commits before
                         // any later event of the stream can depend on it being done.
@@ -272,7 +288,7 @@ impl Applier {
                             self.finish_range(range);
                         }
                         match events.try_recv() {
-                            Ok(event) => fence = self.handle(event)?,
+                            Ok(event) => fence = self.handle(event).await?,
                             Err(_) => break,
                         }
                     }
@@ -347,7 +363,7 @@ impl Applier {
     }
 
     /// Handles one event; returns the fence id when it was a fence.
-    fn handle(&mut self, event: Event) -> Result<Option<String>> {
+    async fn handle(&mut self, event: Event) -> Result<Option<String>> {
         let msg = match event {
             Event::Idle(wal_end) => {
                 if self.open_txn.is_none() {
@@ -365,7 +381,7 @@ impl Applier {
                 self.open_txn = None;
                 self.batch_commit = Some((end_lsn, commit_ts));
             }
-            PgOutput::Relation(rel) => self.check_relation(&rel)?,
+            PgOutput::Relation(rel) => self.check_relation(&rel).await?,
             PgOutput::Insert { rel, new } => {
                 if self.is_ours(rel) {
                     let row = self.row(&new)?;
@@ -470,7 +486,7 @@ impl Applier {
         self.relation_oid == Some(rel)
     }
 
-    fn check_relation(&mut self, rel: &Relation) -> Result<()> {
+    async fn check_relation(&mut self, rel: &Relation) -> Result<()> {
         let nsp = if rel.namespace.is_empty() {
             "pg_catalog"
         } else {
@@ -484,35 +500,135 @@ impl Applier {
             .iter()
             .map(|c| (c.name.clone(), c.type_oid))
             .collect();
-        if got != self.expected_columns {
-            let describe = |cols: &[(String, u32)]| {
-                cols.iter()
-                    .map(|c| c.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(Error::failed(format!(
-                "the definition of {}.{} changed on the source during the migration (columns were: {}; now: {})",
-                self.source_name.0,
-                self.source_name.1,
-                describe(&self.expected_columns),
-                describe(&got)
-            ))
-            .with_hint("undo the schema change, or run `pgrepart abort` and start again"));
+        match schema::classify(&self.expected_columns, &got) {
+            RelationChange::Same => self.stream_width = got.len(),
+            RelationChange::Older { width } => {
+                self.check_columns_still_there(&got).await?;
+                self.stream_width = width;
+            }
+            RelationChange::Added { from } => self.follow_added_columns(rel, &got[from..]).await?,
+            RelationChange::Other => {
+                return Err(Error::failed(format!(
+                    "the definition of {}.{} changed on the source during the migration ({})",
+                    self.source_name.0,
+                    self.source_name.1,
+                    schema::describe_change(&self.expected_columns, &got)
+                ))
+                .with_hint("pgrepart follows only ADD COLUMN of a nullable column without a default; undo the change, or run `pgrepart abort` and start again"));
+            }
         }
         self.relation_oid = Some(rel.oid);
         Ok(())
     }
 
+    /// The stream sends fewer columns than the new table has: fine when they were added after the
+    /// changes being read (the source still has them), a stop when they were dropped.
+    async fn check_columns_still_there(&mut self, got: &[(String, u32)]) -> Result<()> {
+        let info = self.read_source_table().await?;
+        let now: Vec<(String, u32)> = info
+            .iter()
+            .flat_map(|i| i.replicated_columns())
+            .map(|c| (c.name.clone(), c.type_oid))
+            .collect();
+        if now == self.expected_columns {
+            return Ok(());
+        }
+        Err(Error::failed(format!(
+            "the definition of {}.{} changed on the source during the migration ({})",
+            self.source_name.0,
+            self.source_name.1,
+            schema::describe_change(&self.expected_columns, got)
+        ))
+        .with_hint("pgrepart follows only ADD COLUMN of a nullable column without a default; undo the change, or run `pgrepart abort` and start again"))
+    }
+
+    /// The source table's definition as it is now, read on a short-lived connection.
+    async fn read_source_table(&self) -> Result<Option<crate::pg::catalog::TableInfo>> {
+        let table = QualifiedName::new(self.source_name.0.clone(), self.source_name.1.clone());
+        let Some(source) = &self.source else {
+            return Err(Error::failed(format!(
+                "the definition of {table} changed on the source during the migration, and the source cannot be read from here"
+            )));
+        };
+        let client = crate::pg::connect(source, "pgrepart apply (schema)").await?;
+        crate::pg::catalog::table_info(&client, &table).await
+    }
+
+    /// Columns appended to the source table: adds them to the new table (in the next batch's
+    /// transaction) and widens every row held, as `schema` explains.
+    async fn follow_added_columns(
+        &mut self,
+        rel: &Relation,
+        added: &[(String, u32)],
+    ) -> Result<()> {
+        let table = QualifiedName::new(self.source_name.0.clone(), self.source_name.1.clone());
+        let names: Vec<&str> = added.iter().map(|c| c.0.as_str()).collect();
+        let stop = |why: String| {
+            Error::failed(format!(
+                "column {} was added to {table} on the source during the migration: {why}",
+                names.join(", ")
+            ))
+            .with_hint("pgrepart follows only ADD COLUMN of a nullable column without a default; drop the column again and run the same command, or run `pgrepart abort` and start again")
+        };
+        let Some(info) = self.read_source_table().await? else {
+            return Err(stop("the table is gone from the source".into()));
+        };
+        let mut clauses = Vec::new();
+        let mut columns = Vec::new();
+        for (name, oid) in added {
+            let Some(c) = info.column(name).filter(|c| c.type_oid == *oid) else {
+                return Err(stop(format!("{name} changed again since")));
+            };
+            clauses.push(schema::add_column_clause(c).map_err(stop)?);
+            columns.push((c.name.clone(), c.type_sql.clone()));
+        }
+        self.pending_ddl.push(format!(
+            "ALTER TABLE {} {}",
+            self.shape.target.sql(),
+            clauses.join(", ")
+        ));
+        self.shape.columns.extend(columns);
+        self.expected_columns.extend(added.iter().cloned());
+        let width = self.expected_columns.len();
+        self.stream_width = width;
+        self.widen_held_rows(width);
+        self.statements.clear();
+        tracing::info!(
+            table = %table,
+            columns = %names.join(", "),
+            relation = rel.oid,
+            "columns added on the source; adding them to the new table"
+        );
+        Ok(())
+    }
+
+    /// Widens the rows of the open batch and of every range queue to `width` columns.
+    fn widen_held_rows(&mut self, width: usize) {
+        for seg in &mut self.segments {
+            match seg {
+                Segment::Compact(c) => c.widen(width),
+                Segment::KeyMove { row, .. } => compact::widen_row(row, width, Value::Unchanged),
+                Segment::Truncate => {}
+            }
+        }
+        for range in &mut self.ranges {
+            for q in &mut range.queue {
+                q.op.widen(width);
+            }
+        }
+    }
+
+    /// The row of a change, as wide as the new table: a row sent before columns were added gets
+    /// NULL for them, or leaves them alone when it is partial (see `schema`).
     fn row(&self, tuple: &TupleData) -> Result<Row> {
-        if tuple.0.len() != self.shape.columns.len() {
+        if tuple.0.len() != self.stream_width {
             return Err(Error::failed(format!(
                 "a change carried {} columns where {} were expected",
                 tuple.0.len(),
-                self.shape.columns.len()
+                self.stream_width
             )));
         }
-        tuple
+        let mut row: Row = tuple
             .0
             .iter()
             .map(|d| match d {
@@ -523,7 +639,14 @@ impl Applier {
                     "a change arrived in binary form; pgrepart asks for text",
                 )),
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let fill = if row.contains(&Value::Unchanged) {
+            Value::Unchanged
+        } else {
+            Value::Null
+        };
+        compact::widen_row(&mut row, self.shape.columns.len(), fill);
+        Ok(row)
     }
 
     fn key_of(&self, row: &Row) -> Result<Key> {
@@ -550,7 +673,7 @@ impl Applier {
     }
 
     async fn apply_batch(&mut self) -> Result<()> {
-        if !self.segments.is_empty() {
+        if !self.segments.is_empty() || !self.pending_ddl.is_empty() {
             let segments = std::mem::take(&mut self.segments);
             let changes = self.batch_changes as u64;
             let started = std::time::Instant::now();
@@ -559,6 +682,11 @@ impl Applier {
                 .transaction()
                 .await
                 .map_err(|e| Error::db("starting a target transaction", e))?;
+            for ddl in std::mem::take(&mut self.pending_ddl) {
+                tx.batch_execute(&ddl).await.map_err(|e| {
+                    Error::db("adding the source's new columns to the new table", e)
+                })?;
+            }
             for seg in segments {
                 match seg {
                     Segment::Compact(c) => {

@@ -562,13 +562,37 @@ async fn check_target_columns(
         return Err(Error::failed(format!("the new table {target} is gone"))
             .with_hint("run `pgrepart abort`, then start again"));
     };
-    let differ: Vec<String> = source
-        .replicated_columns()
+    let replicated = source.replicated_columns();
+    let differ: Vec<String> = replicated
         .iter()
         .filter(|c| t.column(&c.name).is_none_or(|tc| tc.type_sql != c.type_sql))
         .map(|c| format!("{} {}", c.name, c.type_sql))
         .collect();
     if differ.is_empty() {
+        return Ok(());
+    }
+    // Columns added on the source while no run followed the stream (it stopped between the
+    // source's ADD COLUMN and ours): added here as the applier would have (see apply::schema).
+    let missing: Vec<&catalog::ColumnInfo> = replicated
+        .iter()
+        .copied()
+        .filter(|c| t.column(&c.name).is_none())
+        .collect();
+    if missing.len() == differ.len()
+        && let Ok(clauses) = missing
+            .iter()
+            .map(|c| crate::apply::schema::add_column_clause(c))
+            .collect::<std::result::Result<Vec<_>, _>>()
+    {
+        control
+            .batch_execute(&format!(
+                "ALTER TABLE {} {}",
+                target.sql(),
+                clauses.join(", ")
+            ))
+            .await
+            .map_err(|e| Error::db("adding the source's new columns to the new table", e))?;
+        tracing::info!(columns = %missing.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "), "columns added on the source; added them to the new table");
         return Ok(());
     }
     Err(Error::failed(format!(
@@ -776,6 +800,7 @@ impl Live {
                     .iter()
                     .map(|c| (c.name.clone(), c.type_oid))
                     .collect(),
+                source: Some(prep.source.clone()),
                 source_name: (info.name.schema.clone(), info.name.name.clone()),
                 start,
                 max_batch: 20_000,
