@@ -198,3 +198,86 @@ async fn a_column_change_on_the_source_stops_the_run_naming_it() {
         assert!(out.status.success(), "{}", output_text(&out));
     }
 }
+
+/// `max_slot_wal_keep_size` exceeded while the run is paused (the slot holds WAL it cannot confirm):
+/// the server invalidates the slot and ends its walsender; the run reconnects, finds the slot lost
+/// and stops saying so and what to do; `abort` then removes everything.
+#[tokio::test]
+async fn an_invalidated_slot_stops_the_run_with_what_to_do() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("slotlost");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        for sql in [
+            "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'",
+            "SELECT pg_reload_conf()",
+        ] {
+            client.batch_execute(sql).await.unwrap();
+        }
+        schema::create_seed_table(&client, "orders_flat", 5_000).await;
+        let before = inspect::relations(&client).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        let run = spawn(&seed_run_args(&url, &["--cutover", "manual"]));
+        let v = wait_status(&url, &run, DEADLINE, "streaming", |v| {
+            inspect::phase(v) == "streaming"
+        })
+        .await;
+        let slot = v["slot_name"].as_str().unwrap().to_string();
+        let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        wait_status(&url, &run, DEADLINE, "the pause to take effect", |v| {
+            v["pause_in_effect"] == Value::Bool(true)
+        })
+        .await;
+
+        // Write WAL past the limit, switching segments and checkpointing until the slot is lost.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        client
+            .batch_execute("CREATE TABLE filler (g int, t text)")
+            .await
+            .unwrap();
+        loop {
+            let status: Option<String> = client
+                .query_one(
+                    "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if status.as_deref() == Some("lost") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL {major}: the slot was not invalidated (wal_status {status:?})"
+            );
+            client
+                .batch_execute(
+                    "INSERT INTO filler SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
+                )
+                .await
+                .unwrap();
+            client
+                .batch_execute("SELECT pg_switch_wal()")
+                .await
+                .unwrap();
+            client.batch_execute("CHECKPOINT").await.unwrap();
+        }
+        let out = run.wait_within(DEADLINE).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "PostgreSQL {major}: {text}");
+        assert!(
+            text.contains("invalidated") && text.contains("pgrepart abort"),
+            "PostgreSQL {major}: {text}"
+        );
+        writers.stop().await;
+        let out = pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        client.batch_execute("DROP TABLE filler").await.unwrap();
+        inspect::assert_nothing_left_behind(&client, &before).await;
+    }
+}

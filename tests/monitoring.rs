@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field README documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 28] = [
+const DOCUMENTED_FIELDS: [&str; 29] = [
     "migration_id",
     "table",
     "target",
@@ -47,6 +47,7 @@ const DOCUMENTED_FIELDS: [&str; 28] = [
     "cutover_mode",
     "cutover_requested",
     "cutover_waiting",
+    "waiting_for",
 ];
 
 fn free_port() -> u16 {
@@ -304,5 +305,78 @@ async fn the_retained_wal_guard_stops_the_run_and_drops_the_slot() {
         let report = writers.stop().await;
         assert!(report.anomalies.is_empty(), "{}", report.summary());
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    }
+}
+
+/// A transaction left open on the source holds up the slot's creation: `status` names it (pid,
+/// open since, last query) and `run` logs it, until it ends; then the run goes on.
+#[tokio::test]
+async fn a_long_transaction_holding_up_slot_creation_is_named() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("slotwait");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 2_000).await;
+        let before = inspect::relations(&client).await;
+        let long = cluster.client(&db).await;
+        let pid: i32 = long
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        long.batch_execute("BEGIN; SELECT txid_current()")
+            .await
+            .unwrap();
+
+        let run = spawn(&seed_run_args(&url, &["--cutover", "manual"]));
+        let named = format!("pid {pid} (");
+        let v = wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "status to name the open transaction",
+            |v| {
+                v["waiting_for"].as_array().is_some_and(|w| {
+                    w.iter()
+                        .any(|t| t.as_str().is_some_and(|t| t.starts_with(&named)))
+                })
+            },
+        )
+        .await;
+        let shown = v["waiting_for"][0].as_str().unwrap().to_string();
+        assert!(
+            shown.contains("transaction open") && shown.contains("last query started"),
+            "{shown}"
+        );
+        let human = pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            output_text(&human).contains(&named),
+            "{}",
+            output_text(&human)
+        );
+        support::wait_until(DEADLINE, "run to log the transaction it waits for", || {
+            let text = run.stderr_so_far();
+            let pid_field = format!("pid={pid}");
+            async move { text.contains("slot creation is waiting") && text.contains(&pid_field) }
+        })
+        .await;
+
+        long.batch_execute("COMMIT").await.unwrap();
+        let v = wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "streaming once the transaction ended",
+            |v| inspect::phase(v) == "streaming",
+        )
+        .await;
+        assert_eq!(v["waiting_for"], Value::Array(vec![]), "{v}");
+        let out = pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        run.wait_within(DEADLINE).await;
+        inspect::assert_nothing_left_behind(&client, &before).await;
     }
 }

@@ -353,23 +353,14 @@ async fn create_slot_reporting_waits(
                 return created.map_err(|e| Error::replication("creating the replication slot", e));
             }
             _ = every.tick() => {
-                let waiting = control
-                    .query(
-                        "SELECT pid, coalesce(application_name, ''), \
-                                extract(epoch FROM now() - xact_start)::bigint, state \
-                         FROM pg_stat_activity \
-                         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
-                         ORDER BY xact_start LIMIT 5",
-                        &[],
-                    )
-                    .await
-                    .unwrap_or_default();
-                for r in waiting {
+                let waiting = catalog::open_transactions(control).await.unwrap_or_default();
+                for t in waiting {
                     tracing::warn!(
-                        pid = r.get::<_, i32>(0),
-                        application = %r.get::<_, String>(1),
-                        running_for_s = r.get::<_, i64>(2),
-                        state = %r.get::<_, Option<String>>(3).unwrap_or_default(),
+                        pid = t.pid,
+                        application = %t.application,
+                        transaction_open_s = t.open_s,
+                        query_started_s_ago = t.query_s,
+                        state = %t.state,
                         waited_s = started.elapsed().as_secs(),
                         "slot creation is waiting for this transaction to finish"
                     );

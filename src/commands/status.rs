@@ -49,7 +49,8 @@ pub struct Report {
     pub eta_seconds: Option<f64>,
     /// Manual mode, caught up and waiting for `pgrepart cutover`.
     pub cutover_waiting: bool,
-    /// While the slot is being created: the transactions it waits for ("pid 123 (app, 45 s, idle in transaction)").
+    /// While the slot is being created: the transactions it waits for ("pid 123 (app, transaction
+    /// open 45 s, last query started 40 s ago, idle in transaction)").
     pub waiting_for: Vec<String>,
     pub cutover_mode: String,
     pub cutover_requested: bool,
@@ -135,28 +136,10 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
 }
 
 async fn oldest_transactions(client: &Client) -> Result<Vec<String>> {
-    let rows = client
-        .query(
-            "SELECT pid, coalesce(application_name, ''), extract(epoch FROM now() - xact_start)::bigint, \
-                    coalesce(state, '') \
-             FROM pg_stat_activity \
-             WHERE backend_xid IS NOT NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid() \
-             ORDER BY xact_start LIMIT 5",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::db("reading running transactions", e))?;
-    Ok(rows
+    Ok(crate::pg::catalog::open_transactions(client)
+        .await?
         .iter()
-        .map(|r| {
-            format!(
-                "pid {} ({}, running {} s, {})",
-                r.get::<_, i32>(0),
-                r.get::<_, String>(1),
-                r.get::<_, i64>(2),
-                r.get::<_, String>(3)
-            )
-        })
+        .map(ToString::to_string)
         .collect())
 }
 

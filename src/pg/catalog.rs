@@ -146,6 +146,54 @@ impl TableInfo {
 }
 
 /// Reads everything about `name`; `Ok(None)` when no such table exists.
+/// A transaction that holds an xid, as a slot being created must wait for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenTransaction {
+    pub pid: i32,
+    pub application: String,
+    /// Seconds since the transaction began, and since its last query started.
+    pub open_s: i64,
+    pub query_s: i64,
+    pub state: String,
+}
+
+impl std::fmt::Display for OpenTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} ({}, transaction open {} s, last query started {} s ago, {})",
+            self.pid, self.application, self.open_s, self.query_s, self.state
+        )
+    }
+}
+
+/// The oldest transactions holding an xid (at most five), other than this session's: the ones a
+/// logical slot being created waits for.
+pub async fn open_transactions(client: &impl GenericClient) -> Result<Vec<OpenTransaction>> {
+    let rows = client
+        .query(
+            "SELECT pid, coalesce(application_name, ''), \
+                    coalesce(extract(epoch FROM now() - xact_start)::bigint, 0), \
+                    coalesce(extract(epoch FROM now() - query_start)::bigint, 0), coalesce(state, '') \
+             FROM pg_stat_activity \
+             WHERE backend_xid IS NOT NULL AND backend_type = 'client backend' AND pid <> pg_backend_pid() \
+             ORDER BY xact_start LIMIT 5",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading running transactions", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| OpenTransaction {
+            pid: r.get(0),
+            application: r.get(1),
+            open_s: r.get(2),
+            query_s: r.get(3),
+            state: r.get(4),
+        })
+        .collect())
+}
+
 /// Whether a table, view or other relation of this name exists.
 pub async fn relation_exists(client: &impl GenericClient, name: &QualifiedName) -> Result<bool> {
     Ok(client
