@@ -298,12 +298,14 @@ async fn setup_stream(
         .await
         .map_err(|e| Error::db("creating the publication", e))?;
     undo.publication = Some(publication.clone());
+    crate::fault::point("setup-publication-created");
 
     let mut repl = ReplicationClient::connect(&prep.source, "pgrepart")
         .await
         .map_err(|e| Error::replication("opening the replication connection", e))?;
     let slot = create_slot_reporting_waits(&mut repl, control, &migration.slot_name).await?;
     undo.slot = Some(slot.slot_name.clone());
+    crate::fault::point("setup-slot-created");
     tracing::info!(slot = %slot.slot_name, consistent_point = %slot.consistent_point, "replication slot created");
 
     // The snapshot lives until the next command on the replication connection: import it first.
@@ -323,6 +325,7 @@ async fn setup_stream(
         Router::Single => vec![ranges::KeyRange::ALL],
     };
     state::insert_ranges(control, migration.id, &planned).await?;
+    crate::fault::point("setup-ranges-recorded");
     let stream = start_stream(repl, &slot.slot_name, &publication, slot.consistent_point).await?;
     let _ = server;
     let pending = planned.into_iter().enumerate().collect();
@@ -449,6 +452,11 @@ async fn resume(
         .with_hint("watch it with `pgrepart status`; stop it with Ctrl-C in its terminal, or `pgrepart abort`"));
     }
     state::set_runner(&control, m.id, Some(&runner_name())).await?;
+    // Key ranges are recorded before the copy starts: without them the previous run died while
+    // setting up the stream (creating the publication or the slot), and nothing was copied.
+    if state::ranges(&control, m.id).await?.is_empty() {
+        return restart_setup(prep, control, m).await;
+    }
     // The previous process is gone (we hold its lock); its walsender may take a moment to notice.
     let deadline = Instant::now() + Duration::from_secs(30);
     let start = loop {
@@ -540,6 +548,52 @@ async fn resume(
         sessions,
         start: Lsn::ZERO,
     })
+}
+
+/// Resumes a migration whose previous run died before its key ranges were recorded: the new
+/// table and the state row stand (the table is empty), the publication and slot may or may not.
+/// They are dropped and made again, with a fresh snapshot for the copy.
+async fn restart_setup(prep: &Prepared, control: Client, m: Migration) -> Result<Live> {
+    tracing::info!(
+        migration = m.id,
+        "resuming: the previous run stopped while setting up the stream; setting it up again"
+    );
+    drop_slot(&control, &m.slot_name).await?;
+    control
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&m.publication_name)
+        ))
+        .await
+        .map_err(|e| Error::db("dropping the unfinished setup's publication", e))?;
+    let server = catalog::server_info(&control).await?;
+    let info = catalog::table_info(&control, &prep.table)
+        .await?
+        .ok_or_else(|| Error::failed(format!("{} no longer exists on the source", prep.table)))?;
+    check_target_columns(&control, &info, &m.target).await?;
+    let key = key_columns(&info)?;
+    // On failure only the publication and slot made here go; the state and new table stay for
+    // the next run (or `abort`).
+    let mut undo = Undo::default();
+    match setup_stream(prep, &control, &server, &info, &key, m, &mut undo).await {
+        Ok((migration, stream, router, pending, sessions, start)) => Ok(Live {
+            prep: prep.clone(),
+            control,
+            server,
+            info,
+            migration,
+            done: vec![false; router.len()],
+            stream,
+            router,
+            pending,
+            sessions,
+            start,
+        }),
+        Err(e) => {
+            undo.run(&control).await;
+            Err(e)
+        }
+    }
 }
 
 /// On resume: the source's columns must still be the target's (a change while no run was attached
