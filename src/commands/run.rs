@@ -202,10 +202,15 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
                 .await
                 .map_err(|e| Error::db(format!("creating {name}"), e))?;
             for p in partitions {
-                tx.batch_execute(&ddl::create_partition(name, p))
+                tx.batch_execute(&ddl::create_partition(name, p, &info.storage_options))
                     .await
                     .map_err(|e| Error::db(format!("creating partition {}", p.name), e))?;
                 created_partitions.push(name.sibling(p.name.clone()).sql());
+            }
+            for s in ddl::replica_identity_statements(&info, name, partitions) {
+                tx.batch_execute(&s)
+                    .await
+                    .map_err(|e| Error::db(format!("setting the replica identity of {name}"), e))?;
             }
             if !partitions.iter().any(|p| p.is_default()) {
                 check_rows_fit(&tx, &info.name, name, by).await?;
