@@ -53,6 +53,18 @@ async fn relkind(client: &Client, table: &str) -> String {
         .get(0)
 }
 
+/// `YYYY_MM` of the month `ahead` months after the server's current month.
+async fn month_suffix(client: &Client, ahead: i32) -> String {
+    client
+        .query_one(
+            "SELECT to_char(date_trunc('month', current_date) + make_interval(months => $1), 'YYYY_MM')",
+            &[&ahead],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Runs a migration to the end (auto cutover) and checks it left equal row counts behind.
 async fn migrate(url: &str, client: &Client, table: &str, extra: &[&str]) -> Output {
     let mut args = vec!["run", "--source", url, "--table", table, "--jobs", "2"];
@@ -102,12 +114,15 @@ async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
             out.contains("PARTITION OF \"public\".\"orders_flat_repart\" FOR VALUES FROM ('2024-01-01') TO ('2024-02-01')"),
             "{out}"
         );
-        // 2000 seed rows reach July 2024: two months premade after it, and a DEFAULT.
+        // 2000 seed rows reach July 2024, which is past: the partitions go on to today's month,
+        // then two more are premade, and a DEFAULT.
+        let last = month_suffix(&client, 2).await;
         assert!(
-            out.contains("\"orders_flat_2024_09\" PARTITION OF"),
+            out.contains(&format!("\"orders_flat_{last}\" PARTITION OF")),
             "{out}"
         );
-        assert!(!out.contains("orders_flat_2024_10"), "{out}");
+        let beyond = month_suffix(&client, 3).await;
+        assert!(!out.contains(&format!("orders_flat_{beyond}")), "{out}");
         assert!(
             out.contains("\"orders_flat_default\" PARTITION OF"),
             "{out}"
@@ -181,9 +196,10 @@ async fn generated_range_hash_and_list_partitions_take_readable_names() {
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
 
-        // 4000 seed rows' order_date spans all of 2024: 12 months, 2 premade, a default.
+        // 4000 seed rows' order_date spans all of 2024: its 12 months, the months from then to
+        // today's, 2 premade after today's, a default.
         create_seed_table(&client, "by_month", 4000).await;
-        migrate(
+        let out = migrate(
             &url,
             &client,
             "by_month",
@@ -197,14 +213,28 @@ async fn generated_range_hash_and_list_partitions_take_readable_names() {
             ],
         )
         .await;
-        let mut expected: Vec<String> = (1..=12).map(|m| format!("by_month_2024_{m:02}")).collect();
-        expected.push("by_month_2025_01".into());
-        expected.push("by_month_2025_02".into());
+        let mut expected: Vec<String> = client
+            .query(
+                "SELECT 'by_month_' || to_char(m, 'YYYY_MM') FROM generate_series(date '2024-01-01', \
+                 date_trunc('month', current_date) + interval '2 months', interval '1 month') m",
+                &[],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
         expected.push("by_month_default".into());
         expected.sort();
         assert_eq!(partitions_of(&client, "by_month").await, expected);
         let in_default = count(&client, "by_month_default").await;
         assert_eq!(in_default, 0);
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains("; the DEFAULT partition public.by_month_default holds 0 row(s)"),
+            "{}",
+            text(&out)
+        );
 
         create_seed_table(&client, "by_hash", 3000).await;
         migrate(
@@ -622,5 +652,69 @@ async fn a_table_with_rules_is_refused_with_the_way_out_and_nothing_is_created()
             text(&run)
         );
         support::inspect::assert_nothing_left_behind(&client, &before).await;
+    }
+}
+
+#[tokio::test]
+async fn no_default_refuses_a_row_outside_every_partition_and_leaves_nothing_behind() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("nodefault");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        // Generated RANGE partitions cover every date in the data; the one row no partition can
+        // take is a NULL key, which only a DEFAULT partition would accept.
+        client
+            .batch_execute(
+                "CREATE TABLE events (id bigserial PRIMARY KEY, happened date, note text);
+                 INSERT INTO events (happened, note)
+                   SELECT date '2024-01-01' + (g % 200), 'event ' || g FROM generate_series(1, 500) g;
+                 INSERT INTO events (happened, note) VALUES (NULL, 'undated');",
+            )
+            .await
+            .unwrap();
+        let before = support::inspect::relations(&client).await;
+        let args = [
+            "--source",
+            &url,
+            "--table",
+            "events",
+            "--partition-by",
+            "RANGE (happened)",
+            "--interval",
+            "month",
+            "--no-default",
+        ];
+        let plan = pgrepart(&[&["plan"], &args[..]].concat()).await;
+        assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+        let out = String::from_utf8_lossy(&plan.stdout);
+        assert!(out.contains("[FAIL] partition key nulls"), "{out}");
+        assert!(out.contains("1 row(s) have NULL happened"), "{out}");
+        assert!(!out.contains("events_default"), "{out}");
+        let run = pgrepart(&[&["run"], &args[..]].concat()).await;
+        assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+        assert!(
+            String::from_utf8_lossy(&run.stderr).contains("NULL happened"),
+            "{}",
+            text(&run)
+        );
+        support::inspect::assert_nothing_left_behind(&client, &before).await;
+
+        // Once the row has a date, every row fits a generated partition and no DEFAULT is made.
+        client
+            .batch_execute("UPDATE events SET happened = date '2024-03-03' WHERE happened IS NULL")
+            .await
+            .unwrap();
+        let plan = pgrepart(&[&["plan"], &args[..]].concat()).await;
+        assert!(plan.status.success(), "{}", text(&plan));
+        let out = String::from_utf8_lossy(&plan.stdout);
+        assert!(out.contains("[pass] rows fit"), "{out}");
+        assert!(out.contains("\"events_2024_07\" PARTITION OF"), "{out}");
+        assert!(
+            !out.contains("events_default") && !out.contains(" DEFAULT;"),
+            "{out}"
+        );
     }
 }

@@ -1019,8 +1019,9 @@ impl Live {
                             display.finish();
                             finish_cleanup(&control, &migration).await?;
                             let m = state::get(&control, migration.id).await?;
+                            let in_default = default_partition_note(&control, &prep.table).await;
                             println!(
-                                "{} is now partitioned: {} rows copied, {} changes applied, lock held {} ms; the old table is {}",
+                                "{} is now partitioned: {} rows copied, {} changes applied, lock held {} ms; the old table is {}{in_default}",
                                 prep.table,
                                 m.rows_copied,
                                 applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64,
@@ -1058,6 +1059,22 @@ impl Live {
                 "fix the cause, then run the same command again to resume (or `pgrepart abort`)",
             )
         })
+    }
+}
+
+/// `; the DEFAULT partition p holds N row(s)` for the final line (empty without a DEFAULT), counted
+/// once the swap has committed, so neither the copy nor the lock waits for it; logged too.
+async fn default_partition_note(control: &Client, table: &QualifiedName) -> String {
+    match catalog::default_partition_rows(control, table).await {
+        Ok(Some((partition, rows))) => {
+            tracing::info!(partition = %partition, rows, "rows in the DEFAULT partition");
+            format!("; the DEFAULT partition {partition} holds {rows} row(s)")
+        }
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count the rows of the DEFAULT partition");
+            String::new()
+        }
     }
 }
 

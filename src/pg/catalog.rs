@@ -699,6 +699,32 @@ async fn matview(client: &impl GenericClient, oid: u32) -> Result<DependentMatVi
     })
 }
 
+/// The DEFAULT partition of `partitioned` (quoted, qualified) and its row count; `None` without one.
+pub async fn default_partition_rows(
+    client: &impl GenericClient,
+    partitioned: &QualifiedName,
+) -> Result<Option<(String, i64)>> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_partitioned_table p \
+             JOIN pg_class c ON c.oid = p.partdefid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.partrelid = $1::text::regclass",
+            &[&partitioned.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("finding the DEFAULT partition", e))?
+    else {
+        return Ok(None);
+    };
+    let partition: String = row.get(0);
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {partition}"), &[])
+        .await
+        .map_err(|e| Error::db(format!("counting the rows of {partition}"), e))?
+        .get(0);
+    Ok(Some((partition, rows)))
+}
+
 /// A predicate true for rows that some non-DEFAULT partition of `partitioned` accepts, built from
 /// the partitions' own constraints (`false` when there are none). It names columns only, so it
 /// applies to the source table as well.
