@@ -334,7 +334,7 @@ pub(crate) mod tests {
              WITH (fillfactor='70', toast.autovacuum_enabled='false')"
         );
         let mut src = orders_flat();
-        assert!(replica_identity_statements(&src, &parent, &[part.clone()]).is_empty());
+        assert!(replica_identity_statements(&src, &parent, std::slice::from_ref(&part)).is_empty());
         src.replica_identity = 'f';
         assert_eq!(
             replica_identity_statements(&src, &parent, &[part]),
