@@ -83,12 +83,14 @@ pub struct RunArgs {
     #[arg(long)]
     pub into: Option<String>,
 
-    /// Generate RANGE partitions of this width covering the existing data: day, week, month, year
-    /// (date/timestamp keys) or an integer width (integer keys). Named <table>_2024_01 and so on.
+    /// Generate RANGE partitions of this width covering the existing data (dates: up to today at
+    /// least): day, week, month, year (date/timestamp keys) or an integer width (integer keys).
+    /// Named <table>_2024_01 and so on.
     #[arg(long, requires = "partition_by", conflicts_with = "partitions")]
     pub interval: Option<String>,
 
-    /// With --interval: how many partitions to make beyond the newest data [default: 4].
+    /// With --interval: how many partitions to make beyond the newest data (dates: beyond the
+    /// later of the newest data and today) [default: 4].
     #[arg(long, requires = "interval")]
     pub premake: Option<u32>,
 

@@ -13,6 +13,16 @@
 //! ```
 //! Triggers are created only here, so they never fire while pgrepart applies changes to the new
 //! table during the migration.
+//!
+//! Materialized views over t are rebuilt after the COMMIT, never under the lock (their query may
+//! take minutes): for each, in one transaction of its own,
+//! ```text
+//! CREATE MATERIALIZED VIEW mv_pgrepart_new AS <definition read under the lock> WITH DATA  (reads the new t)
+//! its indexes, owner, grants, comments
+//! SET LOCAL lock_timeout; DROP MATERIALIZED VIEW mv; rename mv_pgrepart_new and its indexes to the old names
+//! COMMIT                                               (lock timeout: rolled back, tried again)
+//! ```
+//! so the old matview keeps answering, with the data it had, until the new one takes its name.
 //! Why the fence works: a non-transactional message is decoded at its own WAL position, so every
 //! transaction that committed before it is delivered before it (design.md §6).
 
@@ -22,7 +32,7 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::pg::catalog::{CarryOver, Grant, OwnedSequence};
+use crate::pg::catalog::{CarryOver, DependentMatView, Grant, OwnedSequence};
 use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 
 /// Everything the swap must carry over, computed before the lock is taken.
@@ -259,6 +269,174 @@ pub fn carry_summary(carry: &CarryOver) -> Vec<String> {
     lines
 }
 
+/// How many times a materialized view's rebuild is tried when its old version is locked.
+const MATVIEW_ATTEMPTS: u32 = 5;
+
+/// A materialized view's rebuild over the new table (pure): `build` creates it under a temporary
+/// name with its indexes, owner, grants and comments; `swap` (after `SET LOCAL lock_timeout`)
+/// drops the old one and gives the new one its names. Both run in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatViewRebuild {
+    pub build: Vec<String>,
+    pub swap: Vec<String>,
+}
+
+/// `name` + `suffix`, the name cut so that the whole fits in 63 bytes.
+fn suffixed(name: &str, suffix: &str) -> String {
+    let mut end = name.len().min(63 - suffix.len());
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &name[..end])
+}
+
+pub fn matview_rebuild(mv: &DependentMatView) -> MatViewRebuild {
+    let old = mv.name();
+    let tmp = old.sibling(suffixed(&mv.name, "_pgrepart_new"));
+    let t = tmp.sql();
+    let with = if mv.options.is_empty() {
+        String::new()
+    } else {
+        format!(" WITH ({})", mv.options.join(", "))
+    };
+    let mut build = vec![format!(
+        "CREATE MATERIALIZED VIEW {t}{with} AS {} WITH {}DATA",
+        mv.definition,
+        if mv.populated { "" } else { "NO " }
+    )];
+    let mut swap = vec![
+        format!("DROP MATERIALIZED VIEW {}", old.sql()),
+        format!(
+            "ALTER MATERIALIZED VIEW {t} RENAME TO {}",
+            quote_ident(&mv.name)
+        ),
+    ];
+    for (name, def) in &mv.indexes {
+        // pg_get_indexdef: CREATE [UNIQUE] INDEX name ON schema.mv USING method (...) ...
+        let Some(using) = def.find(" USING ") else {
+            continue;
+        };
+        let tmp_index = suffixed(name, "_pgrepart_new");
+        build.push(format!(
+            "CREATE {}INDEX {} ON {t} {}",
+            if def.starts_with("CREATE UNIQUE ") {
+                "UNIQUE "
+            } else {
+                ""
+            },
+            quote_ident(&tmp_index),
+            &def[using + 1..]
+        ));
+        swap.push(format!(
+            "ALTER INDEX {} RENAME TO {}",
+            old.sibling(tmp_index).sql(),
+            quote_ident(name)
+        ));
+    }
+    build.push(format!(
+        "ALTER MATERIALIZED VIEW {t} OWNER TO {}",
+        quote_ident(&mv.owner)
+    ));
+    for g in &mv.grants {
+        build.push(format!(
+            "GRANT {} ON {t} TO {}{}",
+            g.privilege,
+            g.grantee,
+            if g.grantable {
+                " WITH GRANT OPTION"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(c) = &mv.comment {
+        build.push(format!(
+            "COMMENT ON MATERIALIZED VIEW {t} IS {}",
+            quote_literal(c)
+        ));
+    }
+    for (column, c) in &mv.column_comments {
+        build.push(format!(
+            "COMMENT ON COLUMN {t}.{} IS {}",
+            quote_ident(column),
+            quote_literal(c)
+        ));
+    }
+    MatViewRebuild { build, swap }
+}
+
+/// Rebuilds each materialized view over the new table once the swap has committed (see the
+/// module's doc); returns one line per matview for the run's output. A failure leaves the old
+/// matview as it was and says so: the migration itself is done.
+pub async fn rebuild_matviews(
+    control: &mut Client,
+    matviews: &[DependentMatView],
+    lock_timeout: Duration,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for mv in matviews {
+        let rebuild = matview_rebuild(mv);
+        let started = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        let mut attempt_no = 1;
+        let outcome = loop {
+            match rebuild_matview_once(control, &rebuild, lock_timeout).await {
+                Err(e)
+                    if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                        && attempt_no < MATVIEW_ATTEMPTS =>
+                {
+                    tracing::warn!(matview = %mv.name(), attempt = attempt_no, "the old materialized view is in use; trying its rebuild again");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt_no += 1;
+                }
+                other => break other,
+            }
+        };
+        lines.push(match outcome {
+            Ok(()) => {
+                tracing::info!(matview = %mv.name(), elapsed_ms = started.elapsed().as_millis() as u64, "materialized view rebuilt over the new table");
+                format!(
+                    "recreated materialized view {} on the new table ({}, with its indexes, owner, grants and comments)",
+                    mv.name(),
+                    if mv.populated {
+                        "WITH DATA"
+                    } else {
+                        "WITH NO DATA, as it was"
+                    }
+                )
+            }
+            Err(e) => format!(
+                "NOT carried over: materialized view {} still reads the old table (its rebuild failed: {}): recreate it over the new table before dropping the old one",
+                mv.name(),
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string())
+            ),
+        });
+    }
+    lines
+}
+
+async fn rebuild_matview_once(
+    control: &mut Client,
+    rebuild: &MatViewRebuild,
+    lock_timeout: Duration,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let tx = control.transaction().await?;
+    for s in &rebuild.build {
+        tx.batch_execute(s).await?;
+    }
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}ms'",
+        lock_timeout.as_millis()
+    ))
+    .await?;
+    for s in &rebuild.swap {
+        tx.batch_execute(s).await?;
+    }
+    tx.commit().await
+}
+
 /// `--drop-old`: drops the old table after the swap has committed and the slot is gone.
 pub async fn drop_old(control: &Client, old: &QualifiedName) -> Result<()> {
     control
@@ -392,6 +570,9 @@ pub async fn attempt(
     for line in carry_summary(&carry) {
         println!("{line}");
     }
+    for line in rebuild_matviews(control, &carry.matviews, a.lock_timeout).await {
+        println!("{line}");
+    }
     Ok(Outcome::Done {
         lock_held: locked_at.elapsed(),
     })
@@ -400,7 +581,7 @@ pub async fn attempt(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::catalog::{DependentView, Policy, Trigger};
+    use crate::pg::catalog::{DependentMatView, DependentView, Policy, Trigger};
 
     const AT: &str = "2025-01-02 03:04:05 UTC";
 
@@ -521,6 +702,7 @@ mod tests {
                 definition: " SELECT id\n   FROM orders_flat\n  WHERE amount > 100".into(),
                 options: vec!["security_barrier=true".into()],
             }],
+            matviews: vec![],
             statistics_targets: vec![("region".into(), 500)],
             publications: vec!["analytics".into()],
             not_carried: vec!["materialized view public.mv keeps reading the old table".into()],
@@ -559,5 +741,63 @@ mod tests {
             "recreated view public.big_orders on the new table"
         );
         assert!(summary[2].starts_with("NOT carried over: materialized view"));
+    }
+
+    #[test]
+    fn a_matview_is_built_under_a_temporary_name_then_takes_the_old_ones_names() {
+        let mv = DependentMatView {
+            schema: "public".into(),
+            name: "daily_totals".into(),
+            definition: " SELECT region, sum(amount) AS total\n   FROM orders_flat\n  GROUP BY region".into(),
+            populated: true,
+            options: vec!["fillfactor=90".into()],
+            owner: "reporting".into(),
+            grants: vec![Grant {
+                grantee: "app".into(),
+                privilege: "SELECT".into(),
+                grantable: false,
+            }],
+            comment: Some("per region".into()),
+            column_comments: vec![("total".into(), "sum of amounts".into())],
+            indexes: vec![(
+                "daily_totals_region".into(),
+                "CREATE UNIQUE INDEX daily_totals_region ON public.daily_totals USING btree (region)".into(),
+            )],
+        };
+        let r = matview_rebuild(&mv);
+        let tmp = "\"public\".\"daily_totals_pgrepart_new\"";
+        assert_eq!(
+            r.build,
+            vec![
+                format!(
+                    "CREATE MATERIALIZED VIEW {tmp} WITH (fillfactor=90) AS  SELECT region, sum(amount) AS total\n   FROM orders_flat\n  GROUP BY region WITH DATA"
+                ),
+                format!(
+                    "CREATE UNIQUE INDEX \"daily_totals_region_pgrepart_new\" ON {tmp} USING btree (region)"
+                ),
+                format!("ALTER MATERIALIZED VIEW {tmp} OWNER TO \"reporting\""),
+                format!("GRANT SELECT ON {tmp} TO app"),
+                format!("COMMENT ON MATERIALIZED VIEW {tmp} IS 'per region'"),
+                format!("COMMENT ON COLUMN {tmp}.\"total\" IS 'sum of amounts'"),
+            ]
+        );
+        assert_eq!(
+            r.swap,
+            vec![
+                "DROP MATERIALIZED VIEW \"public\".\"daily_totals\"".to_string(),
+                format!("ALTER MATERIALIZED VIEW {tmp} RENAME TO \"daily_totals\""),
+                "ALTER INDEX \"public\".\"daily_totals_region_pgrepart_new\" RENAME TO \"daily_totals_region\"".to_string(),
+            ]
+        );
+        let unpopulated = DependentMatView {
+            populated: false,
+            name: "m".repeat(63),
+            ..mv
+        };
+        let r = matview_rebuild(&unpopulated);
+        assert!(r.build[0].ends_with("WITH NO DATA"), "{}", r.build[0]);
+        let tmp_name = r.build[0].split('"').nth(3).unwrap();
+        assert_eq!(tmp_name.len(), 63);
+        assert!(tmp_name.ends_with("_pgrepart_new"));
     }
 }

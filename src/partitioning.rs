@@ -459,11 +459,7 @@ fn range_periods(
                 ))
                 .with_hint("use a numeric --interval width for integer keys, or list the partitions with --partition"));
             }
-            let (min, max) = match (&data.date_extent, &data.today) {
-                (Some((a, b)), _) => (Date::parse(a)?, Date::parse(b)?),
-                (None, Some(t)) => (Date::parse(t)?, Date::parse(t)?),
-                (None, None) => return Err(Error::failed("no date to start the partitions from")),
-            };
+            let (min, max) = temporal_extent(data)?;
             let mut start = interval_start(interval, min);
             let mut extra = 0;
             loop {
@@ -484,6 +480,21 @@ fn range_periods(
         }
     }
     Ok(out)
+}
+
+/// The dates RANGE partitions must cover before the premade ones: from the data's min to the
+/// later of its max and today, so that a table whose newest rows are old still gets partitions
+/// for today's writes (and the premade future after today). An empty table starts at today.
+fn temporal_extent(data: &DataFacts) -> Result<(Date, Date)> {
+    let today = data.today.as_deref().map(Date::parse).transpose()?;
+    match (&data.date_extent, today) {
+        (Some((a, b)), today) => {
+            let (min, max) = (Date::parse(a)?, Date::parse(b)?);
+            Ok((min, today.map_or(max, |t| max.max(t))))
+        }
+        (None, Some(t)) => Ok((t, t)),
+        (None, None) => Err(Error::failed("no date to start the partitions from")),
+    }
 }
 
 fn interval_start(i: Interval, d: Date) -> Date {
@@ -649,7 +660,7 @@ mod tests {
         DataFacts {
             column_type: TIMESTAMP,
             date_extent: Some((min.into(), max.into())),
-            today: Some("2030-01-01".into()),
+            today: Some("2024-01-01".into()),
             ..Default::default()
         }
     }
@@ -774,6 +785,37 @@ mod tests {
         };
         let parts = generate(&table(), &by, &range("month", 1, false), &data).unwrap();
         assert_eq!(names(&parts), vec!["orders_2026_05", "orders_2026_06"]);
+    }
+
+    #[test]
+    fn old_data_still_gets_partitions_up_to_today_then_the_premade_ones() {
+        let by = PartitionBy::parse("RANGE (d)").unwrap();
+        let mut data = dates("2023-11-20", "2024-01-10");
+        data.today = Some("2024-04-02".into());
+        let parts = generate(&table(), &by, &range("month", 2, true), &data).unwrap();
+        assert_eq!(
+            names(&parts),
+            vec![
+                "orders_2023_11",
+                "orders_2023_12",
+                "orders_2024_01",
+                "orders_2024_02",
+                "orders_2024_03",
+                "orders_2024_04",
+                "orders_2024_05",
+                "orders_2024_06",
+                "orders_default"
+            ]
+        );
+        // Data newer than today: today changes nothing.
+        let mut future = dates("2024-05-03", "2024-06-01");
+        future.today = Some("2024-04-02".into());
+        let parts = generate(&table(), &by, &range("month", 1, false), &future).unwrap();
+        assert_eq!(
+            names(&parts),
+            vec!["orders_2024_05", "orders_2024_06", "orders_2024_07"]
+        );
+        assert!(temporal_extent(&DataFacts::default()).is_err());
     }
 
     #[test]

@@ -311,6 +311,23 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             "a foreign key cannot point at the partitioned table through the old key alone: drop these constraints before the migration and recreate them on (key, partition key) afterwards",
         )
     });
+    // Rules rewrite the application's writes before they reach the table. Recreated on the new
+    // table they could behave differently (partition routing, ON CONFLICT restrictions), and left
+    // on the old one they would silently stop applying: the DBA decides, before the migration.
+    checks.push(if t.rules.is_empty() {
+        pass("rules", "no rewrite rules on the table")
+    } else {
+        fail(
+            "rules",
+            format!("rewrite rule(s) on the table: {}", t.rules.join(", ")),
+            format!(
+                "pgrepart does not carry rules: save them (SELECT pg_get_ruledef(oid) FROM pg_rewrite WHERE ev_class = '{}'::regclass), \
+                 DROP RULE ... ON {} before the migration, and recreate them on the new table after the swap",
+                t.name.sql().replace('\'', "''"),
+                t.name.sql()
+            ),
+        )
+    });
     checks.push(if facts.taken_names.is_empty() {
         pass(
             "names",
@@ -624,6 +641,10 @@ mod tests {
         let mut f = facts();
         f.table.as_mut().unwrap().inbound_foreign_keys = vec!["fk on items".into()];
         assert_eq!(failures(&f, &t), vec!["foreign keys"]);
+
+        let mut f = facts();
+        f.table.as_mut().unwrap().rules = vec!["log_updates".into()];
+        assert_eq!(failures(&f, &t), vec!["rules"]);
 
         let f = facts();
         assert_eq!(

@@ -261,3 +261,105 @@ async fn abort_from_another_terminal_stops_the_run_and_removes_everything() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_generated_migration_killed_during_the_copy_resumes_with_the_partitions_it_started_with()
+{
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let started = Instant::now();
+        let db = unique_name("resume_generated");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 200_000).await;
+
+        let args: Vec<String> = [
+            "run",
+            "--source",
+            &url,
+            "--table",
+            "orders_flat",
+            "--partition-by",
+            "RANGE (order_date)",
+            "--interval",
+            "month",
+            "--premake",
+            "2",
+            "--jobs",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut first = spawn(&args);
+        let v = wait_for_status(&url, &mut first, "a range copied, still copying", |v| {
+            inspect::phase(v) == "copying" && inspect::int(v, "ranges_done").unwrap_or(0) >= 1
+        })
+        .await;
+        let generated = inspect::partitions(&client, "orders_flat_repart").await;
+        eprintln!(
+            "PostgreSQL {major}: killing the generated run at {v} ({} partitions)",
+            generated.len()
+        );
+        let out = first.kill9().await;
+        assert!(!out.status.success());
+        assert!(
+            generated.len() > 12 && generated.contains(&"orders_flat_default".to_string()),
+            "{generated:?}"
+        );
+        wait_not_running(&url).await;
+
+        // A row far beyond every generated partition: generating the list again would now make
+        // partitions up to 2040; the resumed run must keep the list it started with, and the row
+        // goes to the DEFAULT partition.
+        client
+            .batch_execute(
+                "INSERT INTO orders_flat (order_date, customer_id, region) VALUES ('2040-06-01', 1, 'US')",
+            )
+            .await
+            .unwrap();
+
+        let out = spawn(&args).wait_within(DEADLINE).await;
+        assert!(
+            out.status.success(),
+            "the resumed run failed on PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("resuming"),
+            "the rerun did not say it resumed: {stderr}"
+        );
+        assert_eq!(
+            inspect::partitions(&client, "orders_flat").await,
+            generated,
+            "the resumed run changed the partition list"
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("the DEFAULT partition public.orders_flat_default holds 1 row(s)"),
+            "{}",
+            output_text(&out)
+        );
+        let differ: i64 = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM (SELECT * FROM orders_flat EXCEPT ALL SELECT * FROM orders_flat_old) a) \
+                      + (SELECT count(*) FROM (SELECT * FROM orders_flat_old EXCEPT ALL SELECT * FROM orders_flat) b)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            differ, 0,
+            "the new table's rows differ from the old table's"
+        );
+        check_partitioned_and_clean(&client).await;
+        eprintln!(
+            "PostgreSQL {major}: generated migration killed during the copy, resumed, passed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}

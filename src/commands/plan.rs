@@ -83,7 +83,12 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         && !partitions.is_empty()
     {
         statements.push(ddl::create_partitioned_table(t, name, by, &k.columns));
-        statements.extend(partitions.iter().map(|p| ddl::create_partition(name, p)));
+        statements.extend(
+            partitions
+                .iter()
+                .map(|p| ddl::create_partition(name, p, &t.storage_options)),
+        );
+        statements.extend(ddl::replica_identity_statements(t, name, partitions));
         statements.extend(
             ddl::secondary_indexes(t, name, by)
                 .into_iter()
@@ -113,7 +118,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
     if let Some(t) = usable {
         key_ranges = plan_key_ranges(&client, t, prep.jobs).await?;
         wal = Some(estimate_wal(&client, t, prep.jobs).await?);
-        (carried_over, not_carried_over) = carry_over_report(&client, t).await?;
+        (carried_over, not_carried_over) = carry_over_report(&client, t, &prep.target).await?;
         if let Target::Generate { name, by, .. } = &prep.target {
             for i in ddl::secondary_indexes(t, name, by) {
                 if let Some(w) = i.warning {
@@ -319,7 +324,11 @@ async fn estimate_wal(client: &Client, t: &TableInfo, jobs: usize) -> Result<Wal
 }
 
 /// (carried over, not carried over) as readable lines.
-async fn carry_over_report(client: &Client, t: &TableInfo) -> Result<(Vec<String>, Vec<String>)> {
+async fn carry_over_report(
+    client: &Client,
+    t: &TableInfo,
+    target: &Target,
+) -> Result<(Vec<String>, Vec<String>)> {
     let carry = catalog::carry_over(client, &t.name, &[]).await?;
     let mut yes = vec![format!("owner ({})", t.owner)];
     if !t.grants.is_empty() {
@@ -364,6 +373,19 @@ async fn carry_over_report(client: &Client, t: &TableInfo) -> Result<(Vec<String
             v.name_sql
         ));
     }
+    for m in &carry.matviews {
+        yes.push(format!(
+            "materialized view {} (rebuilt over the new table right after the swap, not under its lock: \
+             {} under a temporary name with its indexes, owner, grants and comments, then swapped in; \
+             the old one answers, with the data it had, until then)",
+            m.name(),
+            if m.populated {
+                "CREATE ... WITH DATA"
+            } else {
+                "CREATE ... WITH NO DATA (as it is now)"
+            }
+        ));
+    }
     for (c, n) in &carry.statistics_targets {
         yes.push(format!("statistics target {n} of {c}"));
     }
@@ -372,6 +394,37 @@ async fn carry_over_report(client: &Client, t: &TableInfo) -> Result<(Vec<String
     }
     yes.push("planner statistics (the new table is analyzed before the cutover)".into());
     let mut no = carry.not_carried;
+    let generated = matches!(target, Target::Generate { .. });
+    if !t.storage_options.is_empty() {
+        let list = t.storage_options.join(", ");
+        if generated {
+            yes.push(format!(
+                "storage parameters {list} (on each partition when it is created: a partitioned table takes none; partitions added later need them too)"
+            ));
+        } else {
+            no.push(format!(
+                "storage parameters {list}: set them on the --into table's partitions"
+            ));
+        }
+    }
+    match (t.replica_identity, generated) {
+        ('f', true) => yes.push(
+            "REPLICA IDENTITY FULL (set on the new table and each partition when they are created)"
+                .into(),
+        ),
+        ('f', false) => no.push(
+            "REPLICA IDENTITY FULL: ALTER TABLE ... REPLICA IDENTITY FULL on the --into table and its partitions"
+                .into(),
+        ),
+        ('i', _) => yes.push(
+            "REPLICA IDENTITY USING INDEX: the new table's primary key (that index's columns plus the partition key) is its identity"
+                .into(),
+        ),
+        _ => {}
+    }
+    for r in &t.rules {
+        no.push(format!("rule {r} (refused: see the rules check)"));
+    }
     for fk in &t.inbound_foreign_keys {
         no.push(format!(
             "foreign key {fk} (refused: see the foreign keys check)"

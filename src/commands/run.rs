@@ -207,10 +207,15 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
                 .await
                 .map_err(|e| Error::db(format!("creating {name}"), e))?;
             for p in partitions {
-                tx.batch_execute(&ddl::create_partition(name, p))
+                tx.batch_execute(&ddl::create_partition(name, p, &info.storage_options))
                     .await
                     .map_err(|e| Error::db(format!("creating partition {}", p.name), e))?;
                 created_partitions.push(name.sibling(p.name.clone()).sql());
+            }
+            for s in ddl::replica_identity_statements(&info, name, partitions) {
+                tx.batch_execute(&s)
+                    .await
+                    .map_err(|e| Error::db(format!("setting the replica identity of {name}"), e))?;
             }
             if !partitions.iter().any(|p| p.is_default()) {
                 check_rows_fit(&tx, &info.name, name, by).await?;
@@ -1089,8 +1094,9 @@ impl Live {
                             display.finish();
                             finish_cleanup(&control, &migration).await?;
                             let m = state::get(&control, migration.id).await?;
+                            let in_default = default_partition_note(&control, &prep.table).await;
                             println!(
-                                "{} is now partitioned: {} rows copied, {} changes applied, lock held {} ms; the old table is {}",
+                                "{} is now partitioned: {} rows copied, {} changes applied, lock held {} ms; the old table is {}{in_default}",
                                 prep.table,
                                 m.rows_copied,
                                 applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64,
@@ -1128,6 +1134,22 @@ impl Live {
                 "fix the cause, then run the same command again to resume (or `pgrepart abort`)",
             )
         })
+    }
+}
+
+/// `; the DEFAULT partition p holds N row(s)` for the final line (empty without a DEFAULT), counted
+/// once the swap has committed, so neither the copy nor the lock waits for it; logged too.
+async fn default_partition_note(control: &Client, table: &QualifiedName) -> String {
+    match catalog::default_partition_rows(control, table).await {
+        Ok(Some((partition, rows))) => {
+            tracing::info!(partition = %partition, rows, "rows in the DEFAULT partition");
+            format!("; the DEFAULT partition {partition} holds {rows} row(s)")
+        }
+        Ok(None) => String::new(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count the rows of the DEFAULT partition");
+            String::new()
+        }
     }
 }
 

@@ -122,6 +122,11 @@ pub struct TableInfo {
     pub grants: Vec<Grant>,
     /// `constraint on other_table` for every foreign key that references this table.
     pub inbound_foreign_keys: Vec<String>,
+    /// Storage parameters (`reloptions`, e.g. `fillfactor=70`), the TOAST table's prefixed with
+    /// `toast.`. A partitioned table takes none: they go to each partition.
+    pub storage_options: Vec<String>,
+    /// Rewrite rules on the table (not a view's `_RETURN`): refused by preflight.
+    pub rules: Vec<String>,
 }
 
 impl TableInfo {
@@ -209,7 +214,9 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
         .query_opt(
             "SELECT c.oid, c.relkind::text, c.relpersistence::text, c.relreplident::text, \
                     pg_get_userbyid(c.relowner)::text, greatest(c.reltuples, 0)::bigint, \
-                    pg_total_relation_size(c.oid) \
+                    pg_total_relation_size(c.oid), \
+                    coalesce(c.reloptions, '{}'::text[]) || coalesce((SELECT array_agg('toast.' || o) \
+                        FROM pg_class tc, unnest(tc.reloptions) o WHERE tc.oid = c.reltoastrelid), '{}'::text[]) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
             &[&name.schema, &name.name],
@@ -342,6 +349,17 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
         .map(|r| r.get(0))
         .collect();
 
+    let rules = client
+        .query(
+            "SELECT rulename::text FROM pg_rewrite WHERE ev_class = $1 AND rulename <> '_RETURN' ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("rules"), e))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+
     Ok(Some(TableInfo {
         oid,
         name: name.clone(),
@@ -357,6 +375,8 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
         sequences,
         grants,
         inbound_foreign_keys,
+        storage_options: row.get(7),
+        rules,
     }))
 }
 
@@ -417,6 +437,32 @@ pub struct DependentView {
     pub options: Vec<String>,
 }
 
+/// A materialized view that reads the table, with what a rebuild over the new table must keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependentMatView {
+    pub schema: String,
+    pub name: String,
+    /// `pg_get_viewdef` read before the renames, so it names the table the new one takes over.
+    pub definition: String,
+    /// `false` for a matview created `WITH NO DATA` and never refreshed: rebuilt the same way.
+    pub populated: bool,
+    /// `reloptions`, e.g. `fillfactor=90`.
+    pub options: Vec<String>,
+    pub owner: String,
+    pub grants: Vec<Grant>,
+    pub comment: Option<String>,
+    /// (column, comment)
+    pub column_comments: Vec<(String, String)>,
+    /// (index name, `pg_get_indexdef`)
+    pub indexes: Vec<(String, String)>,
+}
+
+impl DependentMatView {
+    pub fn name(&self) -> QualifiedName {
+        QualifiedName::new(self.schema.clone(), self.name.clone())
+    }
+}
+
 /// Everything bound to the table's OID that the swap hands to the new table, read in the same
 /// session (names in definitions are printed for its search_path), and what it cannot hand over.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -429,6 +475,8 @@ pub struct CarryOver {
     pub policies: Vec<Policy>,
     pub triggers: Vec<Trigger>,
     pub views: Vec<DependentView>,
+    /// Rebuilt over the new table right after the swap has committed (see `cutover`).
+    pub matviews: Vec<DependentMatView>,
     /// (column, statistics target) for columns with a non-default target.
     pub statistics_targets: Vec<(String, i32)>,
     /// Quoted names of publications that list the table explicitly.
@@ -541,7 +589,9 @@ pub async fn carry_over(
         .query(
             "SELECT DISTINCT quote_ident(n.nspname) || '.' || quote_ident(v.relname), v.relkind::text, \
                     CASE WHEN v.relkind = 'v' THEN pg_get_viewdef(v.oid) END, \
-                    coalesce(v.reloptions, '{}'::text[]), pg_has_role(v.relowner, 'USAGE') \
+                    coalesce(v.reloptions, '{}'::text[]), pg_has_role(v.relowner, 'USAGE'), v.oid, \
+                    EXISTS (SELECT FROM pg_depend d2 JOIN pg_rewrite rw2 ON rw2.oid = d2.objid \
+                            WHERE d2.classid = 'pg_rewrite'::regclass AND d2.refobjid = v.oid AND rw2.ev_class <> v.oid) \
              FROM pg_depend d JOIN pg_rewrite rw ON rw.oid = d.objid \
              JOIN pg_class v ON v.oid = rw.ev_class JOIN pg_namespace n ON n.oid = v.relnamespace \
              WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
@@ -565,10 +615,16 @@ pub async fn carry_over(
             out.not_carried.push(format!(
                 "view {name} belongs to a role pgrepart cannot act as: it keeps reading the old table; CREATE OR REPLACE it as its owner"
             ));
-        } else if kind == "m" {
+        } else if kind == "m" && !may_replace {
             out.not_carried.push(format!(
-                "materialized view {name} keeps reading the old table: drop and recreate it after the cutover"
+                "materialized view {name} belongs to a role pgrepart cannot act as: it keeps reading the old table; recreate it as its owner after the cutover"
             ));
+        } else if kind == "m" && r.get::<_, bool>(6) {
+            out.not_carried.push(format!(
+                "materialized view {name} is read by other views, which a rebuild would have to drop: it keeps reading the old table; recreate it and its readers after the cutover"
+            ));
+        } else if kind == "m" {
+            out.matviews.push(matview(client, r.get(5)).await?);
         } else {
             out.not_carried.push(format!(
                 "rule-based dependent {name} keeps reading the old table"
@@ -600,6 +656,27 @@ pub async fn carry_over(
     }
     for r in client
         .query(
+            "SELECT coalesce((SELECT attname::text FROM pg_attribute WHERE attrelid = l.objoid AND attnum = l.objsubid), ''), \
+                    l.provider FROM pg_seclabel l \
+             WHERE l.classoid = 'pg_class'::regclass AND l.objoid = $1 ORDER BY l.objsubid, l.provider",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("security labels"), e))?
+    {
+        let column: String = r.get(0);
+        let provider: String = r.get(1);
+        let on = if column.is_empty() {
+            "the table".to_string()
+        } else {
+            format!("column {column}")
+        };
+        out.not_carried.push(format!(
+            "security label of provider {provider} on {on}: SECURITY LABEL FOR {provider} ON ... again on the new table"
+        ));
+    }
+    for r in client
+        .query(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(s.stxname) FROM pg_statistic_ext s \
              JOIN pg_namespace n ON n.oid = s.stxnamespace WHERE s.stxrelid = $1 ORDER BY 1",
             &[&oid],
@@ -613,6 +690,96 @@ pub async fn carry_over(
         ));
     }
     Ok(out)
+}
+
+/// The definition and attachments of the materialized view `oid`.
+async fn matview(client: &impl GenericClient, oid: u32) -> Result<DependentMatView> {
+    let ctx = "reading a materialized view over the table to rebuild it";
+    let row = client
+        .query_one(
+            "SELECT n.nspname::text, c.relname::text, pg_get_viewdef(c.oid), c.relispopulated, \
+                    coalesce(c.reloptions, '{}'::text[]), pg_get_userbyid(c.relowner)::text, \
+                    obj_description(c.oid, 'pg_class') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx, e))?;
+    let grants = client
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                    a.privilege_type, a.is_grantable \
+             FROM pg_class c, aclexplode(c.relacl) a \
+             WHERE c.oid = $1 AND a.grantee <> c.relowner ORDER BY 1, 2",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx, e))?
+        .into_iter()
+        .map(|r| Grant { grantee: r.get(0), privilege: r.get(1), grantable: r.get(2) })
+        .collect();
+    let column_comments = client
+        .query(
+            "SELECT a.attname::text, col_description(a.attrelid, a.attnum) FROM pg_attribute a \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND col_description(a.attrelid, a.attnum) IS NOT NULL \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx, e))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let indexes = client
+        .query(
+            "SELECT c.relname::text, pg_get_indexdef(i.indexrelid) FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1 ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx, e))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let definition: String = row.get(2);
+    Ok(DependentMatView {
+        schema: row.get(0),
+        name: row.get(1),
+        definition: definition.trim_end().trim_end_matches(';').to_string(),
+        populated: row.get(3),
+        options: row.get(4),
+        owner: row.get(5),
+        grants,
+        comment: row.get(6),
+        column_comments,
+        indexes,
+    })
+}
+
+/// The DEFAULT partition of `partitioned` (quoted, qualified) and its row count; `None` without one.
+pub async fn default_partition_rows(
+    client: &impl GenericClient,
+    partitioned: &QualifiedName,
+) -> Result<Option<(String, i64)>> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_partitioned_table p \
+             JOIN pg_class c ON c.oid = p.partdefid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.partrelid = $1::text::regclass",
+            &[&partitioned.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("finding the DEFAULT partition", e))?
+    else {
+        return Ok(None);
+    };
+    let partition: String = row.get(0);
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {partition}"), &[])
+        .await
+        .map_err(|e| Error::db(format!("counting the rows of {partition}"), e))?
+        .get(0);
+    Ok(Some((partition, rows)))
 }
 
 /// A predicate true for rows that some non-DEFAULT partition of `partitioned` accepts, built from

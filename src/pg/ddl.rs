@@ -1,7 +1,7 @@
 //! DDL for the new partitioned table, generated from catalog facts. Pure: no I/O.
 
 use super::catalog::{ColumnInfo, IndexInfo, TableInfo};
-use super::ident::{QualifiedName, quote_ident};
+use super::ident::{QualifiedName, quote_ident, quote_literal};
 use crate::spec::{PartitionBy, PartitionSpec};
 
 /// The primary key of the new table: the source key, then any partition-key columns it lacks
@@ -66,13 +66,48 @@ pub fn create_partitioned_table(
     )
 }
 
-pub fn create_partition(parent: &QualifiedName, part: &PartitionSpec) -> String {
-    format!(
+/// `CREATE TABLE part PARTITION OF parent <bound>`, with the source's storage parameters
+/// (`TableInfo::storage_options`): a partitioned table takes none, its partitions take them all.
+pub fn create_partition(
+    parent: &QualifiedName,
+    part: &PartitionSpec,
+    storage: &[String],
+) -> String {
+    let mut sql = format!(
         "CREATE TABLE {} PARTITION OF {} {}",
         parent.sibling(part.name.clone()).sql(),
         parent.sql(),
         part.bound
-    )
+    );
+    if !storage.is_empty() {
+        let options: Vec<String> = storage
+            .iter()
+            .map(|o| match o.split_once('=') {
+                Some((name, value)) => format!("{name}={}", quote_literal(value)),
+                None => o.clone(),
+            })
+            .collect();
+        sql.push_str(&format!(" WITH ({})", options.join(", ")));
+    }
+    sql
+}
+
+/// `REPLICA IDENTITY FULL` on the new table and each partition (a partition does not inherit
+/// it) when the source has it. A source whose identity is an index (`USING INDEX`) needs
+/// nothing: the new primary key is that index's columns plus the partition key, and the
+/// default identity is the primary key.
+pub fn replica_identity_statements(
+    src: &TableInfo,
+    parent: &QualifiedName,
+    partitions: &[PartitionSpec],
+) -> Vec<String> {
+    if src.replica_identity != 'f' {
+        return vec![];
+    }
+    std::iter::once(parent.clone())
+        .chain(partitions.iter().map(|p| parent.sibling(p.name.clone())))
+        .map(|t| format!("ALTER TABLE {} REPLICA IDENTITY FULL", t.sql()))
+        .collect()
 }
 
 /// A secondary index of the source, rebuilt on the target after the copy.
@@ -200,6 +235,8 @@ pub(crate) mod tests {
             }],
             grants: vec![],
             inbound_foreign_keys: vec![],
+            storage_options: vec![],
+            rules: vec![],
         }
     }
 
@@ -278,8 +315,33 @@ pub(crate) mod tests {
     fn partitions_are_created_in_the_parents_schema() {
         let part = PartitionSpec::parse("orders_flat_us=FOR VALUES IN ('US')").unwrap();
         assert_eq!(
-            create_partition(&QualifiedName::new("shop", "orders_new"), &part),
+            create_partition(&QualifiedName::new("shop", "orders_new"), &part, &[]),
             "CREATE TABLE \"shop\".\"orders_flat_us\" PARTITION OF \"shop\".\"orders_new\" FOR VALUES IN ('US')"
+        );
+    }
+
+    #[test]
+    fn storage_parameters_and_full_replica_identity_go_to_every_partition() {
+        let parent = QualifiedName::new("shop", "orders_new");
+        let part = PartitionSpec::parse("orders_flat_us=FOR VALUES IN ('US')").unwrap();
+        let storage = vec![
+            "fillfactor=70".to_string(),
+            "toast.autovacuum_enabled=false".to_string(),
+        ];
+        assert_eq!(
+            create_partition(&parent, &part, &storage),
+            "CREATE TABLE \"shop\".\"orders_flat_us\" PARTITION OF \"shop\".\"orders_new\" FOR VALUES IN ('US') \
+             WITH (fillfactor='70', toast.autovacuum_enabled='false')"
+        );
+        let mut src = orders_flat();
+        assert!(replica_identity_statements(&src, &parent, std::slice::from_ref(&part)).is_empty());
+        src.replica_identity = 'f';
+        assert_eq!(
+            replica_identity_statements(&src, &parent, &[part]),
+            vec![
+                "ALTER TABLE \"shop\".\"orders_new\" REPLICA IDENTITY FULL",
+                "ALTER TABLE \"shop\".\"orders_flat_us\" REPLICA IDENTITY FULL",
+            ]
         );
     }
 
