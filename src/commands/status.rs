@@ -57,6 +57,7 @@ pub struct Report {
     pub slot_name: String,
 }
 
+/// `client` is the source database (the slot and its walsender); `m` was read from the target.
 pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
     let slot = client
         .query_opt(
@@ -266,8 +267,10 @@ fn duration(secs: f64) -> String {
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
-    let client = crate::pg::connect(&config, "pgrepart status").await?;
+    let dbs = super::Databases::from_args(&args.conn)?;
+    // The state is read from the target database, the slot's figures from the source.
+    let client = dbs.connect_state("pgrepart status").await?;
+    let source = dbs.connect_source("pgrepart status").await?;
     let table = args
         .table
         .as_deref()
@@ -280,7 +283,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         };
         let mut reports = Vec::with_capacity(migrations.len());
         for m in &migrations {
-            reports.push(report(&client, m).await?);
+            reports.push(report(&source, m).await?);
         }
         let text = if args.json {
             let json = if table.is_some() {
