@@ -16,8 +16,10 @@
 //!
 //! **A crash between the two commits.** The target has the new table under its final name; the
 //! source's lock died with our session, so the application may have written to `t` on the source
-//! again after the fence. Those writes are not lost: the slot was confirmed at most up to the
-//! fence (the slot is dropped only after the second commit), so they are still in it. The next
+//! again after the fence. Those writes are not lost: the slot is dropped only after the second
+//! commit, and it was confirmed only up to positions the stream had reached before the crash,
+//! while the table was locked from the fence until the crash; so every write to the table after
+//! the crash lies after the slot's confirmed position and is streamed again. The next
 //! `run` (or the same one, when only the source's commit failed) sees `target_committed_fence`
 //! and finishes: it resumes streaming into the new table under its final name, takes the source
 //! lock again, writes a new fence, applies everything up to it (the writes after the first fence

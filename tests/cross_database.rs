@@ -319,6 +319,8 @@ async fn a_cutover_interrupted_between_its_two_commits_is_finished_by_the_next_r
         .unwrap()
         .get(0);
     assert!(fence.is_some(), "the target's commit is not recorded");
+    let v = status(&src_url, &dst_url).await.expect("status after the crash");
+    assert_eq!(v["target_committed"], true, "{v}");
     let max_at_crash: i64 = target
         .query_one("SELECT max(id) FROM orders_flat", &[])
         .await
@@ -359,4 +361,37 @@ async fn a_cutover_interrupted_between_its_two_commits_is_finished_by_the_next_r
     assert_moved(&source, &target, &report.rows).await;
     let v = status(&src_url, &dst_url).await.expect("status after the rerun");
     assert_eq!(inspect::phase(&v), "done", "{v}");
+}
+
+/// A column type the target lacks is refused before anything is created, on either side.
+#[tokio::test]
+async fn a_column_type_missing_on_the_target_is_refused_and_nothing_is_left_behind() {
+    let Some((src, dst)) = start_pair(15, 18) else {
+        return;
+    };
+    let db = unique_name("xdb_refuse");
+    let src_url = src.create_database(&db).await;
+    let dst_url = dst.create_database(&db).await;
+    let source = src.client(&db).await;
+    let target = dst.client(&db).await;
+    schema::create_seed_table(&source, "orders_flat", 1_000).await;
+    source
+        .batch_execute(
+            "CREATE TYPE mood AS ENUM ('calm', 'busy'); ALTER TABLE orders_flat ADD COLUMN mood mood",
+        )
+        .await
+        .unwrap();
+    let source_before = inspect::relations(&source).await;
+    let target_before = inspect::relations(&target).await;
+    let args = seed_run_args(&src_url, &["--target", &dst_url]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = pgrepart(&refs).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("these columns' types do not exist on the target: mood mood"),
+        "{}",
+        output_text(&out)
+    );
+    inspect::assert_nothing_left_behind(&source, &source_before).await;
+    inspect::assert_nothing_left_behind(&target, &target_before).await;
 }

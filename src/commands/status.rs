@@ -55,6 +55,9 @@ pub struct Report {
     pub cutover_requested: bool,
     pub last_error: Option<String>,
     pub slot_name: String,
+    /// Cross-database: the target side of the cutover has committed but the source's rename has
+    /// not (the `run` stopped in between); running the same `run` again finishes it.
+    pub target_committed: bool,
 }
 
 /// `client` is the source database (the slot and its walsender); `m` was read from the target.
@@ -132,6 +135,7 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         cutover_requested: m.cutover_requested,
         last_error: m.last_error.clone(),
         slot_name: m.slot_name.clone(),
+        target_committed: m.target_committed_fence.is_some() && m.phase != state::Phase::Done,
     })
 }
 
@@ -227,6 +231,9 @@ fn human(r: &Report) -> String {
             ""
         }
     );
+    if r.target_committed {
+        s += "  cutover          committed in the target, the source table not renamed yet: run the same `pgrepart run` again to finish\n";
+    }
     if !r.waiting_for.is_empty() {
         s += &format!(
             "  slot creation    waiting for these transactions to finish: {}\n",
