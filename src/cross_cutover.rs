@@ -318,8 +318,9 @@ async fn target_roles(client: &impl GenericClient) -> Result<BTreeSet<String>> {
 }
 
 /// Test-only fault hook: with `PGREPART_TEST_FAULT=<point>` set, the process exits at once (code
-/// 101, no clean-up, as a crash would) when it reaches `point`. Used by tests/cross_database.rs to
-/// prove the recovery; never set it in production.
+/// 101, no clean-up, as a crash would) when it reaches `point`: `cutover-after-target-commit` or
+/// `cutover-after-source-commit`. Used by tests/cross_database.rs to prove the recovery; never set
+/// it in production.
 pub fn fault_point(point: &str) {
     if std::env::var(TEST_FAULT_VAR).is_ok_and(|v| v == point) {
         eprintln!("pgrepart: {TEST_FAULT_VAR}={point}: exiting here (test-only fault injection)");
@@ -405,6 +406,7 @@ pub async fn attempt(
             "the target side has committed: run the same `pgrepart run` command again to finish the cutover",
         )
     })?;
+    fault_point("cutover-after-source-commit");
     if !a.plan.target_committed {
         for line in not_carried {
             println!("NOT carried over: {line}");

@@ -98,6 +98,7 @@ async fn assert_moved(
     source: &Client,
     target: &Client,
     expected: &std::collections::BTreeMap<i64, compare::Row>,
+    partitions_of: &str,
 ) {
     assert_eq!(
         inspect::relkind(target, "orders_flat").await,
@@ -106,12 +107,10 @@ async fn assert_moved(
     );
     assert_eq!(
         inspect::partitions(target, "orders_flat").await,
-        vec![
-            "orders_flat_asia",
-            "orders_flat_default",
-            "orders_flat_eu",
-            "orders_flat_us"
-        ]
+        ["asia", "default", "eu", "us"]
+            .iter()
+            .map(|p| format!("{partitions_of}_{p}"))
+            .collect::<Vec<_>>()
     );
     compare::assert_table_matches(target, "orders_flat", expected).await;
     let source_rows = compare::read_table(source, "orders_flat_old").await;
@@ -242,7 +241,7 @@ async fn a_table_moves_to_another_cluster_under_load(source_major: u32, target_m
         "{run_stdout}"
     );
 
-    assert_moved(&source, &target, &report.rows).await;
+    assert_moved(&source, &target, &report.rows, "orders_flat").await;
     let carried: (bool, Option<String>) = target
         .query_one(
             "SELECT has_table_privilege('app', 'orders_flat', 'INSERT'), obj_description('orders_flat'::regclass, 'pg_class')",
@@ -358,7 +357,7 @@ async fn a_cutover_interrupted_between_its_two_commits_is_finished_by_the_next_r
         output_text(&again),
         tail(&src.server_log(), 2000)
     );
-    assert_moved(&source, &target, &report.rows).await;
+    assert_moved(&source, &target, &report.rows, "orders_flat").await;
     let v = status(&src_url, &dst_url).await.expect("status after the rerun");
     assert_eq!(inspect::phase(&v), "done", "{v}");
 }
@@ -394,4 +393,83 @@ async fn a_column_type_missing_on_the_target_is_refused_and_nothing_is_left_behi
     );
     inspect::assert_nothing_left_behind(&source, &source_before).await;
     inspect::assert_nothing_left_behind(&target, &target_before).await;
+}
+
+/// `--into` a table made in the target, and a process that dies after both commits but before
+/// recording it: the rerun records it, drops the slot and says where to point the application.
+#[tokio::test]
+async fn into_a_target_table_and_a_crash_after_both_commits_are_finished_by_the_next_run() {
+    let Some((src, dst)) = start_pair(17, 14) else {
+        return;
+    };
+    let db = unique_name("xdb_into");
+    let src_url = src.create_database(&db).await;
+    let dst_url = dst.create_database(&db).await;
+    let source = src.client(&db).await;
+    let target = dst.client(&db).await;
+    schema::create_seed_table(&source, "orders_flat", SEED_ROWS).await;
+    schema::create_seed_target(&target, "orders_list").await;
+    let writers = Writers::start(WritersConfig::new(&src_url, "orders_flat")).await;
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let args = [
+        "run",
+        "--source",
+        &src_url,
+        "--target",
+        &dst_url,
+        "--table",
+        "orders_flat",
+        "--into",
+        "orders_list",
+        "--cutover",
+        "manual",
+    ];
+    let run = spawn_pgrepart_with_env(
+        &args,
+        &[("PGREPART_TEST_FAULT", "cutover-after-source-commit")],
+    );
+    wait_status(&src_url, &dst_url, &run, "streaming, waiting for the manual cutover", |v| {
+        v["cutover_waiting"] == true
+    })
+    .await;
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    let report = writers.stop().await;
+    let cutover_args: Vec<String> = [
+        "cutover",
+        "--source",
+        &src_url,
+        "--target",
+        &dst_url,
+        "--table",
+        "orders_flat",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let request = tokio::spawn(async move {
+        let refs: Vec<&str> = cutover_args.iter().map(String::as_str).collect();
+        pgrepart(&refs).await
+    });
+    let crashed = run.wait_within(DEADLINE).await;
+    assert_eq!(
+        crashed.status.code(),
+        Some(101),
+        "the run did not stop at the fault point: {}",
+        output_text(&crashed)
+    );
+    // The cutover command waits for `done`, which only the rerun records.
+    let again = pgrepart(&args).await;
+    assert!(again.status.success(), "rerun: {}", output_text(&again));
+    let said = format!(
+        "point the application at 127.0.0.1:{}/{db}, table public.orders_flat",
+        dst.port()
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(&said),
+        "no {said:?} in: {}",
+        output_text(&again)
+    );
+    let cut = request.await.expect("the cutover request task");
+    assert!(cut.status.success(), "cutover: {}", output_text(&cut));
+    assert_moved(&source, &target, &report.rows, "orders_list").await;
 }

@@ -280,6 +280,24 @@ mod tests {
     }
 
     #[test]
+    fn a_target_is_cross_database_only_when_it_names_another_host_port_or_database() {
+        let dbs = |target: Option<&str>| {
+            Databases::from_args(&SourceArgs {
+                source: "postgresql://u@h:5432/db".into(),
+                target: target.map(str::to_string),
+            })
+            .unwrap()
+        };
+        assert!(!dbs(None).cross);
+        assert!(!dbs(Some("host=h port=5432 dbname=db user=other")).cross);
+        assert!(dbs(Some("postgresql://u@h:5432/other")).cross);
+        assert!(dbs(Some("postgresql://u@h2:5432/db")).cross);
+        assert!(dbs(Some("postgresql://u@h:5433/db")).cross);
+        let p = prepared(&["--partition-by", "LIST (r)", "--partition", "a=DEFAULT"]).unwrap();
+        assert!(!p.cross_db());
+    }
+
+    #[test]
     fn generators_and_explicit_partitions_do_not_mix() {
         assert!(
             prepared(&["--partition-by", "HASH (c)", "--modulus", "4"])
