@@ -164,7 +164,10 @@ pub fn target_statements(
                 quote_ident(&plan.owner)
             ));
             for p in &plan.partitions {
-                sql.push(format!("ALTER TABLE {p} OWNER TO {}", quote_ident(&plan.owner)));
+                sql.push(format!(
+                    "ALTER TABLE {p} OWNER TO {}",
+                    quote_ident(&plan.owner)
+                ));
             }
         } else {
             not_carried.push(format!(
@@ -353,17 +356,19 @@ pub async fn attempt(
         drain_timeout: a.drain_timeout,
         fence_id: &a.fence_id,
     };
-    let (stx, locked_at) = match crate::cutover::lock_fence_drain(source, flusher, fence, &spec)
-        .await?
-    {
-        Locked::Drained { tx, locked_at } => (tx, locked_at),
-        Locked::Not(outcome) => return Ok(outcome),
-    };
+    let (stx, locked_at) =
+        match crate::cutover::lock_fence_drain(source, flusher, fence, &spec).await? {
+            Locked::Drained { tx, locked_at } => (tx, locked_at),
+            Locked::Not(outcome) => return Ok(outcome),
+        };
     // Nothing bound to the table, nor its sequences' use by it, can change while we hold the lock.
     let seqs = read_sequences(&stx, &a.plan.sequences).await?;
-    let carry =
-        crate::pg::catalog::carry_over(&stx, &a.plan.source, &[a.plan.publication.clone()])
-            .await?;
+    let carry = crate::pg::catalog::carry_over(
+        &stx,
+        &a.plan.source,
+        std::slice::from_ref(&a.plan.publication),
+    )
+    .await?;
 
     let ttx = target
         .transaction()
@@ -419,7 +424,11 @@ pub async fn attempt(
 
 /// Whether the source's side of a cross-database cutover already committed: the table is gone
 /// under its name and the old name exists (a crash after the second commit, before `done`).
-pub async fn source_renamed(source: &Client, table: &QualifiedName, old_name: &str) -> Result<bool> {
+pub async fn source_renamed(
+    source: &Client,
+    table: &QualifiedName,
+    old_name: &str,
+) -> Result<bool> {
     let row = source
         .query_one(
             "SELECT to_regclass($1) IS NULL AND to_regclass($2) IS NOT NULL",
@@ -431,7 +440,12 @@ pub async fn source_renamed(source: &Client, table: &QualifiedName, old_name: &s
 }
 
 /// What the application must now point at (no user, no password).
-pub fn point_at_message(final_name: &QualifiedName, target_desc: &str, old: &QualifiedName, source_desc: &str) -> String {
+pub fn point_at_message(
+    final_name: &QualifiedName,
+    target_desc: &str,
+    old: &QualifiedName,
+    source_desc: &str,
+) -> String {
     format!(
         "point the application at {target_desc}, table {final_name}; on {source_desc} the table is now {old} and writes to the old name fail"
     )
@@ -501,7 +515,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let (sql, not) = target_statements(&plan(), &[serial(20417, true)], &carry, &roles, "3:9:1");
+        let (sql, not) =
+            target_statements(&plan(), &[serial(20417, true)], &carry, &roles, "3:9:1");
         assert_eq!(
             sql,
             vec![
@@ -518,9 +533,15 @@ mod tests {
             ]
         );
         assert_eq!(not.len(), 3, "{not:?}");
-        assert!(not[0].starts_with("GRANT SELECT to reporting: no such role"), "{not:?}");
+        assert!(
+            not[0].starts_with("GRANT SELECT to reporting: no such role"),
+            "{not:?}"
+        );
         assert!(not[1].starts_with("trigger \"audit\""), "{not:?}");
-        assert!(not[2].starts_with("view public.big_orders stays in the source"), "{not:?}");
+        assert!(
+            not[2].starts_with("view public.big_orders stays in the source"),
+            "{not:?}"
+        );
     }
 
     #[test]
@@ -529,7 +550,13 @@ mod tests {
         p.target_committed = true;
         p.target = p.final_name();
         let roles = BTreeSet::new();
-        let (sql, not) = target_statements(&p, &[serial(20417, true)], &CarryOver::default(), &roles, "3:9:7");
+        let (sql, not) = target_statements(
+            &p,
+            &[serial(20417, true)],
+            &CarryOver::default(),
+            &roles,
+            "3:9:7",
+        );
         assert_eq!(sql, vec![SETVAL_SERIAL.to_string()]);
         assert!(not.is_empty());
     }
@@ -540,9 +567,31 @@ mod tests {
         p.always_identity = vec!["id".into()];
         let mut s = serial(5, true);
         s.dependency = 'i';
-        let (sql, not) = target_statements(&p, &[s, SequenceState { column: "n".into(), ..serial(1, false) }], &CarryOver::default(), &BTreeSet::new(), "f");
-        assert_eq!(sql[1], "ALTER TABLE \"public\".\"orders_flat\" ALTER COLUMN \"id\" SET GENERATED ALWAYS");
-        assert!(sql[2].contains("greatest(5,") && sql[2].contains("pg_get_serial_sequence('\"public\".\"orders_flat\"', 'id')::regclass"), "{}", sql[2]);
+        let (sql, not) = target_statements(
+            &p,
+            &[
+                s,
+                SequenceState {
+                    column: "n".into(),
+                    ..serial(1, false)
+                },
+            ],
+            &CarryOver::default(),
+            &BTreeSet::new(),
+            "f",
+        );
+        assert_eq!(
+            sql[1],
+            "ALTER TABLE \"public\".\"orders_flat\" ALTER COLUMN \"id\" SET GENERATED ALWAYS"
+        );
+        assert!(
+            sql[2].contains("greatest(5,")
+                && sql[2].contains(
+                    "pg_get_serial_sequence('\"public\".\"orders_flat\"', 'id')::regclass"
+                ),
+            "{}",
+            sql[2]
+        );
         // The unused serial is created and attached, not set.
         assert!(sql[3].starts_with("CREATE SEQUENCE IF NOT EXISTS"));
         assert!(!sql.iter().any(|s| s.contains("greatest(1,")));
@@ -552,7 +601,10 @@ mod tests {
     #[test]
     fn the_source_is_renamed_with_a_comment_naming_where_the_table_went_without_credentials() {
         let sql = source_statements(&plan(), Some("orders"), "2026-01-02 03:04:05 UTC");
-        assert_eq!(sql[0], "ALTER TABLE \"public\".\"orders_flat\" RENAME TO \"orders_flat_old\"");
+        assert_eq!(
+            sql[0],
+            "ALTER TABLE \"public\".\"orders_flat\" RENAME TO \"orders_flat_old\""
+        );
         assert_eq!(
             sql[1],
             "COMMENT ON TABLE \"public\".\"orders_flat_old\" IS 'Moved at 2026-01-02 03:04:05 UTC to the partitioned table public.orders_flat in db2:5433/shop (pgrepart migration 3); kept as the original table. Original comment: orders'"

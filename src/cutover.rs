@@ -396,9 +396,9 @@ pub async fn attempt(
         fence_id: &a.fence_id,
     };
     let (tx, locked_at) = match lock_fence_drain(control, flusher, fence, &spec).await? {
-            Locked::Drained { tx, locked_at } => (tx, locked_at),
-            Locked::Not(outcome) => return Ok(outcome),
-        };
+        Locked::Drained { tx, locked_at } => (tx, locked_at),
+        Locked::Not(outcome) => return Ok(outcome),
+    };
     // Nothing bound to the table can change while we hold the lock: read it now.
     let ours: Vec<String> = tx
         .query(

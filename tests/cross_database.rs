@@ -168,7 +168,10 @@ async fn assert_moved(
         .await
         .unwrap()
         .get(0);
-    assert!(owned, "the target's sequence is not owned by orders_flat.id");
+    assert!(
+        owned,
+        "the target's sequence is not owned by orders_flat.id"
+    );
 }
 
 async fn a_table_moves_to_another_cluster_under_load(source_major: u32, target_major: u32) {
@@ -251,7 +254,9 @@ async fn a_table_moves_to_another_cluster_under_load(source_major: u32, target_m
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert_eq!(carried, (true, Some("one row per order".to_string())));
-    let v = status(&src_url, &dst_url).await.expect("status after the cutover");
+    let v = status(&src_url, &dst_url)
+        .await
+        .expect("status after the cutover");
     assert_eq!(inspect::phase(&v), "done", "{v}");
     eprintln!(
         "{source_major} -> {target_major}: moved under load in {:.1} s",
@@ -318,7 +323,9 @@ async fn a_cutover_interrupted_between_its_two_commits_is_finished_by_the_next_r
         .unwrap()
         .get(0);
     assert!(fence.is_some(), "the target's commit is not recorded");
-    let v = status(&src_url, &dst_url).await.expect("status after the crash");
+    let v = status(&src_url, &dst_url)
+        .await
+        .expect("status after the crash");
     assert_eq!(v["target_committed"], true, "{v}");
     let max_at_crash: i64 = target
         .query_one("SELECT max(id) FROM orders_flat", &[])
@@ -358,7 +365,9 @@ async fn a_cutover_interrupted_between_its_two_commits_is_finished_by_the_next_r
         tail(&src.server_log(), 2000)
     );
     assert_moved(&source, &target, &report.rows, "orders_flat").await;
-    let v = status(&src_url, &dst_url).await.expect("status after the rerun");
+    let v = status(&src_url, &dst_url)
+        .await
+        .expect("status after the rerun");
     assert_eq!(inspect::phase(&v), "done", "{v}");
 }
 
@@ -428,9 +437,13 @@ async fn into_a_target_table_and_a_crash_after_both_commits_are_finished_by_the_
         &args,
         &[("PGREPART_TEST_FAULT", "cutover-after-source-commit")],
     );
-    wait_status(&src_url, &dst_url, &run, "streaming, waiting for the manual cutover", |v| {
-        v["cutover_waiting"] == true
-    })
+    wait_status(
+        &src_url,
+        &dst_url,
+        &run,
+        "streaming, waiting for the manual cutover",
+        |v| v["cutover_waiting"] == true,
+    )
     .await;
     writers.wait_for_more_ops(300, DEADLINE).await;
     let report = writers.stop().await;

@@ -37,8 +37,7 @@ impl Databases {
             });
         };
         let target = crate::pg::parse_conninfo("--target", text)?;
-        let cross =
-            crate::pg::describe_target(&source) != crate::pg::describe_target(&target);
+        let cross = crate::pg::describe_target(&source) != crate::pg::describe_target(&target);
         Ok(Databases {
             source,
             target,
