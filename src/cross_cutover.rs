@@ -41,9 +41,6 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::{CarryOver, Grant, OwnedSequence};
 use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 
-/// The environment variable of the test-only fault hook (see `fault_point`).
-pub const TEST_FAULT_VAR: &str = "PGREPART_TEST_FAULT";
-
 /// What a cross-database cutover does, computed before the lock is taken.
 #[derive(Debug, Clone)]
 pub struct CrossPlan {
@@ -320,17 +317,6 @@ async fn target_roles(client: &impl GenericClient) -> Result<BTreeSet<String>> {
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Test-only fault hook: with `PGREPART_TEST_FAULT=<point>` set, the process exits at once (code
-/// 101, no clean-up, as a crash would) when it reaches `point`: `cutover-after-target-commit` or
-/// `cutover-after-source-commit`. Used by tests/cross_database.rs to prove the recovery; never set
-/// it in production.
-pub fn fault_point(point: &str) {
-    if std::env::var(TEST_FAULT_VAR).is_ok_and(|v| v == point) {
-        eprintln!("pgrepart: {TEST_FAULT_VAR}={point}: exiting here (test-only fault injection)");
-        std::process::exit(101);
-    }
-}
-
 pub struct CrossAttempt<'a> {
     pub plan: &'a CrossPlan,
     pub server_major: u32,
@@ -392,7 +378,8 @@ pub async fn attempt(
         .await
         .map_err(|e| Error::db("committing the target's side of the cutover", e))?;
     tracing::info!(fence = %a.fence_id, "target side of the cutover committed; renaming the source table");
-    fault_point("cutover-after-target-commit");
+    // Test fault point (crate::fault): the crash this module recovers from.
+    crate::fault::point("cutover-after-target-commit");
 
     let replaced_at = crate::partitioning::Date::format_unix_utc(
         std::time::SystemTime::now()
@@ -411,7 +398,7 @@ pub async fn attempt(
             "the target side has committed: run the same `pgrepart run` command again to finish the cutover",
         )
     })?;
-    fault_point("cutover-after-source-commit");
+    crate::fault::point("cutover-after-source-commit");
     if !a.plan.target_committed {
         for line in not_carried {
             println!("NOT carried over: {line}");

@@ -13,6 +13,7 @@ pub mod copy;
 pub mod cross_cutover;
 pub mod cutover;
 pub mod error;
+pub mod fault;
 pub mod lsn;
 pub mod monitor;
 pub mod partitioning;

@@ -306,7 +306,7 @@ async fn a_cutover_interrupted_between_its_two_commits_is_finished_by_the_next_r
     .await;
     assert_eq!(
         crashed.status.code(),
-        Some(101),
+        Some(86),
         "the run did not stop at the fault point: {}",
         output_text(&crashed)
     );
@@ -466,7 +466,7 @@ async fn into_a_target_table_and_a_crash_after_both_commits_are_finished_by_the_
     let crashed = run.wait_within(DEADLINE).await;
     assert_eq!(
         crashed.status.code(),
-        Some(101),
+        Some(86),
         "the run did not stop at the fault point: {}",
         output_text(&crashed)
     );

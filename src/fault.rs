@@ -1,0 +1,39 @@
+//! Fault points for tests: with `PGREPART_TEST_FAULT=<name>[,<name>...]` in its environment, the
+//! process exits at once (status 86, no cleanup, no destructors) when it reaches a named point, as
+//! if it had been killed there. The server sees the connections drop, exactly as after `kill -9`.
+//! Tests use this to stop a run at moments too short to hit with a signal (inside the cutover).
+//! Nothing else reads the variable; unset, a point costs one environment lookup.
+
+/// The environment variable that names the points to stop at.
+pub const ENV: &str = "PGREPART_TEST_FAULT";
+
+/// The exit status of a process stopped at a fault point.
+pub const EXIT_STATUS: i32 = 86;
+
+/// Whether `name` is among the points listed in `value`.
+fn listed(value: &str, name: &str) -> bool {
+    value.split(',').map(str::trim).any(|p| p == name)
+}
+
+/// Exits the process if `name` is one of the points asked for in `PGREPART_TEST_FAULT`.
+pub fn point(name: &str) {
+    if let Ok(value) = std::env::var(ENV)
+        && listed(&value, name)
+    {
+        eprintln!("pgrepart: stopping at test fault point '{name}' ({ENV})");
+        std::process::exit(EXIT_STATUS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listed;
+
+    #[test]
+    fn points_are_matched_whole_in_a_comma_separated_list() {
+        assert!(listed("cutover-locked", "cutover-locked"));
+        assert!(listed("a, cutover-locked", "cutover-locked"));
+        assert!(!listed("cutover-locked-x", "cutover-locked"));
+        assert!(!listed("", "cutover-locked"));
+    }
+}
