@@ -400,6 +400,19 @@ async fn a_column_type_missing_on_the_target_is_refused_and_nothing_is_left_behi
         "{}",
         output_text(&out)
     );
+    // `plan --target` says the same, and the rest of its checks look at the target too.
+    let mut plan_args = args.clone();
+    plan_args[0] = "plan".into();
+    let plan_refs: Vec<&str> = plan_args.iter().map(String::as_str).collect();
+    let plan = pgrepart(&plan_refs).await;
+    assert_eq!(plan.status.code(), Some(1), "{}", output_text(&plan));
+    let text = output_text(&plan);
+    assert!(
+        text.contains("mood mood")
+            && text.contains("target server")
+            && text.contains("PostgreSQL 18"),
+        "{text}"
+    );
     inspect::assert_nothing_left_behind(&source, &source_before).await;
     inspect::assert_nothing_left_behind(&target, &target_before).await;
 }
