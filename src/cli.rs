@@ -43,12 +43,17 @@ pub enum Command {
     Resume(TableArgs),
 }
 
-/// Where the table lives.
+/// Where the table lives, and where it goes.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Source database: a libpq URL (postgresql://user@host:5432/db) or key=value conninfo.
     #[arg(long, env = "PGREPART_SOURCE")]
     pub source: String,
+
+    /// Target database, when the partitioned table goes to another database or cluster (the new
+    /// table and pgrepart's state live there). Default: the source database.
+    #[arg(long, env = "PGREPART_TARGET")]
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -470,15 +470,35 @@ pub struct Attempt<'a> {
     pub fence_id: String,
 }
 
-/// One cutover attempt. `control` runs the locked transaction; `flusher` (PG < 17) commits a tiny
-/// transaction so the fence's WAL is flushed and the walsender sends it at once.
-pub async fn attempt(
-    control: &mut Client,
+/// The source's locked transaction once everything before the fence is applied, or why there is
+/// none (the transaction was rolled back, the lock released).
+pub enum Locked<'a> {
+    Drained {
+        tx: tokio_postgres::Transaction<'a>,
+        locked_at: std::time::Instant,
+    },
+    Not(Outcome),
+}
+
+/// What `lock_fence_drain` locks and how long it waits.
+pub struct FenceSpec<'a> {
+    pub table: &'a QualifiedName,
+    pub server_major: u32,
+    pub lock_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub fence_id: &'a str,
+}
+
+/// Steps 2-4 of design.md §6 on the source: `SET LOCAL lock_timeout`, `LOCK TABLE` in ACCESS
+/// EXCLUSIVE mode, the fence (flushed at once), and the wait for the applier to reach it.
+/// `flusher` (PG < 17) commits a tiny transaction so the fence's WAL is flushed and sent at once.
+pub async fn lock_fence_drain<'a>(
+    control: &'a mut Client,
     flusher: &Client,
     fence: &mut watch::Receiver<Option<String>>,
-    a: Attempt<'_>,
-) -> Result<Outcome> {
-    crate::fault::point("cutover-before-lock");
+    a: &FenceSpec<'_>,
+) -> Result<Locked<'a>> {
+    let table = a.table;
     let tx = control
         .transaction()
         .await
@@ -489,30 +509,15 @@ pub async fn attempt(
     ))
     .await
     .map_err(|e| Error::db("setting lock_timeout", e))?;
-    let lock = format!(
-        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-        a.plan.source.sql()
-    );
+    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", table.sql());
     if let Err(e) = tx.batch_execute(&lock).await {
         if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
             let _ = tx.rollback().await;
-            return Ok(Outcome::LockTimeout);
+            return Ok(Locked::Not(Outcome::LockTimeout));
         }
         return Err(Error::db("locking the source table", e));
     }
     let locked_at = std::time::Instant::now();
-    // Nothing bound to the table can change while we hold the lock: read it now.
-    let ours: Vec<String> = tx
-        .query(
-            "SELECT publication_name FROM pgrepart.migrations WHERE id = $1",
-            &[&a.plan.migration_id],
-        )
-        .await
-        .map_err(|e| Error::db("reading the migration's publication", e))?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-    let carry = crate::pg::catalog::carry_over(&tx, &a.plan.source, &ours).await?;
     let emit = if a.server_major >= 17 {
         "SELECT pg_logical_emit_message(false, $1, $2, true)::text"
     } else {
@@ -535,23 +540,57 @@ pub async fn attempt(
     tracing::info!(fence = %a.fence_id, lsn = %fence_lsn, "table locked; waiting for the applier to reach the fence");
     let reached = tokio::time::timeout(
         a.drain_timeout,
-        fence.wait_for(|f| f.as_deref() == Some(a.fence_id.as_str())),
+        fence.wait_for(|f| f.as_deref() == Some(a.fence_id)),
     )
     .await;
     match reached {
         Err(_) => {
             let _ = tx.rollback().await;
-            return Ok(Outcome::DrainTimeout);
+            Ok(Locked::Not(Outcome::DrainTimeout))
         }
         Ok(Err(_)) => {
             let _ = tx.rollback().await;
-            return Err(Error::failed(
+            Err(Error::failed(
                 "the applier stopped while the cutover waited for it",
-            ));
+            ))
         }
-        Ok(Ok(_)) => {}
+        Ok(Ok(_)) => Ok(Locked::Drained { tx, locked_at }),
     }
+}
+
+/// One cutover attempt. `control` runs the locked transaction; `flusher` (PG < 17) commits a tiny
+/// transaction so the fence's WAL is flushed and the walsender sends it at once.
+pub async fn attempt(
+    control: &mut Client,
+    flusher: &Client,
+    fence: &mut watch::Receiver<Option<String>>,
+    a: Attempt<'_>,
+) -> Result<Outcome> {
+    crate::fault::point("cutover-before-lock");
+    let spec = FenceSpec {
+        table: &a.plan.source,
+        server_major: a.server_major,
+        lock_timeout: a.lock_timeout,
+        drain_timeout: a.drain_timeout,
+        fence_id: &a.fence_id,
+    };
+    let (tx, locked_at) = match lock_fence_drain(control, flusher, fence, &spec).await? {
+        Locked::Drained { tx, locked_at } => (tx, locked_at),
+        Locked::Not(outcome) => return Ok(outcome),
+    };
     crate::fault::point("cutover-locked");
+    // Nothing bound to the table can change while we hold the lock: read it now.
+    let ours: Vec<String> = tx
+        .query(
+            "SELECT publication_name FROM pgrepart.migrations WHERE id = $1",
+            &[&a.plan.migration_id],
+        )
+        .await
+        .map_err(|e| Error::db("reading the migration's publication", e))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let carry = crate::pg::catalog::carry_over(&tx, &a.plan.source, &ours).await?;
     let replaced_at = crate::partitioning::Date::format_unix_utc(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod copy;
+pub mod cross_cutover;
 pub mod cutover;
 pub mod error;
 pub mod fault;

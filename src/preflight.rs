@@ -554,6 +554,113 @@ pub fn refuse_on_failure(checks: &[Check]) -> Result<()> {
     }
 }
 
+/// Cross-database (`--target`): the target-side facts come from the target database. Replaces
+/// `facts.taken_names` (the old name is looked up on the source; the new table, its partitions
+/// and the final name in the target) and the `--into` facts, and returns the checks only the
+/// target can answer: server version, encoding, and whether every column type exists there.
+pub async fn gather_cross(
+    facts: &mut Facts,
+    source: &Client,
+    target_db: &Client,
+    table: &QualifiedName,
+    target: &Target,
+    old_name: &str,
+) -> Result<Vec<Check>> {
+    let mut taken = Vec::new();
+    if name_taken(source, &table.sibling(old_name)).await? {
+        taken.push(format!("{} (on the source)", table.sibling(old_name)));
+    }
+    let mut wanted = vec![target.name().sibling(table.name.clone())];
+    if let Target::Generate {
+        name, partitions, ..
+    } = target
+    {
+        wanted.push(name.clone());
+        wanted.extend(partitions.iter().map(|p| name.sibling(p.name.clone())));
+    }
+    for n in wanted {
+        if name_taken(target_db, &n).await? {
+            taken.push(format!("{n} (on the target)"));
+        }
+    }
+    facts.taken_names = taken;
+    if let Target::Into(name) = target {
+        facts.into = catalog::table_info(target_db, name).await?;
+        facts.into_has_rows = match &facts.into {
+            Some(t) if t.relkind == 'p' => target_db
+                .query_one(
+                    &format!("SELECT EXISTS (SELECT 1 FROM {})", name.sql()),
+                    &[],
+                )
+                .await
+                .map_err(|e| Error::db("checking that the --into table is empty", e))?
+                .get(0),
+            _ => false,
+        };
+    }
+    let server = catalog::server_info(target_db).await?;
+    let mut missing_types = Vec::new();
+    if let Some(t) = &facts.table {
+        for c in t.replicated_columns() {
+            let found: bool = target_db
+                .query_one("SELECT to_regtype($1) IS NOT NULL", &[&c.type_sql])
+                .await
+                .map_err(|e| Error::db("checking the column types on the target", e))?
+                .get(0);
+            if !found {
+                missing_types.push(format!("{} {}", c.name, c.type_sql));
+            }
+        }
+    }
+    Ok(cross_checks(&server, &missing_types))
+}
+
+async fn name_taken(client: &Client, n: &QualifiedName) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&n.sql()])
+        .await
+        .map_err(|e| Error::db("checking names", e))?
+        .get(0))
+}
+
+/// The target database's own verdicts (pure).
+pub fn cross_checks(target: &ServerInfo, missing_types: &[String]) -> Vec<Check> {
+    let mut checks = vec![if target.major() >= 14 {
+        pass(
+            "target server",
+            format!("PostgreSQL {} ({})", target.major(), target.database),
+        )
+    } else {
+        fail(
+            "target server",
+            format!("the target is PostgreSQL {}", target.major()),
+            "pgrepart needs PostgreSQL 14 or newer on the target too",
+        )
+    }];
+    checks.push(if target.encoding == "UTF8" {
+        pass("target encoding", "UTF8")
+    } else {
+        fail(
+            "target encoding",
+            format!("the target database's encoding is {}", target.encoding),
+            "pgrepart supports UTF8 databases only",
+        )
+    });
+    checks.push(if missing_types.is_empty() {
+        pass("target types", "every column type exists on the target")
+    } else {
+        fail(
+            "target types",
+            format!(
+                "these columns' types do not exist on the target: {}",
+                missing_types.join(", ")
+            ),
+            "create the types (extensions, enums, domains) in the target database first",
+        )
+    });
+    checks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,10 +9,19 @@ use crate::pg::ident::{QualifiedName, quote_ident};
 use crate::state::{self, Phase, Request};
 
 pub async fn run(args: TableArgs) -> Result<()> {
-    let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
+    let dbs = super::Databases::from_args(&args.conn)?;
     let table = QualifiedName::parse(&args.table)?;
-    let client = crate::pg::connect(&config, "pgrepart abort").await?;
+    // `client`: the state and the new table (target database); `source`: slot and publication.
+    let client = dbs.connect_state("pgrepart abort").await?;
+    let source = dbs.connect_source("pgrepart abort").await?;
     let m = super::require_migration(&client, &table).await?;
+    if m.target_committed_fence.is_some() {
+        return Err(Error::refused(format!(
+            "migration {} of {table} has cut over in the target database already (the new table has its final name there); only the source's rename is left",
+            m.id
+        ))
+        .with_hint("run the same `pgrepart run` command again: it finishes the cutover"));
+    }
     if m.phase == Phase::Done {
         return Err(Error::refused(format!(
             "migration {} of {table} has already cut over; there is nothing to abort",
@@ -28,7 +37,7 @@ pub async fn run(args: TableArgs) -> Result<()> {
     // Give a running `run` a moment to notice and let go of the slot; then end its walsender.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let row = client
+        let row = source
             .query_opt(
                 "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1",
                 &[&m.slot_name],
@@ -39,14 +48,14 @@ pub async fn run(args: TableArgs) -> Result<()> {
             Some(r) if r.get::<_, bool>(0) => {
                 if Instant::now() > deadline {
                     let pid: i32 = r.get(1);
-                    client
+                    source
                         .execute("SELECT pg_terminate_backend($1)", &[&pid])
                         .await
                         .map_err(|e| Error::db("ending the migration's walsender", e))?;
                 }
             }
             Some(_) => {
-                match client
+                match source
                     .execute("SELECT pg_drop_replication_slot($1)", &[&m.slot_name])
                     .await
                 {
@@ -67,7 +76,7 @@ pub async fn run(args: TableArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    client
+    source
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
             quote_ident(&m.publication_name)

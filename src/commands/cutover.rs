@@ -9,9 +9,11 @@ use crate::pg::ident::QualifiedName;
 use crate::state::{self, Phase, Request};
 
 pub async fn run(args: TableArgs) -> Result<()> {
-    let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
+    let dbs = super::Databases::from_args(&args.conn)?;
     let table = QualifiedName::parse(&args.table)?;
-    let client = crate::pg::connect(&config, "pgrepart cutover").await?;
+    // The state is in the target database; the slot (whether a `run` is attached) on the source.
+    let client = dbs.connect_state("pgrepart cutover").await?;
+    let source = dbs.connect_source("pgrepart cutover").await?;
     let m = super::require_migration(&client, &table).await?;
     if m.phase == Phase::Done {
         println!("{table} was already cut over (migration {})", m.id);
@@ -32,6 +34,18 @@ pub async fn run(args: TableArgs) -> Result<()> {
             last_phase = m.phase;
         }
         match m.phase {
+            Phase::Done if dbs.cross => {
+                println!(
+                    "{}",
+                    crate::cross_cutover::point_at_message(
+                        &m.target.sibling(m.source.name.clone()),
+                        &dbs.target_description(),
+                        &table.sibling(m.old_name.clone()),
+                        &crate::pg::describe_target(&dbs.source),
+                    )
+                );
+                return Ok(());
+            }
             Phase::Done => {
                 println!(
                     "{table} is now the partitioned table; the old one is {}",
@@ -49,7 +63,7 @@ pub async fn run(args: TableArgs) -> Result<()> {
             }
             _ => {}
         }
-        let active: bool = client
+        let active: bool = source
             .query_opt(
                 "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
                 &[&m.slot_name],

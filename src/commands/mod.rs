@@ -7,17 +7,66 @@ pub mod plan;
 pub mod run;
 pub mod status;
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, SourceArgs};
 use crate::error::{Error, Result};
 use crate::partitioning::{self, Generator, GeneratorFlags};
 use crate::pg::ident::QualifiedName;
 use crate::preflight::Target;
 use crate::spec::{PartitionBy, PartitionSpec, check_partitions};
 
+/// The source database and the database the new table and the state go to (`--target`).
+#[derive(Debug, Clone)]
+pub struct Databases {
+    pub source: tokio_postgres::Config,
+    /// The source again when `--target` is absent or names the source's host, port and database.
+    pub target: tokio_postgres::Config,
+    /// `--target` names another database (same cluster or not): the cutover is cross-database.
+    pub cross: bool,
+}
+
+impl Databases {
+    /// A `--target` naming the same host, port and database as `--source` (whatever the user or
+    /// options) is the same-database case: one database, one locked swap transaction.
+    pub fn from_args(args: &SourceArgs) -> Result<Databases> {
+        let source = crate::pg::parse_conninfo("--source", &args.source)?;
+        let Some(text) = &args.target else {
+            return Ok(Databases {
+                target: source.clone(),
+                source,
+                cross: false,
+            });
+        };
+        let target = crate::pg::parse_conninfo("--target", text)?;
+        let cross = crate::pg::describe_target(&source) != crate::pg::describe_target(&target);
+        Ok(Databases {
+            source,
+            target,
+            cross,
+        })
+    }
+
+    /// The connection that holds the state: the target database (its errors name its host,
+    /// port and database).
+    pub async fn connect_state(&self, application_name: &str) -> Result<tokio_postgres::Client> {
+        crate::pg::connect(&self.target, application_name).await
+    }
+
+    /// The source database (slot, publication, the table itself).
+    pub async fn connect_source(&self, application_name: &str) -> Result<tokio_postgres::Client> {
+        crate::pg::connect(&self.source, application_name).await
+    }
+
+    /// "host:port/db" of the target, for the message saying where the application must now go.
+    pub fn target_description(&self) -> String {
+        crate::pg::describe_target(&self.target)
+    }
+}
+
 /// `run`/`plan` arguments, validated before any I/O.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub source: tokio_postgres::Config,
+    pub dbs: Databases,
     pub table: QualifiedName,
     pub target: Target,
     pub old_name: String,
@@ -53,7 +102,8 @@ impl StoredSpec {
 
 impl Prepared {
     pub fn from_args(args: &RunArgs) -> Result<Self> {
-        let source = crate::pg::parse_conninfo("--source", &args.conn.source)?;
+        let dbs = Databases::from_args(&args.conn)?;
+        let source = dbs.source.clone();
         let table = QualifiedName::parse(&args.table)?;
         let mut generator = None;
         let target = match (&args.partition_by, &args.into) {
@@ -110,6 +160,7 @@ impl Prepared {
             .clamp(1, 64);
         Ok(Prepared {
             source,
+            dbs,
             table,
             target,
             old_name,
@@ -164,6 +215,13 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// Whether the new table goes to another database (`--target`).
+    pub fn cross_db(&self) -> bool {
+        self.dbs.cross
+    }
+}
+
 /// Reads the migration of `table`, or says there is none and what to do.
 pub async fn require_migration(
     client: &tokio_postgres::Client,
@@ -174,7 +232,7 @@ pub async fn require_migration(
             "no pgrepart migration of {table} is recorded in this database"
         ))
         .with_hint(
-            "check --source and --table; `pgrepart status --source ...` lists every migration",
+            "check --source, --target (state lives in the target database) and --table; `pgrepart status` lists every migration",
         )
     })
 }
@@ -218,6 +276,24 @@ mod tests {
         assert!(changed.same_request(&explicit.spec()));
         changed.partitions[0].name = "b".into();
         assert!(!changed.same_request(&explicit.spec()));
+    }
+
+    #[test]
+    fn a_target_is_cross_database_only_when_it_names_another_host_port_or_database() {
+        let dbs = |target: Option<&str>| {
+            Databases::from_args(&SourceArgs {
+                source: "postgresql://u@h:5432/db".into(),
+                target: target.map(str::to_string),
+            })
+            .unwrap()
+        };
+        assert!(!dbs(None).cross);
+        assert!(!dbs(Some("host=h port=5432 dbname=db user=other")).cross);
+        assert!(dbs(Some("postgresql://u@h:5432/other")).cross);
+        assert!(dbs(Some("postgresql://u@h2:5432/db")).cross);
+        assert!(dbs(Some("postgresql://u@h:5433/db")).cross);
+        let p = prepared(&["--partition-by", "LIST (r)", "--partition", "a=DEFAULT"]).unwrap();
+        assert!(!p.cross_db());
     }
 
     #[test]

@@ -7,9 +7,10 @@ use crate::pg::ident::QualifiedName;
 use crate::state::{self, Phase};
 
 pub async fn run(args: TableArgs, paused: bool) -> Result<()> {
-    let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
+    let dbs = super::Databases::from_args(&args.conn)?;
     let table = QualifiedName::parse(&args.table)?;
-    let client = crate::pg::connect(&config, "pgrepart pause").await?;
+    // The state lives in the target database.
+    let client = dbs.connect_state("pgrepart pause").await?;
     let m = super::require_migration(&client, &table).await?;
     if m.phase == Phase::Done {
         return Err(Error::refused(format!(

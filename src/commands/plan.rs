@@ -66,7 +66,21 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             prep
         }
     };
-    let facts = preflight::gather(&client, &prep.table, &prep.target, &prep.old_name).await?;
+    let mut facts = preflight::gather(&client, &prep.table, &prep.target, &prep.old_name).await?;
+    if prep.cross_db() {
+        let target_db = prep.dbs.connect_state("pgrepart plan").await?;
+        extra_checks.extend(
+            preflight::gather_cross(
+                &mut facts,
+                &client,
+                &target_db,
+                &prep.table,
+                &prep.target,
+                &prep.old_name,
+            )
+            .await?,
+        );
+    }
     let mut checks = preflight::evaluate(&facts, &prep.table, &prep.target);
     checks.extend(extra_checks);
 

@@ -21,6 +21,7 @@ use crate::apply::sql::Shape;
 use crate::apply::{Applier, ApplierConfig, ApplierHandles, Router};
 use crate::cli::{CutoverMode, RunArgs};
 use crate::copy::{self, CopyJob, CopyProgress, ranges};
+use crate::cross_cutover::{self, CrossAttempt, CrossPlan};
 use crate::cutover::{self, Attempt, Outcome, SwapPlan};
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
@@ -64,29 +65,63 @@ pub async fn run(args: RunArgs) -> Result<()> {
 }
 
 async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Result<()> {
-    let control = crate::pg::connect(&prep.source, "pgrepart").await?;
+    // `control` holds the state and the run's lock (the target database); `source` is the
+    // source's control connection (the same database unless `--target` names another).
+    let source = crate::pg::connect(&prep.source, "pgrepart").await?;
+    let control = prep.dbs.connect_state("pgrepart").await?;
     let live = match state::latest(&control, &prep.table).await? {
+        Some(m)
+            if m.phase != Phase::Done
+                && m.target_committed_fence.is_some()
+                && cross_cutover::source_renamed(&source, &m.source, &m.old_name).await? =>
+        {
+            // Both sides committed; the process stopped before recording it.
+            state::set_phase(&control, m.id, Phase::Done, None).await?;
+            finish_cleanup(&source, &m).await?;
+            println!(
+                "{} was moved (migration {}); the cutover had committed on both sides, recorded now",
+                prep.table, m.id
+            );
+            print_point_at(prep, &m);
+            return Ok(());
+        }
         Some(m) if m.phase != Phase::Done => {
             *streaming = true;
-            resume(prep, args, control, m).await?
+            resume(prep, args, control, source, m).await?
         }
         Some(m) if spec_of(&m)?.same_request(&prep.spec()) => {
-            finish_cleanup(&control, &m).await?;
+            finish_cleanup(&source, &m).await?;
             println!(
                 "{} was already migrated (migration {}); nothing left to do",
                 prep.table, m.id
             );
             // A run stopped between the swap and its cleanup may not have dropped the old table.
             let old = prep.table.sibling(m.old_name.clone());
-            if args.drop_old && crate::pg::catalog::relation_exists(&control, &old).await? {
-                cutover::drop_old(&control, &old).await?;
+            if args.drop_old && crate::pg::catalog::relation_exists(&source, &old).await? {
+                cutover::drop_old(&source, &old).await?;
             }
             return Ok(());
         }
-        _ => start_new(prep, args, control).await?,
+        _ => start_new(prep, args, control, source).await?,
     };
     *streaming = true;
     live.drive(args).await
+}
+
+/// Cross-database: says exactly where the application must now go (never a password).
+fn print_point_at(prep: &Prepared, m: &Migration) {
+    if !prep.cross_db() {
+        return;
+    }
+    println!(
+        "{}",
+        cross_cutover::point_at_message(
+            &m.target.sibling(m.source.name.clone()),
+            &prep.dbs.target_description(),
+            &m.source.sibling(m.old_name.clone()),
+            &crate::pg::describe_target(&prep.source),
+        )
+    );
 }
 
 fn spec_of(m: &Migration) -> Result<StoredSpec> {
@@ -97,7 +132,10 @@ fn spec_of(m: &Migration) -> Result<StoredSpec> {
 /// A migration with its slot in place, ready to stream.
 struct Live {
     prep: Prepared,
+    /// The state's connection (target database).
     control: Client,
+    /// The source's control connection (slot, lag, the cross-database cutover's lock).
+    source: Client,
     server: ServerInfo,
     info: TableInfo,
     migration: Migration,
@@ -120,14 +158,15 @@ struct Undo {
 }
 
 impl Undo {
-    async fn run(self, control: &Client) {
+    /// `source` holds the slot and publication, `control` the new table and the state.
+    async fn run(self, control: &Client, source: &Client) {
         if let Some(slot) = &self.slot
-            && let Err(e) = drop_slot(control, slot).await
+            && let Err(e) = drop_slot(source, slot).await
         {
             tracing::warn!(slot = %slot, error = %e, "could not drop the replication slot while cleaning up");
         }
         if let Some(p) = &self.publication {
-            let _ = control
+            let _ = source
                 .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(p)))
                 .await;
         }
@@ -172,11 +211,30 @@ fn key_columns(info: &TableInfo) -> Result<Vec<String>> {
     })
 }
 
-async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Result<Live> {
+async fn start_new(
+    prep: &Prepared,
+    args: &RunArgs,
+    mut control: Client,
+    source: Client,
+) -> Result<Live> {
     // Generated partitions are computed once, here, and stored in the migration's spec.
-    let prep = &prep.with_generated_partitions(&control).await?;
-    let facts = preflight::gather(&control, &prep.table, &prep.target, &prep.old_name).await?;
-    let checks = preflight::evaluate(&facts, &prep.table, &prep.target);
+    let prep = &prep.with_generated_partitions(&source).await?;
+    let mut facts = preflight::gather(&source, &prep.table, &prep.target, &prep.old_name).await?;
+    let cross_checks = if prep.cross_db() {
+        preflight::gather_cross(
+            &mut facts,
+            &source,
+            &control,
+            &prep.table,
+            &prep.target,
+            &prep.old_name,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    let mut checks = preflight::evaluate(&facts, &prep.table, &prep.target);
+    checks.extend(cross_checks);
     for c in checks.iter().filter(|c| c.status == Status::Warn) {
         tracing::warn!(check = c.name, "{}", c.detail);
     }
@@ -202,7 +260,12 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
             partitions,
         } = &prep.target
         {
-            let create = ddl::create_partitioned_table(&info, name, by, &key);
+            let shape = if prep.cross_db() {
+                without_sequence_defaults(&info)
+            } else {
+                info.clone()
+            };
+            let create = ddl::create_partitioned_table(&shape, name, by, &key);
             tx.batch_execute(&create)
                 .await
                 .map_err(|e| Error::db(format!("creating {name}"), e))?;
@@ -218,7 +281,8 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
                     .map_err(|e| Error::db(format!("setting the replica identity of {name}"), e))?;
             }
             if !partitions.iter().any(|p| p.is_default()) {
-                check_rows_fit(&tx, &info.name, name, by).await?;
+                let source_rows = prep.cross_db().then_some(&source);
+                check_rows_fit(&tx, source_rows, &info.name, name, by).await?;
             }
         }
         let m = state::insert(
@@ -250,12 +314,17 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
         target: migration.target_created.then(|| migration.target.clone()),
         ..Default::default()
     };
-    match setup_stream(prep, &control, &server, &info, &key, migration, &mut undo).await {
+    match setup_stream(
+        prep, &control, &source, &server, &info, &key, migration, &mut undo,
+    )
+    .await
+    {
         Ok((migration, stream, router, pending, sessions, start)) => {
             let done = vec![false; router.len()];
             Ok(Live {
                 prep: prep.clone(),
                 control,
+                source,
                 server,
                 info,
                 migration,
@@ -269,7 +338,7 @@ async fn start_new(prep: &Prepared, args: &RunArgs, mut control: Client) -> Resu
         }
         Err(e) => {
             tracing::warn!("setup failed; removing what was created");
-            undo.run(&control).await;
+            undo.run(&control, &source).await;
             Err(e)
         }
     }
@@ -284,9 +353,11 @@ type StreamSetup = (
     Lsn,
 );
 
+#[allow(clippy::too_many_arguments)]
 async fn setup_stream(
     prep: &Prepared,
     control: &Client,
+    source: &Client,
     server: &ServerInfo,
     info: &TableInfo,
     key: &[String],
@@ -294,7 +365,7 @@ async fn setup_stream(
     undo: &mut Undo,
 ) -> Result<StreamSetup> {
     let publication = migration.publication_name.clone();
-    control
+    source
         .batch_execute(&format!(
             "CREATE PUBLICATION {} FOR TABLE {}",
             quote_ident(&publication),
@@ -308,7 +379,7 @@ async fn setup_stream(
     let mut repl = ReplicationClient::connect(&prep.source, "pgrepart")
         .await
         .map_err(|e| Error::replication("opening the replication connection", e))?;
-    let slot = create_slot_reporting_waits(&mut repl, control, &migration.slot_name).await?;
+    let slot = create_slot_reporting_waits(&mut repl, source, &migration.slot_name).await?;
     undo.slot = Some(slot.slot_name.clone());
     crate::fault::point("setup-slot-created");
     tracing::info!(slot = %slot.slot_name, consistent_point = %slot.consistent_point, "replication slot created");
@@ -378,9 +449,27 @@ async fn create_slot_reporting_waits(
     }
 }
 
+/// Cross-database: the new table is created without the defaults that call the source's own
+/// sequences (`nextval('t_id_seq')`), which do not exist in the target; the cutover creates the
+/// sequence there and sets the default (cross_cutover::target_statements).
+fn without_sequence_defaults(info: &TableInfo) -> TableInfo {
+    let mut out = info.clone();
+    for c in &mut out.columns {
+        if info
+            .sequences
+            .iter()
+            .any(|s| s.dependency == 'a' && s.column == c.name)
+        {
+            c.default = None;
+        }
+    }
+    out
+}
+
 /// Refuses when existing rows fall in no partition, naming up to five of their key values.
 async fn check_rows_fit(
     tx: &tokio_postgres::Transaction<'_>,
+    source_db: Option<&Client>,
     source: &QualifiedName,
     target: &QualifiedName,
     by: &crate::spec::PartitionBy,
@@ -396,10 +485,12 @@ async fn check_rows_fit(
         "SELECT DISTINCT {shown} FROM {} WHERE NOT coalesce({fits}, false) LIMIT 5",
         source.sql()
     );
-    let rows = tx
-        .query(&sql, &[])
-        .await
-        .map_err(|e| Error::db("checking that every row fits a partition", e))?;
+    // Cross-database the bounds are read in the target and the rows on the source.
+    let rows = match source_db {
+        Some(db) => db.query(&sql, &[]).await,
+        None => tx.query(&sql, &[]).await,
+    }
+    .map_err(|e| Error::db("checking that every row fits a partition", e))?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -436,6 +527,7 @@ async fn resume(
     prep: &Prepared,
     args: &RunArgs,
     control: Client,
+    source: Client,
     mut m: Migration,
 ) -> Result<Live> {
     if !spec_of(&m)?.same_request(&prep.spec()) {
@@ -460,12 +552,12 @@ async fn resume(
     // Key ranges are recorded before the copy starts: without them the previous run died while
     // setting up the stream (creating the publication or the slot), and nothing was copied.
     if state::ranges(&control, m.id).await?.is_empty() {
-        return restart_setup(prep, control, m).await;
+        return restart_setup(prep, control, source, m).await;
     }
     // The previous process is gone (we hold its lock); its walsender may take a moment to notice.
     let deadline = Instant::now() + Duration::from_secs(30);
     let start = loop {
-        match slot_row(&control, &m.slot_name).await? {
+        match slot_row(&source, &m.slot_name).await? {
             None => {
                 return Err(Error::failed(format!("the replication slot {} of migration {} is gone", m.slot_name, m.id))
                     .with_hint("the changes since the copy cannot be recovered: run `pgrepart abort`, then start again"));
@@ -486,17 +578,28 @@ async fn resume(
                 .with_hint("end that session (SELECT pg_terminate_backend(pid)), then run the same command again"));
             }
             Some((true, _, _)) => tokio::time::sleep(Duration::from_millis(100)).await,
-            Some((false, _, _)) => break confirmed_flush(&control, &m.slot_name).await?,
+            Some((false, _, _)) => break confirmed_flush(&source, &m.slot_name).await?,
         }
     };
-    let server = catalog::server_info(&control).await?;
-    let info = catalog::table_info(&control, &prep.table)
+    let server = catalog::server_info(&source).await?;
+    let info = catalog::table_info(&source, &prep.table)
         .await?
         .ok_or_else(|| Error::failed(format!("{} no longer exists on the source", prep.table)))?;
     let key = key_columns(&info)?;
     if m.cutover_mode != args.cutover.as_str() {
         state::set_cutover_mode(&control, m.id, args.cutover.as_str()).await?;
         m.cutover_mode = args.cutover.as_str().to_string();
+    }
+    if m.target_committed_fence.is_some() {
+        // A cross-database cutover committed in the target but not on the source: the new table
+        // has its final name there. Stream into it and cut over again (cross_cutover.rs says why
+        // this loses nothing).
+        m.target = m.target.sibling(m.source.name.clone());
+        tracing::warn!(
+            migration = m.id,
+            fence = m.target_committed_fence.as_deref().unwrap_or_default(),
+            "the last cutover committed in the target but not on the source: applying what the source received since, then renaming the source table"
+        );
     }
     check_target_columns(&control, &info, &m.target).await?;
     let saved = state::ranges(&control, m.id).await?;
@@ -543,6 +646,7 @@ async fn resume(
     Ok(Live {
         prep: prep.clone(),
         control,
+        source,
         server,
         info,
         migration: m,
@@ -558,21 +662,26 @@ async fn resume(
 /// Resumes a migration whose previous run died before its key ranges were recorded: the new
 /// table and the state row stand (the table is empty), the publication and slot may or may not.
 /// They are dropped and made again, with a fresh snapshot for the copy.
-async fn restart_setup(prep: &Prepared, control: Client, m: Migration) -> Result<Live> {
+async fn restart_setup(
+    prep: &Prepared,
+    control: Client,
+    source: Client,
+    m: Migration,
+) -> Result<Live> {
     tracing::info!(
         migration = m.id,
         "resuming: the previous run stopped while setting up the stream; setting it up again"
     );
-    drop_slot(&control, &m.slot_name).await?;
-    control
+    drop_slot(&source, &m.slot_name).await?;
+    source
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
             quote_ident(&m.publication_name)
         ))
         .await
         .map_err(|e| Error::db("dropping the unfinished setup's publication", e))?;
-    let server = catalog::server_info(&control).await?;
-    let info = catalog::table_info(&control, &prep.table)
+    let server = catalog::server_info(&source).await?;
+    let info = catalog::table_info(&source, &prep.table)
         .await?
         .ok_or_else(|| Error::failed(format!("{} no longer exists on the source", prep.table)))?;
     check_target_columns(&control, &info, &m.target).await?;
@@ -580,10 +689,11 @@ async fn restart_setup(prep: &Prepared, control: Client, m: Migration) -> Result
     // On failure only the publication and slot made here go; the state and new table stay for
     // the next run (or `abort`).
     let mut undo = Undo::default();
-    match setup_stream(prep, &control, &server, &info, &key, m, &mut undo).await {
+    match setup_stream(prep, &control, &source, &server, &info, &key, m, &mut undo).await {
         Ok((migration, stream, router, pending, sessions, start)) => Ok(Live {
             prep: prep.clone(),
             control,
+            source,
             server,
             info,
             migration,
@@ -595,7 +705,7 @@ async fn restart_setup(prep: &Prepared, control: Client, m: Migration) -> Result
             start,
         }),
         Err(e) => {
-            undo.run(&control).await;
+            undo.run(&control, &source).await;
             Err(e)
         }
     }
@@ -806,6 +916,7 @@ impl Live {
         let Live {
             prep,
             control,
+            source,
             server,
             info,
             mut migration,
@@ -835,7 +946,7 @@ impl Live {
                 })
                 .collect(),
         };
-        let applier_client = crate::pg::connect(&prep.source, "pgrepart apply").await?;
+        let applier_client = crate::pg::connect(&prep.dbs.target, "pgrepart apply").await?;
         applier_client
             .batch_execute("SET synchronous_commit = on")
             .await
@@ -885,7 +996,7 @@ impl Live {
                 target: migration.target.clone(),
                 columns: replicated.iter().map(|c| c.name.clone()).collect(),
                 range_column: key[0].clone(),
-                target_config: prep.source.clone(),
+                target_config: prep.dbs.target.clone(),
                 max_rows_per_s: args.max_copy_rate,
             });
             tracing::info!(ranges = pending.len(), workers = sessions.len(), "copying");
@@ -912,6 +1023,7 @@ impl Live {
             .await
             .map_err(|e| Error::db("preparing a session", e))?;
         let mut control = control;
+        let mut source = source;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_cutover_try = Instant::now();
@@ -934,7 +1046,7 @@ impl Live {
             .map(monitor::parse_size)
             .transpose()
             .map_err(Error::refused)?;
-        if max_retained.is_none() && unbounded_slot_wal(&control).await? {
+        if max_retained.is_none() && unbounded_slot_wal(&source).await? {
             tracing::warn!(
                 "max_slot_wal_keep_size is -1 and --max-retained-wal is not set: nothing bounds the WAL the slot can hold on the source"
             );
@@ -1003,7 +1115,7 @@ impl Live {
                     }
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
                     let applied = applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64;
-                    let (lag, retained) = lag_and_retained(&control, confirmed, &migration.slot_name).await?;
+                    let (lag, retained) = lag_and_retained(&source, confirmed, &migration.slot_name).await?;
                     let now = Instant::now();
                     let copied = rows_before + progress.streamed_rows.load(Ordering::Relaxed);
                     let copy_per_s = tasks.copy.as_ref().and_then(|_| copy_rate.sample(now, copied));
@@ -1032,7 +1144,7 @@ impl Live {
                         // Keeping the slot would keep the WAL: drop it to protect the source's disk.
                         display.finish();
                         tasks.stop().await;
-                        let dropped = drop_slot(&control, &migration.slot_name).await;
+                        let dropped = drop_slot(&source, &migration.slot_name).await;
                         let msg = format!(
                             "stopped: the replication slot held {retained} bytes of WAL, twice --max-retained-wal; {} to free the source's disk",
                             if dropped.is_ok() { "the slot was dropped" } else { "dropping the slot failed" }
@@ -1080,7 +1192,10 @@ impl Live {
                         migration.phase = Phase::Streaming;
                         continue;
                     }
-                    let wants_cutover = args.cutover == CutoverMode::Auto || m.cutover_requested;
+                    // A cross-database cutover that committed in the target only must be finished.
+                    let wants_cutover = args.cutover == CutoverMode::Auto
+                        || m.cutover_requested
+                        || m.target_committed_fence.is_some();
                     if m.phase != Phase::Streaming || !wants_cutover || Instant::now() < next_cutover_try {
                         continue;
                     }
@@ -1088,11 +1203,12 @@ impl Live {
                         tracing::debug!(lag_bytes = lag, "waiting for the lag to shrink before cutting over");
                         continue;
                     }
-                    match try_cutover(&mut control, &flusher, &mut fence, &server, &info, &migration, args).await {
+                    let dbs = Dbs { control: &mut control, source: &mut source, prep: &prep };
+                    match try_cutover(dbs, &flusher, &mut fence, &server, &info, &migration, args).await {
                         Ok(Some(held)) => {
                             tasks.stop().await;
                             display.finish();
-                            finish_cleanup(&control, &migration).await?;
+                            finish_cleanup(&source, &migration).await?;
                             let m = state::get(&control, migration.id).await?;
                             let in_default = default_partition_note(&control, &prep.table).await;
                             println!(
@@ -1103,8 +1219,9 @@ impl Live {
                                 held.as_millis(),
                                 prep.table.sibling(migration.old_name.clone())
                             );
+                            print_point_at(&prep, &migration);
                             if args.drop_old {
-                                cutover::drop_old(&control, &prep.table.sibling(migration.old_name.clone())).await?;
+                                cutover::drop_old(&source, &prep.table.sibling(migration.old_name.clone())).await?;
                             }
                             return Ok(());
                         }
@@ -1195,7 +1312,7 @@ async fn finish_copy(
         for w in plans.iter().filter_map(|p| p.warning.as_ref()) {
             tracing::warn!("{w}");
         }
-        copy::indexes::build(control, &prep.source, prep.jobs, &m.target, &plans).await?;
+        copy::indexes::build(control, &prep.dbs.target, prep.jobs, &m.target, &plans).await?;
     }
     let tx = control
         .transaction()
@@ -1212,9 +1329,17 @@ async fn finish_copy(
         .map_err(|e| Error::db("committing the index build", e))
 }
 
+/// The connections a cutover uses: the state's (target) and the source's (the same database
+/// unless `--target` names another).
+struct Dbs<'a> {
+    control: &'a mut Client,
+    source: &'a mut Client,
+    prep: &'a Prepared,
+}
+
 /// Tries to cut over with bounded retries; `Ok(None)` when the lock could not be had.
 async fn try_cutover(
-    control: &mut Client,
+    dbs: Dbs<'_>,
     flusher: &Client,
     fence: &mut watch::Receiver<Option<String>>,
     server: &ServerInfo,
@@ -1222,6 +1347,11 @@ async fn try_cutover(
     m: &Migration,
     args: &RunArgs,
 ) -> Result<Option<Duration>> {
+    let Dbs {
+        control,
+        source,
+        prep,
+    } = dbs;
     let current_user: String = control
         .query_one("SELECT current_user::text", &[])
         .await
@@ -1244,30 +1374,71 @@ async fn try_cutover(
             .map(|c| c.name.clone())
             .collect(),
     };
+    let cross = prep.cross_db().then(|| CrossPlan {
+        migration_id: m.id,
+        source: m.source.clone(),
+        target: m.target.clone(),
+        old_name: m.old_name.clone(),
+        publication: m.publication_name.clone(),
+        sequences: info.sequences.clone(),
+        grants: info.grants.clone(),
+        owner: info.owner.clone(),
+        partitions: m.created_partitions.clone(),
+        target_created: m.target_created,
+        always_identity: plan.always_identity.clone(),
+        target_committed: m.target_committed_fence.is_some(),
+        target_desc: prep.dbs.target_description(),
+    });
     state::set_phase(&*control, m.id, Phase::CuttingOver, None).await?;
     let mut backoff = Duration::from_millis(500);
     for attempt_no in 1..=args.cutover_attempts.max(1) {
         let fence_id = format!("{}:{}:{}", m.id, std::process::id(), attempt_no);
-        let outcome = cutover::attempt(
-            control,
-            flusher,
-            fence,
-            Attempt {
-                plan: &plan,
-                server_major: server.major(),
-                lock_timeout: Duration::from_millis(args.lock_timeout_ms),
-                drain_timeout: Duration::from_millis(args.drain_timeout_ms),
-                fence_id,
-            },
-        )
-        .await?;
+        let lock_timeout = Duration::from_millis(args.lock_timeout_ms);
+        let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
+        let outcome = match &cross {
+            Some(cross) => {
+                let outcome = cross_cutover::attempt(
+                    source,
+                    control,
+                    flusher,
+                    fence,
+                    CrossAttempt {
+                        plan: cross,
+                        server_major: server.major(),
+                        lock_timeout,
+                        drain_timeout,
+                        fence_id,
+                    },
+                )
+                .await?;
+                if matches!(outcome, Outcome::Done { .. }) {
+                    state::set_phase(&*control, m.id, Phase::Done, None).await?;
+                }
+                outcome
+            }
+            None => {
+                cutover::attempt(
+                    control,
+                    flusher,
+                    fence,
+                    Attempt {
+                        plan: &plan,
+                        server_major: server.major(),
+                        lock_timeout,
+                        drain_timeout,
+                        fence_id,
+                    },
+                )
+                .await?
+            }
+        };
         match outcome {
             Outcome::Done { lock_held } => {
                 tracing::info!(lock_held_ms = lock_held.as_millis() as u64, "cut over");
                 return Ok(Some(lock_held));
             }
             Outcome::LockTimeout => {
-                let holders = lock_holders(control, &m.source).await;
+                let holders = lock_holders(source, &m.source).await;
                 tracing::warn!(attempt = attempt_no, holders = %holders, "could not lock the table in time; backing off");
             }
             Outcome::DrainTimeout => {

@@ -56,8 +56,12 @@ pub struct Report {
     pub cutover_requested: bool,
     pub last_error: Option<String>,
     pub slot_name: String,
+    /// Cross-database: the target side of the cutover has committed but the source's rename has
+    /// not (the `run` stopped in between); running the same `run` again finishes it.
+    pub target_committed: bool,
 }
 
+/// `client` is the source database (the slot and its walsender); `m` was read from the target.
 pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
     let slot = client
         .query_opt(
@@ -132,6 +136,7 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         cutover_requested: m.cutover_requested,
         last_error: m.last_error.clone(),
         slot_name: m.slot_name.clone(),
+        target_committed: m.target_committed_fence.is_some() && m.phase != state::Phase::Done,
     })
 }
 
@@ -209,6 +214,9 @@ fn human(r: &Report) -> String {
             ""
         }
     );
+    if r.target_committed {
+        s += "  cutover          committed in the target, the source table not renamed yet: run the same `pgrepart run` again to finish\n";
+    }
     if !r.waiting_for.is_empty() {
         s += &format!(
             "  slot creation    waiting for these transactions to finish: {}\n",
@@ -249,8 +257,10 @@ fn duration(secs: f64) -> String {
 }
 
 pub async fn run(args: StatusArgs) -> Result<()> {
-    let config = crate::pg::parse_conninfo("--source", &args.conn.source)?;
-    let client = crate::pg::connect(&config, "pgrepart status").await?;
+    let dbs = super::Databases::from_args(&args.conn)?;
+    // The state is read from the target database, the slot's figures from the source.
+    let client = dbs.connect_state("pgrepart status").await?;
+    let source = dbs.connect_source("pgrepart status").await?;
     let table = args
         .table
         .as_deref()
@@ -263,7 +273,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         };
         let mut reports = Vec::with_capacity(migrations.len());
         for m in &migrations {
-            reports.push(report(&client, m).await?);
+            reports.push(report(&source, m).await?);
         }
         let text = if args.json {
             let json = if table.is_some() {

@@ -90,7 +90,10 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     -- Set in the transaction that builds the secondary indexes and enters streaming.
     indexes_built boolean NOT NULL DEFAULT false,
     pause_in_effect boolean NOT NULL DEFAULT false,
-    total_bytes_estimate bigint NOT NULL DEFAULT 0
+    total_bytes_estimate bigint NOT NULL DEFAULT 0,
+    -- Cross-database cutover: set in the target's transaction that renamed the new table, with the
+    -- fence id; the source's rename is still to do while the phase is not 'done'.
+    target_committed_fence text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -140,6 +143,9 @@ pub struct Migration {
     pub indexes_built: bool,
     /// The running `run` has stopped applying (set by it after a pause request).
     pub pause_in_effect: bool,
+    /// Cross-database cutover: the target side committed (the new table has its final name) at
+    /// this fence; until the phase is `done`, the source table still has to be renamed.
+    pub target_committed_fence: Option<String>,
 }
 
 const SELECT_MIGRATION: &str = "
@@ -151,7 +157,8 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        (SELECT count(*) FROM pgrepart.ranges r WHERE r.migration_id = m.id AND r.done),
        extract(epoch FROM now() - m.phase_since)::float8,
        m.runner, m.paused, m.lag_seconds, m.copy_rows_per_s, m.apply_changes_per_s, m.copy_bytes,
-       m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect
+       m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
+       m.target_committed_fence
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -189,6 +196,7 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         rows_streamed: r.get(29),
         indexes_built: r.get(30),
         pause_in_effect: r.get(31),
+        target_committed_fence: r.get(32),
     })
 }
 
@@ -205,7 +213,8 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS rows_streamed bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS total_bytes_estimate bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS indexes_built boolean NOT NULL DEFAULT false,
-    ADD COLUMN IF NOT EXISTS pause_in_effect boolean NOT NULL DEFAULT false;
+    ADD COLUMN IF NOT EXISTS pause_in_effect boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS target_committed_fence text;
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -226,7 +235,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'pause_in_effect' AND NOT attisdropped)",
+                            AND attname = 'target_committed_fence' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -365,6 +374,15 @@ pub async fn set_phase(
         .await
         .map_err(|e| Error::db("recording the migration's phase", e))?;
     Ok(())
+}
+
+/// The statement, run inside the target's cutover transaction, that records the target side of a
+/// cross-database cutover as committed (pure).
+pub fn mark_target_committed_sql(id: i64, fence_id: &str) -> String {
+    format!(
+        "UPDATE pgrepart.migrations SET target_committed_fence = {}, updated_at = now() WHERE id = {id}",
+        crate::pg::ident::quote_literal(fence_id)
+    )
 }
 
 /// Marks the secondary indexes built and enters `streaming` (inside the index-build transaction).
