@@ -41,6 +41,39 @@ pub enum Command {
     Pause(TableArgs),
     /// Resume a paused migration.
     Resume(TableArgs),
+    /// Compare the table with the new table row by row at a consistent point, without locks
+    /// (needs the running `run`). Exit 0 when equal, 1 on differences (their keys are listed).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub conn: SourceArgs,
+
+    /// The database holding the new table and the migration's state [default: the source].
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// The table being migrated, as name or schema.name.
+    #[arg(long)]
+    pub table: String,
+
+    /// Compare about PCT percent of the key ranges, picked at random, instead of all.
+    #[arg(long, value_name = "PCT")]
+    pub sample: Option<f64>,
+
+    /// Copy the differing rows again from the source's snapshot, then compare them again.
+    #[arg(long)]
+    pub repair: bool,
+
+    /// Sessions per side [default: number of cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the table lives.
@@ -149,6 +182,11 @@ pub struct RunArgs {
     /// Pause the copy when the slot holds more WAL than this (e.g. 20GB), and stop cleanly at twice it.
     #[arg(long, value_name = "SIZE")]
     pub max_retained_wal: Option<String>,
+
+    /// Compare the tables row by row just before every cutover, and cut over only when they are
+    /// equal: full, "sample PCT" (a random PCT% of the key ranges) or off.
+    #[arg(long, default_value = "full", value_parser = crate::verify::Mode::parse)]
+    pub verify: crate::verify::Mode,
 
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
     #[arg(long, value_name = "HOST:PORT")]
