@@ -112,7 +112,8 @@ pub struct Shared {
 /// Holding is reached once a transaction committing at or after it arrives (it is kept aside, not
 /// applied), or a keepalive outside any transaction shows the stream is past it. The reader keeps
 /// answering keepalives while the bounded event channel backs up; the flush position stays at what
-/// was applied.
+/// was applied. `Some(Lsn::ZERO)` holds before the next transaction, wherever it is; a hold is
+/// acknowledged in `Shared::held_at` as its LSN (ZERO as 1).
 pub type Hold = Option<Lsn>;
 
 struct Queued {
@@ -183,6 +184,8 @@ pub struct Applier {
     /// The hold being worked towards, whether it is reached, and the event kept aside at it.
     hold: Hold,
     hold_reached: bool,
+    /// The hold came too late (a transaction at or after it is applied): it is not honoured.
+    hold_missed: bool,
     held_event: Option<Event>,
     /// Commit LSN of the last transaction taken: a hold below it cannot be honoured any more.
     last_begin: Lsn,
@@ -250,6 +253,7 @@ impl Applier {
             hold_rx,
             hold: None,
             hold_reached: false,
+            hold_missed: false,
             held_event: None,
             last_begin: Lsn::ZERO,
         };
@@ -277,12 +281,14 @@ impl Applier {
             // Between batches: nothing is in flight, so a pause is in effect from here.
             let paused = *pause.borrow_and_update();
             self.shared.paused.store(paused, Ordering::Relaxed);
-            let mut fence = self.update_hold()?;
-            if fence.is_some() {
+            if let Some(fence) = self.update_hold()? {
+                // The event kept aside went through the gate again (and may have been applied).
                 self.apply_batch().await?;
-                self.publish_fence(fence.take());
+                self.publish_fence(fence);
+                self.publish_hold();
                 continue;
             }
+            let mut fence = None;
             tokio::select! {
                 biased;
                 // Stopping is checked first, and only between batches.
@@ -328,40 +334,45 @@ impl Applier {
     /// After a batch: the hold is in effect once it is reached and nothing is left unapplied.
     fn publish_hold(&self) {
         let held = match self.hold {
-            Some(at) if self.hold_reached && self.segments.is_empty() => at.0.max(1),
+            Some(at) if self.hold_reached && !self.hold_missed && self.segments.is_empty() => {
+                at.0.max(1)
+            }
             _ => 0,
         };
         self.shared.held_at.store(held, Ordering::Relaxed);
     }
 
     /// Takes a new hold request into account. A changed (or lifted) hold lets the event kept aside
-    /// go through the gate again; returns a fence if that event was one.
-    fn update_hold(&mut self) -> Result<Option<String>> {
+    /// go through the gate again. `None` when nothing changed, else the fence that event was, if any.
+    fn update_hold(&mut self) -> Result<Option<Option<String>>> {
         let asked = *self.hold_rx.borrow_and_update();
         if asked == self.hold {
             return Ok(None);
         }
         self.hold = asked;
         self.hold_reached = false;
+        self.hold_missed = false;
         if let Some(at) = asked {
-            if self.last_begin >= at {
+            // ZERO holds before the next transaction, whatever its position.
+            if at > Lsn::ZERO && self.last_begin >= at {
+                // The asker sees no acknowledgement and gives up at its deadline.
                 tracing::warn!(hold_at = %at, applied_past = %self.last_begin, "cannot hold: a transaction committed at or after the asked position is already applied");
-                self.hold = None;
+                self.hold_missed = true;
             } else {
                 tracing::debug!(hold_at = %at, "holding the applier before the first transaction committed at or after this position");
             }
         }
         self.publish_hold();
         match self.held_event.take() {
-            Some(event) => self.take(event),
-            None => Ok(None),
+            Some(event) => self.take(event).map(Some),
+            None => Ok(Some(None)),
         }
     }
 
     /// The hold gate in front of `handle`: a transaction committing at or after the hold is kept
     /// aside (not applied) and no further event is taken.
     fn take(&mut self, event: Event) -> Result<Option<String>> {
-        if let Some(at) = self.hold {
+        if let Some(at) = self.hold.filter(|_| !self.hold_missed) {
             match &event {
                 Event::Message(PgOutput::Begin { final_lsn, .. }) if *final_lsn >= at => {
                     self.hold_reached = true;

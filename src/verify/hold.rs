@@ -168,7 +168,7 @@ impl HoldControl for StateHold {
                     ))
                     .with_hint("run it again, then verify"));
                 }
-                Ok(m.held_at == Some(at))
+                Ok(m.held_at == Some(Lsn(at.0.max(1))))
             }
         })
         .await?;
@@ -184,7 +184,10 @@ impl HoldControl for StateHold {
 
     async fn check_still_held(&mut self, at: Lsn) -> Result<()> {
         let m = state::get(&*self.client, self.migration_id).await?;
-        if self.lost.load(Ordering::Relaxed) || m.held_at != Some(at) || m.runner != self.runner {
+        if self.lost.load(Ordering::Relaxed)
+            || m.held_at != Some(Lsn(at.0.max(1)))
+            || m.runner != self.runner
+        {
             return Err(Error::transient(
                 "the run stopped holding during verify (lease lost, or the run restarted): the comparison does not count",
             )

@@ -1,7 +1,7 @@
 //! `verify`: a lock-free, row-level comparison of the source table and the new table.
 //!
 //! ```text
-//! 1. applier holds at H = current WAL position (nothing newer is applied meanwhile)
+//! 1. applier holds before its next transaction (nothing is applied meanwhile)
 //! 2. source: CREATE_REPLICATION_SLOT tmp TEMPORARY ... EXPORT_SNAPSHOT  ─► consistent point C, snapshot S
 //! 3. applier applies every transaction committed before C, holds there  ─► target == source as of S
 //! 4. per key range, in parallel: count + sum of row hashes, source under S ∥ target at rest
@@ -93,15 +93,9 @@ pub const MAX_LISTED: usize = 1000;
 /// Runs the comparison with the applier held at a consistent point; the hold is always lifted.
 pub async fn verify(plan: &Plan, hold: &mut impl HoldControl) -> Result<Report> {
     let started = Instant::now();
-    let source_ctl = crate::pg::connect(&plan.source, "pgrepart verify").await?;
-    let now: String = source_ctl
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .map_err(|e| Error::db("reading the source's WAL position", e))?
-        .get(0);
-    let now: Lsn = now.parse().map_err(|e| Error::failed(format!("{e}")))?;
-    // Step 1: stop applying anything newer, so that the consistent point is still ahead.
-    hold.hold(now).await?;
+    // Step 1: stop applying before the next transaction, so that the consistent point taken next
+    // is ahead of everything applied.
+    hold.hold(Lsn::ZERO).await?;
     let result = verify_held(plan, hold, started).await;
     let released = hold.release().await;
     let report = result?;
