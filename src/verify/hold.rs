@@ -94,6 +94,12 @@ impl StateHold {
             ))
             .with_hint("wait until `pgrepart status` shows phase streaming"));
         }
+        if m.paused {
+            return Err(Error::refused(format!(
+                "migration {migration_id} is paused: its applier cannot catch up to a consistent point"
+            ))
+            .with_hint("`pgrepart resume` it, then verify"));
+        }
         let active: bool = client
             .query_opt(
                 "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
