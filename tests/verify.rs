@@ -18,7 +18,15 @@ use tokio_postgres::Client;
 const DEADLINE: Duration = Duration::from_secs(180);
 
 async fn verify(url: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["verify", "--source", url, "--table", "orders_flat", "--jobs", "2"];
+    let mut args = vec![
+        "verify",
+        "--source",
+        url,
+        "--table",
+        "orders_flat",
+        "--jobs",
+        "2",
+    ];
     args.extend_from_slice(extra);
     support::pgrepart(&args).await
 }
@@ -58,13 +66,22 @@ async fn plant(client: &Client) -> (i64, i64, i64) {
 
 fn assert_names_the_planted_keys(out: &Output, (changed, deleted, extra): (i64, i64, i64)) {
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "verify did not exit 1: {}", output_text(out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "verify did not exit 1: {}",
+        output_text(out)
+    );
     for line in [
         format!("{changed}: different"),
         format!("{deleted}: missing on target"),
         format!("{extra}: extra on target"),
     ] {
-        assert!(text.contains(&line), "verify did not report {line:?}: {}", output_text(out));
+        assert!(
+            text.contains(&line),
+            "verify did not report {line:?}: {}",
+            output_text(out)
+        );
     }
     assert!(
         !text.contains("(planted)") && !text.contains("planted'"),
@@ -86,7 +103,10 @@ async fn verify_passes_under_load_then_finds_names_and_repairs_a_planted_differe
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(200, DEADLINE).await;
 
-        let run = spawn(&seed_run_args(&url, &["--cutover", "manual", "--verify", "off"]));
+        let run = spawn(&seed_run_args(
+            &url,
+            &["--cutover", "manual", "--verify", "off"],
+        ));
         wait_streaming(&url, &run).await;
 
         // Under the write load: equal, twice (the second one while the writers go on).
@@ -99,14 +119,24 @@ async fn verify_passes_under_load_then_finds_names_and_repairs_a_planted_differe
                 output_text(&out),
                 support::program::tail(&run.stderr_so_far(), 3000)
             );
-            assert!(String::from_utf8_lossy(&out.stdout).contains("equal"), "{}", output_text(&out));
-            assert!(writers.ops() > before, "the writers were idle during verify");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("equal"),
+                "{}",
+                output_text(&out)
+            );
+            assert!(
+                writers.ops() > before,
+                "the writers were idle during verify"
+            );
         }
         let json = verify(&url, &["--json", "--sample", "50"]).await;
         assert!(json.status.success(), "{}", output_text(&json));
         let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
         assert_eq!(v["equal"], true, "{v}");
-        assert!(v["ranges_compared"].as_u64().unwrap() < v["ranges_total"].as_u64().unwrap(), "{v}");
+        assert!(
+            v["ranges_compared"].as_u64().unwrap() < v["ranges_total"].as_u64().unwrap(),
+            "{v}"
+        );
 
         // The writers stop, so that the planted rows stay as planted (they may touch any row).
         let report = writers.stop().await;
@@ -114,7 +144,11 @@ async fn verify_passes_under_load_then_finds_names_and_repairs_a_planted_differe
         // Equal once more after the writers' last commits, which the run has then applied: the
         // planted rows are not overwritten by a late change.
         let settled = verify(&url, &[]).await;
-        assert!(settled.status.success(), "verify after the load failed: {}", output_text(&settled));
+        assert!(
+            settled.status.success(),
+            "verify after the load failed: {}",
+            output_text(&settled)
+        );
         let planted = plant(&client).await;
         let out = verify(&url, &[]).await;
         assert_names_the_planted_keys(&out, planted);
@@ -125,9 +159,17 @@ async fn verify_passes_under_load_then_finds_names_and_repairs_a_planted_differe
             "verify --repair failed: {}",
             output_text(&repaired)
         );
-        assert!(String::from_utf8_lossy(&repaired.stdout).contains("repaired"), "{}", output_text(&repaired));
+        assert!(
+            String::from_utf8_lossy(&repaired.stdout).contains("repaired"),
+            "{}",
+            output_text(&repaired)
+        );
         let again = verify(&url, &[]).await;
-        assert!(again.status.success(), "verify after repair failed: {}", output_text(&again));
+        assert!(
+            again.status.success(),
+            "verify after repair failed: {}",
+            output_text(&again)
+        );
 
         // The hold is lifted: the run still applies changes, and cuts over.
         client
@@ -135,11 +177,17 @@ async fn verify_passes_under_load_then_finds_names_and_repairs_a_planted_differe
             .await
             .unwrap();
         let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(cut.status.success(), "cutover failed: {}", output_text(&cut));
+        assert!(
+            cut.status.success(),
+            "cutover failed: {}",
+            output_text(&cut)
+        );
         let out = run.wait_within(DEADLINE).await;
         assert!(out.status.success(), "run failed: {}", output_text(&out));
         let mut expected = report.rows.clone();
-        let row1 = compare::read_table(&client, "orders_flat_old").await.remove(&1);
+        let row1 = compare::read_table(&client, "orders_flat_old")
+            .await
+            .remove(&1);
         if let Some(r) = row1 {
             expected.insert(1, r);
         }
@@ -167,20 +215,38 @@ async fn the_check_before_cutover_blocks_on_a_difference_until_repaired_and_veri
 
         let cut = support::spawn_pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]);
         let v = wait_status(&url, &run, DEADLINE, "the cutover blocked by verify", |v| {
-            v["last_error"].as_str().is_some_and(|e| e.contains("cutover blocked by verify"))
+            v["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cutover blocked by verify"))
         })
         .await;
         let err = v["last_error"].as_str().unwrap();
         assert!(err.contains(&format!("{} (different)", planted.0)), "{err}");
-        assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('r'), "cut over despite a difference");
+        assert_eq!(
+            inspect::relkind(&client, "orders_flat").await,
+            Some('r'),
+            "cut over despite a difference"
+        );
 
         let repaired = verify(&url, &["--repair"]).await;
-        assert!(repaired.status.success(), "verify --repair failed: {}", output_text(&repaired));
+        assert!(
+            repaired.status.success(),
+            "verify --repair failed: {}",
+            output_text(&repaired)
+        );
         let cut = cut.wait_within(DEADLINE).await;
-        assert!(cut.status.success(), "cutover after repair failed: {}", output_text(&cut));
+        assert!(
+            cut.status.success(),
+            "cutover after repair failed: {}",
+            output_text(&cut)
+        );
         let out = run.wait_within(DEADLINE).await;
         assert!(out.status.success(), "run failed: {}", output_text(&out));
-        assert!(output_text(&out).contains("equal"), "run did not report its verify: {}", output_text(&out));
+        assert!(
+            output_text(&out).contains("equal"),
+            "run did not report its verify: {}",
+            output_text(&out)
+        );
         support::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
 
         // --verify off: the same difference goes through the cutover unchecked.
@@ -188,19 +254,31 @@ async fn the_check_before_cutover_blocks_on_a_difference_until_repaired_and_veri
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
         schema::create_seed_table(&client, "orders_flat", 5_000).await;
-        let run = spawn(&seed_run_args(&url, &["--cutover", "manual", "--verify", "off"]));
+        let run = spawn(&seed_run_args(
+            &url,
+            &["--cutover", "manual", "--verify", "off"],
+        ));
         wait_streaming(&url, &run).await;
         let (_, deleted, _) = plant(&client).await;
         let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(cut.status.success(), "cutover failed: {}", output_text(&cut));
+        assert!(
+            cut.status.success(),
+            "cutover failed: {}",
+            output_text(&cut)
+        );
         let out = run.wait_within(DEADLINE).await;
         assert!(out.status.success(), "run failed: {}", output_text(&out));
         let gone: i64 = client
-            .query_one(&format!("SELECT count(*) FROM orders_flat WHERE id = {deleted}"), &[])
+            .query_one(
+                &format!("SELECT count(*) FROM orders_flat WHERE id = {deleted}"),
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
         assert_eq!(gone, 0, "--verify off did not skip the check");
-        eprintln!("PostgreSQL {major}: the check before cutover blocked, repaired, and --verify off skipped it");
+        eprintln!(
+            "PostgreSQL {major}: the check before cutover blocked, repaired, and --verify off skipped it"
+        );
     }
 }

@@ -13,9 +13,9 @@ use crate::cli::VerifyArgs;
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, TableInfo};
 use crate::pg::ident::QualifiedName;
+use crate::state;
 use crate::verify::compare::Columns;
 use crate::verify::hold::{LocalHold, StateHold};
-use crate::state;
 use crate::verify::{self, Mode, Plan, Report};
 
 /// How `last_error` starts when the check before cutover blocked it.
@@ -78,10 +78,12 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
 /// The compared columns: the source's replicated ones in its order, and its key.
 pub fn columns_of(info: &TableInfo) -> Result<Columns> {
     let replicated = info.replicated_columns();
-    let key = info
-        .key_index()
-        .map(|k| k.columns.clone())
-        .ok_or_else(|| Error::refused(format!("{} has no primary key or replica identity index", info.name)))?;
+    let key = info.key_index().map(|k| k.columns.clone()).ok_or_else(|| {
+        Error::refused(format!(
+            "{} has no primary key or replica identity index",
+            info.name
+        ))
+    })?;
     let key_pos: Vec<usize> = key
         .iter()
         .map(|k| replicated.iter().position(|c| &c.name == k))
@@ -104,7 +106,9 @@ async fn check_target(
     target: &QualifiedName,
 ) -> Result<()> {
     let Some(t) = catalog::table_info(client, target).await? else {
-        return Err(Error::refused(format!("the new table {target} does not exist")));
+        return Err(Error::refused(format!(
+            "the new table {target} does not exist"
+        )));
     };
     let differ: Vec<String> = source
         .replicated_columns()

@@ -120,7 +120,11 @@ impl Columns {
     }
 
     pub fn delete_sql(&self, table: &QualifiedName, keys: &[Key]) -> String {
-        format!("DELETE FROM {} WHERE {}", table.sql(), self.keys_filter(keys))
+        format!(
+            "DELETE FROM {} WHERE {}",
+            table.sql(),
+            self.keys_filter(keys)
+        )
     }
 
     fn column_list(&self) -> String {
@@ -255,9 +259,18 @@ mod tests {
         assert_eq!(
             d,
             vec![
-                Difference { key: k("2"), kind: DiffKind::MissingOnTarget },
-                Difference { key: k("3"), kind: DiffKind::Different },
-                Difference { key: k("4"), kind: DiffKind::ExtraOnTarget },
+                Difference {
+                    key: k("2"),
+                    kind: DiffKind::MissingOnTarget
+                },
+                Difference {
+                    key: k("3"),
+                    kind: DiffKind::Different
+                },
+                Difference {
+                    key: k("4"),
+                    kind: DiffKind::ExtraOnTarget
+                },
             ]
         );
         assert!(diff_rows(&source, &source).is_empty());
@@ -300,7 +313,13 @@ mod tests {
             int_key: true,
         };
         let t = QualifiedName::new("public", "t_new");
-        let sql = c.summary_sql(&t, &KeyRange { lo: Some(1), hi: Some(5) });
+        let sql = c.summary_sql(
+            &t,
+            &KeyRange {
+                lo: Some(1),
+                hi: Some(5),
+            },
+        );
         assert!(sql.contains("ROW(\"id\", \"Region\")::text"), "{sql}");
         assert!(sql.contains("WHERE \"id\" >= 1 AND \"id\" < 5"), "{sql}");
         let keys = vec![k("7"), k("it's")];

@@ -30,7 +30,8 @@ pub trait HoldControl {
     /// Holds the applier at `at` and waits until it has applied everything before it.
     fn hold(&mut self, at: Lsn) -> impl std::future::Future<Output = Result<()>> + Send;
     /// Fails when the hold at `at` was lost since it was reached.
-    fn check_still_held(&mut self, at: Lsn) -> impl std::future::Future<Output = Result<()>> + Send;
+    fn check_still_held(&mut self, at: Lsn)
+    -> impl std::future::Future<Output = Result<()>> + Send;
     /// Lets the applier go on.
     fn release(&mut self) -> impl std::future::Future<Output = Result<()>> + Send;
 }
@@ -63,7 +64,9 @@ impl HoldControl for LocalHold<'_> {
         if self.shared.held_at.load(Ordering::Relaxed) == at.0.max(1) {
             Ok(())
         } else {
-            Err(Error::transient("the applier stopped holding during verify"))
+            Err(Error::transient(
+                "the applier stopped holding during verify",
+            ))
         }
     }
 
@@ -148,7 +151,11 @@ impl HoldControl for StateHold {
                         Err(_) => continue,
                     };
                     match at {
-                        Some(at) if matches!(state::renew_hold(&*client, id, at, LEASE_S).await, Ok(true)) => {}
+                        Some(at)
+                            if matches!(
+                                state::renew_hold(&*client, id, at, LEASE_S).await,
+                                Ok(true)
+                            ) => {}
                         Some(_) | None => {
                             lost.store(true, Ordering::Relaxed);
                             return;
@@ -183,7 +190,9 @@ impl HoldControl for StateHold {
                 "the running `pgrepart run` did not hold at {at} within {} s",
                 HOLD_DEADLINE.as_secs()
             ))
-            .with_hint("check `pgrepart status` (a paused or lagging run holds late); then verify again"));
+            .with_hint(
+                "check `pgrepart status` (a paused or lagging run holds late); then verify again",
+            ));
         }
         Ok(())
     }

@@ -103,11 +103,7 @@ pub async fn verify(plan: &Plan, hold: &mut impl HoldControl) -> Result<Report> 
     Ok(report)
 }
 
-async fn verify_held(
-    plan: &Plan,
-    hold: &mut impl HoldControl,
-    started: Instant,
-) -> Result<Report> {
+async fn verify_held(plan: &Plan, hold: &mut impl HoldControl, started: Instant) -> Result<Report> {
     let mut repl = ReplicationClient::connect(&plan.source, "pgrepart verify")
         .await
         .map_err(|e| Error::replication("opening a replication connection for verify", e))?;
@@ -170,9 +166,7 @@ async fn compare_all(plan: &Plan, sources: &[Client], targets: &[Client]) -> Res
             bounds(&sources[0], cols, &plan.source_table),
             bounds(&targets[0], cols, &plan.target_table)
         )?;
-        let count = (plan.jobs * 4).max(
-            s.map_or(0, |(lo, hi)| ((hi - lo) / 100_000) as usize) + 1,
-        );
+        let count = (plan.jobs * 4).max(s.map_or(0, |(lo, hi)| ((hi - lo) / 100_000) as usize) + 1);
         compare::plan([s, t], count.min(4096))
     } else {
         vec![KeyRange::ALL]
@@ -235,7 +229,12 @@ fn seed() -> u64 {
         ^ u64::from(std::process::id())
 }
 
-async fn summary(c: &Client, cols: &Columns, table: &QualifiedName, r: &KeyRange) -> Result<Summary> {
+async fn summary(
+    c: &Client,
+    cols: &Columns,
+    table: &QualifiedName,
+    r: &KeyRange,
+) -> Result<Summary> {
     let row = c
         .query_one(&cols.summary_sql(table, r), &[])
         .await
@@ -312,14 +311,23 @@ async fn repair(plan: &Plan, source: &Client, target: &Client, report: &mut Repo
         )?;
         left.extend(compare::diff_rows(&a, &b));
     }
-    tracing::info!(keys = keys.len(), rows_copied = repaired, left = left.len(), "verify: repaired");
+    tracing::info!(
+        keys = keys.len(),
+        rows_copied = repaired,
+        left = left.len(),
+        "verify: repaired"
+    );
     report.repaired = Some(keys.len() - left.len().min(keys.len()));
     report.left_after_repair = Some(left.len());
     Ok(())
 }
 
 /// Polls `check` every `every` until it is true or `deadline` passes.
-pub(crate) async fn wait_until<F, Fut>(deadline: Duration, every: Duration, mut check: F) -> Result<bool>
+pub(crate) async fn wait_until<F, Fut>(
+    deadline: Duration,
+    every: Duration,
+    mut check: F,
+) -> Result<bool>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,

@@ -87,7 +87,11 @@ impl Report {
             self.mode.describe(),
             self.differences_total,
             first.join(", "),
-            if self.differences_total > first.len() { ", ..." } else { "" }
+            if self.differences_total > first.len() {
+                ", ..."
+            } else {
+                ""
+            }
         );
         if let (Some(r), Some(l)) = (self.repaired, self.left_after_repair) {
             let _ = write!(s, "; repaired {r}, {l} still differ");
@@ -120,17 +124,27 @@ impl Report {
             let _ = writeln!(s, "  {}: {}", key_text(&d.key), d.kind.as_str());
         }
         if self.differences_total > self.differences.len() {
-            let _ = writeln!(s, "  ... and {} more", self.differences_total - self.differences.len());
+            let _ = writeln!(
+                s,
+                "  ... and {} more",
+                self.differences_total - self.differences.len()
+            );
         }
         match (self.repaired, self.left_after_repair) {
             (Some(r), Some(0)) => {
-                let _ = writeln!(s, "repaired: {r} rows copied again from the snapshot; they match now");
+                let _ = writeln!(
+                    s,
+                    "repaired: {r} rows copied again from the snapshot; they match now"
+                );
             }
             (Some(r), Some(l)) => {
                 let _ = writeln!(s, "repaired {r}; {l} still differ");
             }
             _ => {
-                let _ = writeln!(s, "run `pgrepart verify --repair` with the same arguments to copy them again");
+                let _ = writeln!(
+                    s,
+                    "run `pgrepart verify --repair` with the same arguments to copy them again"
+                );
             }
         }
         s
@@ -172,13 +186,22 @@ mod tests {
         let mut r = Report::default();
         r.rows_compared = 10;
         r.add(vec![
-            Difference { key: vec!["7".into()], kind: DiffKind::Different },
-            Difference { key: vec!["9".into(), "EU".into()], kind: DiffKind::ExtraOnTarget },
+            Difference {
+                key: vec!["7".into()],
+                kind: DiffKind::Different,
+            },
+            Difference {
+                key: vec!["9".into(), "EU".into()],
+                kind: DiffKind::ExtraOnTarget,
+            },
         ]);
         assert!(!r.is_equal());
         let line = r.summary_line();
         assert!(line.contains("2 rows differ"), "{line}");
-        assert!(line.contains("7 (different)") && line.contains("(9,EU) (extra on target)"), "{line}");
+        assert!(
+            line.contains("7 (different)") && line.contains("(9,EU) (extra on target)"),
+            "{line}"
+        );
         let text = r.text();
         assert!(text.contains("--repair"), "{text}");
         assert_eq!(r.json()["differences"][0]["kind"], "different");
