@@ -183,8 +183,10 @@ mod tests {
 
     #[test]
     fn a_report_names_keys_and_kinds_never_values() {
-        let mut r = Report::default();
-        r.rows_compared = 10;
+        let mut r = Report {
+            rows_compared: 10,
+            ..Report::default()
+        };
         r.add(vec![
             Difference {
                 key: vec!["7".into()],
