@@ -155,3 +155,48 @@ pub async fn before_cutover(
     };
     verify::verify(&plan, &mut hold).await
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use crate::verify::Mode;
+    use clap::Parser;
+
+    fn run_verify_flag(extra: &[&str]) -> Result<Mode, clap::Error> {
+        let mut argv = vec![
+            "pgrepart", "run", "--source", "x", "--table", "t", "--into", "t_new",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Run(args) => args.verify,
+            _ => unreachable!(),
+        })
+    }
+
+    #[test]
+    fn run_verifies_fully_by_default_and_takes_off_or_a_sample() {
+        assert_eq!(run_verify_flag(&[]).unwrap(), Mode::Full);
+        assert_eq!(run_verify_flag(&["--verify", "off"]).unwrap(), Mode::Off);
+        assert_eq!(
+            run_verify_flag(&["--verify", "sample 10"]).unwrap(),
+            Mode::Sample(10.0)
+        );
+        assert!(run_verify_flag(&["--verify", "sometimes"]).is_err());
+    }
+
+    #[test]
+    fn verify_takes_a_target_a_sample_repair_and_json() {
+        let cli = Cli::try_parse_from([
+            "pgrepart", "verify", "--source", "s", "--target", "t", "--table", "orders",
+            "--sample", "5", "--repair", "--json",
+        ])
+        .unwrap();
+        let Command::Verify(a) = cli.command else {
+            panic!("not verify")
+        };
+        assert_eq!(a.target.as_deref(), Some("t"));
+        assert_eq!(a.sample, Some(5.0));
+        assert!(a.repair && a.json);
+        assert!(Cli::try_parse_from(["pgrepart", "verify", "--source", "s"]).is_err());
+    }
+}

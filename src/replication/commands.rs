@@ -87,6 +87,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_temporary_slot_uses_the_legacy_export_form() {
+        assert_eq!(
+            create_temporary_logical_slot_exported("pgrepart_verify_1"),
+            "CREATE_REPLICATION_SLOT \"pgrepart_verify_1\" TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+    }
+
+    #[test]
     fn identifiers_and_literals_double_their_quotes() {
         assert_eq!(quote_ident("slot"), "\"slot\"");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
