@@ -282,3 +282,81 @@ async fn the_check_before_cutover_blocks_on_a_difference_until_repaired_and_veri
         );
     }
 }
+
+#[tokio::test]
+async fn a_verify_killed_while_holding_the_run_lets_go_when_its_lease_runs_out() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("verify_lease");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 5_000).await;
+        let run = spawn(&seed_run_args(
+            &url,
+            &["--cutover", "manual", "--verify", "off"],
+        ));
+        wait_streaming(&url, &run).await;
+
+        // A transaction with an xid keeps verify's temporary slot waiting, after the run holds.
+        let blocker = cluster.client(&db).await;
+        blocker
+            .batch_execute("CREATE TABLE side (x int); BEGIN; INSERT INTO side VALUES (1)")
+            .await
+            .unwrap();
+        let verify =
+            support::spawn_pgrepart(&["verify", "--source", &url, "--table", "orders_flat"]);
+        let held = || async {
+            client
+                .query_one(
+                    "SELECT held_at_lsn IS NOT NULL FROM pgrepart.migrations",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        };
+        support::wait_until(DEADLINE, "the run to hold for verify", held).await;
+        verify.kill9().await;
+        blocker.batch_execute("COMMIT").await.unwrap();
+
+        // Held: a change is not applied; after the lease (30 s) it is.
+        client
+            .batch_execute("UPDATE orders_flat SET amount = 4.56 WHERE id = 10")
+            .await
+            .unwrap();
+        let applied = || async {
+            client
+                .query_one(
+                    "SELECT coalesce(amount = 4.56, false) FROM orders_flat_repart WHERE id = 10",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false)
+        };
+        assert!(!applied().await, "applied while held");
+        support::wait_until(
+            Duration::from_secs(60),
+            "the hold's lease to run out",
+            || async { !held().await && applied().await },
+        )
+        .await;
+        let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            cut.status.success(),
+            "cutover failed: {}",
+            output_text(&cut)
+        );
+        let out = run.wait_within(DEADLINE).await;
+        assert!(out.status.success(), "run failed: {}", output_text(&out));
+        assert!(
+            output_text(&out).contains("lease ran out"),
+            "the run did not say why it let go: {}",
+            output_text(&out)
+        );
+        support::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+        eprintln!("PostgreSQL {major}: a killed verify's hold was lifted by its lease");
+    }
+}
