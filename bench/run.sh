@@ -192,7 +192,12 @@ PHASES=$(grep -E "copying|copy finished|building index|copy and indexes done|cut
 ROWS_NEW=$(P pgr_run -c "SELECT count(*) FROM orders_flat")
 ROWS_OLD=$(P pgr_run -c "SELECT count(*) FROM orders_flat_old")
 [ "$ROWS_NEW" = "$ROWS_OLD" ] || { echo "pgrepart run: $ROWS_NEW rows in the new table, $ROWS_OLD in the old one" >&2; exit 1; }
-log "(c) ${T_RUN} s, peak RSS ${RSS_RUN_MB} MB, lock held ${LOCK_RUN_MS} ms"
+# The run's own verify before the cutover (issue 8), from its summary line: "... in N s".
+VERIFY_LINE=$(sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/run.log" | grep -o 'verify (full): equal: .*' | head -1 || true)
+T_VERIFY=$(echo "$VERIFY_LINE" | sed -n 's/.* in \([0-9.]*\) s.*/\1/p')
+T_VERIFY=${T_VERIFY:-0}
+T_RUN_NO_VERIFY=$(awk -v a="$T_RUN" -v b="$T_VERIFY" 'BEGIN { printf "%.1f", a - b }')
+log "(c) ${T_RUN} s (verify before cutover ${T_VERIFY} s), peak RSS ${RSS_RUN_MB} MB, lock held ${LOCK_RUN_MS} ms"
 drop_db pgr_run
 
 #####################################################################################
@@ -256,6 +261,12 @@ t0=$(now)
 wait_until 3600 "pgrepart to apply the backlog" marker_in pgr_apply orders_flat_repart
 T_APPLY_PGR=$(elapsed "$t0" "$(now)")
 log "(d) pgrepart drained the backlog ($BACKLOG_PGR) in ${T_APPLY_PGR} s"
+# A standalone `pgrepart verify` of the streaming migration (no load).
+t0=$(now)
+"$PGREPART" verify --source "$(url pgr_apply)" --table orders_flat ${JOBS:+--jobs "$JOBS"} >"$DIR/verify.out" 2>"$DIR/verify.log" \
+    || { cat "$DIR/verify.out" "$DIR/verify.log" >&2; exit 1; }
+T_VERIFY_CLI=$(elapsed "$t0" "$(now)")
+log "(d) pgrepart verify: ${T_VERIFY_CLI} s"
 "$PGREPART" cutover --source "$(url pgr_apply)" --table orders_flat >/dev/null
 wait "$TIME_PID" || { cat "$DIR/apply.log" >&2; exit 1; }
 RSS_APPLY_MB=$(awk -F: '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$DIR/apply.time")
@@ -294,6 +305,9 @@ printf '| %-62s | %10s s |\n' "copy: native logical replication initial sync (b)
 printf '| %-62s | %10s s |\n' "copy: whole pgrepart run, auto cutover, no load (c)" "$T_RUN"
 printf '| %-62s | %12s |\n' "ratio pgrepart run / seed INSERT ... SELECT (target <= 0.6)" "$R_RUN"
 printf '| %-62s | %12s |\n' "ratio pgrepart run / native initial sync" "$(ratio "$T_RUN" "$T_NATIVE_COPY")"
+printf '| %-62s | %10s s |\n' "verify: run's check before cutover (c)" "$T_VERIFY"
+printf '| %-62s | %10s s |\n' "verify: pgrepart verify, standalone (d)" "$T_VERIFY_CLI"
+printf '| %-62s | %12s |\n' "ratio verify (c) / run (c) without it (target <= 0.5)" "$(ratio "$T_VERIFY" "$T_RUN_NO_VERIFY")"
 printf '| %-62s | %10s s |\n' "apply: pgrepart drains the backlog (d)" "$T_APPLY_PGR"
 printf '| %-62s | %10s s |\n' "apply: native subscription drains the backlog (d)" "$T_APPLY_NAT"
 printf '| %-62s | %10s/s |\n' "apply: pgrepart changes per second" "$(rate "$T_APPLY_PGR")"

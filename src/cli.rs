@@ -41,6 +41,35 @@ pub enum Command {
     Pause(TableArgs),
     /// Resume a paused migration.
     Resume(TableArgs),
+    /// Compare the table with the new table row by row at a consistent point, without locks
+    /// (needs the running `run`). Exit 0 when equal, 1 on differences (their keys are listed).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub conn: SourceArgs,
+
+    /// The table being migrated, as name or schema.name.
+    #[arg(long)]
+    pub table: String,
+
+    /// Compare about PCT percent of the key ranges, picked at random, instead of all.
+    #[arg(long, value_name = "PCT")]
+    pub sample: Option<f64>,
+
+    /// Copy the differing rows again from the source's snapshot, then compare them again.
+    #[arg(long)]
+    pub repair: bool,
+
+    /// Sessions per side [default: number of cores].
+    #[arg(long)]
+    pub jobs: Option<usize>,
+
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the table lives, and where it goes.
@@ -157,6 +186,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     pub max_retained_wal: Option<String>,
 
+    /// Compare the tables row by row just before every cutover, and cut over only when they are
+    /// equal: full, "sample PCT" (a random PCT% of the key ranges) or off.
+    #[arg(long, default_value = "full", value_parser = crate::verify::Mode::parse)]
+    pub verify: crate::verify::Mode,
+
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9187).
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -203,4 +237,15 @@ pub struct PlanArgs {
     /// Print the plan as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks: no argument defined twice (e.g. a `--target` in a command
+    /// and in the flattened connection arguments), valid defaults and relations.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -24,3 +24,4 @@ pub mod replication;
 pub mod spec;
 pub mod state;
 pub mod stream;
+pub mod verify;

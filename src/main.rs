@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             Command::Abort(args) => commands::abort::run(args).await,
             Command::Pause(args) => commands::pause::run(args, true).await,
             Command::Resume(args) => commands::pause::run(args, false).await,
+            Command::Verify(args) => commands::verify::run(args).await,
         }
     });
     match result {

@@ -105,7 +105,19 @@ pub struct Shared {
     pub ranges_pending: AtomicUsize,
     /// True while the applier is paused with no batch in flight.
     pub paused: std::sync::atomic::AtomicBool,
+    /// Non-zero while the applier holds at this LSN (see `Hold`): every source transaction whose
+    /// commit LSN is below it is applied and committed, none at or after it is.
+    pub held_at: AtomicU64,
 }
+
+/// A request to hold the applier at an LSN (for `verify`): apply every source transaction whose
+/// commit LSN (Begin's final_lsn) is below it, then take no event until the request changes.
+/// Holding is reached once a transaction committing at or after it arrives (it is kept aside, not
+/// applied), or a keepalive outside any transaction shows the stream is past it. The reader keeps
+/// answering keepalives while the bounded event channel backs up; the flush position stays at what
+/// was applied. `Some(Lsn::ZERO)` holds before the next transaction, wherever it is; a hold is
+/// acknowledged in `Shared::held_at` as its LSN (ZERO as 1).
+pub type Hold = Option<Lsn>;
 
 struct Queued {
     /// Commit LSN of the change's transaction: confirming beyond it would lose the change.
@@ -178,6 +190,15 @@ pub struct Applier {
     /// Bytes queued on unfinished ranges (`queued_bytes`), and the cap on them.
     queued_bytes: usize,
     max_queued_bytes: usize,
+    hold_rx: watch::Receiver<Hold>,
+    /// The hold being worked towards, whether it is reached, and the event kept aside at it.
+    hold: Hold,
+    hold_reached: bool,
+    /// The hold came too late (a transaction at or after it is applied): it is not honoured.
+    hold_missed: bool,
+    held_event: Option<Event>,
+    /// Commit LSN of the last transaction taken: a hold below it cannot be honoured any more.
+    last_begin: Lsn,
 }
 
 pub struct ApplierConfig {
@@ -200,12 +221,15 @@ pub struct ApplierHandles {
     pub flush: watch::Receiver<Lsn>,
     pub fence: watch::Receiver<Option<String>>,
     pub shared: Arc<Shared>,
+    /// Asks the applier to hold at an LSN (`Some`) or to go on (`None`); see `Hold`.
+    pub hold: watch::Sender<Hold>,
 }
 
 impl Applier {
     pub fn new(client: Client, cfg: ApplierConfig) -> (Self, ApplierHandles) {
         let (flush_tx, flush_rx) = watch::channel(cfg.start);
         let (fence_tx, fence_rx) = watch::channel(None);
+        let (hold_tx, hold_rx) = watch::channel(None);
         let shared = Arc::new(Shared::default());
         shared.flush_lsn.store(cfg.start.0, Ordering::Relaxed);
         let pending = cfg.done.iter().filter(|d| !**d).count();
@@ -242,6 +266,12 @@ impl Applier {
             max_batch: cfg.max_batch.max(1),
             queued_bytes: 0,
             max_queued_bytes: cfg.max_queued_bytes.max(1),
+            hold_rx,
+            hold: None,
+            hold_reached: false,
+            hold_missed: false,
+            held_event: None,
+            last_begin: Lsn::ZERO,
         };
         (
             applier,
@@ -249,6 +279,7 @@ impl Applier {
                 flush: flush_rx,
                 fence: fence_rx,
                 shared,
+                hold: hold_tx,
             },
         )
     }
@@ -263,43 +294,117 @@ impl Applier {
         mut pause: watch::Receiver<bool>,
     ) -> Result<()> {
         loop {
-            let mut fence = None;
             // Between batches: nothing is in flight, so a pause is in effect from here.
             let paused = *pause.borrow_and_update();
             self.shared.paused.store(paused, Ordering::Relaxed);
+            if let Some(fence) = self.update_hold().await? {
+                // The event kept aside went through the gate again (and may have been applied).
+                self.apply_batch().await?;
+                self.publish_fence(fence);
+                self.publish_hold();
+                continue;
+            }
+            let mut fence = None;
             tokio::select! {
                 biased;
                 // Stopping is checked first, and only between batches.
                 _ = stop.changed() => return Ok(()),
                 // Paused: take no events (the bounded channel backs up to the slot) until resumed.
                 _ = pause.changed() => continue,
+                // A hold asked or lifted (verify): looked at again at the top of the loop.
+                Ok(()) = self.hold_rx.changed() => continue,
                 // A finished range next: its queue must be applied before later changes of its keys.
                 // Taken also while events are not, so that a full queue always drains.
                 Some(range) = range_done.recv() => self.finish_range(range),
                 // Events last: not while paused, and only while the queues of unfinished ranges
                 // are under their cap.
-                event = events.recv(), if !paused && self.taking_events() => {
+                event = events.recv(), if !paused && self.taking_events() && !self.hold_reached => {
                     let Some(event) = event else { return Ok(()) };
-                    fence = self.handle(event).await?;
-                    while fence.is_none() && self.batch_changes < self.max_batch && self.taking_events() {
+                    fence = self.take(event).await?;
+                    while fence.is_none() && self.batch_changes < self.max_batch && self.taking_events() && !self.hold_reached {
                         // Finished ranges first, here too: a range's copy always commits before
                         // any later event of the stream can depend on it being done.
                         while let Ok(range) = range_done.try_recv() {
                             self.finish_range(range);
                         }
                         match events.try_recv() {
-                            Ok(event) => fence = self.handle(event).await?,
+                            Ok(event) => fence = self.take(event).await?,
                             Err(_) => break,
                         }
                     }
                 }
             }
             self.apply_batch().await?;
-            if let Some(id) = fence {
-                tracing::debug!(fence = %id, "fence reached; everything before it is applied");
-                self.fence_tx.send_replace(Some(id));
+            self.publish_fence(fence);
+            self.publish_hold();
+        }
+    }
+
+    fn publish_fence(&self, fence: Option<String>) {
+        if let Some(id) = fence {
+            tracing::debug!(fence = %id, "fence reached; everything before it is applied");
+            self.fence_tx.send_replace(Some(id));
+        }
+    }
+
+    /// After a batch: the hold is in effect once it is reached and nothing is left unapplied.
+    fn publish_hold(&self) {
+        let held = match self.hold {
+            Some(at) if self.hold_reached && !self.hold_missed && self.segments.is_empty() => {
+                at.0.max(1)
+            }
+            _ => 0,
+        };
+        self.shared.held_at.store(held, Ordering::Relaxed);
+    }
+
+    /// Takes a new hold request into account. A changed (or lifted) hold lets the event kept aside
+    /// go through the gate again. `None` when nothing changed, else the fence that event was, if any.
+    async fn update_hold(&mut self) -> Result<Option<Option<String>>> {
+        let asked = *self.hold_rx.borrow_and_update();
+        if asked == self.hold {
+            return Ok(None);
+        }
+        self.hold = asked;
+        self.hold_reached = false;
+        self.hold_missed = false;
+        if let Some(at) = asked {
+            // ZERO holds before the next transaction, whatever its position.
+            if at > Lsn::ZERO && self.last_begin >= at {
+                // The asker sees no acknowledgement and gives up at its deadline.
+                tracing::warn!(hold_at = %at, applied_past = %self.last_begin, "cannot hold: a transaction committed at or after the asked position is already applied");
+                self.hold_missed = true;
+            } else {
+                tracing::debug!(hold_at = %at, "holding the applier before the first transaction committed at or after this position");
             }
         }
+        self.publish_hold();
+        match self.held_event.take() {
+            Some(event) => Box::pin(self.take(event)).await.map(Some),
+            None => Ok(Some(None)),
+        }
+    }
+
+    /// The hold gate in front of `handle`: a transaction committing at or after the hold is kept
+    /// aside (not applied) and no further event is taken.
+    async fn take(&mut self, event: Event) -> Result<Option<String>> {
+        if let Some(at) = self.hold.filter(|_| !self.hold_missed) {
+            match &event {
+                Event::Message(PgOutput::Begin { final_lsn, .. }) if *final_lsn >= at => {
+                    self.hold_reached = true;
+                    self.held_event = Some(event);
+                    return Ok(None);
+                }
+                Event::Idle(wal_end) if *wal_end >= at && self.open_txn.is_none() => {
+                    self.hold_reached = true;
+                }
+                _ => {}
+            }
+        }
+        if let Event::Message(PgOutput::Begin { final_lsn, .. }) = &event {
+            self.last_begin = self.last_begin.max(*final_lsn);
+        }
+        self.handle(event).await
     }
 
     /// False while the changes queued on unfinished ranges hold more than the cap.

@@ -6,6 +6,7 @@ pub mod pause;
 pub mod plan;
 pub mod run;
 pub mod status;
+pub mod verify;
 
 use crate::cli::{RunArgs, SourceArgs};
 use crate::error::{Error, Result};

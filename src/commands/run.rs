@@ -972,6 +972,7 @@ impl Live {
             flush,
             mut fence,
             shared,
+            hold: hold_tx,
         } = handles;
         let (stop_tx, stop_rx) = watch::channel(false);
         // Pause of everything (`pgrepart pause`), and of the copy alone (the retained-WAL guard).
@@ -1027,6 +1028,8 @@ impl Live {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next_cutover_try = Instant::now();
+        // The last check before cutover found a difference (or could not finish).
+        let mut verify_blocked = false;
         let started = Instant::now();
         let signal = shutdown_signal();
         tokio::pin!(signal);
@@ -1137,7 +1140,9 @@ impl Live {
                         copy_bytes: progress.bytes.load(Ordering::Relaxed) as i64,
                         rows_streamed: copied as i64,
                         pause_in_effect: shared.paused.load(Ordering::Relaxed),
+                        held_at: held_at(&shared),
                     }).await?;
+                    let hold = follow_hold(&control, &m, &hold_tx).await?;
                     // Pause: everything on request; the copy alone when the slot holds too much WAL.
                     let guard = monitor::wal_guard(retained, max_retained);
                     if guard == monitor::WalVerdict::Stop {
@@ -1192,6 +1197,11 @@ impl Live {
                         migration.phase = Phase::Streaming;
                         continue;
                     }
+                    // A `pgrepart verify` that passed (or repaired) cleared the block: try at once.
+                    if verify_blocked && m.last_error.is_none() {
+                        verify_blocked = false;
+                        next_cutover_try = Instant::now();
+                    }
                     // A cross-database cutover that committed in the target only must be finished.
                     let wants_cutover = args.cutover == CutoverMode::Auto
                         || m.cutover_requested
@@ -1199,10 +1209,24 @@ impl Live {
                     if m.phase != Phase::Streaming || !wants_cutover || Instant::now() < next_cutover_try {
                         continue;
                     }
+                    if hold.is_some() {
+                        tracing::debug!("a verify holds the applier; cutting over after it");
+                        continue;
+                    }
                     if lag > args.max_lag_bytes {
                         tracing::debug!(lag_bytes = lag, "waiting for the lag to shrink before cutting over");
                         continue;
                     }
+                    // Not after a cross-database cutover committed in the target: that one is
+                    // finished whatever a comparison would say (the new table has its final name).
+                    if migration.target_committed_fence.is_none()
+                        && !verified_before_cutover(&control, &prep, &info, &migration, args, &hold_tx, &shared).await?
+                    {
+                        next_cutover_try = Instant::now() + Duration::from_secs(60);
+                        verify_blocked = true;
+                        continue;
+                    }
+                    verify_blocked = false;
                     let dbs = Dbs { control: &mut control, source: &mut source, prep: &prep };
                     match try_cutover(dbs, &flusher, &mut fence, &server, &info, &migration, args).await {
                         Ok(Some(held)) => {
@@ -1268,6 +1292,75 @@ async fn default_partition_note(control: &Client, table: &QualifiedName) -> Stri
             String::new()
         }
     }
+}
+
+fn held_at(shared: &crate::apply::Shared) -> Option<Lsn> {
+    match shared.held_at.load(Ordering::Relaxed) {
+        0 => None,
+        at => Some(Lsn(at)),
+    }
+}
+
+/// Passes a `verify` hold from the state to the applier, and lifts one whose lease ran out (its
+/// verify process is gone). Returns the hold in effect.
+async fn follow_hold(
+    control: &Client,
+    m: &Migration,
+    hold_tx: &watch::Sender<crate::apply::Hold>,
+) -> Result<crate::apply::Hold> {
+    let hold = if m.hold_at.is_some() && m.hold_expired {
+        if state::clear_hold(control, m.id, None).await? {
+            tracing::warn!(owner = %m.hold_owner.as_deref().unwrap_or(""), "the verify hold's lease ran out (is that process gone?); applying again");
+        }
+        None
+    } else {
+        m.hold_at
+    };
+    hold_tx.send_if_modified(|h| std::mem::replace(h, hold) != hold);
+    Ok(hold)
+}
+
+/// The check before cutover (`--verify`): true when the cutover may go on. On a difference, or a
+/// verify that could not finish, it says so (log and `last_error`) and the run streams on.
+async fn verified_before_cutover(
+    control: &Client,
+    prep: &Prepared,
+    info: &TableInfo,
+    m: &Migration,
+    args: &RunArgs,
+    hold_tx: &watch::Sender<crate::apply::Hold>,
+    shared: &Arc<crate::apply::Shared>,
+) -> Result<bool> {
+    if args.verify == crate::verify::Mode::Off {
+        return Ok(true);
+    }
+    tracing::info!(mode = %args.verify.describe(), "verifying the new table against the source before cutting over");
+    let outcome = super::verify::before_cutover(
+        &prep.dbs.source,
+        &prep.dbs.target,
+        info,
+        &m.target,
+        prep.jobs,
+        args.verify,
+        hold_tx,
+        shared,
+    )
+    .await;
+    let msg = match outcome {
+        Ok(report) if report.is_equal() => {
+            tracing::info!("{}", report.summary_line());
+            return Ok(true);
+        }
+        Ok(report) => format!(
+            "{}: {}; run `pgrepart verify --repair` (then the cutover goes on), or rerun with --verify off to skip the check",
+            super::verify::BLOCKED_PREFIX,
+            report.summary_line()
+        ),
+        Err(e) => format!("cutover postponed: the verify before it did not finish: {e}"),
+    };
+    tracing::warn!("{msg}; verifying again in a minute");
+    state::set_error(control, m.id, Some(&msg)).await?;
+    Ok(false)
 }
 
 /// Whether the server lets a slot hold WAL without bound.

@@ -29,6 +29,15 @@ pub fn create_logical_slot_exported(slot: &str) -> String {
     )
 }
 
+/// A slot that lives only as long as the replication connection (`verify`'s consistent point).
+/// The legacy `EXPORT_SNAPSHOT` form is accepted by 14..18, as for `create_logical_slot_exported`.
+pub fn create_temporary_logical_slot_exported(slot: &str) -> String {
+    format!(
+        "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+        quote_ident(slot)
+    )
+}
+
 /// `START_REPLICATION SLOT "s" LOGICAL X/Y (key 'value', ...)`. Option names must be plain
 /// lower-case identifiers (they are pgoutput's option names, not user input).
 pub fn start_logical_replication(
@@ -76,6 +85,14 @@ pub fn parse_server_version_num(text: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_slot_uses_the_legacy_export_form() {
+        assert_eq!(
+            create_temporary_logical_slot_exported("pgrepart_verify_1"),
+            "CREATE_REPLICATION_SLOT \"pgrepart_verify_1\" TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+        );
+    }
 
     #[test]
     fn identifiers_and_literals_double_their_quotes() {

@@ -200,9 +200,22 @@ impl ReplicationClient {
         &mut self,
         slot: &str,
     ) -> Result<CreatedSlot, ReplicationError> {
-        let result = self
-            .simple_query(&commands::create_logical_slot_exported(slot))
-            .await?;
+        self.create_slot(&commands::create_logical_slot_exported(slot))
+            .await
+    }
+
+    /// As `create_logical_slot_exported`, but TEMPORARY: the server drops the slot when this
+    /// connection ends (or errors). Used by `verify` for its consistent point.
+    pub async fn create_temporary_logical_slot_exported(
+        &mut self,
+        slot: &str,
+    ) -> Result<CreatedSlot, ReplicationError> {
+        self.create_slot(&commands::create_temporary_logical_slot_exported(slot))
+            .await
+    }
+
+    async fn create_slot(&mut self, sql: &str) -> Result<CreatedSlot, ReplicationError> {
+        let result = self.simple_query(sql).await?;
         let [row] = result.rows.as_slice() else {
             return Err(ReplicationError::Protocol(format!(
                 "CREATE_REPLICATION_SLOT returned {} rows, expected 1",

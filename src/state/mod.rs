@@ -93,7 +93,13 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     total_bytes_estimate bigint NOT NULL DEFAULT 0,
     -- Cross-database cutover: set in the target's transaction that renamed the new table, with the
     -- fence id; the source's rename is still to do while the phase is not 'done'.
-    target_committed_fence text
+    target_committed_fence text,
+    -- `verify` asks the running `run` to hold its applier at hold_at_lsn until hold_expires_at
+    -- (a lease it renews); the run acknowledges with held_at_lsn.
+    hold_at_lsn pg_lsn,
+    hold_expires_at timestamptz,
+    hold_owner text,
+    held_at_lsn pg_lsn
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -146,6 +152,14 @@ pub struct Migration {
     /// Cross-database cutover: the target side committed (the new table has its final name) at
     /// this fence; until the phase is `done`, the source table still has to be renamed.
     pub target_committed_fence: Option<String>,
+    /// `verify` asks the running `run` to hold its applier here (see `apply::Hold`)...
+    pub hold_at: Option<crate::lsn::Lsn>,
+    /// ...unless its lease has run out (the verify process is gone).
+    pub hold_expired: bool,
+    /// Set by the running `run` once its applier holds at `hold_at`.
+    pub held_at: Option<crate::lsn::Lsn>,
+    /// Who asked for the hold ("verify pid 123 on host").
+    pub hold_owner: Option<String>,
 }
 
 const SELECT_MIGRATION: &str = "
@@ -158,7 +172,8 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        extract(epoch FROM now() - m.phase_since)::float8,
        m.runner, m.paused, m.lag_seconds, m.copy_rows_per_s, m.apply_changes_per_s, m.copy_bytes,
        m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
-       m.target_committed_fence
+       m.target_committed_fence,
+       m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -197,7 +212,19 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         indexes_built: r.get(30),
         pause_in_effect: r.get(31),
         target_committed_fence: r.get(32),
+        hold_at: parse_lsn(r.get(33))?,
+        hold_expired: r.get(34),
+        held_at: parse_lsn(r.get(35))?,
+        hold_owner: r.get(36),
     })
+}
+
+fn parse_lsn(text: Option<String>) -> Result<Option<crate::lsn::Lsn>> {
+    text.map(|t| {
+        t.parse()
+            .map_err(|e| Error::failed(format!("unreadable LSN in pgrepart.migrations: {e}")))
+    })
+    .transpose()
 }
 
 /// Columns added after the first release of the schema: state written by an older pgrepart gains
@@ -214,7 +241,11 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS total_bytes_estimate bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS indexes_built boolean NOT NULL DEFAULT false,
     ADD COLUMN IF NOT EXISTS pause_in_effect boolean NOT NULL DEFAULT false,
-    ADD COLUMN IF NOT EXISTS target_committed_fence text;
+    ADD COLUMN IF NOT EXISTS target_committed_fence text,
+    ADD COLUMN IF NOT EXISTS hold_at_lsn pg_lsn,
+    ADD COLUMN IF NOT EXISTS hold_expires_at timestamptz,
+    ADD COLUMN IF NOT EXISTS hold_owner text,
+    ADD COLUMN IF NOT EXISTS held_at_lsn pg_lsn;
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -235,7 +266,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'target_committed_fence' AND NOT attisdropped)",
+                            AND attname = 'held_at_lsn' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -408,6 +439,19 @@ pub async fn set_error(client: &impl GenericClient, id: i64, error: Option<&str>
     Ok(())
 }
 
+/// Clears `last_error` when it starts with `prefix` (a condition that no longer holds).
+pub async fn clear_error_if(client: &impl GenericClient, id: i64, prefix: &str) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET last_error = NULL, updated_at = now() \
+             WHERE id = $1 AND starts_with(coalesce(last_error, ''), $2)",
+            &[&id, &prefix],
+        )
+        .await
+        .map_err(|e| Error::db("clearing the migration's error", e))?;
+    Ok(())
+}
+
 /// The live figures a running `run` writes every second.
 #[derive(Debug, Clone, Default)]
 pub struct LiveFigures {
@@ -419,15 +463,18 @@ pub struct LiveFigures {
     pub copy_bytes: i64,
     pub rows_streamed: i64,
     pub pause_in_effect: bool,
+    /// Where the applier holds for `verify`, if it does.
+    pub held_at: Option<crate::lsn::Lsn>,
 }
 
 pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigures) -> Result<()> {
     client
         .execute(
             "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, lag_seconds = $4, \
-               copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), pause_in_effect = $9, updated_at = now() \
+               copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), pause_in_effect = $9, \
+               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, updated_at = now() \
              WHERE id = $1",
-            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect],
+            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string())],
         )
         .await
         .map_err(|e| Error::db("recording progress", e))?;
@@ -444,6 +491,60 @@ pub async fn set_runner(client: &impl GenericClient, id: i64, runner: Option<&st
         .await
         .map_err(|e| Error::db("recording the runner", e))?;
     Ok(())
+}
+
+/// `verify` asks the running `run` to hold at `at` for `lease_s` seconds (renewed with
+/// `renew_hold`). Refused (`false`) while another live hold of a different owner is in place.
+pub async fn request_hold(
+    client: &impl GenericClient,
+    id: i64,
+    at: crate::lsn::Lsn,
+    lease_s: f64,
+    owner: &str,
+) -> Result<bool> {
+    let n = client
+        .execute(
+            "UPDATE pgrepart.migrations SET hold_at_lsn = $2::text::pg_lsn, \
+               hold_expires_at = now() + $3 * interval '1 second', hold_owner = $4, held_at_lsn = NULL, updated_at = now() \
+             WHERE id = $1 AND (hold_at_lsn IS NULL OR hold_expires_at <= now() OR hold_owner = $4)",
+            &[&id, &at.to_string(), &lease_s, &owner],
+        )
+        .await
+        .map_err(|e| Error::db("asking the run to hold", e))?;
+    Ok(n == 1)
+}
+
+/// Extends the lease of the hold at `at`; `false` when that hold is gone (expired and cleared).
+pub async fn renew_hold(
+    client: &impl GenericClient,
+    id: i64,
+    at: crate::lsn::Lsn,
+    lease_s: f64,
+) -> Result<bool> {
+    let n = client
+        .execute(
+            "UPDATE pgrepart.migrations SET hold_expires_at = now() + $3 * interval '1 second' \
+             WHERE id = $1 AND hold_at_lsn = $2::text::pg_lsn AND hold_expires_at > now()",
+            &[&id, &at.to_string(), &lease_s],
+        )
+        .await
+        .map_err(|e| Error::db("renewing the hold", e))?;
+    Ok(n == 1)
+}
+
+/// Lifts the hold: by its owner when done (`owner`), or by the run when its lease ran out (`None`).
+pub async fn clear_hold(client: &impl GenericClient, id: i64, owner: Option<&str>) -> Result<bool> {
+    let n = client
+        .execute(
+            "UPDATE pgrepart.migrations SET hold_at_lsn = NULL, hold_expires_at = NULL, hold_owner = NULL, \
+               held_at_lsn = NULL, updated_at = now() \
+             WHERE id = $1 AND hold_at_lsn IS NOT NULL \
+               AND CASE WHEN $2::text IS NULL THEN hold_expires_at <= now() ELSE hold_owner = $2 END",
+            &[&id, &owner],
+        )
+        .await
+        .map_err(|e| Error::db("lifting the hold", e))?;
+    Ok(n == 1)
 }
 
 pub async fn set_paused(client: &impl GenericClient, id: i64, paused: bool) -> Result<()> {
