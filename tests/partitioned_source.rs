@@ -332,3 +332,114 @@ async fn a_truncate_of_the_partitioned_source_is_applied() {
         inspect::assert_no_slot_or_publication(&client).await;
     }
 }
+
+/// `status --json` of `orders_flat` with `--target` (the state is in the target).
+async fn cross_status(source: &str, target: &str) -> Option<Value> {
+    let out = pgrepart(&[
+        "status",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--table",
+        "orders_flat",
+        "--json",
+    ])
+    .await;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Cross-database (`--target`, another database of the same cluster): the partitioned source's
+/// rows, written to meanwhile, end up in the new RANGE-partitioned table in the target; the source
+/// keeps the old partitioned table under the old name.
+#[tokio::test]
+async fn a_partitioned_table_moves_to_another_database() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let src_db = unique_name("partsrcx");
+        let dst_db = unique_name("partdstx");
+        let src_url = cluster.create_database(&src_db).await;
+        let dst_url = cluster.create_database(&dst_db).await;
+        let source = cluster.client(&src_db).await;
+        let target = cluster.client(&dst_db).await;
+        schema::create_list_partitioned_seed_table(&source, "orders_flat", 8_000).await;
+        let writers = Writers::start(WritersConfig::new(&src_url, "orders_flat")).await;
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let mut args = vec!["run"];
+        args.extend(range_args(
+            &src_url,
+            &[
+                "--interval",
+                "month",
+                "--target",
+                &dst_url,
+                "--cutover",
+                "manual",
+            ],
+        ));
+        let run = support::spawn_pgrepart(&args);
+        let ready = support::poll_until(DEADLINE, || {
+            let (s, t) = (&src_url, &dst_url);
+            async move {
+                cross_status(s, t)
+                    .await
+                    .is_some_and(|v| v["cutover_waiting"] == true)
+            }
+        })
+        .await;
+        assert!(
+            ready,
+            "PostgreSQL {major}: the cross-database run never waited for the cutover; run stderr:\n{}",
+            support::program::tail(&run.stderr_so_far(), 4000)
+        );
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        let report = writers.stop().await;
+        eprintln!("PostgreSQL {major} (cross-database): {}", report.summary());
+        assert!(
+            report.anomalies.is_empty(),
+            "the writers found rows missing: {:?}",
+            &report.anomalies[..report.anomalies.len().min(20)]
+        );
+        let cut = pgrepart(&[
+            "cutover",
+            "--source",
+            &src_url,
+            "--target",
+            &dst_url,
+            "--table",
+            "orders_flat",
+        ])
+        .await;
+        let out = run.wait_within(DEADLINE).await;
+        assert!(
+            cut.status.success() && out.status.success(),
+            "PostgreSQL {major}: cutover: {}\nrun: {}",
+            output_text(&cut),
+            output_text(&out)
+        );
+        compare::assert_table_matches(&target, "orders_flat", &report.rows).await;
+        assert_eq!(inspect::relkind(&target, "orders_flat").await, Some('p'));
+        assert!(
+            inspect::partitions(&target, "orders_flat")
+                .await
+                .contains(&"orders_flat_2024_01".to_string())
+        );
+        assert_eq!(inspect::relkind(&source, "orders_flat").await, None);
+        assert_eq!(inspect::relkind(&source, "orders_flat_old").await, Some('p'));
+        assert_eq!(
+            inspect::partitions(&source, "orders_flat_old").await,
+            vec![
+                "orders_flat_asia",
+                "orders_flat_eu",
+                "orders_flat_other",
+                "orders_flat_us"
+            ]
+        );
+        inspect::assert_no_slot_or_publication(&source).await;
+    }
+}
