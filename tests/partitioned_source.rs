@@ -430,7 +430,10 @@ async fn a_partitioned_table_moves_to_another_database() {
                 .contains(&"orders_flat_2024_01".to_string())
         );
         assert_eq!(inspect::relkind(&source, "orders_flat").await, None);
-        assert_eq!(inspect::relkind(&source, "orders_flat_old").await, Some('p'));
+        assert_eq!(
+            inspect::relkind(&source, "orders_flat_old").await,
+            Some('p')
+        );
         assert_eq!(
             inspect::partitions(&source, "orders_flat_old").await,
             vec![
