@@ -49,6 +49,8 @@ pub struct Facts {
     /// An already partitioned source: leaf partitions whose changes logical replication cannot
     /// match by the source's key, each with the reason.
     pub leaves_not_replicable: Vec<String>,
+    /// The partitioned table the source is itself a partition of (`schema.name`).
+    pub partition_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,6 +169,20 @@ pub async fn gather(
         }
         _ => (Vec::new(), Vec::new()),
     };
+    let partition_of = match &info {
+        Some(t) => client
+            .query_one(
+                "SELECT (SELECT pn.nspname::text || '.' || p.relname::text FROM pg_inherits i \
+                 JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
+                 JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+                 WHERE i.inhrelid = $1::oid AND c.relispartition)",
+                &[&t.oid],
+            )
+            .await
+            .map_err(|e| Error::db("checking whether the table is a partition", e))?
+            .get(0),
+        None => None,
+    };
     let (into, into_has_rows) = match target {
         Target::Into(name) => {
             let into = catalog::table_info(client, name).await?;
@@ -198,6 +214,7 @@ pub async fn gather(
         partition_key_nulls,
         source_partitions,
         leaves_not_replicable,
+        partition_of,
     })
 }
 
@@ -301,6 +318,13 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             "give a plain table to --table",
         ),
     });
+    if let Some(parent) = &facts.partition_of {
+        checks.push(fail(
+            "table",
+            format!("{} is a partition of {parent}", t.name),
+            format!("pgrepart swaps whole tables: the new table would not be a partition of {parent}; repartition {parent} instead, or DETACH the partition first"),
+        ));
+    }
     checks.push(if facts.owns_table {
         pass("ownership", format!("the role may act as the owner ({})", t.owner))
     } else {
@@ -744,6 +768,7 @@ mod tests {
             partition_key_nulls: vec![],
             source_partitions: vec![],
             leaves_not_replicable: vec![],
+            partition_of: None,
         }
     }
 
@@ -999,6 +1024,27 @@ mod tests {
         );
         assert!(!c.detail.contains("orders_flat_old (a partition"));
         assert!(c.hint.unwrap().contains("--partition NAME="));
+    }
+
+    #[test]
+    fn a_partition_of_another_table_is_refused() {
+        let mut f = partitioned();
+        f.partition_of = Some("public.orders_all".into());
+        let checks = evaluate(
+            &f,
+            &QualifiedName::new("public", "orders_flat"),
+            &generate("HASH (id)"),
+        );
+        let c = checks
+            .iter()
+            .find(|c| c.name == "table" && c.status == Status::Fail)
+            .unwrap();
+        assert!(
+            c.detail.contains("is a partition of public.orders_all"),
+            "{}",
+            c.detail
+        );
+        assert!(c.hint.as_deref().unwrap().contains("DETACH"));
     }
 
     #[test]

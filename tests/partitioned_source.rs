@@ -446,3 +446,38 @@ async fn a_partitioned_table_moves_to_another_database() {
         inspect::assert_no_slot_or_publication(&source).await;
     }
 }
+
+/// A partition (here a leaf of the partitioned seed table) cannot be swapped on its own: refused,
+/// naming its parent, and nothing is created.
+#[tokio::test]
+async fn a_partition_of_another_table_is_refused() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("partleaf");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_list_partitioned_seed_table(&client, "orders_flat", 500).await;
+        let before = inspect::relations(&client).await;
+        let out = pgrepart(&[
+            "run",
+            "--source",
+            &url,
+            "--table",
+            "orders_flat_us",
+            "--partition-by",
+            "HASH (id)",
+            "--modulus",
+            "2",
+        ])
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+        let text = output_text(&out);
+        assert!(
+            text.contains("public.orders_flat_us is a partition of public.orders_flat"),
+            "PostgreSQL {major}: {text}"
+        );
+        inspect::assert_nothing_left_behind(&client, &before).await;
+    }
+}
