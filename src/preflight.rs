@@ -44,6 +44,13 @@ pub struct Facts {
     pub into_has_rows: bool,
     /// (column, rows with NULL) for partition-key columns that allow NULL.
     pub partition_key_nulls: Vec<(String, i64)>,
+    /// An already partitioned source: its partitions (every level, schema.name).
+    pub source_partitions: Vec<String>,
+    /// An already partitioned source: leaf partitions whose changes logical replication cannot
+    /// match by the source's key, each with the reason.
+    pub leaves_not_replicable: Vec<String>,
+    /// The partitioned table the source is itself a partition of (`schema.name`).
+    pub partition_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,7 +142,7 @@ pub async fn gather(
     }
     let mut partition_key_nulls = Vec::new();
     if let (Target::Generate { by, .. }, Some(t)) = (target, &info)
-        && t.relkind == 'r'
+        && (t.relkind == 'r' || t.relkind == 'p')
     {
         for c in &by.columns {
             if t.column(c).is_some_and(|c| !c.not_null) {
@@ -155,6 +162,27 @@ pub async fn gather(
             }
         }
     }
+    let (source_partitions, leaves_not_replicable) = match &info {
+        Some(t) if t.relkind == 'p' => {
+            let key: Vec<String> = t.key_index().map(|k| k.columns.clone()).unwrap_or_default();
+            catalog::partition_tree_facts(client, t.oid, &key).await?
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
+    let partition_of = match &info {
+        Some(t) => client
+            .query_one(
+                "SELECT (SELECT pn.nspname::text || '.' || p.relname::text FROM pg_inherits i \
+                 JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent \
+                 JOIN pg_namespace pn ON pn.oid = p.relnamespace \
+                 WHERE i.inhrelid = $1::oid AND c.relispartition)",
+                &[&t.oid],
+            )
+            .await
+            .map_err(|e| Error::db("checking whether the table is a partition", e))?
+            .get(0),
+        None => None,
+    };
     let (into, into_has_rows) = match target {
         Target::Into(name) => {
             let into = catalog::table_info(client, name).await?;
@@ -184,6 +212,9 @@ pub async fn gather(
         into,
         into_has_rows,
         partition_key_nulls,
+        source_partitions,
+        leaves_not_replicable,
+        partition_of,
     })
 }
 
@@ -262,17 +293,21 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             "table",
             format!("{} ({} rows estimated)", t.name, t.estimated_rows),
         ),
-        ('p', _) => fail(
+        ('p', 'p') => pass(
             "table",
-            format!("{} is already partitioned", t.name),
-            "pgrepart converts plain tables; repartitioning a partitioned table is not supported yet",
+            format!(
+                "{} is partitioned ({} partition(s), {} rows estimated): its changes are published under its own name (publish_via_partition_root)",
+                t.name,
+                facts.source_partitions.len(),
+                t.estimated_rows
+            ),
         ),
         ('r', 'u') => fail(
             "table",
             format!("{} is UNLOGGED: logical replication cannot read it", t.name),
             "ALTER TABLE ... SET LOGGED first",
         ),
-        ('r', _) => fail(
+        ('r' | 'p', _) => fail(
             "table",
             format!("{} is a temporary table", t.name),
             "temporary tables cannot be migrated online",
@@ -283,6 +318,13 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             "give a plain table to --table",
         ),
     });
+    if let Some(parent) = &facts.partition_of {
+        checks.push(fail(
+            "table",
+            format!("{} is a partition of {parent}", t.name),
+            format!("pgrepart swaps whole tables: the new table would not be a partition of {parent}; repartition {parent} instead, or DETACH the partition first"),
+        ));
+    }
     checks.push(if facts.owns_table {
         pass("ownership", format!("the role may act as the owner ({})", t.owner))
     } else {
@@ -301,6 +343,25 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             format!("{} has no primary key (or replica identity index) to match rows by", t.name),
             "add a primary key, or ALTER TABLE ... REPLICA IDENTITY USING INDEX <unique index on NOT NULL columns>",
         )),
+    }
+    if t.relkind == 'p' {
+        checks.push(if facts.leaves_not_replicable.is_empty() {
+            warn(
+                "partitions",
+                format!("every partition of {} publishes its changes with the key", t.name),
+                "during the migration, do not TRUNCATE, DETACH, ATTACH or DROP single partitions: logical replication \
+                 (publish_via_partition_root) does not send those, so the new table would not see them (TRUNCATE of the whole table is applied)",
+            )
+        } else {
+            fail(
+                "partitions",
+                format!(
+                    "partitions whose UPDATEs and DELETEs cannot be matched by the key: {}",
+                    facts.leaves_not_replicable.join("; ")
+                ),
+                "give each of them a primary key on the table's key, or ALTER TABLE <partition> REPLICA IDENTITY FULL",
+            )
+        });
     }
     checks.push(if t.inbound_foreign_keys.is_empty() {
         pass("foreign keys", "no foreign key references the table")
@@ -334,10 +395,32 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             "the new table, partition and old-table names are free",
         )
     } else {
+        let of_source: Vec<&str> = facts
+            .taken_names
+            .iter()
+            .filter(|n| facts.source_partitions.contains(n))
+            .map(String::as_str)
+            .collect();
+        let listed: Vec<String> = facts
+            .taken_names
+            .iter()
+            .map(|n| {
+                if of_source.contains(&n.as_str()) {
+                    format!("{n} (a partition of the source table)")
+                } else {
+                    n.clone()
+                }
+            })
+            .collect();
         fail(
             "names",
-            format!("already in use: {}", facts.taken_names.join(", ")),
-            "choose other names (--old-name, partition names) or remove those relations",
+            format!("already in use: {}", listed.join(", ")),
+            if of_source.is_empty() {
+                "choose other names (--old-name, partition names) or remove those relations"
+            } else {
+                "the source's partitions keep their names after the swap: name the new partitions differently \
+                 (--partition NAME=..., or --no-default when the clash is <table>_default)"
+            },
         )
     });
     match target {
@@ -683,6 +766,9 @@ mod tests {
             into: None,
             into_has_rows: false,
             partition_key_nulls: vec![],
+            source_partitions: vec![],
+            leaves_not_replicable: vec![],
+            partition_of: None,
         }
     }
 
@@ -858,15 +944,113 @@ mod tests {
     }
 
     #[test]
-    fn an_already_partitioned_table_is_refused_and_rows_outside_partitions_counted() {
-        let mut f = facts();
-        f.table.as_mut().unwrap().relkind = 'p';
-        let t = generate("LIST (region)");
-        assert_eq!(failures(&f, &t), vec!["table"]);
+    fn rows_outside_partitions_are_counted() {
         assert_eq!(rows_fit_check(0, false).status, Status::Pass);
         assert_eq!(rows_fit_check(5, true).status, Status::Warn);
         let c = rows_fit_check(5, false);
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains('5'));
+    }
+
+    fn partitioned() -> Facts {
+        let mut f = facts();
+        f.table.as_mut().unwrap().relkind = 'p';
+        f.source_partitions = vec![
+            "public.orders_flat_us".into(),
+            "public.orders_flat_other".into(),
+        ];
+        f
+    }
+
+    #[test]
+    fn an_already_partitioned_table_is_accepted_via_the_partition_root() {
+        let f = partitioned();
+        let t = generate("RANGE (order_date)");
+        assert!(failures(&f, &t).is_empty(), "{:?}", failures(&f, &t));
+        let checks = evaluate(&f, &QualifiedName::new("public", "orders_flat"), &t);
+        let table = checks.iter().find(|c| c.name == "table").unwrap();
+        assert_eq!(table.status, Status::Pass);
+        assert!(
+            table.detail.contains("partitioned (2 partition(s)"),
+            "{}",
+            table.detail
+        );
+        assert!(table.detail.contains("publish_via_partition_root"));
+        let parts = checks.iter().find(|c| c.name == "partitions").unwrap();
+        assert_eq!(parts.status, Status::Warn);
+        assert!(parts.hint.as_deref().unwrap().contains("TRUNCATE"));
+        // A plain table has no such check.
+        let plain = evaluate(&facts(), &QualifiedName::new("public", "orders_flat"), &t);
+        assert!(plain.iter().all(|c| c.name != "partitions"));
+    }
+
+    #[test]
+    fn a_partitioned_table_with_a_leaf_lacking_an_identity_is_refused() {
+        let mut f = partitioned();
+        f.leaves_not_replicable =
+            vec!["public.orders_flat_other: no primary key or replica identity index".into()];
+        let t = generate("HASH (id)");
+        assert_eq!(failures(&f, &t), vec!["partitions"]);
+        let c = evaluate(&f, &QualifiedName::new("public", "orders_flat"), &t)
+            .into_iter()
+            .find(|c| c.name == "partitions")
+            .unwrap();
+        assert!(
+            c.detail.contains("public.orders_flat_other"),
+            "{}",
+            c.detail
+        );
+        assert!(c.hint.unwrap().contains("REPLICA IDENTITY FULL"));
+    }
+
+    #[test]
+    fn a_new_name_taken_by_a_partition_of_the_source_says_so() {
+        let mut f = partitioned();
+        f.taken_names = vec![
+            "public.orders_flat_other".into(),
+            "public.orders_flat_old".into(),
+        ];
+        let t = generate("RANGE (order_date)");
+        assert_eq!(failures(&f, &t), vec!["names"]);
+        let c = evaluate(&f, &QualifiedName::new("public", "orders_flat"), &t)
+            .into_iter()
+            .find(|c| c.name == "names")
+            .unwrap();
+        assert!(
+            c.detail
+                .contains("public.orders_flat_other (a partition of the source table)"),
+            "{}",
+            c.detail
+        );
+        assert!(!c.detail.contains("orders_flat_old (a partition"));
+        assert!(c.hint.unwrap().contains("--partition NAME="));
+    }
+
+    #[test]
+    fn a_partition_of_another_table_is_refused() {
+        let mut f = partitioned();
+        f.partition_of = Some("public.orders_all".into());
+        let checks = evaluate(
+            &f,
+            &QualifiedName::new("public", "orders_flat"),
+            &generate("HASH (id)"),
+        );
+        let c = checks
+            .iter()
+            .find(|c| c.name == "table" && c.status == Status::Fail)
+            .unwrap();
+        assert!(
+            c.detail.contains("is a partition of public.orders_all"),
+            "{}",
+            c.detail
+        );
+        assert!(c.hint.as_deref().unwrap().contains("DETACH"));
+    }
+
+    #[test]
+    fn a_temporary_partitioned_table_is_refused() {
+        let mut f = partitioned();
+        f.table.as_mut().unwrap().persistence = 't';
+        assert_eq!(failures(&f, &generate("LIST (region)")), vec!["table"]);
     }
 }

@@ -186,7 +186,7 @@ impl Prepared {
         let Some(info) = crate::pg::catalog::table_info(client, &self.table).await? else {
             return Ok(out);
         };
-        if info.relkind != 'r' || info.column(&by.columns[0]).is_none() {
+        if !matches!(info.relkind, 'r' | 'p') || info.column(&by.columns[0]).is_none() {
             return Ok(out);
         }
         let data = partitioning::read_data_facts(client, &info, by, generator).await?;

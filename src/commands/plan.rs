@@ -124,7 +124,10 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         }
     }
 
-    let usable = facts.table.as_ref().filter(|t| t.relkind == 'r');
+    let usable = facts
+        .table
+        .as_ref()
+        .filter(|t| matches!(t.relkind, 'r' | 'p'));
     let mut key_ranges = Vec::new();
     let mut wal = None;
     let mut carried_over = Vec::new();

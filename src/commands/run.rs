@@ -367,9 +367,16 @@ async fn setup_stream(
     let publication = migration.publication_name.clone();
     source
         .batch_execute(&format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
+            "CREATE PUBLICATION {} FOR TABLE {}{}",
             quote_ident(&publication),
-            prep.table.sql()
+            prep.table.sql(),
+            // An already partitioned source: its partitions' changes arrive under its own name
+            // and OID, which is what the applier matches.
+            if info.relkind == 'p' {
+                " WITH (publish_via_partition_root = true)"
+            } else {
+                ""
+            }
         ))
         .await
         .map_err(|e| Error::db("creating the publication", e))?;

@@ -213,8 +213,13 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
     let Some(row) = client
         .query_opt(
             "SELECT c.oid, c.relkind::text, c.relpersistence::text, c.relreplident::text, \
-                    pg_get_userbyid(c.relowner)::text, greatest(c.reltuples, 0)::bigint, \
-                    pg_total_relation_size(c.oid), \
+                    pg_get_userbyid(c.relowner)::text, \
+                    CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(greatest(pc.reltuples, 0)), 0)::bigint \
+                        FROM pg_partition_tree(c.oid) pt JOIN pg_class pc ON pc.oid = pt.relid WHERE pt.isleaf) \
+                      ELSE greatest(c.reltuples, 0)::bigint END, \
+                    CASE WHEN c.relkind = 'p' THEN (SELECT coalesce(sum(pg_total_relation_size(pt.relid)), 0)::bigint \
+                        FROM pg_partition_tree(c.oid) pt) \
+                      ELSE pg_total_relation_size(c.oid) END, \
                     coalesce(c.reloptions, '{}'::text[]) || coalesce((SELECT array_agg('toast.' || o) \
                         FROM pg_class tc, unnest(tc.reloptions) o WHERE tc.oid = c.reltoastrelid), '{}'::text[]) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -392,6 +397,67 @@ pub async fn partitions(client: &Client, table_oid: u32) -> Result<Vec<(String, 
         .await
         .map_err(|e| Error::db("reading partitions", e))?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// For an already partitioned table: its partitions at every level (`schema.name`, unquoted, as
+/// preflight lists taken names), and the leaf partitions whose UPDATEs and DELETEs logical
+/// replication cannot send with the table's `key` columns, each with the reason. A leaf is fine
+/// with REPLICA IDENTITY FULL, or with a primary key / identity index that holds every key column.
+pub async fn partition_tree_facts(
+    client: &Client,
+    table_oid: u32,
+    key: &[String],
+) -> Result<(Vec<String>, Vec<String>)> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text || '.' || c.relname::text, pt.isleaf, c.relkind::text, c.relpersistence::text, \
+                    c.relreplident::text, \
+                    (SELECT array_agg(a.attname::text) FROM pg_index i \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey::int2[]) \
+                     WHERE i.indrelid = c.oid AND CASE c.relreplident WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END) \
+             FROM pg_partition_tree($1::oid::regclass) pt JOIN pg_class c ON c.oid = pt.relid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE pt.relid <> $1::oid::regclass ORDER BY 1",
+            &[&table_oid],
+        )
+        .await
+        .map_err(|e| Error::db("reading the partitions of the source table", e))?;
+    let mut all = Vec::new();
+    let mut bad = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let leaf: bool = r.get(1);
+        let relkind: String = r.get(2);
+        let persistence: String = r.get(3);
+        let ident: String = r.get(4);
+        let ident_cols: Option<Vec<String>> = r.get(5);
+        all.push(name.clone());
+        if !leaf {
+            continue;
+        }
+        let reason = if relkind == "f" {
+            Some("a foreign table: its changes are not in this server's WAL".to_string())
+        } else if persistence != "p" {
+            Some("not a permanent (logged) table".to_string())
+        } else if ident == "f" {
+            None
+        } else if ident == "n" {
+            Some("REPLICA IDENTITY NOTHING".to_string())
+        } else {
+            match ident_cols {
+                Some(cols) if key.iter().all(|k| cols.contains(k)) => None,
+                Some(cols) => Some(format!(
+                    "its replica identity ({}) lacks key column(s) of the table",
+                    cols.join(", ")
+                )),
+                None => Some("no primary key or replica identity index".to_string()),
+            }
+        };
+        if let Some(reason) = reason {
+            bad.push(format!("{name}: {reason}"));
+        }
+    }
+    Ok((all, bad))
 }
 
 /// Quoted column list, e.g. `"id", "region"`.

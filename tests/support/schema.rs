@@ -55,6 +55,48 @@ pub async fn create_seed_table(client: &Client, table: &str, rows: usize) {
     });
 }
 
+/// Creates `table` as an already partitioned version of the seed table: the same columns and rows
+/// (`create_seed_table`), LIST-partitioned by region with the primary key (id, region) (PostgreSQL
+/// requires the partition key in it), partitions `<table>_us`, `<table>_eu`, `<table>_asia` and
+/// `<table>_other` (DEFAULT), and a partitioned index on `customer_id`.
+pub async fn create_list_partitioned_seed_table(client: &Client, table: &str, rows: usize) {
+    let flat = format!("{table}_seed_rows");
+    create_seed_table(client, &flat, rows).await;
+    let t = ident(table);
+    let f = ident(&flat);
+    let part = |suffix: &str| ident(&format!("{table}_{suffix}"));
+    let sql = format!(
+        "CREATE TABLE {t} (
+             id BIGSERIAL,
+             order_date TIMESTAMP NOT NULL,
+             customer_id INT NOT NULL,
+             region TEXT NOT NULL,
+             amount NUMERIC(10,2),
+             details TEXT,
+             PRIMARY KEY (id, region)
+         ) PARTITION BY LIST (region);
+         CREATE TABLE {us} PARTITION OF {t} FOR VALUES IN ('US');
+         CREATE TABLE {eu} PARTITION OF {t} FOR VALUES IN ('EU');
+         CREATE TABLE {asia} PARTITION OF {t} FOR VALUES IN ('ASIA');
+         CREATE TABLE {other} PARTITION OF {t} DEFAULT;
+         CREATE INDEX ON {t} (customer_id);
+         INSERT INTO {t} SELECT * FROM {f};
+         SELECT setval(pg_get_serial_sequence('{t}', 'id'), (SELECT max(id) FROM {t}));
+         DROP TABLE {f};
+         ANALYZE {t};",
+        us = part("us"),
+        eu = part("eu"),
+        asia = part("asia"),
+        other = part("other"),
+    );
+    client.batch_execute(&sql).await.unwrap_or_else(|e| {
+        panic!(
+            "create partitioned seed table {table}: {}",
+            crate::support::describe(&e)
+        )
+    });
+}
+
 /// Creates the seed's target: `name` LIST-partitioned by region with PK (id, region), partitions
 /// `<name>_us`, `<name>_eu`, `<name>_asia`, `<name>_default` (DEFAULT) and indexes on `order_date` and
 /// `customer_id`. Empty; no default on `id` (the migration hands over the sequence).
