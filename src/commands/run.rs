@@ -1342,10 +1342,16 @@ async fn verified_before_cutover(
         return Ok(true);
     }
     tracing::info!(mode = %args.verify.describe(), "verifying the new table against the source before cutting over");
+    // The table as it is now: columns added on the source since the start (and followed) are
+    // compared too.
+    let fresh = match crate::pg::connect(&prep.dbs.source, "pgrepart verify").await {
+        Ok(c) => catalog::table_info(&c, &info.name).await.ok().flatten(),
+        Err(_) => None,
+    };
     let outcome = super::verify::before_cutover(
         &prep.dbs.source,
         &prep.dbs.target,
-        info,
+        fresh.as_ref().unwrap_or(info),
         &m.target,
         prep.jobs,
         args.verify,
