@@ -192,29 +192,8 @@ pub fn target_statements(
             ));
         }
     }
-    if let Some(c) = &carry.table_comment {
-        sql.push(format!("COMMENT ON TABLE {ts} IS {}", quote_literal(c)));
-    }
-    for (column, c) in &carry.column_comments {
-        sql.push(format!(
-            "COMMENT ON COLUMN {ts}.{} IS {}",
-            quote_ident(column),
-            quote_literal(c)
-        ));
-    }
-    for (column, target) in &carry.statistics_targets {
-        sql.push(format!(
-            "ALTER TABLE {ts} ALTER COLUMN {} SET STATISTICS {target}",
-            quote_ident(column)
-        ));
-    }
     // Row level security on, without the policies, denies rather than exposes.
-    if carry.rls_enabled {
-        sql.push(format!("ALTER TABLE {ts} ENABLE ROW LEVEL SECURITY"));
-    }
-    if carry.rls_forced {
-        sql.push(format!("ALTER TABLE {ts} FORCE ROW LEVEL SECURITY"));
-    }
+    sql.extend(crate::cutover::table_property_statements(&ts, carry));
     for p in &carry.policies {
         not_carried.push(format!(
             "policy {} (its roles and functions may not exist on the target): recreate it there",

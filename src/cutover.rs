@@ -140,11 +140,9 @@ pub fn swap_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) ->
     sql
 }
 
-/// What the swap hands over besides sequences, owner and grants (pure). Runs after the renames:
-/// the final name is then the new table's, and definitions read before the renames name it.
-pub fn carry_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) -> Vec<String> {
-    let t = plan.source.sql();
-    let old = plan.source.sibling(plan.old_name.clone()).sql();
+/// Comments, column statistics targets and the RLS switches of the old table, set on `t` (the
+/// quoted name the new table has by then); both the same-database and cross-database swaps use it.
+pub fn table_property_statements(t: &str, carry: &CarryOver) -> Vec<String> {
     let mut sql = Vec::new();
     if let Some(c) = &carry.table_comment {
         sql.push(format!("COMMENT ON TABLE {t} IS {}", quote_literal(c)));
@@ -168,6 +166,15 @@ pub fn carry_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) -
     if carry.rls_forced {
         sql.push(format!("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"));
     }
+    sql
+}
+
+/// What the swap hands over besides sequences, owner and grants (pure). Runs after the renames:
+/// the final name is then the new table's, and definitions read before the renames name it.
+pub fn carry_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) -> Vec<String> {
+    let t = plan.source.sql();
+    let old = plan.source.sibling(plan.old_name.clone()).sql();
+    let mut sql = table_property_statements(&t, carry);
     for p in &carry.policies {
         let mut s = format!(
             "CREATE POLICY {} ON {t} AS {} FOR {} TO {}",

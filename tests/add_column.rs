@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::flow::{seed_run_args, spawn, wait_status};
+use support::flow::{seed_run_args, spawn, wait_not_running, wait_status};
 use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
@@ -94,12 +94,7 @@ async fn added_nullable_columns_are_followed_live_and_across_a_restart() {
             .await
             .unwrap();
         writers.wait_for_more_ops(200, DEADLINE).await;
-        wait_until(DEADLINE, "the killed run to be gone", || async {
-            inspect::status_json(&url, "orders_flat")
-                .await
-                .is_some_and(|v| v.get("running") == Some(&serde_json::Value::Bool(false)))
-        })
-        .await;
+        wait_not_running(&url, DEADLINE).await;
         let second = spawn(&args);
         wait_status(&url, &second, DEADLINE, "the rerun to stream", |v| {
             inspect::phase(v) == "streaming"

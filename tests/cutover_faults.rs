@@ -10,12 +10,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::flow::seed_run_args;
+use support::flow::{seed_run_args, wait_not_running};
 use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, schema, spawn_pgrepart, spawn_pgrepart_with_env,
-    test_majors, unique_name, wait_until,
+    test_majors, unique_name,
 };
 
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -65,12 +64,7 @@ async fn a_run_killed_at_each_step_of_the_cutover_is_finished_by_the_next_run() 
             // The lock died with the run's session: the application writes on, whichever table
             // now carries the name.
             writers.wait_for_more_ops(200, DEADLINE).await;
-            wait_until(DEADLINE, "status to say the dead run is gone", || async {
-                inspect::status_json(&url, "orders_flat")
-                    .await
-                    .is_some_and(|v| v.get("running") == Some(&Value::Bool(false)))
-            })
-            .await;
+            wait_not_running(&url, DEADLINE).await;
 
             let second = spawn_pgrepart(&refs);
             let out = second.wait_within(DEADLINE).await;

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::flow::{seed_run_args, spawn};
+use support::flow::{seed_run_args, spawn, wait_not_running};
 use support::inspect::{self, output_text};
 use support::{
     Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors,
@@ -49,21 +49,6 @@ async fn wait_for_status(
     }
 }
 
-/// Waits until the killed run's walsender is gone (`running` false), as an operator would see with
-/// `pgrepart status` before starting it again.
-async fn wait_not_running(url: &str) {
-    wait_until(
-        DEADLINE,
-        "status to say the killed run is no longer running",
-        || async {
-            inspect::status_json(url, "orders_flat")
-                .await
-                .is_some_and(|v| v.get("running") == Some(&Value::Bool(false)))
-        },
-    )
-    .await;
-}
-
 async fn check_partitioned_and_clean(client: &tokio_postgres::Client) {
     assert_eq!(inspect::relkind(client, "orders_flat").await, Some('p'));
     assert_eq!(inspect::relkind(client, "orders_flat_old").await, Some('r'));
@@ -96,7 +81,7 @@ async fn a_run_killed_while_streaming_resumes_and_cuts_over() {
 
         // The application goes on while nothing replicates.
         writers.wait_for_more_ops(300, DEADLINE).await;
-        wait_not_running(&url).await;
+        wait_not_running(&url, DEADLINE).await;
 
         let mut second = spawn(&args);
         wait_until(DEADLINE, "the rerun to say it is resuming", || {
@@ -173,7 +158,7 @@ async fn a_run_killed_during_the_copy_resumes_and_finishes() {
         assert!(done < total, "{v}");
 
         writers.wait_for_more_ops(200, DEADLINE).await;
-        wait_not_running(&url).await;
+        wait_not_running(&url, DEADLINE).await;
         let after_kill = inspect::status_json(&url, "orders_flat").await.unwrap();
         assert!(
             inspect::int(&after_kill, "ranges_done").unwrap() >= done,
@@ -309,7 +294,7 @@ async fn a_generated_migration_killed_during_the_copy_resumes_with_the_partition
             generated.len() > 12 && generated.contains(&"orders_flat_default".to_string()),
             "{generated:?}"
         );
-        wait_not_running(&url).await;
+        wait_not_running(&url, DEADLINE).await;
 
         // A row far beyond every generated partition: generating the list again would now make
         // partitions up to 2040; the resumed run must keep the list it started with, and the row

@@ -612,15 +612,7 @@ impl Applier {
                 self.stream_width = width;
             }
             RelationChange::Added { from } => self.follow_added_columns(rel, &got[from..]).await?,
-            RelationChange::Other => {
-                return Err(Error::failed(format!(
-                    "the definition of {}.{} changed on the source during the migration ({})",
-                    self.source_name.0,
-                    self.source_name.1,
-                    schema::describe_change(&self.expected_columns, &got)
-                ))
-                .with_hint("pgrepart follows only ADD COLUMN of a nullable column without a default; undo the change, or run `pgrepart abort` and start again"));
-            }
+            RelationChange::Other => return Err(self.columns_changed(&got)),
         }
         self.relation_oid = Some(rel.oid);
         Ok(())
@@ -638,13 +630,18 @@ impl Applier {
         if now == self.expected_columns {
             return Ok(());
         }
-        Err(Error::failed(format!(
+        Err(self.columns_changed(got))
+    }
+
+    /// The stop for a column change that is not followed, naming each column and what changed.
+    fn columns_changed(&self, got: &[(String, u32)]) -> Error {
+        Error::failed(format!(
             "the definition of {}.{} changed on the source during the migration ({})",
             self.source_name.0,
             self.source_name.1,
             schema::describe_change(&self.expected_columns, got)
         ))
-        .with_hint("pgrepart follows only ADD COLUMN of a nullable column without a default; undo the change, or run `pgrepart abort` and start again"))
+        .with_hint("pgrepart follows only ADD COLUMN of a nullable column without a default; undo the change, or run `pgrepart abort` and start again")
     }
 
     /// The source table's definition as it is now, read on a short-lived connection.

@@ -63,14 +63,7 @@ pub async fn run(args: TableArgs) -> Result<()> {
             }
             _ => {}
         }
-        let active: bool = source
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&m.slot_name],
-            )
-            .await
-            .map_err(|e| Error::db("reading the replication slot", e))?
-            .is_some_and(|r| r.get(0));
+        let active = crate::pg::catalog::slot_active(&source, &m.slot_name).await?;
         not_running_for = if active { 0 } else { not_running_for + 1 };
         // About 10 s without a process on the slot: nobody is there to do the swap.
         if not_running_for >= 20 {

@@ -679,14 +679,7 @@ async fn restart_setup(
         migration = m.id,
         "resuming: the previous run stopped while setting up the stream; setting it up again"
     );
-    drop_slot(&source, &m.slot_name).await?;
-    source
-        .batch_execute(&format!(
-            "DROP PUBLICATION IF EXISTS {}",
-            quote_ident(&m.publication_name)
-        ))
-        .await
-        .map_err(|e| Error::db("dropping the unfinished setup's publication", e))?;
+    finish_cleanup(&source, &m).await?;
     let server = catalog::server_info(&source).await?;
     let info = catalog::table_info(&source, &prep.table)
         .await?

@@ -199,6 +199,18 @@ pub async fn open_transactions(client: &impl GenericClient) -> Result<Vec<OpenTr
         .collect())
 }
 
+/// Whether a process is attached to the replication slot (false when there is no such slot).
+pub async fn slot_active(client: &impl GenericClient, slot: &str) -> Result<bool> {
+    Ok(client
+        .query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| Error::db("reading the replication slot", e))?
+        .is_some_and(|r| r.get(0)))
+}
+
 /// Whether a table, view or other relation of this name exists.
 pub async fn relation_exists(client: &impl GenericClient, name: &QualifiedName) -> Result<bool> {
     Ok(client
@@ -328,19 +340,9 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
         })
         .collect();
 
-    let grants = client
-        .query(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
-                    a.privilege_type, a.is_grantable \
-             FROM pg_class c, aclexplode(c.relacl) a \
-             WHERE c.oid = $1 AND a.grantee <> c.relowner ORDER BY 1, 2",
-            &[&oid],
-        )
+    let grants = grants_of(client, oid)
         .await
-        .map_err(|e| Error::db(ctx("grants"), e))?
-        .into_iter()
-        .map(|r| Grant { grantee: r.get(0), privilege: r.get(1), grantable: r.get(2) })
-        .collect();
+        .map_err(|e| Error::db(ctx("grants"), e))?;
 
     let inbound_foreign_keys = client
         .query(
@@ -758,6 +760,26 @@ pub async fn carry_over(
     Ok(out)
 }
 
+/// The privileges granted on relation `oid` to roles other than its owner.
+async fn grants_of(
+    client: &impl GenericClient,
+    oid: u32,
+) -> std::result::Result<Vec<Grant>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                    a.privilege_type, a.is_grantable \
+             FROM pg_class c, aclexplode(c.relacl) a \
+             WHERE c.oid = $1 AND a.grantee <> c.relowner ORDER BY 1, 2",
+            &[&oid],
+        )
+        .await
+        ?
+        .into_iter()
+        .map(|r| Grant { grantee: r.get(0), privilege: r.get(1), grantable: r.get(2) })
+        .collect())
+}
+
 /// The definition and attachments of the materialized view `oid`.
 async fn matview(client: &impl GenericClient, oid: u32) -> Result<DependentMatView> {
     let ctx = "reading a materialized view over the table to rebuild it";
@@ -771,19 +793,9 @@ async fn matview(client: &impl GenericClient, oid: u32) -> Result<DependentMatVi
         )
         .await
         .map_err(|e| Error::db(ctx, e))?;
-    let grants = client
-        .query(
-            "SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
-                    a.privilege_type, a.is_grantable \
-             FROM pg_class c, aclexplode(c.relacl) a \
-             WHERE c.oid = $1 AND a.grantee <> c.relowner ORDER BY 1, 2",
-            &[&oid],
-        )
+    let grants = grants_of(client, oid)
         .await
-        .map_err(|e| Error::db(ctx, e))?
-        .into_iter()
-        .map(|r| Grant { grantee: r.get(0), privilege: r.get(1), grantable: r.get(2) })
-        .collect();
+        .map_err(|e| Error::db(ctx, e))?;
     let column_comments = client
         .query(
             "SELECT a.attname::text, col_description(a.attrelid, a.attnum) FROM pg_attribute a \

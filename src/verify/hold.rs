@@ -103,14 +103,7 @@ impl StateHold {
             ))
             .with_hint("`pgrepart resume` it, then verify"));
         }
-        let active: bool = client
-            .query_opt(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&m.slot_name],
-            )
-            .await
-            .map_err(|e| Error::db("reading the replication slot", e))?
-            .is_some_and(|r| r.get(0));
+        let active = crate::pg::catalog::slot_active(&*client, &m.slot_name).await?;
         if m.runner.is_none() || !active {
             return Err(Error::refused(format!(
                 "no `pgrepart run` is attached to migration {migration_id}: verify needs it to hold its applier"

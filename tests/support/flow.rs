@@ -66,3 +66,18 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits until `status --json` of `orders_flat` says no run is attached (a killed run's walsender
+/// is gone), as an operator would check before starting it again.
+pub async fn wait_not_running(url: &str, within: Duration) {
+    crate::support::wait_until(
+        within,
+        "status to say the killed run is no longer running",
+        || async {
+            inspect::status_json(url, "orders_flat")
+                .await
+                .is_some_and(|v| v.get("running") == Some(&Value::Bool(false)))
+        },
+    )
+    .await;
+}
