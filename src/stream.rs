@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::apply::Event;
+use crate::apply::channel::{self, EventSender};
 use crate::error::{Error, Result};
 use crate::lsn::{Lsn, Monotonic};
 use crate::protocol::copydata::ServerCopyData;
@@ -16,13 +17,14 @@ use crate::replication::ReplicationStream;
 
 pub async fn read_stream(
     mut stream: ReplicationStream,
-    events: mpsc::Sender<Event>,
+    events: EventSender,
     flush: watch::Receiver<Lsn>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut status_every = tokio::time::interval(Duration::from_secs(1));
     status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: Option<Event> = None;
+    // The event read and not yet handed over, with its cost in the channel's byte budget.
+    let mut pending: Option<(Event, usize)> = None;
     let mut in_txn = false;
     let mut written = Monotonic::new(*flush.borrow());
     loop {
@@ -37,10 +39,12 @@ pub async fn read_stream(
                 // While idle, ask for a keepalive: its walEnd lets the flush position move on.
                 send_status(&mut stream, &flush, written.get(), !in_txn).await?;
             }
-            permit = events.reserve(), if pending.is_some() => {
-                let Ok(permit) = permit else { return Ok(()) };
-                if let Some(event) = pending.take() {
-                    permit.send(event);
+            room = events.reserve(pending.as_ref().map_or(0, |p| p.1)), if pending.is_some() => {
+                let Ok(room) = room else { return Ok(()) };
+                if let Some((event, _)) = pending.take()
+                    && room.send(event).is_err()
+                {
+                    return Ok(());
                 }
             }
             msg = stream.recv(), if pending.is_none() => {
@@ -57,7 +61,7 @@ pub async fn read_stream(
                             }
                             _ => {}
                         }
-                        pending = Some(Event::Message(msg));
+                        pending = Some((Event::Message(msg), channel::cost(data.len())));
                     }
                     Some(ServerCopyData::Keepalive { wal_end, reply_requested, .. }) => {
                         if reply_requested {
@@ -65,7 +69,7 @@ pub async fn read_stream(
                         }
                         if !in_txn {
                             written.advance(wal_end);
-                            pending = Some(Event::Idle(wal_end));
+                            pending = Some((Event::Idle(wal_end), channel::cost(0)));
                         }
                     }
                 }

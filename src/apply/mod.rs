@@ -12,6 +12,7 @@
 //! ```
 //! Why this converges: design.md §3. Why the flush is safe: design.md §4.
 
+pub mod channel;
 pub mod compact;
 pub mod schema;
 pub mod sql;
@@ -288,7 +289,7 @@ impl Applier {
     /// migration; nothing is confirmed past what was committed, so a rerun resumes safely.
     pub async fn run(
         mut self,
-        mut events: mpsc::Receiver<Event>,
+        mut events: channel::EventReceiver,
         mut range_done: mpsc::UnboundedReceiver<usize>,
         mut stop: watch::Receiver<bool>,
         mut pause: watch::Receiver<bool>,
@@ -328,8 +329,8 @@ impl Applier {
                             self.finish_range(range);
                         }
                         match events.try_recv() {
-                            Ok(event) => fence = self.take(event).await?,
-                            Err(_) => break,
+                            Some(event) => fence = self.take(event).await?,
+                            None => break,
                         }
                     }
                 }

@@ -287,7 +287,7 @@ async fn plan_key_ranges(client: &Client, t: &TableInfo, jobs: usize) -> Result<
     let bounds = row
         .get::<_, Option<i64>>(0)
         .zip(row.get::<_, Option<i64>>(1));
-    let count = ranges::range_count(t.estimated_rows, jobs, super::run::ROWS_PER_RANGE);
+    let count = ranges::range_count(t.estimated_rows, t.total_bytes, jobs);
     Ok(ranges::plan_ranges(bounds, count)
         .iter()
         .map(|r| {

@@ -105,6 +105,14 @@ async fn build_locked(
         let (queue, work, config) = (queue.clone(), work.clone(), config.clone());
         workers.spawn(async move {
             let session = crate::pg::connect(&config, "pgrepart index").await?;
+            if sessions > 1 {
+                // The sessions already use the cores: parallel workers of their own would
+                // only contend with the other builds.
+                session
+                    .batch_execute("SET max_parallel_maintenance_workers = 0")
+                    .await
+                    .map_err(|e| Error::db("preparing an index build session", e))?;
+            }
             let mut built = Vec::new();
             loop {
                 let next = queue.lock().expect("index queue").pop_front();

@@ -60,11 +60,30 @@ pub fn plan_ranges(min_max: Option<(i64, i64)>, count: usize) -> Vec<KeyRange> {
     ranges
 }
 
-/// How many ranges to cut a table into: enough for every worker to stay busy, about
-/// `rows_per_range` rows each, at most 1024.
-pub fn range_count(estimated_rows: i64, jobs: usize, rows_per_range: i64) -> usize {
-    let by_size = (estimated_rows.max(0) / rows_per_range.max(1)) as usize + 1;
-    by_size.max(jobs * 2).clamp(1, 1024)
+/// Rows per range at most.
+pub const ROWS_PER_RANGE: i64 = 250_000;
+/// Ranges at most; enough for 100 TB at 8 MiB a range.
+pub const MAX_RANGES: usize = 16_384;
+
+/// The table bytes (`pg_total_relation_size`) a range may hold when `jobs` ranges are copied at
+/// once. A range's rows are one transaction on the target, and when the target is in the source
+/// database the slot's walsender decodes those inserts too, before pgoutput drops them as
+/// unpublished: the transactions in flight together must stay under `logical_decoding_work_mem`
+/// (64 MB by default), or the walsender spills them to disk and reads them back, which cost a
+/// fifth of the whole copy here (bench/run.sh, 2,000,000 rows: 13.0 s in 10 ranges, 10.5 s in 52).
+pub fn bytes_per_range(jobs: usize) -> i64 {
+    ((24 << 20) / jobs.max(1) as i64).clamp(1 << 20, 8 << 20)
+}
+
+/// How many ranges to cut a table into: at most [`ROWS_PER_RANGE`] rows and
+/// [`bytes_per_range`] bytes each, at least two per worker, a multiple of the workers (so that no
+/// worker copies the last range alone), at most [`MAX_RANGES`].
+pub fn range_count(estimated_rows: i64, total_bytes: i64, jobs: usize) -> usize {
+    let jobs = jobs.max(1);
+    let by_rows = (estimated_rows.max(0) / ROWS_PER_RANGE) as usize + 1;
+    let by_bytes = (total_bytes.max(0) / bytes_per_range(jobs)) as usize + 1;
+    let count = by_rows.max(by_bytes).max(jobs * 2).min(MAX_RANGES);
+    (count.div_ceil(jobs) * jobs).min(MAX_RANGES)
 }
 
 /// Index of the range holding `key`. `ranges` must come from `plan_ranges` (sorted, contiguous).
@@ -154,9 +173,32 @@ mod tests {
     }
 
     #[test]
-    fn range_count_scales_with_rows_and_jobs() {
-        assert_eq!(range_count(0, 2, 100_000), 4);
-        assert_eq!(range_count(2_000_000, 2, 100_000), 21);
-        assert_eq!(range_count(i64::MAX, 2, 1), 1024);
+    fn range_count_scales_with_rows_bytes_and_jobs() {
+        // Small table: two ranges per worker.
+        assert_eq!(range_count(0, 0, 2), 4);
+        // Rows decide: 2,000,000 narrow rows in 20 MB.
+        assert_eq!(range_count(2_000_000, 20 << 20, 2), 10);
+        // Bytes decide: the bench's 442 MB table, 8 MiB a range with 2 workers.
+        assert_eq!(range_count(2_000_000, 442 << 20, 2), 56);
+        // More workers, smaller ranges (24 MiB in flight over 4 workers: 6 MiB each).
+        assert_eq!(range_count(2_000_000, 442 << 20, 4), 76);
+        // Always a multiple of the workers, and capped.
+        assert_eq!(range_count(1_000_000, 0, 3) % 3, 0);
+        assert_eq!(range_count(i64::MAX, i64::MAX, 2), MAX_RANGES);
+        assert_eq!(range_count(i64::MAX, i64::MAX, 3), MAX_RANGES);
+    }
+
+    #[test]
+    fn ranges_in_flight_stay_under_the_decoding_memory() {
+        for jobs in 1..=64 {
+            assert!(bytes_per_range(jobs) >= 1 << 20);
+            assert!(bytes_per_range(jobs) <= 8 << 20);
+            if jobs <= 24 {
+                assert!(
+                    bytes_per_range(jobs) * jobs as i64 <= 24 << 20,
+                    "jobs {jobs}"
+                );
+            }
+        }
     }
 }

@@ -331,6 +331,16 @@ pub struct NewMigration<'a> {
     pub cutover_mode: &'a str,
     pub rows_estimate: i64,
     pub total_bytes_estimate: i64,
+    /// The source database's OID: slot names are unique per cluster, and every database keeps
+    /// its own migration ids, so the name carries both.
+    pub source_db_oid: u32,
+}
+
+/// The replication slot's (and publication's) name: `pgrepart_<db oid>_<id>_<table>`, at most 63
+/// bytes, of the characters a slot name allows.
+pub fn slot_name(source_db_oid: u32, id: i64, table: &str) -> String {
+    let base = crate::pg::ident::slot_safe(table);
+    crate::pg::ident::truncate_ident(&format!("pgrepart_{source_db_oid}_{id}_{base}"))
 }
 
 /// Inserts the migration row and derives the slot and publication names from its id.
@@ -365,8 +375,7 @@ pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<
             }
         })?;
     let id: i64 = row.get(0);
-    let base = crate::pg::ident::slot_safe(&m.source.name);
-    let slot = crate::pg::ident::truncate_ident(&format!("pgrepart_{id}_{base}"));
+    let slot = slot_name(m.source_db_oid, id, &m.source.name);
     client
         .execute(
             "UPDATE pgrepart.migrations SET slot_name = $2, publication_name = $2 WHERE id = $1",
@@ -586,15 +595,17 @@ pub async fn insert_ranges(
     id: i64,
     ranges: &[KeyRange],
 ) -> Result<()> {
-    for (i, r) in ranges.iter().enumerate() {
-        client
-            .execute(
-                "INSERT INTO pgrepart.ranges (migration_id, range_no, lo, hi) VALUES ($1, $2, $3, $4)",
-                &[&id, &(i as i32), &r.lo, &r.hi],
-            )
-            .await
-            .map_err(|e| Error::db("recording the key ranges", e))?;
-    }
+    // One statement, however many ranges.
+    let los: Vec<Option<i64>> = ranges.iter().map(|r| r.lo).collect();
+    let his: Vec<Option<i64>> = ranges.iter().map(|r| r.hi).collect();
+    client
+        .execute(
+            "INSERT INTO pgrepart.ranges (migration_id, range_no, lo, hi) \
+             SELECT $1, (r.n - 1)::int, r.lo, r.hi FROM unnest($2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(lo, hi, n)",
+            &[&id, &los, &his],
+        )
+        .await
+        .map_err(|e| Error::db("recording the key ranges", e))?;
     Ok(())
 }
 
@@ -661,6 +672,22 @@ pub async fn delete(client: &Client, id: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_names_differ_per_database_and_fit_the_server_limit() {
+        assert_eq!(
+            slot_name(16384, 1, "Orders-Flat"),
+            "pgrepart_16384_1_orders_flat"
+        );
+        // Two databases of one cluster, each with its migration 1 of a same-named table.
+        assert_ne!(slot_name(16384, 1, "orders"), slot_name(16385, 1, "orders"));
+        let long = slot_name(u32::MAX, i64::MAX, &"x".repeat(100));
+        assert_eq!(long.len(), 63);
+        assert!(
+            long.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        );
+    }
 
     #[test]
     fn phases_round_trip_through_their_names() {
