@@ -7,6 +7,7 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
+use pgrepart::apply::channel::{cost, event_channel};
 use pgrepart::apply::sql::Shape;
 use pgrepart::apply::{Applier, ApplierConfig, Event, Router};
 use pgrepart::copy::ranges::KeyRange;
@@ -90,7 +91,8 @@ async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
             max_queued_bytes: 1000,
         },
     );
-    let (events_tx, events_rx) = mpsc::channel(4);
+    // Room for four events.
+    let (events_tx, events_rx) = event_channel(4 * cost(0));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let (_stop_tx, stop_rx) = watch::channel(false);
     let (_pause_tx, pause_rx) = watch::channel(false);
@@ -116,17 +118,23 @@ async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
             },
         ],
     });
-    events_tx.send(Event::Message(relation)).await.unwrap();
+    events_tx
+        .send(Event::Message(relation), cost(0))
+        .await
+        .unwrap();
     let mut events: VecDeque<Event> = (0..100).flat_map(|i| txn(10 + 10 * i as u64, i)).collect();
     // Changes of range 0 queue up until the cap; then the channel stays full.
     let mut sent = 0;
     while !events.is_empty() {
         let Ok(permit) =
-            tokio::time::timeout(Duration::from_millis(500), events_tx.reserve()).await
+            tokio::time::timeout(Duration::from_millis(500), events_tx.reserve(cost(0))).await
         else {
             break;
         };
-        permit.unwrap().send(events.pop_front().expect("not empty"));
+        permit
+            .unwrap()
+            .send(events.pop_front().expect("not empty"))
+            .unwrap();
         sent += 1;
     }
     assert!(
@@ -136,7 +144,7 @@ async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
     // The range's copy finishes: its queue drains and the rest of the stream is taken.
     done_tx.send(0).unwrap();
     for e in events {
-        tokio::time::timeout(Duration::from_secs(10), events_tx.send(e))
+        tokio::time::timeout(Duration::from_secs(10), events_tx.send(e, cost(0)))
             .await
             .expect("the applier took no more events after its range was copied")
             .unwrap();
