@@ -182,6 +182,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "ROWS_PER_S")]
     pub max_copy_rate: Option<u64>,
 
+    /// While the source has a write workload of its own, slow the copy down whenever a commit on
+    /// the source takes more than PCT% longer than before the copy began; 0 turns this off.
+    #[arg(long, value_name = "PCT", default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_impact: u32,
+
     /// Pause the copy when the slot holds more WAL than this (e.g. 20GB), and stop cleanly at twice it.
     #[arg(long, value_name = "SIZE")]
     pub max_retained_wal: Option<String>,

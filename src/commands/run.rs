@@ -994,6 +994,30 @@ impl Live {
         let copy = if pending.is_empty() {
             None
         } else {
+            let limit = Arc::new(copy::governor::RateLimit::new(args.max_copy_rate));
+            // The source's commit latency before the copy; then governed until the copy ends
+            // (or the run stops).
+            let base = if args.max_impact > 0 {
+                copy::governor::baseline(&prep.source)
+                    .await
+                    .inspect_err(|e| tracing::warn!(error = %e, "could not measure the source's commit latency; the copy runs without its load governor"))
+                    .ok()
+            } else {
+                None
+            };
+            if let Some(b) = &base {
+                limit.set(b.start_limit(args.max_copy_rate));
+            }
+            let governor = base.map(|base| {
+                tokio::spawn(copy::governor::run(
+                    base,
+                    limit.clone(),
+                    progress.clone(),
+                    f64::from(args.max_impact) / 100.0,
+                    args.max_copy_rate,
+                    stop_rx.clone(),
+                ))
+            });
             let job = Arc::new(CopyJob {
                 migration_id: migration.id,
                 source: prep.table.clone(),
@@ -1001,10 +1025,11 @@ impl Live {
                 columns: replicated.iter().map(|c| c.name.clone()).collect(),
                 range_column: key[0].clone(),
                 target_config: prep.dbs.target.clone(),
-                max_rows_per_s: args.max_copy_rate,
+                limit,
+                workers: sessions.len(),
             });
             tracing::info!(ranges = pending.len(), workers = sessions.len(), "copying");
-            Some(tokio::spawn(copy::run_workers(
+            let workers = copy::run_workers(
                 job,
                 sessions,
                 pending,
@@ -1012,7 +1037,14 @@ impl Live {
                 progress.clone(),
                 stop_rx.clone(),
                 copy_pause_rx,
-            )))
+            );
+            Some(tokio::spawn(async move {
+                let copied = workers.await;
+                if let Some(g) = governor {
+                    g.abort();
+                }
+                copied
+            }))
         };
         let mut tasks = Tasks {
             stop: stop_tx,

@@ -8,6 +8,7 @@
 //! target: BEGIN; COPY t_new FROM STDIN (binary); UPDATE pgrepart.ranges SET done; COMMIT ──► applier
 //! ```
 
+pub mod governor;
 pub mod indexes;
 pub mod ranges;
 
@@ -89,29 +90,19 @@ pub struct CopyJob {
     /// The column ranges are cut on; unused when there is one range.
     pub range_column: String,
     pub target_config: Config,
-    /// Throttle: at most this many rows per second over all workers.
-    pub max_rows_per_s: Option<u64>,
+    /// The rows per second allowed over all workers (the user's cap, moved by the governor).
+    pub limit: Arc<governor::RateLimit>,
+    /// How many workers share the limit.
+    pub workers: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct CopyProgress {
     /// Rows of committed ranges.
     pub rows: AtomicU64,
     /// Rows streamed so far, committed or not (for rates and progress bars).
     pub streamed_rows: AtomicU64,
     pub bytes: AtomicU64,
-    started: std::time::Instant,
-}
-
-impl Default for CopyProgress {
-    fn default() -> Self {
-        CopyProgress {
-            rows: AtomicU64::new(0),
-            streamed_rows: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            started: std::time::Instant::now(),
-        }
-    }
 }
 
 async fn wait_while_paused(pause: &mut watch::Receiver<bool>) {
@@ -119,16 +110,6 @@ async fn wait_while_paused(pause: &mut watch::Receiver<bool>) {
         if pause.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Sleeps as long as the rows streamed so far are ahead of `limit` rows per second.
-async fn throttle(progress: &CopyProgress, limit: u64) {
-    let rows = progress.streamed_rows.load(Ordering::Relaxed);
-    let due = std::time::Duration::from_secs_f64(rows as f64 / limit.max(1) as f64);
-    let elapsed = progress.started.elapsed();
-    if due > elapsed {
-        tokio::time::sleep(due - elapsed).await;
     }
 }
 
@@ -200,6 +181,9 @@ pub async fn run_workers(
     first_error.map_or(Ok(()), Err)
 }
 
+/// Rows between two looks at the pause flag and the rate limit.
+const PACE_EVERY: u64 = 256;
+
 async fn copy_range(
     job: &CopyJob,
     source: &Client,
@@ -239,6 +223,7 @@ async fn copy_range(
     futures_util::pin_mut!(stream);
     // Binary COPY sends one row per CopyData message (plus a header and a trailer).
     let mut chunks = 0u64;
+    let mut pacer = governor::Pacer::default();
     while let Some(chunk) = stream
         .try_next()
         .await
@@ -252,10 +237,16 @@ async fn copy_range(
             .await
             .map_err(|e| Error::db("copying into the new table", e))?;
         chunks += 1;
-        if chunks.is_multiple_of(1024) {
+        if chunks.is_multiple_of(PACE_EVERY) {
             wait_while_paused(pause).await;
-            if let Some(limit) = job.max_rows_per_s {
-                throttle(progress, limit).await;
+            let delay = pacer.delay(
+                std::time::Instant::now(),
+                PACE_EVERY,
+                job.limit.get(),
+                job.workers,
+            );
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
         }
     }
