@@ -184,7 +184,7 @@ pub struct RunArgs {
 
     /// While the source has a write workload of its own, slow the copy down whenever a commit on
     /// the source takes more than PCT% longer than before the copy began; 0 turns this off.
-    #[arg(long, value_name = "PCT", default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    #[arg(long, value_name = "PCT", env = "PGREPART_MAX_IMPACT", default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub max_impact: u32,
 
     /// Pause the copy when the slot holds more WAL than this (e.g. 20GB), and stop cleanly at twice it.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::inspect;
-use crate::support::program::{Background, spawn_pgrepart, tail};
+use crate::support::program::{Background, spawn_pgrepart_with_env, tail};
 
 /// `run` of `orders_flat` into LIST partitions by region (US, EU, ASIA, DEFAULT), then `extra`.
 pub fn seed_run_args(url: &str, extra: &[&str]) -> Vec<String> {
@@ -36,8 +36,13 @@ pub fn seed_run_args(url: &str, extra: &[&str]) -> Vec<String> {
 
 /// Starts `pgrepart` with owned arguments in the background.
 pub fn spawn(args: &[String]) -> Background {
+    spawn_with_env(args, &[])
+}
+
+/// Starts `pgrepart` with owned arguments and extra environment variables in the background.
+pub fn spawn_with_env(args: &[String], env: &[(&str, &str)]) -> Background {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_pgrepart(&refs)
+    spawn_pgrepart_with_env(&refs, env)
 }
 
 /// Polls `status --json` of `orders_flat` until `ready` holds and returns that status; panics

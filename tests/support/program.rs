@@ -19,10 +19,16 @@ pub async fn pgrepart(args: &[&str]) -> Output {
     pgrepart_with_env(args, &[]).await
 }
 
+/// The environment every run gets unless the test overrides it: the copy's load governor is off
+/// (the test writers are no workload to protect, and a governed copy would only make the
+/// correctness tests slower); tests/governor.rs turns it on.
+const DEFAULT_ENV: [(&str, &str); 1] = [("PGREPART_MAX_IMPACT", "0")];
+
 /// Runs `pgrepart args...` with extra environment variables to completion.
 pub async fn pgrepart_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(PGREPART)
         .args(args)
+        .envs(DEFAULT_ENV)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -45,6 +51,7 @@ pub fn spawn_pgrepart_with_env(args: &[&str], env: &[(&str, &str)]) -> Backgroun
     let stderr = dir.path().join("stderr");
     let child = Command::new(PGREPART)
         .args(args)
+        .envs(DEFAULT_ENV)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout).expect("create stdout file"))

@@ -1,0 +1,124 @@
+//! The copy's load governor (`--max-impact`, 15 by default; the other tests turn it off): with no
+//! workload of its own on the source it never limits the copy; with one, the copy starts at its
+//! slow-start rate and is governed from the probe's commits, and the migration still ends with
+//! every row.
+
+mod support;
+
+use std::time::Duration;
+
+use support::flow::{seed_run_args, spawn_with_env};
+use support::inspect::{self, output_text};
+use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
+
+const SEED_ROWS: usize = 60_000;
+const DEADLINE: Duration = Duration::from_secs(180);
+const GOVERNED: [(&str, &str); 2] = [
+    ("PGREPART_MAX_IMPACT", "15"),
+    ("PGREPART_LOG", "info,pgrepart::copy::governor=debug"),
+];
+
+/// The log without its colour codes.
+fn plain(s: &[u8]) -> String {
+    let s = String::from_utf8_lossy(s);
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `name=value` on the governor's first line.
+fn field<'a>(log: &'a str, name: &str) -> Option<&'a str> {
+    let line = log.lines().find(|l| l.contains("copy load governor"))?;
+    let at = line.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &line[at..];
+    Some(match rest.strip_prefix('"') {
+        Some(quoted) => &quoted[..quoted.find('"')?],
+        None => rest.split_whitespace().next()?,
+    })
+}
+
+#[tokio::test]
+async fn the_copy_is_limited_only_while_the_source_has_a_workload() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+
+        // No workload: the governor measures, and never limits.
+        let db = unique_name("gov_idle");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+        let out = spawn_with_env(&seed_run_args(&url, &["--verify", "off"]), &GOVERNED)
+            .wait_within(DEADLINE)
+            .await;
+        assert!(out.status.success(), "{}", output_text(&out));
+        let log = plain(&out.stderr);
+        assert_eq!(
+            field(&log, "start_limit"),
+            Some("none"),
+            "PostgreSQL {major}: an idle source must not limit the copy:\n{log}"
+        );
+        assert!(
+            !log.contains("copy slowed"),
+            "PostgreSQL {major}: the copy was slowed with no workload on the source:\n{log}"
+        );
+        compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+
+        // A write workload: slow start, decisions every second, and every row at the end.
+        let db = unique_name("gov_busy");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        let out = spawn_with_env(&seed_run_args(&url, &["--verify", "off"]), &GOVERNED)
+            .wait_within(DEADLINE)
+            .await;
+        assert!(
+            out.status.success(),
+            "PostgreSQL {major}: {}\nserver log tail:\n{}",
+            output_text(&out),
+            support::program::tail(&cluster.server_log(), 3000)
+        );
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        let log = plain(&out.stderr);
+        let workload: u64 = field(&log, "workload_xacts_per_s")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("PostgreSQL {major}: no governor line:\n{log}"));
+        assert!(
+            workload >= 30,
+            "PostgreSQL {major}: the writers' {workload} transactions/s were not seen as a workload:\n{log}"
+        );
+        assert_eq!(
+            field(&log, "start_limit"),
+            Some("20000 rows/s"),
+            "PostgreSQL {major}: a busy source must start the copy slowly:\n{log}"
+        );
+        assert!(
+            ["copy limit", "copy slowed", "copy limit lifted"]
+                .iter()
+                .any(|d| log.contains(d)),
+            "PostgreSQL {major}: the governor made no decision while the copy ran:\n{log}"
+        );
+        assert!(
+            report.anomalies.is_empty(),
+            "PostgreSQL {major}: rows missing during the migration: {:?}",
+            &report.anomalies[..report.anomalies.len().min(20)]
+        );
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        inspect::assert_no_slot_or_publication(&client).await;
+    }
+}
