@@ -18,12 +18,15 @@
 #             pgrepart (`run --cutover manual`, SIGSTOP while the backlog is made, SIGCONT) and a
 #             native subscription (REPLICA IDENTITY FULL on the source, disabled while the backlog
 #             is made, then enabled);
-#   5. peak RSS of both pgrepart processes (/usr/bin/time -v) and the cutover lock time they print;
-#   6. one table with the figures and the ratios; the server is stopped and removed.
+#   5. workload: the slowdown of a pgbench workload on the source while a migration copies and
+#             while it streams (see (e) below);
+#   6. peak RSS of both pgrepart processes (/usr/bin/time -v) and the cutover lock time they print;
+#   7. one table with the figures and the ratios; the server is stopped and removed.
 #
 # Usage: bench/run.sh            (ROWS=2000000, a few minutes)
 #        ROWS=200000 bench/run.sh   (a quick run)
 # Env: ROWS, BACKLOG_UPDATES (100000), BACKLOG_INSERTS (5000), BACKLOG_DELETES (5000),
+#      WORKLOAD=0 skips (e), WORKLOAD_SECONDS (30) the length of each of its windows,
 #      JOBS (pgrepart --jobs; default: its own default, the number of cores),
 #      MAJOR (15), KEEP=1 keeps the cluster, OUT=FILE also writes the table to FILE.
 set -euo pipefail
@@ -289,6 +292,81 @@ P nat_dst -c "ALTER SUBSCRIPTION natsub SET (slot_name = NONE)"
 P nat_dst -c "DROP SUBSCRIPTION natsub"
 
 #####################################################################################
+# (e) the source's own workload while a migration runs: pgbench, 4 clients, each transaction
+# reads a row, updates one and inserts one on orders_flat. Windows of WORKLOAD_SECONDS each:
+#   alone; during the copy (pgrepart started with the window, default settings, so its load
+#   governor is on); during the copy with --max-impact 0 (no governor); during streaming (the
+#   copy done, apply keeping up); and an open loop at 40% of the alone rate, alone and during the
+#   copy. Closed loop: the workload's throughput; open loop: its latency.
+if [ "${WORKLOAD:-1}" = 1 ]; then
+cat > "$DIR/wl.sql" <<SQL
+\set id random(1, $ROWS)
+\set c random(1, 5000)
+BEGIN;
+SELECT amount FROM orders_flat WHERE id = :id;
+UPDATE orders_flat SET amount = coalesce(amount, 0) + 1 WHERE id = :id;
+INSERT INTO orders_flat (order_date, customer_id, region, amount, details)
+VALUES (now(), :c, (ARRAY['US','EU','ASIA','LATAM'])[1 + :c % 4], 1.50, 'new');
+COMMIT;
+SQL
+chmod a+r "$DIR/wl.sql"
+WS=${WORKLOAD_SECONDS:-30}
+# workload DB [pgbench args...]: prints "tps latency_ms"
+workload() {
+    local db=$1; shift
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres -c $CLIENTS -j 2 -T "$WS" "$@" -f "$DIR/wl.sql" "$db" >"$DIR/wl.out" 2>&1 \
+        || { cat "$DIR/wl.out" >&2; exit 1; }
+    awk '/^tps/ { tps = $3 } /^latency average/ { lat = $4 } END { printf "%.0f %.2f", tps, lat }' "$DIR/wl.out"
+}
+# during DB [run args...]: starts pgrepart run (manual cutover) with the window, then stops it
+# (SIGINT) and aborts the migration.
+start_run() {
+    local db=$1; shift
+    "$PGREPART" run --source "$(url "$db")" "${RUN_ARGS[@]}" --cutover manual "$@" >"$DIR/wl.run.out" 2>"$DIR/wl.run.log" &
+    WL_PID=$!
+    PIDS+=("$WL_PID")
+}
+# Rows of the ranges the run has committed so far, from its log.
+copied_rows() {
+    sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" | grep 'range copied' | grep -o ' rows=[0-9]*' \
+        | awk -F= '{ n += $2 } END { print n + 0 }'
+}
+stop_run() {
+    local db=$1
+    kill -INT "$WL_PID" 2>/dev/null || true
+    wait "$WL_PID" || true
+    "$PGREPART" abort --source "$(url "$db")" --table orders_flat >/dev/null 2>&1 || true
+    drop_db "$db"
+}
+log "(e) workload alone, ${WS} s"
+fresh wl_a; read -r TPS_ALONE LAT_ALONE <<<"$(workload wl_a)"; drop_db wl_a
+log "(e) alone: $TPS_ALONE tps, $LAT_ALONE ms"
+log "(e) workload during the copy (default settings)"
+fresh wl_b; start_run wl_b; read -r TPS_COPY LAT_COPY <<<"$(workload wl_b)"
+GOV_LINES=$(sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" | grep -c "copy slowed" || true)
+COPIED_GOV=$(copied_rows)
+stop_run wl_b
+log "(e) during the copy: $TPS_COPY tps, $LAT_COPY ms (copy slowed $GOV_LINES times, ${COPIED_GOV:-?} rows copied in the window)"
+log "(e) workload during the copy, --max-impact 0"
+fresh wl_c; start_run wl_c --max-impact 0; read -r TPS_NOGOV LAT_NOGOV <<<"$(workload wl_c)"
+COPIED_NOGOV=$(copied_rows)
+stop_run wl_c
+log "(e) during the copy without the governor: $TPS_NOGOV tps, $LAT_NOGOV ms"
+log "(e) workload during streaming"
+fresh wl_d; start_run wl_d
+wl_streaming() { "$PGREPART" status --source "$(url wl_d)" --table orders_flat --json 2>/dev/null | grep -q '"phase": "streaming"'; }
+wait_until 3600 "the migration to stream" wl_streaming
+read -r TPS_STREAM LAT_STREAM <<<"$(workload wl_d)"
+stop_run wl_d
+log "(e) during streaming: $TPS_STREAM tps, $LAT_STREAM ms"
+RATE=$(( TPS_ALONE * 40 / 100 ))
+log "(e) open loop at $RATE tps, alone and during the copy"
+fresh wl_e; read -r OTPS_ALONE OLAT_ALONE <<<"$(workload wl_e -R "$RATE")"; drop_db wl_e
+fresh wl_f; start_run wl_f; read -r OTPS_COPY OLAT_COPY <<<"$(workload wl_f -R "$RATE")"; stop_run wl_f
+log "(e) open loop: alone $OTPS_ALONE tps $OLAT_ALONE ms; during the copy $OTPS_COPY tps $OLAT_COPY ms"
+fi
+
+#####################################################################################
 CHANGES=$(( BACKLOG_UPDATES + BACKLOG_INSERTS + BACKLOG_DELETES + 1 ))
 rate() { awk -v n="$CHANGES" -v t="$1" 'BEGIN { if (t > 0) printf "%.0f", n / t; else print "-" }'; }
 R_RUN=$(ratio "$T_RUN" "$T_SEED")
@@ -317,6 +395,20 @@ printf '| %-62s | %9s MB |\n' "peak RSS, pgrepart run (c) (target < 200)" "$RSS_
 printf '| %-62s | %9s MB |\n' "peak RSS, pgrepart run with the backlog (d) (target < 200)" "$RSS_APPLY_MB"
 printf '| %-62s | %9s ms |\n' "cutover lock held, run (c)" "${LOCK_RUN_MS:--}"
 printf '| %-62s | %9s ms |\n' "cutover lock held, manual cutover (d)" "${LOCK_APPLY_MS:--}"
+if [ "${WORKLOAD:-1}" = 1 ]; then
+slow() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", (1 - a / b) * 100; else print "-" }'; }
+printf '| %-62s | %12s |\n' "workload alone, closed loop (e): tps / latency" "$TPS_ALONE / $LAT_ALONE ms"
+printf '| %-62s | %12s |\n' "workload during the copy, default settings: tps / latency" "$TPS_COPY / $LAT_COPY ms"
+printf '| %-62s | %12s |\n' "  its slowdown (target < 15%)" "$(slow "$TPS_COPY" "$TPS_ALONE")"
+printf '| %-62s | %12s |\n' "workload during the copy, --max-impact 0: tps / latency" "$TPS_NOGOV / $LAT_NOGOV ms"
+printf '| %-62s | %12s |\n' "  its slowdown" "$(slow "$TPS_NOGOV" "$TPS_ALONE")"
+printf '| %-62s | %12s |\n' "workload during streaming: tps / latency" "$TPS_STREAM / $LAT_STREAM ms"
+printf '| %-62s | %12s |\n' "  its slowdown" "$(slow "$TPS_STREAM" "$TPS_ALONE")"
+printf '| %-62s | %12s |\n' "open loop at 40%: alone tps / latency" "$OTPS_ALONE / $OLAT_ALONE ms"
+printf '| %-62s | %12s |\n' "open loop at 40%: during the copy tps / latency" "$OTPS_COPY / $OLAT_COPY ms"
+echo
+echo "(e) rows copied in the ${WS} s window: ${COPIED_GOV:-?} with the governor (it slowed the copy $GOV_LINES times), ${COPIED_NOGOV:-?} without"
+fi
 echo
 echo "backlog (d): pgrepart source: $BACKLOG_PGR; native source: $BACKLOG_NAT (+1 marker row each)"
 echo "targets: run/INSERT-SELECT <= 0.6: $(verdict "$R_RUN" 0.6 le); apply >= 3x native: $(verdict "$R_APPLY" 3 ge); RSS < 200 MB: $(verdict "$(( RSS_RUN_MB > RSS_APPLY_MB ? RSS_RUN_MB : RSS_APPLY_MB ))" 199.999 le)"
