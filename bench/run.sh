@@ -293,11 +293,12 @@ P nat_dst -c "DROP SUBSCRIPTION natsub"
 
 #####################################################################################
 # (e) the source's own workload while a migration runs: pgbench, 4 clients, each transaction
-# reads a row, updates one and inserts one on orders_flat. Windows of WORKLOAD_SECONDS each:
-#   alone; during the copy (pgrepart started with the window, default settings, so its load
-#   governor is on); during the copy with --max-impact 0 (no governor); during streaming (the
-#   copy done, apply keeping up); and an open loop at 40% of the alone rate, alone and during the
-#   copy. Closed loop: the workload's throughput; open loop: its latency.
+# reads a row, updates one and inserts one on orders_flat. The workload runs LEAD seconds first
+# (a migration starts on a live database), then WORKLOAD_SECONDS are measured (pgbench's per-second
+# progress lines): alone; during the copy (pgrepart started at the window's start with default
+# settings, so its load governor is on); the same with --max-impact 0 (no governor); during
+# streaming (the copy done, apply keeping up); and an open loop at 40% of the alone rate, alone
+# and during the copy. Closed loop: the workload's throughput; open loop: its latency.
 if [ "${WORKLOAD:-1}" = 1 ]; then
 cat > "$DIR/wl.sql" <<SQL
 \set id random(1, $ROWS)
@@ -311,59 +312,74 @@ COMMIT;
 SQL
 chmod a+r "$DIR/wl.sql"
 WS=${WORKLOAD_SECONDS:-30}
-# workload DB [pgbench args...]: prints "tps latency_ms"
+LEAD=3
+# workload DB HOOK [pgbench args...]: runs the workload for LEAD + WS seconds, calls HOOK (a
+# function name, or :) when the window starts, and prints "tps latency_ms" over the window.
 workload() {
-    local db=$1; shift
-    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres -c $CLIENTS -j 2 -T "$WS" "$@" -f "$DIR/wl.sql" "$db" >"$DIR/wl.out" 2>&1 \
-        || { cat "$DIR/wl.out" >&2; exit 1; }
-    awk '/^tps/ { tps = $3 } /^latency average/ { lat = $4 } END { printf "%.0f %.2f", tps, lat }' "$DIR/wl.out"
+    local db=$1 hook=$2; shift 2
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres -c $CLIENTS -j 2 -T $(( LEAD + WS )) -P 1 "$@" \
+        -f "$DIR/wl.sql" "$db" >"$DIR/wl.out" 2>&1 &
+    local pgb=$!
+    wait_until 30 "pgbench's first progress line" grep -q '^progress: 1\.' "$DIR/wl.out"
+    wait_until 30 "pgbench's lead" grep -q "^progress: $LEAD\\." "$DIR/wl.out"
+    "$hook" "$db"
+    wait "$pgb" || { cat "$DIR/wl.out" >&2; exit 1; }
+    awk -v lead="$LEAD" '/^progress:/ { t = $2 + 0; if (t > lead) { n++; tps += $4; lat += $7 } }
+        END { if (n) printf "%.0f %.2f", tps / n, lat / n; else print "0 0" }' "$DIR/wl.out"
 }
-# during DB [run args...]: starts pgrepart run (manual cutover) with the window, then stops it
-# (SIGINT) and aborts the migration.
+RUN_EXTRA=()
+# start_run DB: starts pgrepart run (manual cutover, RUN_EXTRA) in the background.
 start_run() {
-    local db=$1; shift
-    "$PGREPART" run --source "$(url "$db")" "${RUN_ARGS[@]}" --cutover manual "$@" >"$DIR/wl.run.out" 2>"$DIR/wl.run.log" &
+    "$PGREPART" run --source "$(url "$1")" "${RUN_ARGS[@]}" --cutover manual "${RUN_EXTRA[@]}" \
+        >"$DIR/wl.run.out" 2>"$DIR/wl.run.log" &
     WL_PID=$!
     PIDS+=("$WL_PID")
 }
-# Rows of the ranges the run has committed so far, from its log.
+# Rows of the ranges the run has committed so far, and its governor's decisions, from its log.
 copied_rows() {
     sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" | grep 'range copied' | grep -o ' rows=[0-9]*' \
         | awk -F= '{ n += $2 } END { print n + 0 }'
 }
+governor_log() {
+    sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" | grep -E 'load governor|copy slowed|copy limit' \
+        | sed -E 's/^[0-9T:.-]*Z +//' | awk '{ print "    " $0 }' | head -${GOV_LINES_MAX:-12}
+}
 stop_run() {
-    local db=$1
     kill -INT "$WL_PID" 2>/dev/null || true
     wait "$WL_PID" || true
-    "$PGREPART" abort --source "$(url "$db")" --table orders_flat >/dev/null 2>&1 || true
-    drop_db "$db"
+    "$PGREPART" abort --source "$(url "$1")" --table orders_flat >/dev/null 2>&1 || true
+    drop_db "$1"
 }
 log "(e) workload alone, ${WS} s"
-fresh wl_a; read -r TPS_ALONE LAT_ALONE <<<"$(workload wl_a)"; drop_db wl_a
+fresh wl_a; read -r TPS_ALONE LAT_ALONE <<<"$(workload wl_a :)"; drop_db wl_a
 log "(e) alone: $TPS_ALONE tps, $LAT_ALONE ms"
+
 log "(e) workload during the copy (default settings)"
-fresh wl_b; start_run wl_b; read -r TPS_COPY LAT_COPY <<<"$(workload wl_b)"
-GOV_LINES=$(sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" | grep -c "copy slowed" || true)
-COPIED_GOV=$(copied_rows)
-stop_run wl_b
-log "(e) during the copy: $TPS_COPY tps, $LAT_COPY ms (copy slowed $GOV_LINES times, ${COPIED_GOV:-?} rows copied in the window)"
+fresh wl_b; read -r TPS_COPY LAT_COPY <<<"$(workload wl_b start_run)"
+COPIED_GOV=$(copied_rows); GOV_DEFAULT=$(governor_log); stop_run wl_b
+log "(e) during the copy: $TPS_COPY tps, $LAT_COPY ms (${COPIED_GOV} rows copied in the window)"
+
 log "(e) workload during the copy, --max-impact 0"
-fresh wl_c; start_run wl_c --max-impact 0; read -r TPS_NOGOV LAT_NOGOV <<<"$(workload wl_c)"
-COPIED_NOGOV=$(copied_rows)
-stop_run wl_c
-log "(e) during the copy without the governor: $TPS_NOGOV tps, $LAT_NOGOV ms"
+RUN_EXTRA=(--max-impact 0)
+fresh wl_c; read -r TPS_NOGOV LAT_NOGOV <<<"$(workload wl_c start_run)"
+COPIED_NOGOV=$(copied_rows); stop_run wl_c
+RUN_EXTRA=()
+log "(e) during the copy without the governor: $TPS_NOGOV tps, $LAT_NOGOV ms (${COPIED_NOGOV} rows copied)"
+
 log "(e) workload during streaming"
 fresh wl_d; start_run wl_d
 wl_streaming() { "$PGREPART" status --source "$(url wl_d)" --table orders_flat --json 2>/dev/null | grep -q '"phase": "streaming"'; }
 wait_until 3600 "the migration to stream" wl_streaming
-read -r TPS_STREAM LAT_STREAM <<<"$(workload wl_d)"
+read -r TPS_STREAM LAT_STREAM <<<"$(workload wl_d :)"
 stop_run wl_d
 log "(e) during streaming: $TPS_STREAM tps, $LAT_STREAM ms"
+
 RATE=$(( TPS_ALONE * 40 / 100 ))
 log "(e) open loop at $RATE tps, alone and during the copy"
-fresh wl_e; read -r OTPS_ALONE OLAT_ALONE <<<"$(workload wl_e -R "$RATE")"; drop_db wl_e
-fresh wl_f; start_run wl_f; read -r OTPS_COPY OLAT_COPY <<<"$(workload wl_f -R "$RATE")"; stop_run wl_f
-log "(e) open loop: alone $OTPS_ALONE tps $OLAT_ALONE ms; during the copy $OTPS_COPY tps $OLAT_COPY ms"
+fresh wl_e; read -r OTPS_ALONE OLAT_ALONE <<<"$(workload wl_e : -R "$RATE")"; drop_db wl_e
+fresh wl_f; read -r OTPS_COPY OLAT_COPY <<<"$(workload wl_f start_run -R "$RATE")"
+COPIED_OPEN=$(copied_rows); GOV_OPEN=$(governor_log); stop_run wl_f
+log "(e) open loop: alone $OTPS_ALONE tps $OLAT_ALONE ms; during the copy $OTPS_COPY tps $OLAT_COPY ms (${COPIED_OPEN} rows copied)"
 fi
 
 #####################################################################################
@@ -407,7 +423,11 @@ printf '| %-62s | %12s |\n' "  its slowdown" "$(slow "$TPS_STREAM" "$TPS_ALONE")
 printf '| %-62s | %12s |\n' "open loop at 40%: alone tps / latency" "$OTPS_ALONE / $OLAT_ALONE ms"
 printf '| %-62s | %12s |\n' "open loop at 40%: during the copy tps / latency" "$OTPS_COPY / $OLAT_COPY ms"
 echo
-echo "(e) rows copied in the ${WS} s window: ${COPIED_GOV:-?} with the governor (it slowed the copy $GOV_LINES times), ${COPIED_NOGOV:-?} without"
+echo "(e) rows copied in the ${WS} s window: ${COPIED_GOV} (default), ${COPIED_NOGOV} (--max-impact 0), ${COPIED_OPEN} (open loop, default)"
+echo "(e) the governor, closed loop:"
+echo "$GOV_DEFAULT"
+echo "(e) the governor, open loop:"
+echo "$GOV_OPEN"
 fi
 echo
 echo "backlog (d): pgrepart source: $BACKLOG_PGR; native source: $BACKLOG_NAT (+1 marker row each)"

@@ -122,3 +122,66 @@ async fn the_copy_is_limited_only_while_the_source_has_a_workload() {
         inspect::assert_no_slot_or_publication(&client).await;
     }
 }
+
+#[tokio::test]
+async fn status_shows_the_limit_the_copy_is_held_to() {
+    let Some(major) = test_majors().into_iter().next() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("gov_status");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+    // 4,000 rows/s: the copy of 60,000 rows takes about 15 s.
+    let run = spawn_with_env(
+        &seed_run_args(
+            &url,
+            &[
+                "--max-copy-rate",
+                "4000",
+                "--cutover",
+                "manual",
+                "--verify",
+                "off",
+            ],
+        ),
+        &[],
+    );
+    support::wait_until(DEADLINE, "status to show the copy's limit", || {
+        let url = url.clone();
+        async move {
+            inspect::status_json(&url, "orders_flat")
+                .await
+                .is_some_and(|v| v["copy_rate_limit"].as_i64() == Some(4000))
+        }
+    })
+    .await;
+    let text = support::pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    // The text was taken while the copy still ran if the limit still shows after it.
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    if v["copy_rate_limit"].as_i64() == Some(4000) {
+        assert!(
+            text.contains("(limited to 4000 rows/s)"),
+            "status text does not show the limit:\n{text}"
+        );
+    }
+    // Once streaming, no limit is shown.
+    support::wait_until(DEADLINE, "the migration to stream", || {
+        let url = url.clone();
+        async move {
+            inspect::status_json(&url, "orders_flat")
+                .await
+                .is_some_and(|v| {
+                    inspect::phase(&v) == "streaming" && v["copy_rate_limit"].is_null()
+                })
+        }
+    })
+    .await;
+    drop(run);
+    let out = support::pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+}

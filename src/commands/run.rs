@@ -991,10 +991,10 @@ impl Live {
         ));
         let applier = tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone(), pause_rx));
         let progress = Arc::new(CopyProgress::default());
+        let limit = Arc::new(copy::governor::RateLimit::new(args.max_copy_rate));
         let copy = if pending.is_empty() {
             None
         } else {
-            let limit = Arc::new(copy::governor::RateLimit::new(args.max_copy_rate));
             // The source's commit latency before the copy; then governed until the copy ends
             // (or the run stops).
             let base = if args.max_impact > 0 {
@@ -1025,7 +1025,7 @@ impl Live {
                 columns: replicated.iter().map(|c| c.name.clone()).collect(),
                 range_column: key[0].clone(),
                 target_config: prep.dbs.target.clone(),
-                limit,
+                limit: limit.clone(),
                 workers: sessions.len(),
             });
             tracing::info!(ranges = pending.len(), workers = sessions.len(), "copying");
@@ -1176,6 +1176,7 @@ impl Live {
                         rows_streamed: copied as i64,
                         pause_in_effect: shared.paused.load(Ordering::Relaxed),
                         held_at: held_at(&shared),
+                        copy_rate_limit: tasks.copy.as_ref().and(limit.get()).map(|l| l as i64),
                     }).await?;
                     let hold = follow_hold(&control, &m, &hold_tx).await?;
                     // Pause: everything on request; the copy alone when the slot holds too much WAL.

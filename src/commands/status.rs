@@ -42,6 +42,8 @@ pub struct Report {
     /// Age of the oldest change not yet applied (0 when caught up), as measured by `run`.
     pub lag_seconds: Option<f64>,
     pub copy_rows_per_s: Option<f64>,
+    /// The copy's rate limit now (rows/s): the load governor's, or `--max-copy-rate`; null: none.
+    pub copy_rate_limit: Option<i64>,
     pub apply_changes_per_s: Option<f64>,
     pub bytes_copied: i64,
     pub bytes_total_estimate: i64,
@@ -124,6 +126,11 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         pause_in_effect: running && m.paused && m.pause_in_effect,
         lag_seconds: live(m.lag_seconds),
         copy_rows_per_s: live(m.copy_rows_per_s),
+        copy_rate_limit: if running && m.phase == state::Phase::Copying {
+            m.copy_rate_limit
+        } else {
+            None
+        },
         apply_changes_per_s: live(m.apply_changes_per_s),
         bytes_copied: m.copy_bytes,
         bytes_total_estimate: m.total_bytes_estimate,
@@ -169,12 +176,15 @@ fn human(r: &Report) -> String {
         running
     );
     s += &format!(
-        "  copy             {} of ~{} rows, {}/{} ranges{}{}\n",
+        "  copy             {} of ~{} rows, {}/{} ranges{}{}{}\n",
         r.rows_streamed,
         r.rows_total_estimate,
         r.ranges_done,
         r.ranges_total,
         rate(r.copy_rows_per_s, "rows"),
+        r.copy_rate_limit
+            .map(|l| format!(" (limited to {l} rows/s)"))
+            .unwrap_or_default(),
         match (r.phase, r.eta_seconds) {
             ("copying", Some(e)) => format!(", ETA {}", duration(e)),
             _ => String::new(),

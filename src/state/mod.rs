@@ -99,7 +99,9 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     hold_at_lsn pg_lsn,
     hold_expires_at timestamptz,
     hold_owner text,
-    held_at_lsn pg_lsn
+    held_at_lsn pg_lsn,
+    -- The copy's rate limit set by its load governor (or --max-copy-rate) now; NULL: none.
+    copy_rate_limit bigint
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -160,6 +162,8 @@ pub struct Migration {
     pub held_at: Option<crate::lsn::Lsn>,
     /// Who asked for the hold ("verify pid 123 on host").
     pub hold_owner: Option<String>,
+    /// The copy's rate limit (rows/s) as the running `run` last recorded it; `None`: none.
+    pub copy_rate_limit: Option<i64>,
 }
 
 const SELECT_MIGRATION: &str = "
@@ -173,7 +177,8 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.runner, m.paused, m.lag_seconds, m.copy_rows_per_s, m.apply_changes_per_s, m.copy_bytes,
        m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
        m.target_committed_fence,
-       m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner
+       m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner,
+       m.copy_rate_limit
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -216,6 +221,7 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         hold_expired: r.get(34),
         held_at: parse_lsn(r.get(35))?,
         hold_owner: r.get(36),
+        copy_rate_limit: r.get(37),
     })
 }
 
@@ -245,7 +251,8 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS hold_at_lsn pg_lsn,
     ADD COLUMN IF NOT EXISTS hold_expires_at timestamptz,
     ADD COLUMN IF NOT EXISTS hold_owner text,
-    ADD COLUMN IF NOT EXISTS held_at_lsn pg_lsn;
+    ADD COLUMN IF NOT EXISTS held_at_lsn pg_lsn,
+    ADD COLUMN IF NOT EXISTS copy_rate_limit bigint;
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -266,7 +273,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'held_at_lsn' AND NOT attisdropped)",
+                            AND attname = 'copy_rate_limit' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -474,6 +481,8 @@ pub struct LiveFigures {
     pub pause_in_effect: bool,
     /// Where the applier holds for `verify`, if it does.
     pub held_at: Option<crate::lsn::Lsn>,
+    /// The copy's rate limit now (rows/s), if any.
+    pub copy_rate_limit: Option<i64>,
 }
 
 pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigures) -> Result<()> {
@@ -481,9 +490,9 @@ pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigur
         .execute(
             "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, lag_seconds = $4, \
                copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), pause_in_effect = $9, \
-               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, updated_at = now() \
+               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, copy_rate_limit = $11, updated_at = now() \
              WHERE id = $1",
-            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string())],
+            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string()), &f.copy_rate_limit],
         )
         .await
         .map_err(|e| Error::db("recording progress", e))?;
