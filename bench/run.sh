@@ -314,7 +314,7 @@ chmod a+r "$DIR/wl.sql"
 WS=${WORKLOAD_SECONDS:-30}
 LEAD=3
 # workload DB HOOK [pgbench args...]: runs the workload for LEAD + WS seconds, calls HOOK (a
-# function name, or :) when the window starts, and prints "tps latency_ms" over the window.
+# function name, or :) when the window starts, and sets WL_TPS and WL_LAT (ms) over the window.
 workload() {
     local db=$1 hook=$2; shift 2
     "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres -c $CLIENTS -j 2 -T $(( LEAD + WS )) -P 1 "$@" \
@@ -324,8 +324,8 @@ workload() {
     wait_until 30 "pgbench's lead" grep -q "^progress: $LEAD\\." "$DIR/wl.out"
     "$hook" "$db"
     wait "$pgb" || { cat "$DIR/wl.out" >&2; exit 1; }
-    awk -v lead="$LEAD" '/^progress:/ { t = $2 + 0; if (t > lead) { n++; tps += $4; lat += $7 } }
-        END { if (n) printf "%.0f %.2f", tps / n, lat / n; else print "0 0" }' "$DIR/wl.out"
+    read -r WL_TPS WL_LAT < <(awk -v lead="$LEAD" '/^progress:/ { t = $2 + 0; if (t > lead) { n++; tps += $4; lat += $7 } }
+        END { if (n) printf "%.0f %.2f\n", tps / n, lat / n; else print "0 0" }' "$DIR/wl.out")
 }
 RUN_EXTRA=()
 # start_run DB: starts pgrepart run (manual cutover, RUN_EXTRA) in the background.
@@ -351,17 +351,17 @@ stop_run() {
     drop_db "$1"
 }
 log "(e) workload alone, ${WS} s"
-fresh wl_a; read -r TPS_ALONE LAT_ALONE <<<"$(workload wl_a :)"; drop_db wl_a
+fresh wl_a; workload wl_a :; TPS_ALONE=$WL_TPS; LAT_ALONE=$WL_LAT; drop_db wl_a
 log "(e) alone: $TPS_ALONE tps, $LAT_ALONE ms"
 
 log "(e) workload during the copy (default settings)"
-fresh wl_b; read -r TPS_COPY LAT_COPY <<<"$(workload wl_b start_run)"
+fresh wl_b; workload wl_b start_run; TPS_COPY=$WL_TPS; LAT_COPY=$WL_LAT
 COPIED_GOV=$(copied_rows); GOV_DEFAULT=$(governor_log); stop_run wl_b
 log "(e) during the copy: $TPS_COPY tps, $LAT_COPY ms (${COPIED_GOV} rows copied in the window)"
 
 log "(e) workload during the copy, --max-impact 0"
 RUN_EXTRA=(--max-impact 0)
-fresh wl_c; read -r TPS_NOGOV LAT_NOGOV <<<"$(workload wl_c start_run)"
+fresh wl_c; workload wl_c start_run; TPS_NOGOV=$WL_TPS; LAT_NOGOV=$WL_LAT
 COPIED_NOGOV=$(copied_rows); stop_run wl_c
 RUN_EXTRA=()
 log "(e) during the copy without the governor: $TPS_NOGOV tps, $LAT_NOGOV ms (${COPIED_NOGOV} rows copied)"
@@ -370,14 +370,14 @@ log "(e) workload during streaming"
 fresh wl_d; start_run wl_d
 wl_streaming() { "$PGREPART" status --source "$(url wl_d)" --table orders_flat --json 2>/dev/null | grep -q '"phase": "streaming"'; }
 wait_until 3600 "the migration to stream" wl_streaming
-read -r TPS_STREAM LAT_STREAM <<<"$(workload wl_d :)"
+workload wl_d :; TPS_STREAM=$WL_TPS; LAT_STREAM=$WL_LAT
 stop_run wl_d
 log "(e) during streaming: $TPS_STREAM tps, $LAT_STREAM ms"
 
 RATE=$(( TPS_ALONE * 40 / 100 ))
 log "(e) open loop at $RATE tps, alone and during the copy"
-fresh wl_e; read -r OTPS_ALONE OLAT_ALONE <<<"$(workload wl_e : -R "$RATE")"; drop_db wl_e
-fresh wl_f; read -r OTPS_COPY OLAT_COPY <<<"$(workload wl_f start_run -R "$RATE")"
+fresh wl_e; workload wl_e : -R "$RATE"; OTPS_ALONE=$WL_TPS; OLAT_ALONE=$WL_LAT; drop_db wl_e
+fresh wl_f; workload wl_f start_run -R "$RATE"; OTPS_COPY=$WL_TPS; OLAT_COPY=$WL_LAT
 COPIED_OPEN=$(copied_rows); GOV_OPEN=$(governor_log); stop_run wl_f
 log "(e) open loop: alone $OTPS_ALONE tps $OLAT_ALONE ms; during the copy $OTPS_COPY tps $OLAT_COPY ms (${COPIED_OPEN} rows copied)"
 fi
