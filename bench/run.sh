@@ -336,13 +336,14 @@ start_run() {
     PIDS+=("$WL_PID")
 }
 # Rows of the ranges the run has committed so far, and its governor's decisions, from its log.
+# (No grep here: one that finds nothing would end the script through pipefail.)
 copied_rows() {
-    sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" | grep 'range copied' | grep -o ' rows=[0-9]*' \
-        | awk -F= '{ n += $2 } END { print n + 0 }'
+    sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" \
+        | awk '/range copied/ { for (i = 1; i <= NF; i++) if ($i ~ /^rows=/) { split($i, kv, "="); n += kv[2] } } END { print n + 0 }'
 }
 governor_log() {
-    sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/wl.run.log" | grep -E 'load governor|copy slowed|copy limit' \
-        | sed -E 's/^[0-9T:.-]*Z +//' | awk '{ print "    " $0 }' | head -${GOV_LINES_MAX:-12}
+    sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9T:.-]*Z +//' "$DIR/wl.run.log" \
+        | awk '/load governor|copy slowed|copy limit/ && n < 12 { print "    " $0; n++ }'
 }
 stop_run() {
     kill -INT "$WL_PID" 2>/dev/null || true
