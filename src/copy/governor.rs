@@ -10,8 +10,10 @@
 //! before the copy: baseline = median probe latency
 //! every second:    workload = other write transactions/s >= MIN_WORKLOAD_XACTS
 //!                  no workload            → no limit (or the user's --max-copy-rate)
-//!                  latency > allowed      → limit = 0.6 x (current limit, else current rate)
-//!                  latency < allowed / 2  → limit = 1.25 x limit (no limit once above the cap)
+//!                  latency > allowed      → limit = allowed / latency (0.25 to 0.7)
+//!                                           x min(limit, rows the copy moved)
+//!                  latency < allowed / 2  → limit = 1.15 x limit (no limit once above the
+//!                                           cap), not within 3 s of a slow-down
 //! allowed = baseline x (1 + max impact) + slack
 //! ```
 //!
@@ -112,7 +114,14 @@ pub struct Controller {
     /// The user's `--max-copy-rate`, if any: never exceeded.
     cap: Option<u64>,
     limit: Option<u64>,
+    /// Decisions left before the limit may be raised again after a slow-down.
+    cooldown: u32,
 }
+
+/// Decisions (seconds) after a slow-down during which the limit is not raised.
+pub const COOLDOWN: u32 = 3;
+/// The factor a limit grows by per second while the workload's commits are fast.
+pub const RAISE: f64 = 1.15;
 
 /// What a decision changed, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +148,7 @@ impl Controller {
             max_impact: max_impact.max(0.0),
             cap,
             limit: start,
+            cooldown: 0,
         }
     }
 
@@ -155,19 +165,28 @@ impl Controller {
     pub fn decide(&mut self, latency_ms: f64, others_per_s: f64, copy_rows_per_s: f64) -> Decision {
         let before = self.limit;
         let allowed = self.allowed_ms();
+        self.cooldown = self.cooldown.saturating_sub(1);
         self.limit = if others_per_s < MIN_WORKLOAD_XACTS {
             self.cap
         } else if latency_ms > allowed {
-            // In proportion to the excess: the workload is waiting now.
+            // In proportion to the excess: the workload is waiting now. From what the copy
+            // actually moved when that is below the limit, or slowing would change nothing.
             let factor = (allowed / latency_ms).clamp(0.25, 0.7);
-            let from = self.limit.map_or(copy_rows_per_s, |l| l as f64);
+            let from = match self.limit {
+                Some(l) if copy_rows_per_s > 0.0 => (l as f64).min(copy_rows_per_s),
+                Some(l) => l as f64,
+                None => copy_rows_per_s,
+            };
             let slowed = ((from * factor) as u64).max(MIN_RATE);
+            self.cooldown = COOLDOWN;
             Some(self.cap.map_or(slowed, |c| c.min(slowed)))
-        } else if latency_ms < self.baseline_ms * (1.0 + self.max_impact / 2.0) + SLACK_MS / 2.0 {
+        } else if self.cooldown == 0
+            && latency_ms < self.baseline_ms * (1.0 + self.max_impact / 2.0) + SLACK_MS / 2.0
+        {
             match self.limit {
                 None => None,
                 Some(l) => {
-                    let raised = ((l as f64 * 1.25) as u64).max(l + 1);
+                    let raised = ((l as f64 * RAISE).round() as u64).max(l + 1);
                     match self.cap {
                         Some(c) if raised >= c => Some(c),
                         None if raised > UNLIMITED_ABOVE => None,
@@ -389,6 +408,10 @@ mod tests {
         assert_eq!(c.decide(2.6, 800.0, 100_000.0), Decision::SlowedTo(17_500));
         // In between: allowed / latency.
         assert_eq!(c.decide(4.8, 800.0, 100_000.0), Decision::SlowedTo(8_750));
+        // A copy moving less than its limit is slowed from what it moved.
+        assert_eq!(c.decide(4.8, 800.0, 4_000.0), Decision::SlowedTo(2_000));
+        // A second in which it moved nothing (between ranges): from the limit.
+        assert_eq!(c.decide(4.8, 800.0, 0.0), Decision::SlowedTo(1_000));
         for _ in 0..30 {
             c.decide(10.0, 800.0, 100_000.0);
         }
@@ -402,7 +425,9 @@ mod tests {
         assert_eq!(c.limit(), Some(7_000));
         // Within the allowed band but above its lower half: hold.
         assert_eq!(c.decide(2.4, 800.0, 6_000.0), Decision::Unchanged);
-        assert_eq!(c.decide(2.0, 800.0, 6_000.0), Decision::RaisedTo(8_750));
+        // Fast again, but within the cool-down after the slow-down: hold.
+        assert_eq!(c.decide(2.0, 800.0, 6_000.0), Decision::Unchanged);
+        assert_eq!(c.decide(2.0, 800.0, 6_000.0), Decision::RaisedTo(8_050));
         for _ in 0..100 {
             c.decide(2.0, 800.0, 0.0);
         }
@@ -413,7 +438,7 @@ mod tests {
     fn raising_stops_at_the_users_cap() {
         let mut c = Controller::new(2.0, 0.15, Some(8_000), false);
         assert_eq!(c.decide(2.6, 800.0, 8_000.0), Decision::SlowedTo(5_600));
-        for _ in 0..10 {
+        for _ in 0..20 {
             c.decide(1.0, 800.0, 0.0);
         }
         assert_eq!(c.limit(), Some(8_000));
