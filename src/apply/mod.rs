@@ -40,6 +40,11 @@ use sql::Shape;
 /// memory. Finished ranges are still taken, and draining their queues lifts the stop.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 
+/// How long a batch of fewer than [`LINGER_BELOW`] changes waits for more events before it is
+/// applied: the lag it adds at most.
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+const LINGER_BELOW: usize = 1000;
+
 /// The prefix of our fence messages (`pg_logical_emit_message`).
 pub const FENCE_PREFIX: &str = "pgrepart";
 
@@ -321,6 +326,7 @@ impl Applier {
                 // are under their cap.
                 event = events.recv(), if !paused && self.taking_events() && !self.hold_reached => {
                     let Some(event) = event else { return Ok(()) };
+                    let started = std::time::Instant::now();
                     fence = self.take(event).await?;
                     while fence.is_none() && self.batch_changes < self.max_batch && self.taking_events() && !self.hold_reached {
                         // Finished ranges first, here too: a range's copy always commits before
@@ -330,7 +336,21 @@ impl Applier {
                         }
                         match events.try_recv() {
                             Some(event) => fence = self.take(event).await?,
-                            None => break,
+                            None => {
+                                // A small batch waits a little for more: under a light, steady
+                                // stream, fewer and larger target transactions (each a commit the
+                                // target flushes, competing with the source's own when both are
+                                // one server).
+                                let left = BATCH_LINGER.saturating_sub(started.elapsed());
+                                if self.batch_changes >= LINGER_BELOW || left.is_zero() {
+                                    break;
+                                }
+                                match tokio::time::timeout(left, events.recv()).await {
+                                    Ok(Some(event)) => fence = self.take(event).await?,
+                                    // Out of time, or the stream closed (seen again above).
+                                    _ => break,
+                                }
+                            }
                         }
                     }
                 }
