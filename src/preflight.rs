@@ -756,6 +756,7 @@ mod tests {
                 wal_level: "logical".into(),
                 encoding: "UTF8".into(),
                 database: "shop".into(),
+                database_oid: 16384,
             },
             table: Some(orders_flat()),
             can_replicate: true,

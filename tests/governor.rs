@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::flow::{seed_run_args, spawn_with_env};
+use support::flow::{seed_run_args, spawn, spawn_with_env, wait_status};
 use support::inspect::{self, output_text};
 use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
 
@@ -19,23 +19,18 @@ const GOVERNED: [(&str, &str); 2] = [
     ("PGREPART_LOG", "info,pgrepart::copy::governor=debug"),
 ];
 
-/// The log without its colour codes.
-fn plain(s: &[u8]) -> String {
-    let s = String::from_utf8_lossy(s);
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// The run's standard error (a file, so without colour codes).
+fn log_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A new database in `cluster` holding the seed table; its URL and a client.
+async fn seeded(cluster: &Cluster, prefix: &str) -> (String, tokio_postgres::Client) {
+    let db = unique_name(prefix);
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+    (url, client)
 }
 
 /// `name=value` on the governor's first line.
@@ -57,15 +52,12 @@ async fn the_copy_is_limited_only_while_the_source_has_a_workload() {
         };
 
         // No workload: the governor measures, and never limits.
-        let db = unique_name("gov_idle");
-        let url = cluster.create_database(&db).await;
-        let client = cluster.client(&db).await;
-        schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+        let (url, client) = seeded(&cluster, "gov_idle").await;
         let out = spawn_with_env(&seed_run_args(&url, &["--verify", "off"]), &GOVERNED)
             .wait_within(DEADLINE)
             .await;
         assert!(out.status.success(), "{}", output_text(&out));
-        let log = plain(&out.stderr);
+        let log = log_of(&out);
         assert_eq!(
             field(&log, "start_limit"),
             Some("none"),
@@ -78,10 +70,7 @@ async fn the_copy_is_limited_only_while_the_source_has_a_workload() {
         compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
 
         // A write workload: slow start, decisions every second, and every row at the end.
-        let db = unique_name("gov_busy");
-        let url = cluster.create_database(&db).await;
-        let client = cluster.client(&db).await;
-        schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+        let (url, client) = seeded(&cluster, "gov_busy").await;
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(300, DEADLINE).await;
         let out = spawn_with_env(&seed_run_args(&url, &["--verify", "off"]), &GOVERNED)
@@ -95,7 +84,7 @@ async fn the_copy_is_limited_only_while_the_source_has_a_workload() {
         );
         writers.wait_for_more_ops(200, DEADLINE).await;
         let report = writers.stop().await;
-        let log = plain(&out.stderr);
+        let log = log_of(&out);
         let workload: u64 = field(&log, "workload_xacts_per_s")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("PostgreSQL {major}: no governor line:\n{log}"));
@@ -132,33 +121,26 @@ async fn status_shows_the_limit_the_copy_is_held_to() {
     let Some(cluster) = Cluster::start_or_skip(major) else {
         return;
     };
-    let db = unique_name("gov_status");
-    let url = cluster.create_database(&db).await;
-    let client = cluster.client(&db).await;
-    schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+    let (url, _client) = seeded(&cluster, "gov_status").await;
     // 4,000 rows/s: the copy of 60,000 rows takes about 15 s.
-    let run = spawn_with_env(
-        &seed_run_args(
-            &url,
-            &[
-                "--max-copy-rate",
-                "4000",
-                "--cutover",
-                "manual",
-                "--verify",
-                "off",
-            ],
-        ),
-        &[],
-    );
-    support::wait_until(DEADLINE, "status to show the copy's limit", || {
-        let url = url.clone();
-        async move {
-            inspect::status_json(&url, "orders_flat")
-                .await
-                .is_some_and(|v| v["copy_rate_limit"].as_i64() == Some(4000))
-        }
-    })
+    let run = spawn(&seed_run_args(
+        &url,
+        &[
+            "--max-copy-rate",
+            "4000",
+            "--cutover",
+            "manual",
+            "--verify",
+            "off",
+        ],
+    ));
+    wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "status to show the copy's limit",
+        |v| v["copy_rate_limit"].as_i64() == Some(4000),
+    )
     .await;
     let text = support::pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
     let text = String::from_utf8_lossy(&text.stdout).to_string();
@@ -171,15 +153,8 @@ async fn status_shows_the_limit_the_copy_is_held_to() {
         );
     }
     // Once streaming, no limit is shown.
-    support::wait_until(DEADLINE, "the migration to stream", || {
-        let url = url.clone();
-        async move {
-            inspect::status_json(&url, "orders_flat")
-                .await
-                .is_some_and(|v| {
-                    inspect::phase(&v) == "streaming" && v["copy_rate_limit"].is_null()
-                })
-        }
+    wait_status(&url, &run, DEADLINE, "the migration to stream", |v| {
+        inspect::phase(v) == "streaming" && v["copy_rate_limit"].is_null()
     })
     .await;
     drop(run);

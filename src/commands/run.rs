@@ -296,7 +296,7 @@ async fn start_new(
                 cutover_mode: args.cutover.as_str(),
                 rows_estimate: info.estimated_rows,
                 total_bytes_estimate: info.total_bytes,
-                source_db_oid: database_oid(&source).await?,
+                source_db_oid: server.database_oid,
             },
         )
         .await?;
@@ -1414,18 +1414,6 @@ async fn unbounded_slot_wal(control: &Client) -> Result<bool> {
         )
         .await
         .map_err(|e| Error::db("reading max_slot_wal_keep_size", e))?;
-    Ok(row.get(0))
-}
-
-/// The OID of the database `client` is connected to.
-async fn database_oid(client: &Client) -> Result<u32> {
-    let row = client
-        .query_one(
-            "SELECT oid FROM pg_database WHERE datname = current_database()",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::db("reading the database's OID", e))?;
     Ok(row.get(0))
 }
 

@@ -62,11 +62,13 @@ impl RateLimit {
         }
     }
 
+    /// `Some(0)` is stored as 1 row/s: 0 means no limit.
     pub fn set(&self, limit: Option<u64>) {
-        self.rows_per_s.store(
-            limit.unwrap_or(0).max(u64::from(limit.is_some())),
-            Ordering::Relaxed,
-        );
+        let stored = match limit {
+            None => 0,
+            Some(n) => n.max(1),
+        };
+        self.rows_per_s.store(stored, Ordering::Relaxed);
     }
 }
 
@@ -123,6 +125,16 @@ pub const COOLDOWN: u32 = 3;
 /// The factor a limit grows by per second while the workload's commits are fast.
 pub const RAISE: f64 = 1.15;
 
+/// The limit a copy starts with: [`START_RATE`] (or the user's cap, if lower) on a busy source,
+/// else the cap alone.
+pub fn start_limit(cap: Option<u64>, busy: bool) -> Option<u64> {
+    if busy {
+        Some(cap.map_or(START_RATE, |c| c.min(START_RATE)))
+    } else {
+        cap
+    }
+}
+
 /// What a decision changed, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -138,16 +150,11 @@ impl Controller {
     /// at [`START_RATE`] and speeds up while the workload's commits allow it, rather than
     /// starting at full speed and backing off once the workload has already waited.
     pub fn new(baseline_ms: f64, max_impact: f64, cap: Option<u64>, busy: bool) -> Self {
-        let start = if busy {
-            Some(cap.map_or(START_RATE, |c| c.min(START_RATE)))
-        } else {
-            cap
-        };
         Controller {
             baseline_ms: baseline_ms.max(0.0),
             max_impact: max_impact.max(0.0),
             cap,
-            limit: start,
+            limit: start_limit(cap, busy),
             cooldown: 0,
         }
     }
@@ -246,13 +253,12 @@ pub struct Baseline {
 impl Baseline {
     /// The limit the copy starts with.
     pub fn start_limit(&self, cap: Option<u64>) -> Option<u64> {
-        Controller::new(
-            self.latency_ms,
-            0.0,
-            cap,
-            self.others_per_s >= MIN_WORKLOAD_XACTS,
-        )
-        .limit()
+        start_limit(cap, self.busy())
+    }
+
+    /// The source had a write workload of its own while the baseline was taken.
+    fn busy(&self) -> bool {
+        self.others_per_s >= MIN_WORKLOAD_XACTS
     }
 }
 
@@ -307,15 +313,15 @@ async fn govern(
     cap: Option<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
+    let busy = base.busy();
     let Baseline {
         client,
         latency_ms: baseline,
         xid: mut last_xid,
         others_per_s,
     } = base;
-    let busy = others_per_s >= MIN_WORKLOAD_XACTS;
+    // The copy already runs at this start limit (set before it began: `Baseline::start_limit`).
     let mut controller = Controller::new(baseline, max_impact, cap, busy);
-    limit.set(controller.limit());
     tracing::info!(
         baseline_ms = format_args!("{baseline:.2}"),
         workload_xacts_per_s = others_per_s.round() as u64,

@@ -14,6 +14,8 @@ pub struct ServerInfo {
     pub wal_level: String,
     pub encoding: String,
     pub database: String,
+    /// The database's OID (slot names carry it: they are unique per cluster).
+    pub database_oid: u32,
 }
 
 impl ServerInfo {
@@ -26,7 +28,7 @@ pub async fn server_info(client: &Client) -> Result<ServerInfo> {
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
-                    pg_encoding_to_char(encoding)::text, current_database()::text \
+                    pg_encoding_to_char(encoding)::text, current_database()::text, oid \
              FROM pg_database WHERE datname = current_database()",
             &[],
         )
@@ -37,6 +39,7 @@ pub async fn server_info(client: &Client) -> Result<ServerInfo> {
         wal_level: row.get(1),
         encoding: row.get(2),
         database: row.get(3),
+        database_oid: row.get(4),
     })
 }
 
