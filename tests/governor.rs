@@ -161,3 +161,51 @@ async fn status_shows_the_limit_the_copy_is_held_to() {
     let out = support::pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
     assert!(out.status.success(), "{}", output_text(&out));
 }
+
+#[tokio::test]
+async fn the_copy_is_held_while_the_source_is_measured_again() {
+    let Some(major) = test_majors().into_iter().next() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let (url, client) = seeded(&cluster, "gov_rebase").await;
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    // At most 2,000 rows/s: the copy of 60,000 rows outlasts the governor's first 20 decisions,
+    // after which it holds the copy and takes its baselines again.
+    let out = spawn_with_env(
+        &seed_run_args(&url, &["--verify", "off", "--max-copy-rate", "2000"]),
+        &GOVERNED,
+    )
+    .wait_within(DEADLINE)
+    .await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let report = writers.stop().await;
+    let log = log_of(&out);
+    let held = log
+        .lines()
+        .filter(|l| l.contains("measured again with the copy held"))
+        .count();
+    assert!(
+        held >= 1,
+        "the governor never measured the source again during a copy of over 20 s:\n{log}"
+    );
+    // The copy went on after each hold: ranges were copied after the first one.
+    let first_hold = log
+        .find("measured again with the copy held")
+        .expect("a hold");
+    assert!(
+        log[first_hold..].contains("range copied"),
+        "no range was copied after the copy was held:\n{log}"
+    );
+    assert!(
+        report.anomalies.is_empty(),
+        "rows missing during the migration: {:?}",
+        &report.anomalies[..report.anomalies.len().min(20)]
+    );
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&client).await;
+}

@@ -4,24 +4,35 @@
 //! then waits for a WAL flush that carries the copy's data too: on the bench machine a workload of
 //! 800 transactions/s went from 2 ms to seconds a transaction while an unthrottled copy ran. So a
 //! probe session commits a one-row-sized write transaction (`pg_current_xact_id()`) five times a
-//! second, and the copy's rate follows the probe's latency:
+//! second, and the copy's rate follows two signals: the probe's latency (what an application that
+//! sends its transactions at its own pace sees) and the rate of the other sessions' write
+//! transactions (what an application that sends the next as soon as the last is done loses: on a
+//! machine with no idle core it slows by far more than one short probe shows).
 //!
 //! ```text
-//! before the copy: baseline = median probe latency
-//! every second:    workload = other write transactions/s >= MIN_WORKLOAD_XACTS
-//!                  no workload            → no limit (or the user's --max-copy-rate)
-//!                  latency > allowed      → limit = allowed / latency (0.25 to 0.7)
-//!                                           x min(limit, rows the copy moved)
-//!                  latency < allowed / 2  → limit = 1.15 x limit (no limit once above the
-//!                                           cap), not within 3 s of a slow-down
-//! allowed = baseline x (1 + max impact) + slack
+//! before the copy: baseline latency = median probe latency, baseline rate = other write
+//!                  transactions/s (over a second when there are some)
+//! every second:    workload = other write transactions/s
+//!                  no workload (< MIN_WORKLOAD_XACTS, and none at the baseline)
+//!                                          → no limit (or the user's --max-copy-rate)
+//!                  latency > allowed, or workload < (1 - max impact) x baseline rate
+//!                                          → limit = the worse of allowed / latency and
+//!                                            workload / that floor (0.25 to 0.7)
+//!                                            x min(limit, rows the copy moved)
+//!                  latency and workload within half the impact
+//!                                          → limit = 1.15 x limit (no limit once above the
+//!                                            cap), not within 3 s of a slow-down
+//! every 20 s:      the copy is held for 1.4 s and both baselines are taken again (the last
+//!                  second of it), so that a workload that changes by itself is not taken for
+//!                  the copy's doing
+//! allowed = baseline latency x (1 + max impact) + slack
 //! ```
 //!
 //! With no workload of its own on the source nothing waits on those flushes, and the copy runs at
 //! full speed (the probe's latency rises with the copy's WAL, but nobody else's does).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -42,17 +53,30 @@ pub const START_RATE: u64 = 20_000;
 /// Above this a limit is no limit.
 pub const UNLIMITED_ABOVE: u64 = 2_000_000;
 
-/// The copy's current rate limit, shared by its workers; 0 is none.
+/// The copy's current rate limit, shared by its workers; 0 is none. While held, the workers move
+/// no rows (the governor measures the source without the copy).
 #[derive(Debug, Default)]
 pub struct RateLimit {
     rows_per_s: AtomicU64,
+    held: AtomicBool,
 }
 
 impl RateLimit {
     pub fn new(limit: Option<u64>) -> Self {
         RateLimit {
             rows_per_s: AtomicU64::new(limit.unwrap_or(0)),
+            held: AtomicBool::new(false),
         }
+    }
+
+    pub fn held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Holds the copy until the guard is dropped (also when the governor's task is aborted).
+    pub fn hold(&self) -> Hold<'_> {
+        self.held.store(true, Ordering::Relaxed);
+        Hold(self)
     }
 
     pub fn get(&self) -> Option<u64> {
@@ -69,6 +93,16 @@ impl RateLimit {
             Some(n) => n.max(1),
         };
         self.rows_per_s.store(stored, Ordering::Relaxed);
+    }
+}
+
+/// The copy is held while this lives.
+#[must_use]
+pub struct Hold<'a>(&'a RateLimit);
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.held.store(false, Ordering::Relaxed);
     }
 }
 
@@ -112,6 +146,8 @@ impl Pacer {
 #[derive(Debug, Clone)]
 pub struct Controller {
     baseline_ms: f64,
+    /// Other write transactions per second without the copy.
+    baseline_xacts: f64,
     max_impact: f64,
     /// The user's `--max-copy-rate`, if any: never exceeded.
     cap: Option<u64>,
@@ -145,18 +181,36 @@ pub enum Decision {
 }
 
 impl Controller {
-    /// `max_impact`: the probe latency's allowed rise as a fraction (0.15 for 15%).
-    /// `busy`: the source had a write workload when the baseline was taken; the copy then starts
-    /// at [`START_RATE`] and speeds up while the workload's commits allow it, rather than
-    /// starting at full speed and backing off once the workload has already waited.
-    pub fn new(baseline_ms: f64, max_impact: f64, cap: Option<u64>, busy: bool) -> Self {
+    /// `max_impact`: the allowed rise of the probe's latency, and the allowed fall of the other
+    /// write transactions' rate, as a fraction (0.15 for 15%). On a busy source (a baseline rate
+    /// of at least [`MIN_WORKLOAD_XACTS`]) the copy starts at [`START_RATE`] and speeds up while
+    /// the workload allows it, rather than starting at full speed and backing off once the
+    /// workload has already waited.
+    pub fn new(baseline_ms: f64, baseline_xacts: f64, max_impact: f64, cap: Option<u64>) -> Self {
+        let busy = baseline_xacts >= MIN_WORKLOAD_XACTS;
         Controller {
             baseline_ms: baseline_ms.max(0.0),
+            baseline_xacts: baseline_xacts.max(0.0),
             max_impact: max_impact.max(0.0),
             cap,
             limit: start_limit(cap, busy),
             cooldown: 0,
         }
+    }
+
+    /// New baselines, measured while the copy was held.
+    pub fn rebase(&mut self, baseline_ms: f64, baseline_xacts: f64) {
+        self.baseline_ms = baseline_ms.max(0.0);
+        self.baseline_xacts = baseline_xacts.max(0.0);
+    }
+
+    /// The source had a write workload at the last baseline.
+    pub fn busy(&self) -> bool {
+        self.baseline_xacts >= MIN_WORKLOAD_XACTS
+    }
+
+    pub fn baseline_xacts(&self) -> f64 {
+        self.baseline_xacts
     }
 
     pub fn limit(&self) -> Option<u64> {
@@ -167,18 +221,32 @@ impl Controller {
         self.baseline_ms * (1.0 + self.max_impact) + SLACK_MS
     }
 
+    /// The other write transactions' rate below which the workload counts as slowed.
+    pub fn xacts_floor(&self) -> f64 {
+        self.baseline_xacts * (1.0 - self.max_impact)
+    }
+
     /// One decision from the last second: the probe's mean latency, the other write
     /// transactions per second, and the rows per second the copy moved.
     pub fn decide(&mut self, latency_ms: f64, others_per_s: f64, copy_rows_per_s: f64) -> Decision {
         let before = self.limit;
         let allowed = self.allowed_ms();
+        let floor = self.xacts_floor();
+        // Only a workload seen at the baseline can be seen to fall.
+        let fallen = self.busy() && others_per_s < floor;
         self.cooldown = self.cooldown.saturating_sub(1);
-        self.limit = if others_per_s < MIN_WORKLOAD_XACTS {
+        self.limit = if others_per_s < MIN_WORKLOAD_XACTS && !self.busy() {
             self.cap
-        } else if latency_ms > allowed {
+        } else if latency_ms > allowed || fallen {
             // In proportion to the excess: the workload is waiting now. From what the copy
             // actually moved when that is below the limit, or slowing would change nothing.
-            let factor = (allowed / latency_ms).clamp(0.25, 0.7);
+            let by_latency = if latency_ms > allowed {
+                allowed / latency_ms
+            } else {
+                1.0
+            };
+            let by_rate = if fallen { others_per_s / floor } else { 1.0 };
+            let factor = by_latency.min(by_rate).clamp(0.25, 0.7);
             let from = match self.limit {
                 Some(l) if copy_rows_per_s > 0.0 => (l as f64).min(copy_rows_per_s),
                 Some(l) => l as f64,
@@ -189,6 +257,7 @@ impl Controller {
             Some(self.cap.map_or(slowed, |c| c.min(slowed)))
         } else if self.cooldown == 0
             && latency_ms < self.baseline_ms * (1.0 + self.max_impact / 2.0) + SLACK_MS / 2.0
+            && (!self.busy() || others_per_s >= self.baseline_xacts * (1.0 - self.max_impact / 2.0))
         {
             match self.limit {
                 None => None,
@@ -216,6 +285,11 @@ impl Controller {
 /// How often the probe commits, and how many probes make one decision.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 const PROBES_PER_DECISION: usize = 5;
+/// Decisions between two new baselines, taken while the copy is held for [`HOLD_SETTLE`] and then
+/// [`PROBES_PER_DECISION`] probes (1.4 s of every 21 s, on a busy source only).
+const REBASE_EVERY: u32 = 20;
+/// How long the source is left to settle after the copy is held, before the baseline is taken.
+const HOLD_SETTLE: Duration = Duration::from_millis(400);
 
 /// One probe: a small write transaction on the source, in three round trips as an application's
 /// would be (each waits its turn for a core, the commit for the WAL flush). Returns (latency in
@@ -240,25 +314,53 @@ async fn probe(client: &Client) -> Result<(f64, i64)> {
     Ok((ms, xid))
 }
 
-/// The probe's session and the source's commit latency before the copy (the median of a few
-/// probes), with the last probe's xid. Run it before the copy starts.
+/// What a series of probes saw.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// The median probe latency.
+    latency_ms: f64,
+    /// Other sessions' write transactions per second, between the first probe and the last.
+    others_per_s: f64,
+    /// The last probe's xid.
+    xid: i64,
+}
+
+/// `n` probes (at least two), `every` apart.
+async fn measure(client: &Client, n: usize, every: Duration) -> Result<Measured> {
+    let n = n.max(2);
+    let mut samples = Vec::with_capacity(n);
+    let (mut first, mut xid, mut started) = (0, 0, Instant::now());
+    for i in 0..n {
+        if i > 0 {
+            tokio::time::sleep(every).await;
+        }
+        let (ms, x) = probe(client).await?;
+        if i == 0 {
+            // From the end of the first probe to the end of the last: n - 1 of ours in between.
+            (first, started) = (x, Instant::now());
+        }
+        samples.push(ms);
+        xid = x;
+    }
+    let secs = started.elapsed().as_secs_f64().max(0.001);
+    Ok(Measured {
+        latency_ms: median(&mut samples),
+        others_per_s: ((xid - first) as f64 - (n - 1) as f64).max(0.0) / secs,
+        xid,
+    })
+}
+
+/// The probe's session and the source's commit latency and workload before the copy, with the
+/// last probe's xid. Run it before the copy starts.
 pub struct Baseline {
     client: Client,
-    latency_ms: f64,
-    xid: i64,
-    /// Other write transactions per second while it was taken.
-    others_per_s: f64,
+    at: Measured,
 }
 
 impl Baseline {
     /// The limit the copy starts with.
     pub fn start_limit(&self, cap: Option<u64>) -> Option<u64> {
-        start_limit(cap, self.busy())
-    }
-
-    /// The source had a write workload of its own while the baseline was taken.
-    fn busy(&self) -> bool {
-        self.others_per_s >= MIN_WORKLOAD_XACTS
+        start_limit(cap, self.at.others_per_s >= MIN_WORKLOAD_XACTS)
     }
 }
 
@@ -268,25 +370,15 @@ pub async fn baseline(source: &Config) -> Result<Baseline> {
         .batch_execute("SET synchronous_commit = on")
         .await
         .map_err(|e| Error::db("preparing the probe session", e))?;
-    let mut samples = Vec::with_capacity(9);
-    let (mut first, mut xid) = (0, 0);
-    let started = Instant::now();
-    for i in 0..9 {
-        let (ms, x) = probe(&client).await?;
-        samples.push(ms);
-        if i == 0 {
-            first = x;
-        }
-        xid = x;
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    // A tenth of a second tells an idle source from a busy one; a busy one's rate is then taken
+    // over a second, as every later one is.
+    let mut at = measure(&client, 9, Duration::from_millis(10)).await?;
+    if at.others_per_s >= MIN_WORKLOAD_XACTS / 2.0 {
+        let quick = at.latency_ms;
+        at = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
+        at.latency_ms = at.latency_ms.min(quick);
     }
-    let secs = started.elapsed().as_secs_f64().max(0.001);
-    Ok(Baseline {
-        client,
-        latency_ms: median(&mut samples),
-        xid,
-        others_per_s: ((xid - first) as f64 - 8.0).max(0.0) / secs,
-    })
+    Ok(Baseline { client, at })
 }
 
 /// Governs `limit` while the copy runs, until `stop` turns true. Never fails the migration: an
@@ -313,18 +405,13 @@ async fn govern(
     cap: Option<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let busy = base.busy();
-    let Baseline {
-        client,
-        latency_ms: baseline,
-        xid: mut last_xid,
-        others_per_s,
-    } = base;
+    let Baseline { client, at } = base;
+    let mut last_xid = at.xid;
     // The copy already runs at this start limit (set before it began: `Baseline::start_limit`).
-    let mut controller = Controller::new(baseline, max_impact, cap, busy);
+    let mut controller = Controller::new(at.latency_ms, at.others_per_s, max_impact, cap);
     tracing::info!(
-        baseline_ms = format_args!("{baseline:.2}"),
-        workload_xacts_per_s = others_per_s.round() as u64,
+        baseline_ms = format_args!("{:.2}", at.latency_ms),
+        workload_xacts_per_s = at.others_per_s.round() as u64,
         start_limit = controller
             .limit()
             .map_or("none".to_string(), |l| format!("{l} rows/s")),
@@ -336,6 +423,7 @@ async fn govern(
     let mut window = Vec::with_capacity(PROBES_PER_DECISION);
     let mut window_start = Instant::now();
     let mut rows_before = progress.streamed_rows.load(Ordering::Relaxed);
+    let mut decisions = 0u32;
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -367,12 +455,38 @@ async fn govern(
                 commit_ms = format_args!("{latency:.2}"),
                 allowed_ms = format_args!("{:.2}", controller.allowed_ms()),
                 workload_xacts_per_s = others.round() as u64,
-                "copy slowed: the source's commits take longer than allowed"
+                workload_floor = controller.xacts_floor().round() as u64,
+                "copy slowed: the source's commits take longer, or its workload runs slower, than allowed"
             ),
             Decision::RaisedTo(n) => tracing::debug!(rows_per_s = n, "copy limit raised"),
             Decision::Released => tracing::info!("copy limit lifted"),
         }
         limit.set(controller.limit());
+        decisions += 1;
+        if decisions.is_multiple_of(REBASE_EVERY)
+            && (controller.busy() || others >= MIN_WORKLOAD_XACTS)
+        {
+            // The source without the copy, once more: both baselines from the last second of a
+            // short hold.
+            let hold = limit.hold();
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                _ = tokio::time::sleep(HOLD_SETTLE) => {}
+            }
+            let again = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
+            drop(hold);
+            controller.rebase(again.latency_ms, again.others_per_s);
+            tracing::debug!(
+                baseline_ms = format_args!("{:.2}", again.latency_ms),
+                workload_xacts_per_s = again.others_per_s.round() as u64,
+                "copy load governor: the source measured again with the copy held"
+            );
+            window.clear();
+            window_start = Instant::now();
+            last_xid = again.xid;
+            rows_before = progress.streamed_rows.load(Ordering::Relaxed);
+            continue;
+        }
         window.clear();
         window_start = Instant::now();
         last_xid = xid;
@@ -395,18 +509,18 @@ mod tests {
 
     #[test]
     fn no_workload_means_no_limit_whatever_the_latency() {
-        let mut c = Controller::new(1.0, 0.15, None, false);
+        let mut c = Controller::new(1.0, 0.0, 0.15, None);
         assert_eq!(c.decide(50.0, 0.0, 100_000.0), Decision::Unchanged);
         assert_eq!(c.limit(), None);
         // The user's cap still holds.
-        let mut c = Controller::new(1.0, 0.15, Some(10_000), false);
+        let mut c = Controller::new(1.0, 0.0, 0.15, Some(10_000));
         c.decide(50.0, 5.0, 100_000.0);
         assert_eq!(c.limit(), Some(10_000));
     }
 
     #[test]
     fn a_slowed_workload_slows_the_copy_in_proportion_down_to_the_floor() {
-        let mut c = Controller::new(2.0, 0.15, None, false);
+        let mut c = Controller::new(2.0, 0.0, 0.15, None);
         assert!((c.allowed_ms() - 2.4).abs() < 1e-9);
         // Far over: a quarter of the current rate.
         assert_eq!(c.decide(20.0, 800.0, 100_000.0), Decision::SlowedTo(25_000));
@@ -426,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_recovered_workload_lets_the_copy_speed_up_until_unlimited() {
-        let mut c = Controller::new(2.0, 0.15, None, false);
+        let mut c = Controller::new(2.0, 0.0, 0.15, None);
         c.decide(2.6, 800.0, 10_000.0);
         assert_eq!(c.limit(), Some(7_000));
         // Within the allowed band but above its lower half: hold.
@@ -442,7 +556,7 @@ mod tests {
 
     #[test]
     fn raising_stops_at_the_users_cap() {
-        let mut c = Controller::new(2.0, 0.15, Some(8_000), false);
+        let mut c = Controller::new(2.0, 0.0, 0.15, Some(8_000));
         assert_eq!(c.decide(2.6, 800.0, 8_000.0), Decision::SlowedTo(5_600));
         for _ in 0..20 {
             c.decide(1.0, 800.0, 0.0);
@@ -452,12 +566,70 @@ mod tests {
 
     #[test]
     fn a_busy_source_starts_the_copy_slowly() {
-        let c = Controller::new(2.0, 0.15, None, true);
+        let c = Controller::new(2.0, 800.0, 0.15, None);
         assert_eq!(c.limit(), Some(START_RATE));
-        let c = Controller::new(2.0, 0.15, Some(5_000), true);
+        let c = Controller::new(2.0, 800.0, 0.15, Some(5_000));
         assert_eq!(c.limit(), Some(5_000));
-        let c = Controller::new(2.0, 0.15, None, false);
+        let c = Controller::new(2.0, 0.0, 0.15, None);
         assert_eq!(c.limit(), None);
+    }
+
+    #[test]
+    fn a_workload_running_slower_than_its_baseline_slows_the_copy() {
+        // 2,000 write transactions/s before the copy; 15% allowed: the floor is 1,700.
+        let mut c = Controller::new(2.0, 2_000.0, 0.15, None);
+        assert!((c.xacts_floor() - 1_700.0).abs() < 1e-9);
+        assert_eq!(c.limit(), Some(START_RATE));
+        // The commits are fast, but the workload lost a third: slowed by at most 0.7.
+        assert_eq!(c.decide(1.5, 1_300.0, 20_000.0), Decision::SlowedTo(14_000));
+        // Both signals: the worse one decides (allowed 2.4 / 4.8 = 0.5 against 1,360 / 1,700).
+        assert_eq!(c.decide(4.8, 1_360.0, 14_000.0), Decision::SlowedTo(7_000));
+        // Within the allowed fall but not within half of it: hold, even after the cool-down.
+        for _ in 0..COOLDOWN {
+            c.decide(1.5, 1_800.0, 7_000.0);
+        }
+        assert_eq!(c.decide(1.5, 1_800.0, 7_000.0), Decision::Unchanged);
+        // Back near its baseline: raised.
+        assert_eq!(c.decide(1.5, 1_900.0, 7_000.0), Decision::RaisedTo(8_050));
+        // A workload slowed to a trickle is still a workload, not an idle source.
+        assert!(matches!(
+            c.decide(1.5, 10.0, 8_000.0),
+            Decision::SlowedTo(_)
+        ));
+    }
+
+    #[test]
+    fn a_new_baseline_replaces_the_old_one() {
+        let mut c = Controller::new(2.0, 2_000.0, 0.15, None);
+        // The workload halved by itself: measured again with the copy held, it is the new normal.
+        assert!(matches!(
+            c.decide(2.0, 1_000.0, 20_000.0),
+            Decision::SlowedTo(_)
+        ));
+        c.rebase(2.0, 1_000.0);
+        for _ in 0..COOLDOWN {
+            c.decide(2.0, 1_000.0, 10_000.0);
+        }
+        assert!(matches!(
+            c.decide(2.0, 1_000.0, 10_000.0),
+            Decision::RaisedTo(_)
+        ));
+        // A workload gone by the new baseline leaves the copy unlimited.
+        c.rebase(1.0, 0.0);
+        assert!(!c.busy());
+        assert_eq!(c.decide(1.0, 0.0, 10_000.0), Decision::Released);
+    }
+
+    #[test]
+    fn a_hold_lasts_as_long_as_its_guard() {
+        let r = RateLimit::new(Some(1_000));
+        assert!(!r.held());
+        {
+            let _hold = r.hold();
+            assert!(r.held());
+            assert_eq!(r.get(), Some(1_000));
+        }
+        assert!(!r.held());
     }
 
     #[test]

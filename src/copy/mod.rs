@@ -183,6 +183,8 @@ pub async fn run_workers(
 
 /// Rows between two looks at the pause flag and the rate limit.
 const PACE_EVERY: u64 = 256;
+/// How often a held worker looks whether the governor has let it go.
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 async fn copy_range(
     job: &CopyJob,
@@ -239,6 +241,13 @@ async fn copy_range(
         chunks += 1;
         if chunks.is_multiple_of(PACE_EVERY) {
             wait_while_paused(pause).await;
+            if job.limit.held() {
+                // The governor measures the source without the copy (about a second).
+                while job.limit.held() {
+                    tokio::time::sleep(HOLD_POLL).await;
+                }
+                pacer = governor::Pacer::default();
+            }
             let delay = pacer.delay(
                 std::time::Instant::now(),
                 PACE_EVERY,
