@@ -10,7 +10,9 @@
 #                 partitioned target (PK (id, region), 4 LIST partitions, both indexes);
 #             (b) native logical replication: a subscription in another database into the same
 #                 target, timed until every pg_subscription_rel row is 'r';
-#             (c) a whole `pgrepart run` (auto cutover, no load): setup, copy, indexes, cutover;
+#             (c) a whole `pgrepart run` (auto cutover, no load, --verify off): setup, copy,
+#                 indexes, catch-up, cutover; (c2) the same at default settings, which adds the
+#                 check of the whole table before the cutover;
 #   4. apply: a backlog of BACKLOG_UPDATES single-row UPDATEs plus BACKLOG_INSERTS INSERTs and
 #             BACKLOG_DELETES DELETEs (one statement per transaction, pgbench), made while the
 #             consumer is held, then timed until a marker row written after it is visible on the
@@ -19,7 +21,7 @@
 #             native subscription (REPLICA IDENTITY FULL on the source, disabled while the backlog
 #             is made, then enabled);
 #   5. workload: the slowdown of a pgbench workload on the source while a migration copies and
-#             while it streams (see (e) below);
+#             while it streams, and with nothing but a slot's decoding (see (e) below);
 #   6. peak RSS of both pgrepart processes (/usr/bin/time -v) and the cutover lock time they print;
 #   7. one table with the figures and the ratios; the server is stopped and removed.
 #
@@ -137,11 +139,15 @@ HEAP_MB=$(P tpl -c "SELECT pg_table_size('orders_flat') / 1048576")
 log "dataset built in $(elapsed "$t0" "$(now)") s: orders_flat ${TABLE_MB} MB with indexes (${HEAP_MB} MB heap + TOAST)"
 P tpl -c CHECKPOINT
 
+# No autovacuum worker at work anywhere in the cluster (one vacuuming an earlier scenario's 2,000,000
+# fresh rows takes a core from the next timed step).
+autovacuum_idle() { [ "$(P postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ]; }
 # fresh DB: a new database holding a pristine copy of the dataset, read once to warm the OS cache.
 fresh() {
     P postgres -c "CREATE DATABASE $1 TEMPLATE tpl STRATEGY FILE_COPY"
     P "$1" -c "SELECT count(*), sum(length(details)) FROM orders_flat" >/dev/null
     P "$1" -c CHECKPOINT
+    wait_until 600 "autovacuum to finish" autovacuum_idle
 }
 drop_db() { P postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
 
@@ -172,6 +178,8 @@ wait_until 3600 "the native initial sync" sub_ready
 T_NATIVE_COPY=$(elapsed "$t0" "$(now)")
 log "(b) ${T_NATIVE_COPY} s"
 P nat_dst -c "ALTER SUBSCRIPTION natsub DISABLE"
+# Its 2,000,000 new rows vacuumed and analyzed now, not by autovacuum during the next steps.
+P nat_dst -c "VACUUM ANALYZE"
 
 #####################################################################################
 # (c) a whole pgrepart run
@@ -180,28 +188,43 @@ RUN_ARGS=(--table orders_flat --partition-by "LIST (region)"
   --partition "orders_flat_asia=FOR VALUES IN ('ASIA')" --partition "orders_flat_default=DEFAULT")
 [ -n "${JOBS:-}" ] && RUN_ARGS+=(--jobs "$JOBS")
 
-log "(c) pgrepart run (auto cutover, no load)"
-fresh pgr_run
-t0=$(now)
-/usr/bin/time -v -o "$DIR/run.time" "$PGREPART" run --source "$(url pgr_run)" "${RUN_ARGS[@]}" \
-    >"$DIR/run.out" 2>"$DIR/run.log" || { cat "$DIR/run.log" "$DIR/run.out" >&2; exit 1; }
-T_RUN=$(elapsed "$t0" "$(now)")
-cat "$DIR/run.out" >&2
-RSS_RUN_MB=$(awk -F: '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$DIR/run.time")
-LOCK_RUN_MS=$(sed -n 's/.*lock held \([0-9]*\) ms.*/\1/p' "$DIR/run.out")
+# run_c DB OUT [args...]: a whole `pgrepart run` on a fresh DB; sets T_C, RSS_C_MB, LOCK_C_MS and
+# leaves its log in $DIR/OUT.log.
+run_c() {
+    local db=$1 out=$2; shift 2
+    fresh "$db"
+    local t0; t0=$(now)
+    /usr/bin/time -v -o "$DIR/$out.time" "$PGREPART" run --source "$(url "$db")" "${RUN_ARGS[@]}" "$@" \
+        >"$DIR/$out.out" 2>"$DIR/$out.log" || { cat "$DIR/$out.log" "$DIR/$out.out" >&2; exit 1; }
+    T_C=$(elapsed "$t0" "$(now)")
+    cat "$DIR/$out.out" >&2
+    RSS_C_MB=$(awk -F: '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$DIR/$out.time")
+    LOCK_C_MS=$(sed -n 's/.*lock held \([0-9]*\) ms.*/\1/p' "$DIR/$out.out")
+    local new old
+    new=$(P "$db" -c "SELECT count(*) FROM orders_flat")
+    old=$(P "$db" -c "SELECT count(*) FROM orders_flat_old")
+    [ "$new" = "$old" ] || { echo "pgrepart run: $new rows in the new table, $old in the old one" >&2; exit 1; }
+    drop_db "$db"
+}
+
+# The issue's run: setup, copy, indexes, catch-up, cutover; without the check before cutover
+# (issue 8), which (c2) measures.
+log "(c) pgrepart run (auto cutover, no load, --verify off)"
+run_c pgr_run run --verify off
+T_RUN=$T_C; RSS_RUN_MB=$RSS_C_MB; LOCK_RUN_MS=$LOCK_C_MS
 # Where the time went, from the run's own log.
 PHASES=$(grep -E "copying|copy finished|building index|copy and indexes done|cut over" "$DIR/run.log" \
     | sed -E 's/\x1b\[[0-9;]*m//g' | awk '{ print "    " $0 }' || true)
-ROWS_NEW=$(P pgr_run -c "SELECT count(*) FROM orders_flat")
-ROWS_OLD=$(P pgr_run -c "SELECT count(*) FROM orders_flat_old")
-[ "$ROWS_NEW" = "$ROWS_OLD" ] || { echo "pgrepart run: $ROWS_NEW rows in the new table, $ROWS_OLD in the old one" >&2; exit 1; }
-# The run's own verify before the cutover (issue 8), from its summary line: "... in N s".
-VERIFY_LINE=$(sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/run.log" | grep -o 'verify (full): equal: .*' | head -1 || true)
+log "(c) ${T_RUN} s, peak RSS ${RSS_RUN_MB} MB, lock held ${LOCK_RUN_MS} ms"
+
+log "(c2) pgrepart run at its default settings (the whole table checked before the cutover)"
+run_c pgr_run2 run2
+T_RUN_FULL=$T_C
+# The check's own time, from its summary line: "... in N s".
+VERIFY_LINE=$(sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/run2.log" | grep -o 'verify (full): equal: .*' | head -1 || true)
 T_VERIFY=$(echo "$VERIFY_LINE" | sed -n 's/.* in \([0-9.]*\) s.*/\1/p')
 T_VERIFY=${T_VERIFY:-0}
-T_RUN_NO_VERIFY=$(awk -v a="$T_RUN" -v b="$T_VERIFY" 'BEGIN { printf "%.1f", a - b }')
-log "(c) ${T_RUN} s (verify before cutover ${T_VERIFY} s), peak RSS ${RSS_RUN_MB} MB, lock held ${LOCK_RUN_MS} ms"
-drop_db pgr_run
+log "(c2) ${T_RUN_FULL} s (its check ${T_VERIFY} s)"
 
 #####################################################################################
 # (d) apply of a backlog
@@ -296,9 +319,11 @@ P nat_dst -c "DROP SUBSCRIPTION natsub"
 # reads a row, updates one and inserts one on orders_flat. The workload runs LEAD seconds first
 # (a migration starts on a live database), then WORKLOAD_SECONDS are measured (pgbench's per-second
 # progress lines): alone; during the copy (pgrepart started at the window's start with default
-# settings, so its load governor is on); the same with --max-impact 0 (no governor); during
-# streaming (the copy done, apply keeping up); and an open loop at 40% of the alone rate, alone
-# and during the copy. Closed loop: the workload's throughput; open loop: its latency.
+# settings, so its load governor is on); the same with --max-impact 0 (no governor); with nothing
+# but a slot being decoded (pg_recvlogical into /dev/null: what any logical-replication consumer
+# costs the source, before it applies anything); during streaming (the copy done, apply keeping
+# up); and an open loop at 40% of the alone rate, alone and during the copy. Closed loop: the
+# workload's throughput; open loop: its latency.
 if [ "${WORKLOAD:-1}" = 1 ]; then
 cat > "$DIR/wl.sql" <<SQL
 \set id random(1, $ROWS)
@@ -317,6 +342,12 @@ LEAD=3
 # function name, or :) when the window starts, and sets WL_TPS and WL_LAT (ms) over the window.
 workload() {
     local db=$1 hook=$2; shift 2
+    # The table and its indexes in shared buffers first (pg_prewarm, where the server has it), so
+    # that no window is slower for reading them in than another.
+    if P "$db" -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null 2>&1; then
+        P "$db" -c "SELECT sum(pg_prewarm(oid)) FROM pg_class WHERE oid = 'orders_flat'::regclass
+                    OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'orders_flat'::regclass)" >/dev/null
+    fi
     "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres -c $CLIENTS -j 2 -T $(( LEAD + WS )) -P 1 "$@" \
         -f "$DIR/wl.sql" "$db" >"$DIR/wl.out" 2>&1 &
     local pgb=$!
@@ -352,8 +383,8 @@ stop_run() {
     drop_db "$1"
 }
 log "(e) workload alone, ${WS} s"
-fresh wl_a; workload wl_a :; TPS_ALONE=$WL_TPS; LAT_ALONE=$WL_LAT; drop_db wl_a
-log "(e) alone: $TPS_ALONE tps, $LAT_ALONE ms"
+fresh wl_a; workload wl_a :; TPS_ALONE1=$WL_TPS; LAT_ALONE1=$WL_LAT; drop_db wl_a
+log "(e) alone: $TPS_ALONE1 tps, $LAT_ALONE1 ms"
 
 log "(e) workload during the copy (default settings)"
 fresh wl_b; workload wl_b start_run; TPS_COPY=$WL_TPS; LAT_COPY=$WL_LAT
@@ -367,6 +398,24 @@ COPIED_NOGOV=$(copied_rows); stop_run wl_c
 RUN_EXTRA=()
 log "(e) during the copy without the governor: $TPS_NOGOV tps, $LAT_NOGOV ms (${COPIED_NOGOV} rows copied)"
 
+log "(e) workload with only a slot's decoding (pg_recvlogical into /dev/null): the floor of any logical consumer"
+RECVLOGICAL=$( [ -x "$CLIENT_BIN/pg_recvlogical" ] && echo "$CLIENT_BIN/pg_recvlogical" || command -v pg_recvlogical)
+fresh wl_g
+P wl_g -c "CREATE PUBLICATION decodepub FOR TABLE orders_flat"
+P wl_g -c "SELECT pg_create_logical_replication_slot('decodeonly', 'pgoutput')" >/dev/null
+"$RECVLOGICAL" -h 127.0.0.1 -p "$PORT" -U postgres -d wl_g -S decodeonly --start -o proto_version=1 \
+    -o publication_names=decodepub -f /dev/null &
+RECV_PID=$!
+PIDS+=("$RECV_PID")
+decoding() { [ "$(P wl_g -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'decodeonly'")" = t ]; }
+wait_until 30 "pg_recvlogical to start" decoding
+workload wl_g :; TPS_DECODE=$WL_TPS; LAT_DECODE=$WL_LAT
+kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true
+wait_until 30 "pg_recvlogical to stop" eval '! decoding'
+P wl_g -c "SELECT pg_drop_replication_slot('decodeonly')" >/dev/null
+drop_db wl_g
+log "(e) decoding only: $TPS_DECODE tps, $LAT_DECODE ms"
+
 log "(e) workload during streaming"
 fresh wl_d; start_run wl_d
 wl_streaming() { "$PGREPART" status --source "$(url wl_d)" --table orders_flat --json 2>/dev/null | grep -q '"phase": "streaming"'; }
@@ -374,6 +423,12 @@ wait_until 3600 "the migration to stream" wl_streaming
 workload wl_d :; TPS_STREAM=$WL_TPS; LAT_STREAM=$WL_LAT
 stop_run wl_d
 log "(e) during streaming: $TPS_STREAM tps, $LAT_STREAM ms"
+
+log "(e) workload alone again, ${WS} s (the reference is the mean of the two)"
+fresh wl_h; workload wl_h :; TPS_ALONE2=$WL_TPS; LAT_ALONE2=$WL_LAT; drop_db wl_h
+TPS_ALONE=$(( (TPS_ALONE1 + TPS_ALONE2) / 2 ))
+LAT_ALONE=$(awk -v a="$LAT_ALONE1" -v b="$LAT_ALONE2" 'BEGIN { printf "%.2f", (a + b) / 2 }')
+log "(e) alone again: $TPS_ALONE2 tps, $LAT_ALONE2 ms"
 
 RATE=$(( TPS_ALONE * 40 / 100 ))
 log "(e) open loop at $RATE tps, alone and during the copy"
@@ -397,12 +452,14 @@ printf '| %-62s | %12s |\n' "measure" "value"
 printf '|%s|%s|\n' "$(printf -- '-%.0s' {1..64})" "$(printf -- '-%.0s' {1..14})"
 printf '| %-62s | %10s s |\n' "copy: seed INSERT INTO orders_list SELECT * (a)" "$T_SEED"
 printf '| %-62s | %10s s |\n' "copy: native logical replication initial sync (b)" "$T_NATIVE_COPY"
-printf '| %-62s | %10s s |\n' "copy: whole pgrepart run, auto cutover, no load (c)" "$T_RUN"
-printf '| %-62s | %12s |\n' "ratio pgrepart run / seed INSERT ... SELECT (target <= 0.6)" "$R_RUN"
-printf '| %-62s | %12s |\n' "ratio pgrepart run / native initial sync" "$(ratio "$T_RUN" "$T_NATIVE_COPY")"
-printf '| %-62s | %10s s |\n' "verify: run's check before cutover (c)" "$T_VERIFY"
+printf '| %-62s | %10s s |\n' "copy: whole pgrepart run, --verify off, no load (c)" "$T_RUN"
+printf '| %-62s | %12s |\n' "ratio pgrepart run (c) / seed INSERT ... SELECT (target <= 0.6)" "$R_RUN"
+printf '| %-62s | %12s |\n' "ratio pgrepart run (c) / native initial sync" "$(ratio "$T_RUN" "$T_NATIVE_COPY")"
+printf '| %-62s | %10s s |\n' "whole pgrepart run, default settings (c2)" "$T_RUN_FULL"
+printf '| %-62s | %12s |\n' "ratio pgrepart run (c2) / seed INSERT ... SELECT" "$(ratio "$T_RUN_FULL" "$T_SEED")"
+printf '| %-62s | %10s s |\n' "verify: run's check before cutover (c2)" "$T_VERIFY"
 printf '| %-62s | %10s s |\n' "verify: pgrepart verify, standalone (d)" "$T_VERIFY_CLI"
-printf '| %-62s | %12s |\n' "ratio verify (c) / run (c) without it (target <= 0.5)" "$(ratio "$T_VERIFY" "$T_RUN_NO_VERIFY")"
+printf '| %-62s | %12s |\n' "ratio verify (c2) / run (c) (target <= 0.5)" "$(ratio "$T_VERIFY" "$T_RUN")"
 printf '| %-62s | %10s s |\n' "apply: pgrepart drains the backlog (d)" "$T_APPLY_PGR"
 printf '| %-62s | %10s s |\n' "apply: native subscription drains the backlog (d)" "$T_APPLY_NAT"
 printf '| %-62s | %10s/s |\n' "apply: pgrepart changes per second" "$(rate "$T_APPLY_PGR")"
@@ -414,11 +471,15 @@ printf '| %-62s | %9s ms |\n' "cutover lock held, run (c)" "${LOCK_RUN_MS:--}"
 printf '| %-62s | %9s ms |\n' "cutover lock held, manual cutover (d)" "${LOCK_APPLY_MS:--}"
 if [ "${WORKLOAD:-1}" = 1 ]; then
 slow() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.0f%%", (1 - a / b) * 100; else print "-" }'; }
-printf '| %-62s | %12s |\n' "workload alone, closed loop (e): tps / latency" "$TPS_ALONE / $LAT_ALONE ms"
+printf '| %-62s | %12s |\n' "workload alone, closed loop (e), first: tps / latency" "$TPS_ALONE1 / $LAT_ALONE1 ms"
+printf '| %-62s | %12s |\n' "workload alone, closed loop (e), last: tps / latency" "$TPS_ALONE2 / $LAT_ALONE2 ms"
+printf '| %-62s | %12s |\n' "workload alone, the mean of the two (the reference)" "$TPS_ALONE / $LAT_ALONE ms"
 printf '| %-62s | %12s |\n' "workload during the copy, default settings: tps / latency" "$TPS_COPY / $LAT_COPY ms"
 printf '| %-62s | %12s |\n' "  its slowdown (target < 15%)" "$(slow "$TPS_COPY" "$TPS_ALONE")"
 printf '| %-62s | %12s |\n' "workload during the copy, --max-impact 0: tps / latency" "$TPS_NOGOV / $LAT_NOGOV ms"
 printf '| %-62s | %12s |\n' "  its slowdown" "$(slow "$TPS_NOGOV" "$TPS_ALONE")"
+printf '| %-62s | %12s |\n' "workload with only a slot's decoding: tps / latency" "$TPS_DECODE / $LAT_DECODE ms"
+printf '| %-62s | %12s |\n' "  its slowdown (the floor of any logical consumer)" "$(slow "$TPS_DECODE" "$TPS_ALONE")"
 printf '| %-62s | %12s |\n' "workload during streaming: tps / latency" "$TPS_STREAM / $LAT_STREAM ms"
 printf '| %-62s | %12s |\n' "  its slowdown" "$(slow "$TPS_STREAM" "$TPS_ALONE")"
 printf '| %-62s | %12s |\n' "open loop at 40%: alone tps / latency" "$OTPS_ALONE / $OLAT_ALONE ms"

@@ -183,9 +183,15 @@ pub struct RunArgs {
     pub max_copy_rate: Option<u64>,
 
     /// While the source has a write workload of its own, slow the copy down whenever a commit on
-    /// the source takes more than PCT% longer than before the copy began; 0 turns this off.
+    /// the source takes more than PCT% longer, or the workload's write transactions run more than
+    /// PCT% slower, than without the copy; 0 turns this off.
     #[arg(long, value_name = "PCT", env = "PGREPART_MAX_IMPACT", default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub max_impact: u32,
+
+    /// The compression method of the TOASTed values written into the new table, for columns
+    /// without one of their own (COPY carries them uncompressed, so each is compressed again).
+    #[arg(long, value_enum, value_name = "METHOD", default_value_t = crate::copy::toast::ToastCompression::Auto)]
+    pub toast_compression: crate::copy::toast::ToastCompression,
 
     /// Pause the copy when the slot holds more WAL than this (e.g. 20GB), and stop cleanly at twice it.
     #[arg(long, value_name = "SIZE")]

@@ -155,6 +155,7 @@ mod tests {
             collation: None,
             generated: None,
             identity: None,
+            compression: None,
         }
     }
 

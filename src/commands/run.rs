@@ -953,6 +953,19 @@ impl Live {
             .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
             .await
             .map_err(|e| Error::db("preparing the apply session", e))?;
+        let setting = copy::toast::server_setting(&applier_client).await?;
+        let (toast_compression, warning) =
+            copy::toast::choose(args.toast_compression, setting.as_ref());
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
+        }
+        if let Some(m) = toast_compression {
+            tracing::info!(
+                method = m,
+                "TOASTed values written into the new table are compressed with this method (--toast-compression)"
+            );
+        }
+        copy::toast::apply(&applier_client, toast_compression).await?;
         let (applier, handles) = Applier::new(
             applier_client,
             ApplierConfig {
@@ -1026,6 +1039,7 @@ impl Live {
                 range_column: key[0].clone(),
                 target_config: prep.dbs.target.clone(),
                 limit: limit.clone(),
+                toast_compression,
                 workers: sessions.len(),
             });
             tracing::info!(ranges = pending.len(), workers = sessions.len(), "copying");

@@ -476,7 +476,7 @@ async fn govern(
             let again = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
             drop(hold);
             controller.rebase(again.latency_ms, again.others_per_s);
-            tracing::debug!(
+            tracing::info!(
                 baseline_ms = format_args!("{:.2}", again.latency_ms),
                 workload_xacts_per_s = again.others_per_s.round() as u64,
                 "copy load governor: the source measured again with the copy held"

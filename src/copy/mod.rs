@@ -11,6 +11,7 @@
 pub mod governor;
 pub mod indexes;
 pub mod ranges;
+pub mod toast;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,6 +93,8 @@ pub struct CopyJob {
     pub target_config: Config,
     /// The rows per second allowed over all workers (the user's cap, moved by the governor).
     pub limit: Arc<governor::RateLimit>,
+    /// `default_toast_compression` for the target sessions (`toast::choose`); `None` leaves it.
+    pub toast_compression: Option<&'static str>,
     /// How many workers share the limit.
     pub workers: usize,
 }
@@ -142,6 +145,7 @@ pub async fn run_workers(
                 .batch_execute("SET synchronous_commit = on")
                 .await
                 .map_err(|e| Error::db("preparing a copy session", e))?;
+            toast::apply(&target, job.toast_compression).await?;
             loop {
                 if *stop.borrow() {
                     return Ok(());

@@ -57,6 +57,9 @@ pub struct ColumnInfo {
     pub generated: Option<String>,
     /// `a` (ALWAYS) or `d` (BY DEFAULT) identity.
     pub identity: Option<char>,
+    /// A compression method set on the column (`pglz` or `lz4`); `None` follows the server's
+    /// `default_toast_compression`.
+    pub compression: Option<String>,
 }
 
 impl ColumnInfo {
@@ -258,7 +261,8 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
                        FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace \
                        WHERE co.oid = a.attcollation) END, \
                     CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
-                    a.attidentity::text \
+                    a.attidentity::text, \
+                    CASE a.attcompression WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -276,6 +280,7 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
             collation: r.get(5),
             generated: r.get(6),
             identity: r.get::<_, String>(7).chars().next(),
+            compression: r.get(8),
         })
         .collect();
 
