@@ -147,6 +147,8 @@ fresh() {
     P postgres -c "CREATE DATABASE $1 TEMPLATE tpl STRATEGY FILE_COPY"
     P "$1" -c "SELECT count(*), sum(length(details)) FROM orders_flat" >/dev/null
     P "$1" -c CHECKPOINT
+    # The WAL and files of earlier steps written out by the kernel now, not during the next one.
+    sync
     wait_until 600 "autovacuum to finish" autovacuum_idle
 }
 drop_db() { P postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
