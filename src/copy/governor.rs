@@ -291,7 +291,7 @@ const PROBES_PER_DECISION: usize = 5;
 const REBASE_EVERY: u32 = 20;
 /// The first new baseline comes sooner: the one before the copy is taken while the run is still
 /// setting up, before the apply of the workload's changes weighs on the source (on the bench
-/// machine the workload's rate with the copy held was 5 to 15% below it).
+/// machine the workload's rate with the copy held differed from it by up to about 20%, mostly below).
 const FIRST_REBASE: u32 = 5;
 /// How long the source is left to settle after the copy is held, before the baseline is taken.
 const HOLD_SETTLE: Duration = Duration::from_millis(400);
