@@ -33,6 +33,41 @@ async fn seeded(cluster: &Cluster, prefix: &str) -> (String, tokio_postgres::Cli
     (url, client)
 }
 
+/// A governed run (`--verify off`, then `extra`) of a newly seeded table under writers in
+/// `cluster`: asserts that it succeeds with every row right and nothing left behind, and returns
+/// its log.
+async fn governed_run_under_writers(
+    cluster: &Cluster,
+    major: u32,
+    prefix: &str,
+    extra: &[&str],
+) -> String {
+    let (url, client) = seeded(cluster, prefix).await;
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    let mut args = vec!["--verify", "off"];
+    args.extend_from_slice(extra);
+    let out = spawn_with_env(&seed_run_args(&url, &args), &GOVERNED)
+        .wait_within(DEADLINE)
+        .await;
+    assert!(
+        out.status.success(),
+        "PostgreSQL {major}: {}\nserver log tail:\n{}",
+        output_text(&out),
+        support::program::tail(&cluster.server_log(), 3000)
+    );
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let report = writers.stop().await;
+    assert!(
+        report.anomalies.is_empty(),
+        "PostgreSQL {major}: rows missing during the migration: {:?}",
+        &report.anomalies[..report.anomalies.len().min(20)]
+    );
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&client).await;
+    log_of(&out)
+}
+
 /// `name=value` on the governor's first line.
 fn field<'a>(log: &'a str, name: &str) -> Option<&'a str> {
     let line = log.lines().find(|l| l.contains("copy load governor"))?;
@@ -70,21 +105,7 @@ async fn the_copy_is_limited_only_while_the_source_has_a_workload() {
         compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
 
         // A write workload: slow start, decisions every second, and every row at the end.
-        let (url, client) = seeded(&cluster, "gov_busy").await;
-        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
-        writers.wait_for_more_ops(300, DEADLINE).await;
-        let out = spawn_with_env(&seed_run_args(&url, &["--verify", "off"]), &GOVERNED)
-            .wait_within(DEADLINE)
-            .await;
-        assert!(
-            out.status.success(),
-            "PostgreSQL {major}: {}\nserver log tail:\n{}",
-            output_text(&out),
-            support::program::tail(&cluster.server_log(), 3000)
-        );
-        writers.wait_for_more_ops(200, DEADLINE).await;
-        let report = writers.stop().await;
-        let log = log_of(&out);
+        let log = governed_run_under_writers(&cluster, major, "gov_busy", &[]).await;
         let workload: u64 = field(&log, "workload_xacts_per_s")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("PostgreSQL {major}: no governor line:\n{log}"));
@@ -103,13 +124,6 @@ async fn the_copy_is_limited_only_while_the_source_has_a_workload() {
                 .any(|d| log.contains(d)),
             "PostgreSQL {major}: the governor made no decision while the copy ran:\n{log}"
         );
-        assert!(
-            report.anomalies.is_empty(),
-            "PostgreSQL {major}: rows missing during the migration: {:?}",
-            &report.anomalies[..report.anomalies.len().min(20)]
-        );
-        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
-        inspect::assert_no_slot_or_publication(&client).await;
     }
 }
 
@@ -170,21 +184,12 @@ async fn the_copy_is_held_while_the_source_is_measured_again() {
     let Some(cluster) = Cluster::start_or_skip(major) else {
         return;
     };
-    let (url, client) = seeded(&cluster, "gov_rebase").await;
-    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
-    writers.wait_for_more_ops(300, DEADLINE).await;
-    // At most 2,000 rows/s: the copy of 60,000 rows outlasts the governor's first 20 decisions,
-    // after which it holds the copy and takes its baselines again.
-    let out = spawn_with_env(
-        &seed_run_args(&url, &["--verify", "off", "--max-copy-rate", "2000"]),
-        &GOVERNED,
-    )
-    .wait_within(DEADLINE)
-    .await;
-    assert!(out.status.success(), "{}", output_text(&out));
-    writers.wait_for_more_ops(200, DEADLINE).await;
-    let report = writers.stop().await;
-    let log = log_of(&out);
+    // At most 2,000 rows/s: the copy of 60,000 rows outlasts the governor's first 20 decisions
+    // (it holds the copy and takes its baselines again after 5, then after 20), and every row
+    // is still right at the end.
+    let log =
+        governed_run_under_writers(&cluster, major, "gov_rebase", &["--max-copy-rate", "2000"])
+            .await;
     let held = log
         .lines()
         .filter(|l| l.contains("measured again with the copy held"))
@@ -201,11 +206,4 @@ async fn the_copy_is_held_while_the_source_is_measured_again() {
         log[first_hold..].contains("range copied"),
         "no range was copied after the copy was held:\n{log}"
     );
-    assert!(
-        report.anomalies.is_empty(),
-        "rows missing during the migration: {:?}",
-        &report.anomalies[..report.anomalies.len().min(20)]
-    );
-    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
-    inspect::assert_no_slot_or_publication(&client).await;
 }

@@ -953,19 +953,8 @@ impl Live {
             .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
             .await
             .map_err(|e| Error::db("preparing the apply session", e))?;
-        let setting = copy::toast::server_setting(&applier_client).await?;
-        let (toast_compression, warning) =
-            copy::toast::choose(args.toast_compression, setting.as_ref());
-        if let Some(w) = warning {
-            tracing::warn!("{w}");
-        }
-        if let Some(m) = toast_compression {
-            tracing::info!(
-                method = m,
-                "TOASTed values written into the new table are compressed with this method (--toast-compression)"
-            );
-        }
-        copy::toast::apply(&applier_client, toast_compression).await?;
+        let toast_compression =
+            copy::toast::prepare(&applier_client, args.toast_compression).await?;
         let (applier, handles) = Applier::new(
             applier_client,
             ApplierConfig {

@@ -210,10 +210,6 @@ impl Controller {
         self.baseline_xacts >= MIN_WORKLOAD_XACTS
     }
 
-    pub fn baseline_xacts(&self) -> f64 {
-        self.baseline_xacts
-    }
-
     pub fn limit(&self) -> Option<u64> {
         self.limit
     }
@@ -470,6 +466,8 @@ async fn govern(
         }
         limit.set(controller.limit());
         decisions += 1;
+        // The next window counts from here: its xids and rows from the last probe's.
+        (last_xid, rows_before) = (xid, rows);
         if (decisions == FIRST_REBASE || decisions.is_multiple_of(REBASE_EVERY))
             && (controller.busy() || others >= MIN_WORKLOAD_XACTS)
         {
@@ -488,16 +486,10 @@ async fn govern(
                 workload_xacts_per_s = again.others_per_s.round() as u64,
                 "copy load governor: the source measured again with the copy held"
             );
-            window.clear();
-            window_start = Instant::now();
-            last_xid = again.xid;
-            rows_before = progress.streamed_rows.load(Ordering::Relaxed);
-            continue;
+            (last_xid, rows_before) = (again.xid, progress.streamed_rows.load(Ordering::Relaxed));
         }
         window.clear();
         window_start = Instant::now();
-        last_xid = xid;
-        rows_before = rows;
     }
 }
 

@@ -69,8 +69,26 @@ pub fn choose(
     }
 }
 
+/// Chooses the method for `asked` from the target server's setting, says so in the log, and sets
+/// it in `client` (a session on the target); the copy's sessions are given the same with [`apply`].
+pub async fn prepare(client: &Client, asked: ToastCompression) -> Result<Option<&'static str>> {
+    let setting = server_setting(client).await?;
+    let (method, warning) = choose(asked, setting.as_ref());
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    if let Some(m) = method {
+        tracing::info!(
+            method = m,
+            "TOASTed values written into the new table are compressed with this method (--toast-compression)"
+        );
+    }
+    apply(client, method).await?;
+    Ok(method)
+}
+
 /// Reads the target server's setting (`None` before PostgreSQL 14).
-pub async fn server_setting(client: &Client) -> Result<Option<ServerSetting>> {
+async fn server_setting(client: &Client) -> Result<Option<ServerSetting>> {
     let row = client
         .query_opt(
             "SELECT setting, source NOT IN ('default', 'override'), 'lz4' = ANY(enumvals) \
