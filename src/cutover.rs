@@ -23,6 +23,9 @@
 //! COMMIT                                               (lock timeout: rolled back, tried again)
 //! ```
 //! so the old matview keeps answering, with the data it had, until the new one takes its name.
+//! The swap's transaction also records these rebuilds in the state (`pending_matviews`), and each
+//! rebuild's transaction removes its own entry: a run that dies between the swap and the rebuilds
+//! leaves them recorded, and the next `run` with the same arguments does them.
 //! Why the fence works: a non-transactional message is decoded at its own WAL position, so every
 //! transaction that committed before it is delivered before it (design.md §6).
 
@@ -137,6 +140,10 @@ pub fn swap_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) ->
          last_error = NULL WHERE id = {}",
         plan.migration_id
     ));
+    if !carry.matviews.is_empty() {
+        let rebuilds: Vec<MatViewRebuild> = carry.matviews.iter().map(matview_rebuild).collect();
+        sql.push(record_pending_matviews(plan.migration_id, &rebuilds));
+    }
     sql
 }
 
@@ -281,12 +288,39 @@ const MATVIEW_ATTEMPTS: u32 = 5;
 
 /// A materialized view's rebuild over the new table (pure): `build` creates it under a temporary
 /// name with its indexes, owner, grants and comments; `swap` (after `SET LOCAL lock_timeout`)
-/// drops the old one and gives the new one its names. Both run in one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// drops the old one and gives the new one its names. Both run in one transaction. It is stored
+/// as JSON in `pgrepart.migrations.pending_matviews` until it is done.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MatViewRebuild {
+    pub schema: String,
+    pub name: String,
+    /// Rebuilt `WITH DATA` (else `WITH NO DATA`, as it was).
+    pub populated: bool,
     pub build: Vec<String>,
     pub swap: Vec<String>,
 }
+
+impl MatViewRebuild {
+    pub fn matview(&self) -> QualifiedName {
+        QualifiedName::new(self.schema.clone(), self.name.clone())
+    }
+}
+
+/// The statement, in the swap's transaction, that records the matview rebuilds still to do.
+fn record_pending_matviews(migration_id: i64, rebuilds: &[MatViewRebuild]) -> String {
+    let json = serde_json::to_string(rebuilds).expect("plain strings and booleans serialize");
+    format!(
+        "UPDATE pgrepart.migrations SET pending_matviews = {}::jsonb WHERE id = {migration_id}",
+        quote_literal(&json)
+    )
+}
+
+/// Removes one rebuild from the recorded ones, in the rebuild's own transaction.
+const DONE_PENDING_MATVIEW: &str = "UPDATE pgrepart.migrations SET pending_matviews = \
+    (SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::jsonb) \
+     FROM jsonb_array_elements(pending_matviews) WITH ORDINALITY AS x(e, n) \
+     WHERE NOT (e->>'schema' = $2 AND e->>'name' = $3)) \
+    WHERE id = $1";
 
 /// `name` + `suffix`, the name cut so that the whole fits in 63 bytes.
 fn suffixed(name: &str, suffix: &str) -> String {
@@ -369,30 +403,37 @@ pub fn matview_rebuild(mv: &DependentMatView) -> MatViewRebuild {
             quote_literal(c)
         ));
     }
-    MatViewRebuild { build, swap }
+    MatViewRebuild {
+        schema: mv.schema.clone(),
+        name: mv.name.clone(),
+        populated: mv.populated,
+        build,
+        swap,
+    }
 }
 
 /// Rebuilds each materialized view over the new table once the swap has committed (see the
 /// module's doc); returns one line per matview for the run's output. A failure leaves the old
-/// matview as it was and says so: the migration itself is done.
+/// matview as it was, and recorded as still to rebuild, and says so: the migration itself is done.
 pub async fn rebuild_matviews(
     control: &mut Client,
-    matviews: &[DependentMatView],
+    migration_id: i64,
+    rebuilds: &[MatViewRebuild],
     lock_timeout: Duration,
 ) -> Vec<String> {
     let mut lines = Vec::new();
-    for mv in matviews {
-        let rebuild = matview_rebuild(mv);
+    for rebuild in rebuilds {
+        let mv = rebuild;
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(200);
         let mut attempt_no = 1;
         let outcome = loop {
-            match rebuild_matview_once(control, &rebuild, lock_timeout).await {
+            match rebuild_matview_once(control, migration_id, rebuild, lock_timeout).await {
                 Err(e)
                     if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
                         && attempt_no < MATVIEW_ATTEMPTS =>
                 {
-                    tracing::warn!(matview = %mv.name(), attempt = attempt_no, "the old materialized view is in use; trying its rebuild again");
+                    tracing::warn!(matview = %mv.matview(), attempt = attempt_no, "the old materialized view is in use; trying its rebuild again");
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                     attempt_no += 1;
@@ -402,10 +443,10 @@ pub async fn rebuild_matviews(
         };
         lines.push(match outcome {
             Ok(()) => {
-                tracing::info!(matview = %mv.name(), elapsed_ms = started.elapsed().as_millis() as u64, "materialized view rebuilt over the new table");
+                tracing::info!(matview = %mv.matview(), elapsed_ms = started.elapsed().as_millis() as u64, "materialized view rebuilt over the new table");
                 format!(
                     "recreated materialized view {} on the new table ({}, with its indexes, owner, grants and comments)",
-                    mv.name(),
+                    mv.matview(),
                     if mv.populated {
                         "WITH DATA"
                     } else {
@@ -414,8 +455,8 @@ pub async fn rebuild_matviews(
                 )
             }
             Err(e) => format!(
-                "NOT carried over: materialized view {} still reads the old table (its rebuild failed: {}): recreate it over the new table before dropping the old one",
-                mv.name(),
+                "NOT carried over: materialized view {} still reads the old table (its rebuild failed: {}): run the same `pgrepart run` again to retry, or recreate it over the new table before dropping the old one",
+                mv.matview(),
                 e.as_db_error()
                     .map_or_else(|| e.to_string(), |d| d.message().to_string())
             ),
@@ -426,6 +467,7 @@ pub async fn rebuild_matviews(
 
 async fn rebuild_matview_once(
     control: &mut Client,
+    migration_id: i64,
     rebuild: &MatViewRebuild,
     lock_timeout: Duration,
 ) -> std::result::Result<(), tokio_postgres::Error> {
@@ -441,6 +483,12 @@ async fn rebuild_matview_once(
     for s in &rebuild.swap {
         tx.batch_execute(s).await?;
     }
+    tx.execute(
+        DONE_PENDING_MATVIEW,
+        &[&migration_id, &rebuild.schema, &rebuild.name],
+    )
+    .await?;
+    crate::fault::point("matview-rebuilt-before-commit");
     tx.commit().await
 }
 
@@ -616,7 +664,8 @@ pub async fn attempt(
     for line in carry_summary(&carry) {
         println!("{line}");
     }
-    for line in rebuild_matviews(control, &carry.matviews, a.lock_timeout).await {
+    let rebuilds: Vec<MatViewRebuild> = carry.matviews.iter().map(matview_rebuild).collect();
+    for line in rebuild_matviews(control, a.plan.migration_id, &rebuilds, a.lock_timeout).await {
         println!("{line}");
     }
     Ok(Outcome::Done {
@@ -845,5 +894,40 @@ mod tests {
         let tmp_name = r.build[0].split('"').nth(3).unwrap();
         assert_eq!(tmp_name.len(), 63);
         assert!(tmp_name.ends_with("_pgrepart_new"));
+    }
+
+    #[test]
+    fn the_swap_records_the_matview_rebuilds_it_leaves_to_do() {
+        let mut c = CarryOver::default();
+        let none = swap_statements(&plan(), &c, AT);
+        assert!(!none.iter().any(|s| s.contains("pending_matviews")));
+
+        c.matviews = vec![DependentMatView {
+            schema: "rep".into(),
+            name: "it's".into(),
+            definition: " SELECT 'a''b' AS x FROM orders_flat".into(),
+            populated: true,
+            options: vec![],
+            owner: "o".into(),
+            grants: vec![],
+            comment: None,
+            column_comments: vec![],
+            indexes: vec![],
+        }];
+        let sql = swap_statements(&plan(), &c, AT);
+        let last = sql.last().unwrap();
+        assert!(
+            sql[sql.len() - 2].contains("SET phase = 'done'"),
+            "recorded in the swap's transaction, with the phase: {sql:?}"
+        );
+        let prefix = "UPDATE pgrepart.migrations SET pending_matviews = '";
+        let suffix = "'::jsonb WHERE id = 7";
+        assert!(last.starts_with(prefix) && last.ends_with(suffix), "{last}");
+        // The literal round-trips to the same rebuilds (quotes doubled inside it).
+        let literal = &last[prefix.len()..last.len() - suffix.len()];
+        let stored: Vec<MatViewRebuild> =
+            serde_json::from_str(&literal.replace("''", "'")).unwrap();
+        assert_eq!(stored, vec![matview_rebuild(&c.matviews[0])]);
+        assert_eq!(stored[0].matview().to_string(), "rep.it's");
     }
 }

@@ -90,10 +90,26 @@ async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Resu
         }
         Some(m) if spec_of(&m)?.same_request(&prep.spec()) => {
             finish_cleanup(&source, &m).await?;
-            println!(
-                "{} was already migrated (migration {}); nothing left to do",
-                prep.table, m.id
-            );
+            if m.pending_matviews.is_empty() {
+                println!(
+                    "{} was already migrated (migration {}); nothing left to do",
+                    prep.table, m.id
+                );
+            } else {
+                // The run that swapped stopped before rebuilding these over the new table.
+                println!(
+                    "{} was already migrated (migration {}); rebuilding the materialized views left to do",
+                    prep.table, m.id
+                );
+                let mut control = control;
+                let lock_timeout = Duration::from_millis(args.lock_timeout_ms);
+                for line in
+                    cutover::rebuild_matviews(&mut control, m.id, &m.pending_matviews, lock_timeout)
+                        .await
+                {
+                    println!("{line}");
+                }
+            }
             // A run stopped between the swap and its cleanup may not have dropped the old table.
             let old = prep.table.sibling(m.old_name.clone());
             if args.drop_old && crate::pg::catalog::relation_exists(&source, &old).await? {

@@ -61,6 +61,9 @@ pub struct Report {
     /// Cross-database: the target side of the cutover has committed but the source's rename has
     /// not (the `run` stopped in between); running the same `run` again finishes it.
     pub target_committed: bool,
+    /// Materialized views over the table that the swap left to rebuild over the new one (the `run`
+    /// stopped before, or their rebuild failed); running the same `run` again does them.
+    pub pending_matviews: Vec<String>,
 }
 
 /// `client` is the source database (the slot and its walsender); `m` was read from the target.
@@ -144,6 +147,11 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
         last_error: m.last_error.clone(),
         slot_name: m.slot_name.clone(),
         target_committed: m.target_committed_fence.is_some() && m.phase != state::Phase::Done,
+        pending_matviews: m
+            .pending_matviews
+            .iter()
+            .map(|mv| mv.matview().to_string())
+            .collect(),
     })
 }
 
@@ -226,6 +234,12 @@ fn human(r: &Report) -> String {
     );
     if r.target_committed {
         s += "  cutover          committed in the target, the source table not renamed yet: run the same `pgrepart run` again to finish\n";
+    }
+    if !r.pending_matviews.is_empty() {
+        s += &format!(
+            "  matviews         still reading the old table, to rebuild over the new one: {} (run the same `pgrepart run` again)\n",
+            r.pending_matviews.join(", ")
+        );
     }
     if !r.waiting_for.is_empty() {
         s += &format!(

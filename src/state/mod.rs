@@ -101,7 +101,10 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     hold_owner text,
     held_at_lsn pg_lsn,
     -- The copy's rate limit set by its load governor (or --max-copy-rate) now; NULL: none.
-    copy_rate_limit bigint
+    copy_rate_limit bigint,
+    -- Materialized views over the table still to rebuild over the new one (set by the swap's
+    -- transaction, each entry removed by its rebuild's): see cutover::MatViewRebuild.
+    pending_matviews jsonb NOT NULL DEFAULT '[]'
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -164,6 +167,9 @@ pub struct Migration {
     pub hold_owner: Option<String>,
     /// The copy's rate limit (rows/s) as the running `run` last recorded it; `None`: none.
     pub copy_rate_limit: Option<i64>,
+    /// Materialized views the swap left to rebuild over the new table (a run that died between
+    /// the swap and their rebuild); the next `run` does them.
+    pub pending_matviews: Vec<crate::cutover::MatViewRebuild>,
 }
 
 const SELECT_MIGRATION: &str = "
@@ -178,7 +184,7 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
        m.target_committed_fence,
        m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner,
-       m.copy_rate_limit
+       m.copy_rate_limit, m.pending_matviews
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -222,6 +228,11 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         held_at: parse_lsn(r.get(35))?,
         hold_owner: r.get(36),
         copy_rate_limit: r.get(37),
+        pending_matviews: serde_json::from_value(r.get(38)).map_err(|e| {
+            Error::failed(format!(
+                "unreadable pending_matviews in pgrepart.migrations: {e}"
+            ))
+        })?,
     })
 }
 
@@ -252,7 +263,8 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS hold_expires_at timestamptz,
     ADD COLUMN IF NOT EXISTS hold_owner text,
     ADD COLUMN IF NOT EXISTS held_at_lsn pg_lsn,
-    ADD COLUMN IF NOT EXISTS copy_rate_limit bigint;
+    ADD COLUMN IF NOT EXISTS copy_rate_limit bigint,
+    ADD COLUMN IF NOT EXISTS pending_matviews jsonb NOT NULL DEFAULT '[]';
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -273,7 +285,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'copy_rate_limit' AND NOT attisdropped)",
+                            AND attname = 'pending_matviews' AND NOT attisdropped)",
             &[],
         )
         .await
