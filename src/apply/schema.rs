@@ -156,6 +156,7 @@ mod tests {
             generated: None,
             identity: None,
             compression: None,
+            storage: None,
         }
     }
 

@@ -96,7 +96,9 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         && let Some(k) = t.key_index()
         && !partitions.is_empty()
     {
-        statements.push(ddl::create_partitioned_table(t, name, by, &k.columns));
+        statements.extend(ddl::create_partitioned_table_statements(
+            t, name, by, &k.columns,
+        ));
         statements.extend(
             partitions
                 .iter()
@@ -421,6 +423,23 @@ async fn carry_over_report(
         } else {
             no.push(format!(
                 "storage parameters {list}: set them on the --into table's partitions"
+            ));
+        }
+    }
+    let storage: Vec<String> = t
+        .columns
+        .iter()
+        .filter_map(|c| Some(format!("{} {}", c.name, c.storage.as_ref()?)))
+        .collect();
+    if !storage.is_empty() {
+        let list = storage.join(", ");
+        if generated {
+            yes.push(format!(
+                "column storage {list} (SET STORAGE on the new table when it is created; its partitions inherit it)"
+            ));
+        } else {
+            no.push(format!(
+                "column storage {list}: ALTER TABLE ... ALTER COLUMN ... SET STORAGE on the --into table"
             ));
         }
     }

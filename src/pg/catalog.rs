@@ -60,6 +60,9 @@ pub struct ColumnInfo {
     /// A compression method set on the column (`pglz` or `lz4`); `None` follows the server's
     /// `default_toast_compression`.
     pub compression: Option<String>,
+    /// The column's storage mode (`PLAIN`, `EXTERNAL`, `EXTENDED` or `MAIN`) when it differs from
+    /// its type's default (`ALTER COLUMN ... SET STORAGE`); `None` is the type's default.
+    pub storage: Option<String>,
 }
 
 impl ColumnInfo {
@@ -262,7 +265,9 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
                        WHERE co.oid = a.attcollation) END, \
                     CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
                     a.attidentity::text, \
-                    CASE a.attcompression WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END \
+                    CASE a.attcompression WHEN 'p' THEN 'pglz' WHEN 'l' THEN 'lz4' END, \
+                    CASE WHEN a.attstorage <> t.typstorage THEN CASE a.attstorage \
+                      WHEN 'p' THEN 'PLAIN' WHEN 'e' THEN 'EXTERNAL' WHEN 'x' THEN 'EXTENDED' WHEN 'm' THEN 'MAIN' END END \
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
              LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
@@ -281,6 +286,7 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
             generated: r.get(6),
             identity: r.get::<_, String>(7).chars().next(),
             compression: r.get(8),
+            storage: r.get(9),
         })
         .collect();
 

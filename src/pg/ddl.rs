@@ -39,10 +39,51 @@ fn column_sql(c: &ColumnInfo) -> String {
     s
 }
 
-/// `CREATE TABLE target (...) PARTITION BY ...` with the source's columns (types, collations,
-/// NOT NULL, defaults, generated and identity columns), its inheritable CHECK constraints and the
-/// new primary key.
+/// The new table as one batch (`batch_execute`): `create_partitioned_table_statements` joined.
 pub fn create_partitioned_table(
+    src: &TableInfo,
+    target: &QualifiedName,
+    by: &PartitionBy,
+    source_key: &[String],
+) -> String {
+    create_partitioned_table_statements(src, target, by, source_key).join(";\n")
+}
+
+/// `CREATE TABLE target (...) PARTITION BY ...` with the source's columns (types, collations,
+/// compression methods, NOT NULL, defaults, generated and identity columns), its inheritable CHECK
+/// constraints and the new primary key, then the columns' storage modes (`storage_statements`).
+/// Partitions come after these.
+pub fn create_partitioned_table_statements(
+    src: &TableInfo,
+    target: &QualifiedName,
+    by: &PartitionBy,
+    source_key: &[String],
+) -> Vec<String> {
+    std::iter::once(create_table_sql(src, target, by, source_key))
+        .chain(storage_statements(src, target))
+        .collect()
+}
+
+/// `ALTER TABLE target ALTER COLUMN c SET STORAGE <mode>` for each column whose storage is not
+/// its type's default (`ColumnInfo::storage`). The column clause (`c text STORAGE EXTERNAL`) only
+/// exists from PostgreSQL 16; this works from 14 on the partitioned table before it has
+/// partitions, and the partitions then created with `PARTITION OF` inherit the parent's storage
+/// (checked on 14, 15 and 18). A table attached later with `ATTACH PARTITION` keeps its own.
+pub fn storage_statements(src: &TableInfo, target: &QualifiedName) -> Vec<String> {
+    src.columns
+        .iter()
+        .filter_map(|c| {
+            let mode = c.storage.as_ref()?;
+            Some(format!(
+                "ALTER TABLE {} ALTER COLUMN {} SET STORAGE {mode}",
+                target.sql(),
+                quote_ident(&c.name)
+            ))
+        })
+        .collect()
+}
+
+fn create_table_sql(
     src: &TableInfo,
     target: &QualifiedName,
     by: &PartitionBy,
@@ -308,6 +349,49 @@ pub(crate) mod tests {
             ),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn a_columns_own_storage_is_set_after_the_create_table() {
+        let mut t = orders_flat();
+        t.columns[3].storage = Some("MAIN".into());
+        t.columns[5].storage = Some("EXTERNAL".into());
+        let target = QualifiedName::new("shop", "orders_new");
+        let by = PartitionBy::parse("LIST (region)").unwrap();
+        let statements = create_partitioned_table_statements(&t, &target, &by, &["id".into()]);
+        assert_eq!(statements.len(), 3, "{statements:#?}");
+        assert!(statements[0].starts_with("CREATE TABLE \"shop\".\"orders_new\" ("));
+        assert!(
+            !statements[0].contains("STORAGE"),
+            "the column clause needs PostgreSQL 16: {}",
+            statements[0]
+        );
+        assert_eq!(
+            statements[1..],
+            [
+                "ALTER TABLE \"shop\".\"orders_new\" ALTER COLUMN \"region\" SET STORAGE MAIN",
+                "ALTER TABLE \"shop\".\"orders_new\" ALTER COLUMN \"details\" SET STORAGE EXTERNAL",
+            ]
+        );
+        assert_eq!(
+            create_partitioned_table(&t, &target, &by, &["id".into()]),
+            statements.join(";\n"),
+            "run executes the same statements as one batch"
+        );
+    }
+
+    #[test]
+    fn columns_with_their_types_default_storage_add_nothing() {
+        let t = orders_flat();
+        let target = QualifiedName::new("shop", "orders_new");
+        let by = PartitionBy::parse("LIST (region)").unwrap();
+        assert!(storage_statements(&t, &target).is_empty());
+        let statements = create_partitioned_table_statements(&t, &target, &by, &["id".into()]);
+        assert_eq!(
+            statements,
+            [create_partitioned_table(&t, &target, &by, &["id".into()])]
+        );
+        assert!(!statements[0].contains(';'), "{}", statements[0]);
     }
 
     #[test]
