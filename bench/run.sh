@@ -8,6 +8,9 @@
 #      indexes on order_date and customer_id; every scenario gets its own copy of it;
 #   3. copy:  (a) the seed's INSERT INTO orders_list SELECT * FROM orders_flat into the seed's
 #                 partitioned target (PK (id, region), 4 LIST partitions, both indexes);
+#             (a2) the practical limit: two binary COPY streams into that target with its primary
+#                 key only, then the secondary indexes; (a3) the same while a slot on the same
+#                 database is decoded;
 #             (b) native logical replication: a subscription in another database into the same
 #                 target, timed until every pg_subscription_rel row is 'r';
 #             (c) a whole `pgrepart run` (auto cutover, no load, --verify off): setup, copy,
@@ -163,6 +166,59 @@ P seed_a -c "INSERT INTO orders_list SELECT * FROM orders_flat"
 T_SEED=$(elapsed "$t0" "$(now)")
 log "(a) ${T_SEED} s"
 drop_db seed_a
+
+#####################################################################################
+# (a2) the practical limit the issue names: two binary COPY streams (psql | psql, one per half of
+# the key space) into the seed's target with its primary key only, then the two secondary indexes
+# built (one session each); TOASTed values get lz4, as pgrepart's copy gives them by default. No
+# ANALYZE, no slot. (a3) the same while a slot on the same database is decoded (pg_recvlogical
+# into /dev/null): a same-database consumer's walsender decodes the copy's own inserts too, so
+# this is the floor for pgrepart's copy into the source database.
+RECVLOGICAL=$( [ -x "$CLIENT_BIN/pg_recvlogical" ] && echo "$CLIENT_BIN/pg_recvlogical" || command -v pg_recvlogical)
+# raw_copy DB: sets T_RAW_COPY, T_RAW_INDEX (s).
+raw_copy() {
+    local db=$1 mid p1 p2 t0 t1
+    SEED_TARGET_SQL orders_list | grep -v '^CREATE INDEX' | P "$db"
+    mid=$(P "$db" -c "SELECT (min(id) + max(id)) / 2 FROM orders_flat")
+    t0=$(now)
+    P "$db" -c "COPY (SELECT * FROM orders_flat WHERE id <= $mid) TO STDOUT (FORMAT binary)" \
+        | P "$db" -c "SET default_toast_compression = lz4" -c "COPY orders_list FROM STDIN (FORMAT binary)" &
+    p1=$!
+    P "$db" -c "COPY (SELECT * FROM orders_flat WHERE id > $mid) TO STDOUT (FORMAT binary)" \
+        | P "$db" -c "SET default_toast_compression = lz4" -c "COPY orders_list FROM STDIN (FORMAT binary)" &
+    p2=$!
+    wait "$p1" && wait "$p2"
+    t1=$(now)
+    P "$db" -c "CREATE INDEX ON orders_list (order_date)" & p1=$!
+    P "$db" -c "CREATE INDEX ON orders_list (customer_id)" & p2=$!
+    wait "$p1" && wait "$p2"
+    T_RAW_COPY=$(elapsed "$t0" "$t1"); T_RAW_INDEX=$(elapsed "$t1" "$(now)")
+    [ "$(P "$db" -c "SELECT count(*) FROM orders_list")" = "$ROWS" ] || { echo "raw copy: row count differs" >&2; exit 1; }
+}
+log "(a2) practical limit: two binary COPY streams, then the secondary indexes"
+fresh raw_a
+raw_copy raw_a
+T_RAW=$(awk -v a="$T_RAW_COPY" -v b="$T_RAW_INDEX" 'BEGIN { printf "%.2f", a + b }')
+log "(a2) ${T_RAW} s (copy ${T_RAW_COPY} s, indexes ${T_RAW_INDEX} s)"
+drop_db raw_a
+
+log "(a3) the same while a slot on the same database is decoded"
+fresh raw_s
+P raw_s -c "CREATE PUBLICATION rawpub FOR TABLE orders_flat"
+P raw_s -c "SELECT pg_create_logical_replication_slot('rawslot', 'pgoutput')" >/dev/null
+"$RECVLOGICAL" -h 127.0.0.1 -p "$PORT" -U postgres -d raw_s -S rawslot --start -o proto_version=1 \
+    -o publication_names=rawpub -f /dev/null &
+RECV_PID=$!
+PIDS+=("$RECV_PID")
+raw_decoding() { [ "$(P raw_s -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'rawslot'")" = t ]; }
+wait_until 30 "pg_recvlogical to start" raw_decoding
+raw_copy raw_s
+T_RAW_SLOT=$(awk -v a="$T_RAW_COPY" -v b="$T_RAW_INDEX" 'BEGIN { printf "%.2f", a + b }')
+kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true
+wait_until 30 "pg_recvlogical to stop" eval '! raw_decoding'
+P raw_s -c "SELECT pg_drop_replication_slot('rawslot')" >/dev/null
+log "(a3) ${T_RAW_SLOT} s (copy ${T_RAW_COPY} s, indexes ${T_RAW_INDEX} s)"
+drop_db raw_s
 
 #####################################################################################
 # (b) native logical replication, initial sync
@@ -401,7 +457,6 @@ RUN_EXTRA=()
 log "(e) during the copy without the governor: $TPS_NOGOV tps, $LAT_NOGOV ms (${COPIED_NOGOV} rows copied)"
 
 log "(e) workload with only a slot's decoding (pg_recvlogical into /dev/null): the floor of any logical consumer"
-RECVLOGICAL=$( [ -x "$CLIENT_BIN/pg_recvlogical" ] && echo "$CLIENT_BIN/pg_recvlogical" || command -v pg_recvlogical)
 fresh wl_g
 P wl_g -c "CREATE PUBLICATION decodepub FOR TABLE orders_flat"
 P wl_g -c "SELECT pg_create_logical_replication_slot('decodeonly', 'pgoutput')" >/dev/null
@@ -454,9 +509,13 @@ printf '| %-62s | %12s |\n' "measure" "value"
 printf '|%s|%s|\n' "$(printf -- '-%.0s' {1..64})" "$(printf -- '-%.0s' {1..14})"
 printf '| %-62s | %10s s |\n' "copy: seed INSERT INTO orders_list SELECT * (a)" "$T_SEED"
 printf '| %-62s | %10s s |\n' "copy: native logical replication initial sync (b)" "$T_NATIVE_COPY"
+printf '| %-62s | %10s s |\n' "practical limit: 2 binary COPY streams + indexes after (a2)" "$T_RAW"
+printf '| %-62s | %10s s |\n' "the same while a same-database slot is decoded (a3)" "$T_RAW_SLOT"
 printf '| %-62s | %10s s |\n' "copy: whole pgrepart run, --verify off, no load (c)" "$T_RUN"
 printf '| %-62s | %12s |\n' "ratio pgrepart run (c) / seed INSERT ... SELECT (target <= 0.6)" "$R_RUN"
 printf '| %-62s | %12s |\n' "ratio pgrepart run (c) / native initial sync" "$(ratio "$T_RUN" "$T_NATIVE_COPY")"
+printf '| %-62s | %12s |\n' "ratio pgrepart run (c) / practical limit (a2)" "$(ratio "$T_RUN" "$T_RAW")"
+printf '| %-62s | %12s |\n' "ratio pgrepart run (c) / limit with a decoded slot (a3)" "$(ratio "$T_RUN" "$T_RAW_SLOT")"
 printf '| %-62s | %10s s |\n' "whole pgrepart run, default settings (c2)" "$T_RUN_FULL"
 printf '| %-62s | %12s |\n' "ratio pgrepart run (c2) / seed INSERT ... SELECT" "$(ratio "$T_RUN_FULL" "$T_SEED")"
 printf '| %-62s | %10s s |\n' "verify: run's check before cutover (c2)" "$T_VERIFY"
