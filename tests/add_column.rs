@@ -116,7 +116,7 @@ async fn added_nullable_columns_are_followed_live_and_across_a_restart() {
             output_text(&out)
         );
 
-        assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
+        report.assert_no_anomalies("the writers' check");
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
         // Nothing wrote after the writers stopped: the old table is the source's final state.
         let new = added_values(&client, "orders_flat").await;

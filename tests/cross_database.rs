@@ -205,11 +205,7 @@ async fn a_table_moves_to_another_cluster_under_load(source_major: u32, target_m
     writers.wait_for_more_ops(300, DEADLINE).await;
     let report = writers.stop().await;
     eprintln!("{source_major} -> {target_major}: {}", report.summary());
-    assert!(
-        report.anomalies.is_empty(),
-        "the writers found rows missing: {:?}",
-        &report.anomalies[..report.anomalies.len().min(20)]
-    );
+    report.assert_no_anomalies("the writers' check");
 
     let cut = pgrepart(&[
         "cutover",

@@ -82,11 +82,7 @@ async fn a_run_killed_at_each_step_of_the_cutover_is_finished_by_the_next_run() 
             }
             writers.wait_for_more_ops(200, DEADLINE).await;
             let report = writers.stop().await;
-            assert!(
-                report.anomalies.is_empty(),
-                "PostgreSQL {major}, {point}: the writers found rows missing: {:?}",
-                &report.anomalies[..report.anomalies.len().min(20)]
-            );
+            report.assert_no_anomalies(format_args!("PostgreSQL {major}, {point}"));
             compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
             assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('p'));
             assert_eq!(
@@ -175,11 +171,7 @@ async fn a_run_killed_before_the_matview_rebuild_has_it_done_by_the_next_run() {
 
             // The writes stop here, so the rebuilt matview must count exactly the table's rows.
             let report = writers.stop().await;
-            assert!(
-                report.anomalies.is_empty(),
-                "PostgreSQL {major}, {point}: the writers found rows missing: {:?}",
-                &report.anomalies[..report.anomalies.len().min(20)]
-            );
+            report.assert_no_anomalies(format_args!("PostgreSQL {major}, {point}"));
             compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
 
             let out = spawn_pgrepart(&refs).wait_within(DEADLINE).await;

@@ -88,7 +88,7 @@ async fn terminated_connections_and_a_server_restart_are_ridden_through() {
         );
 
         let report = writers.stop().await;
-        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        report.assert_no_anomalies("the writers' check");
         wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
             inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
         })

@@ -58,11 +58,7 @@ async fn governed_run_under_writers(
     );
     writers.wait_for_more_ops(200, DEADLINE).await;
     let report = writers.stop().await;
-    assert!(
-        report.anomalies.is_empty(),
-        "PostgreSQL {major}: rows missing during the migration: {:?}",
-        &report.anomalies[..report.anomalies.len().min(20)]
-    );
+    report.assert_no_anomalies(format_args!("PostgreSQL {major}, during the migration"));
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     inspect::assert_no_slot_or_publication(&client).await;
     log_of(&out)

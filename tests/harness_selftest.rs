@@ -244,7 +244,7 @@ async fn writers_keep_an_exact_record_of_the_table_they_write() {
             report.big_transactions, 4,
             "each writer ran its big transaction"
         );
-        assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
+        report.assert_no_anomalies("the writers' check");
         assert_eq!(report.errors, 0, "{:?}", report.error_codes);
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
         let inserted = report.rows.keys().filter(|id| **id > 2000).count();
@@ -299,7 +299,7 @@ async fn writers_follow_the_table_name_through_a_swap_to_a_partitioned_table() {
         .unwrap()
         .get(0);
     assert_eq!(kind as u8, b'p', "orders_flat is the partitioned table now");
-    assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
+    report.assert_no_anomalies("the writers' check");
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
 }
 
@@ -386,7 +386,7 @@ async fn writers_record_nothing_of_transactions_that_fail_and_go_on_after_the_fa
         codes.contains_key("57P01") || codes.contains_key("io"),
         "no error for the killed sessions: {codes:?}"
     );
-    assert!(report.anomalies.is_empty(), "{:?}", report.anomalies);
+    report.assert_no_anomalies("the writers' check");
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
 }
 

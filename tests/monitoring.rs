@@ -187,7 +187,7 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
 
         // Writers stop; the lag returns to (near) zero.
         let report = writers.stop().await;
-        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        report.assert_no_anomalies("the writers' check");
         wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
             inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
         })
@@ -251,7 +251,7 @@ async fn a_second_run_is_refused_and_ctrl_c_stops_gracefully_for_a_rerun() {
         })
         .await;
         let report = writers.stop().await;
-        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        report.assert_no_anomalies("the writers' check");
         let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
         assert!(out.status.success(), "{}", output_text(&out));
         let out = rerun.wait_within(DEADLINE).await;
@@ -303,7 +303,7 @@ async fn the_retained_wal_guard_stops_the_run_and_drops_the_slot() {
         assert!(out.status.success(), "{}", output_text(&out));
         inspect::assert_nothing_left_behind(&client, &before).await;
         let report = writers.stop().await;
-        assert!(report.anomalies.is_empty(), "{}", report.summary());
+        report.assert_no_anomalies("the writers' check");
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }
 }

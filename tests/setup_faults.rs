@@ -86,11 +86,7 @@ async fn a_run_killed_during_setup_is_finished_by_the_next_run() {
             );
             writers.wait_for_more_ops(200, DEADLINE).await;
             let report = writers.stop().await;
-            assert!(
-                report.anomalies.is_empty(),
-                "PostgreSQL {major}, {point}: {:?}",
-                report.anomalies
-            );
+            report.assert_no_anomalies(format_args!("PostgreSQL {major}, {point}"));
             compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
             assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('p'));
             inspect::assert_no_slot_or_publication(&client).await;

@@ -133,6 +133,18 @@ impl WritersReport {
             self.anomalies.len()
         )
     }
+
+    /// Panics unless every statement found the table as the writers left it: `context` says
+    /// where ("PostgreSQL 15, cutover-locked"), then the first anomalies and the counters follow.
+    #[track_caller]
+    pub fn assert_no_anomalies(&self, context: impl std::fmt::Display) {
+        assert!(
+            self.anomalies.is_empty(),
+            "{context}: the writers found rows missing or wrong, the first of them: {:?}; {}",
+            &self.anomalies[..self.anomalies.len().min(20)],
+            self.summary()
+        );
+    }
 }
 
 /// Running writers; `stop` ends them and returns the merged record.
