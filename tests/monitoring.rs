@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field README documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 29] = [
+const DOCUMENTED_FIELDS: [&str; 34] = [
     "migration_id",
     "table",
     "target",
@@ -48,6 +48,11 @@ const DOCUMENTED_FIELDS: [&str; 29] = [
     "cutover_requested",
     "cutover_waiting",
     "waiting_for",
+    "slot_name",
+    "target_committed",
+    "pending_matviews",
+    "default_partition",
+    "default_partition_rows_estimate",
 ];
 
 fn free_port() -> u16 {
@@ -193,6 +198,37 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         })
         .await;
         compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
+
+        // The DEFAULT partition's statistics estimate comes near its exact row count (the seed's
+        // LATAM rows and the writers' moves land there); it is an estimate: a few rows off is fine.
+        let default_rows: i64 = client
+            .query_one("SELECT count(*) FROM orders_flat_default", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(default_rows > 0);
+        let waited = std::time::Instant::now();
+        let v = wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "the DEFAULT partition's estimate to come within 5% of its row count",
+            |v| {
+                inspect::int(v, "default_partition_rows_estimate")
+                    .is_some_and(|e| (e - default_rows).abs() * 20 <= default_rows)
+            },
+        )
+        .await;
+        assert_eq!(
+            v["default_partition"].as_str(),
+            Some("public.orders_flat_default"),
+            "{v}"
+        );
+        eprintln!(
+            "PostgreSQL {major}: the DEFAULT partition's estimate {} for its {default_rows} rows after {:.1} s",
+            v["default_partition_rows_estimate"],
+            waited.elapsed().as_secs_f64()
+        );
 
         let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
         assert!(out.status.success(), "{}", output_text(&out));

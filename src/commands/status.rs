@@ -64,10 +64,25 @@ pub struct Report {
     /// Materialized views over the table that the swap left to rebuild over the new one (the `run`
     /// stopped before, or their rebuild failed); running the same `run` again does them.
     pub pending_matviews: Vec<String>,
+    /// The new table's DEFAULT partition (null without one) and the statistics' estimate of the
+    /// rows in it: rows no other partition takes, a hint that partitions are missing.
+    pub default_partition: Option<String>,
+    pub default_partition_rows_estimate: Option<i64>,
 }
 
-/// `client` is the source database (the slot and its walsender); `m` was read from the target.
-pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
+/// `client` is the source database (the slot and its walsender); `m` was read from `target`.
+pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<Report> {
+    // The new table, under its final name once the swap is done.
+    let new_table = if m.phase == state::Phase::Done {
+        m.target.sibling(m.source.name.clone())
+    } else {
+        m.target.clone()
+    };
+    let (default_partition, default_partition_rows_estimate) =
+        match crate::pg::catalog::default_partition_estimate(target, &new_table).await? {
+            Some((p, rows)) => (Some(p), Some(rows)),
+            None => (None, None),
+        };
     let slot = client
         .query_opt(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, \
@@ -152,6 +167,8 @@ pub async fn report(client: &Client, m: &Migration) -> Result<Report> {
             .iter()
             .map(|mv| mv.matview().to_string())
             .collect(),
+        default_partition,
+        default_partition_rows_estimate,
     })
 }
 
@@ -235,6 +252,9 @@ fn human(r: &Report) -> String {
     if r.target_committed {
         s += "  cutover          committed in the target, the source table not renamed yet: run the same `pgrepart run` again to finish\n";
     }
+    if let (Some(p), Some(rows)) = (&r.default_partition, r.default_partition_rows_estimate) {
+        s += &format!("  DEFAULT          {p}: ~{rows} rows (statistics estimate)\n");
+    }
     if !r.pending_matviews.is_empty() {
         s += &format!(
             "  matviews         still reading the old table, to rebuild over the new one: {} (run the same `pgrepart run` again)\n",
@@ -297,7 +317,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         };
         let mut reports = Vec::with_capacity(migrations.len());
         for m in &migrations {
-            reports.push(report(&source, m).await?);
+            reports.push(report(&source, &client, m).await?);
         }
         let text = if args.json {
             let json = if table.is_some() {

@@ -874,6 +874,27 @@ pub async fn default_partition_rows(
     Ok(Some((partition, rows)))
 }
 
+/// The DEFAULT partition of `partitioned` (quoted, qualified) and the statistics' estimate of its
+/// live rows (no scan; follows the commits within a second or so); `None` without one, or when
+/// `partitioned` does not exist.
+pub async fn default_partition_estimate(
+    client: &impl GenericClient,
+    partitioned: &QualifiedName,
+) -> Result<Option<(String, i64)>> {
+    let row = client
+        .query_opt(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+                    coalesce(pg_stat_get_live_tuples(c.oid), 0) \
+             FROM pg_partitioned_table p \
+             JOIN pg_class c ON c.oid = p.partdefid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.partrelid = to_regclass($1)",
+            &[&partitioned.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("finding the DEFAULT partition", e))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
 /// A predicate true for rows that some non-DEFAULT partition of `partitioned` accepts, built from
 /// the partitions' own constraints (`false` when there are none). It names columns only, so it
 /// applies to the source table as well.
