@@ -129,6 +129,12 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
             inspect::int(&status, "rows_copied").unwrap() >= 29_000,
             "{status}"
         );
+        // Every range copied once: the rows sent are the rows committed (no COPY trailer counted).
+        assert_eq!(
+            inspect::int(&status, "rows_streamed"),
+            inspect::int(&status, "rows_copied"),
+            "{status}"
+        );
         assert!(
             inspect::int(&status, "wal_retained_bytes").is_some(),
             "{status}"

@@ -264,6 +264,10 @@ async fn copy_range(
         }
     }
     let rows = sink.finish().await.map_err(copy_in_error)?;
+    // The messages counted as rows included the trailer (and a header sent on its own, if any).
+    progress
+        .streamed_rows
+        .fetch_sub(chunks.saturating_sub(rows), Ordering::Relaxed);
     state::mark_range_done(&tx, job.migration_id, range_no, rows).await?;
     tx.commit()
         .await
