@@ -238,7 +238,9 @@ async fn copy_range(
         progress
             .bytes
             .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        progress.streamed_rows.fetch_add(1, Ordering::Relaxed);
+        progress
+            .streamed_rows
+            .fetch_add(rows_in_message(&chunk), Ordering::Relaxed);
         sink.feed(chunk)
             .await
             .map_err(|e| Error::db("copying into the new table", e))?;
@@ -264,16 +266,34 @@ async fn copy_range(
         }
     }
     let rows = sink.finish().await.map_err(copy_in_error)?;
-    // The messages counted as rows included the trailer (and a header sent on its own, if any).
-    progress
-        .streamed_rows
-        .fetch_sub(chunks.saturating_sub(rows), Ordering::Relaxed);
     state::mark_range_done(&tx, job.migration_id, range_no, rows).await?;
     tx.commit()
         .await
         .map_err(|e| Error::db("committing a copied range", e))?;
     progress.rows.fetch_add(rows, Ordering::Relaxed);
     Ok(rows)
+}
+
+/// The signature that opens a binary COPY stream (then 4 bytes of flags, 4 of header extension).
+const BINARY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// Rows in one CopyData message of a binary `COPY ... TO STDOUT` (pure): the server sends a row
+/// per message, the header with the first row (or alone, or with the trailer when there is no
+/// row), and the trailer (a field count of -1) in a message of its own.
+fn rows_in_message(message: &[u8]) -> u64 {
+    let body = match message.strip_prefix(BINARY_SIGNATURE) {
+        // Flags and the header extension's length (0 from the server; skipped if not).
+        Some(rest) if rest.len() >= 8 => {
+            let ext = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+            rest.get(8 + ext..).unwrap_or_default()
+        }
+        Some(_) => return 0,
+        None => message,
+    };
+    match body {
+        [] | [0xff, 0xff] => 0,
+        _ => 1,
+    }
 }
 
 fn copy_in_error(e: tokio_postgres::Error) -> Error {
@@ -284,4 +304,45 @@ fn copy_in_error(e: tokio_postgres::Error) -> Error {
             .with_hint("add a partition for it (or a DEFAULT partition) to the new table, then run the same command again");
     }
     Error::db("copying into the new table", e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BINARY_SIGNATURE, rows_in_message};
+
+    fn header() -> Vec<u8> {
+        let mut h = BINARY_SIGNATURE.to_vec();
+        h.extend_from_slice(&0u32.to_be_bytes()); // flags
+        h.extend_from_slice(&0u32.to_be_bytes()); // header extension length
+        h
+    }
+
+    /// A row of two fields: 8-byte bigint 7, then NULL.
+    fn row() -> Vec<u8> {
+        let mut r = 2i16.to_be_bytes().to_vec();
+        r.extend_from_slice(&8i32.to_be_bytes());
+        r.extend_from_slice(&7i64.to_be_bytes());
+        r.extend_from_slice(&(-1i32).to_be_bytes());
+        r
+    }
+
+    #[test]
+    fn a_binary_copy_message_counts_its_row_but_not_the_header_or_trailer() {
+        let trailer = (-1i16).to_be_bytes().to_vec();
+        assert_eq!(rows_in_message(&row()), 1);
+        assert_eq!(rows_in_message(&[header(), row()].concat()), 1);
+        assert_eq!(rows_in_message(&header()), 0);
+        assert_eq!(rows_in_message(&trailer), 0);
+        // No rows at all: the header and the trailer together.
+        assert_eq!(rows_in_message(&[header(), trailer.clone()].concat()), 0);
+        // A header extension is skipped.
+        let mut extended = BINARY_SIGNATURE.to_vec();
+        extended.extend_from_slice(&0u32.to_be_bytes());
+        extended.extend_from_slice(&3u32.to_be_bytes());
+        extended.extend_from_slice(b"abc");
+        assert_eq!(rows_in_message(&[extended.clone(), row()].concat()), 1);
+        assert_eq!(rows_in_message(&extended), 0);
+        // A header cut short (the server never sends one) counts nothing.
+        assert_eq!(rows_in_message(BINARY_SIGNATURE), 0);
+    }
 }
