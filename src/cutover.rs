@@ -423,7 +423,7 @@ pub async fn rebuild_matviews(
 ) -> Vec<String> {
     let mut lines = Vec::new();
     for rebuild in rebuilds {
-        let mv = rebuild;
+        let name = rebuild.matview();
         let started = std::time::Instant::now();
         let mut backoff = Duration::from_millis(200);
         let mut attempt_no = 1;
@@ -433,7 +433,7 @@ pub async fn rebuild_matviews(
                     if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
                         && attempt_no < MATVIEW_ATTEMPTS =>
                 {
-                    tracing::warn!(matview = %mv.matview(), attempt = attempt_no, "the old materialized view is in use; trying its rebuild again");
+                    tracing::warn!(matview = %name, attempt = attempt_no, "the old materialized view is in use; trying its rebuild again");
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
                     attempt_no += 1;
@@ -443,11 +443,11 @@ pub async fn rebuild_matviews(
         };
         lines.push(match outcome {
             Ok(()) => {
-                tracing::info!(matview = %mv.matview(), elapsed_ms = started.elapsed().as_millis() as u64, "materialized view rebuilt over the new table");
+                tracing::info!(matview = %name, elapsed_ms = started.elapsed().as_millis() as u64, "materialized view rebuilt over the new table");
                 format!(
                     "recreated materialized view {} on the new table ({}, with its indexes, owner, grants and comments)",
-                    mv.matview(),
-                    if mv.populated {
+                    name,
+                    if rebuild.populated {
                         "WITH DATA"
                     } else {
                         "WITH NO DATA, as it was"
@@ -456,7 +456,7 @@ pub async fn rebuild_matviews(
             }
             Err(e) => format!(
                 "NOT carried over: materialized view {} still reads the old table (its rebuild failed: {}): run the same `pgrepart run` again to retry, or recreate it over the new table before dropping the old one",
-                mv.matview(),
+                name,
                 e.as_db_error()
                     .map_or_else(|| e.to_string(), |d| d.message().to_string())
             ),

@@ -88,6 +88,39 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
         );
         inspect::assert_no_slot_or_publication(&client).await;
 
+        // The new table was analyzed before the cutover: the parent's statistics over all its
+        // partitions (autovacuum never makes these) and each partition's own, by an ANALYZE
+        // (autovacuum's would count in autoanalyze_count).
+        let inherited: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stats WHERE schemaname = 'public' \
+                 AND tablename = 'orders_flat' AND inherited",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            inherited >= 6,
+            "PostgreSQL {major}: the new table has no statistics over its partitions ({inherited} columns)"
+        );
+        support::wait_until(DEADLINE, "every partition's ANALYZE to show", || {
+            let client = &client;
+            async move {
+                let analyzed: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_user_tables s JOIN pg_inherits i ON i.inhrelid = s.relid \
+                         WHERE i.inhparent = 'orders_flat'::regclass AND s.analyze_count > 0",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                analyzed == 4
+            }
+        })
+        .await;
+
         // New rows still get their id from the sequence, above every id in the table.
         let max_id: i64 = client
             .query_one("SELECT max(id) FROM orders_flat", &[])
