@@ -1454,44 +1454,26 @@ async fn lag_and_retained(control: &Client, confirmed: Lsn, slot: &str) -> Resul
 }
 
 /// Builds the secondary indexes (generated targets, per partition in parallel), then analyzes the
-/// new table and enters `streaming` in one transaction. On PostgreSQL 18 the index sessions
-/// analyze each partition once its indexes are built, and only the parent's own statistics are
-/// left for the end (`ANALYZE ONLY`); before 18 there is no ANALYZE of a parent alone, so the
-/// whole table is analyzed at the end.
+/// new table and enters `streaming` in one transaction.
 async fn finish_copy(
     control: &mut Client,
     prep: &Prepared,
     info: &TableInfo,
     m: &Migration,
 ) -> Result<()> {
-    let mut partitions_analyzed = false;
     if let Target::Generate { by, .. } = &prep.target {
         let plans = ddl::secondary_indexes(info, &m.target, by);
         for w in plans.iter().filter_map(|p| p.warning.as_ref()) {
             tracing::warn!("{w}");
         }
-        let version: i32 = control
-            .query_one("SELECT current_setting('server_version_num')::int", &[])
-            .await
-            .map_err(|e| Error::db("reading the target's version", e))?
-            .get(0);
-        partitions_analyzed = copy::indexes::build(
-            control,
-            &prep.dbs.target,
-            prep.jobs,
-            &m.target,
-            &plans,
-            version >= 180_000,
-        )
-        .await?;
+        copy::indexes::build(control, &prep.dbs.target, prep.jobs, &m.target, &plans).await?;
     }
     let tx = control
         .transaction()
         .await
         .map_err(|e| Error::db("starting the index build", e))?;
     if matches!(prep.target, Target::Generate { .. }) {
-        let only = if partitions_analyzed { "ONLY " } else { "" };
-        tx.batch_execute(&format!("ANALYZE {only}{}", m.target.sql()))
+        tx.batch_execute(&format!("ANALYZE {}", m.target.sql()))
             .await
             .map_err(|e| Error::db("analyzing the new table", e))?;
     }

@@ -10,10 +10,7 @@
 //!                                                    (the parent index turns valid with the last one)
 //! ```
 //! One session builds all the indexes of a partition, so the index a build created is the one that
-//! appeared on that partition; asked to (`analyze_partitions`), it then analyzes that partition,
-//! while the other sessions still build: on PostgreSQL 18 the parent's own statistics are then
-//! gathered alone (`ANALYZE ONLY`), where before 18 an ANALYZE of the parent always does every
-//! partition again. The control session holds a SHARE lock on the parent from start to
+//! appeared on that partition. The control session holds a SHARE lock on the parent from start to
 //! end, as the single `CREATE INDEX ON parent` did: the applier waits at the parent rather than
 //! taking partitions' locks between the builds (a convoy that slowed them down tenfold under
 //! writes). Partition builds commit one by one: a rerun (resume) first drops what an interrupted
@@ -38,32 +35,28 @@ pub fn split_plan(sql: &str, target: &QualifiedName) -> Option<(String, String)>
         .then(|| (head.to_string(), tail.to_string()))
 }
 
-/// Builds `plans` on `target` and its partitions; returns when every index is valid, with whether
-/// every partition was also analyzed (only when `analyze_partitions` asks for it, and only on the
-/// per-partition path).
+/// Builds `plans` on `target` and its partitions; returns when every index is valid.
 pub async fn build(
     control: &Client,
     config: &Config,
     jobs: usize,
     target: &QualifiedName,
     plans: &[IndexPlan],
-    analyze_partitions: bool,
-) -> Result<bool> {
+) -> Result<()> {
     if plans.is_empty() {
-        return Ok(false);
+        return Ok(());
     }
     control
         .batch_execute(&format!("BEGIN; LOCK TABLE {} IN SHARE MODE", target.sql()))
         .await
         .map_err(|e| Error::db("locking the new table for its index build", e))?;
-    let built = build_locked(control, config, jobs, target, plans, analyze_partitions).await;
+    let built = build_locked(control, config, jobs, target, plans).await;
     let end = if built.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = control
         .batch_execute(end)
         .await
         .map_err(|e| Error::db("committing the index build", e));
-    let analyzed = built?;
-    ended.map(|()| analyzed)
+    built.and(ended)
 }
 
 async fn build_locked(
@@ -72,8 +65,7 @@ async fn build_locked(
     jobs: usize,
     target: &QualifiedName,
     plans: &[IndexPlan],
-    analyze_partitions: bool,
-) -> Result<bool> {
+) -> Result<()> {
     drop_leftovers(control, target).await?;
     let partitions = partitions_largest_first(control, target).await?;
     let splits: Option<Vec<(String, String)>> =
@@ -87,7 +79,7 @@ async fn build_locked(
                 .await
                 .map_err(|e| build_error(plan, e))?;
         }
-        return Ok(false);
+        return Ok(());
     };
 
     let mut parent_indexes = Vec::with_capacity(plans.len());
@@ -134,12 +126,6 @@ async fn build_locked(
                         .map_err(|e| build_error(plan, e))?;
                     built.push((i, new_index(&session, &partition, &before).await?));
                 }
-                if analyze_partitions {
-                    session
-                        .batch_execute(&format!("ANALYZE {partition}"))
-                        .await
-                        .map_err(|e| Error::db(format!("analyzing {partition}"), e))?;
-                }
             }
             Ok::<_, Error>(built)
         });
@@ -165,7 +151,7 @@ async fn build_locked(
             .await
             .map_err(|e| Error::db("attaching a partition's index", e))?;
     }
-    Ok(analyze_partitions)
+    Ok(())
 }
 
 fn build_error(plan: &IndexPlan, e: tokio_postgres::Error) -> Error {
