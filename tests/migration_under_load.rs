@@ -37,6 +37,15 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
             schema::toast_bytes(&client, "orders_flat").await > 0,
             "the seed table has no TOASTed rows"
         );
+        // The seed's secondary indexes: the new table gets them after the copy, built per
+        // partition in parallel sessions while the writers go on.
+        client
+            .batch_execute(
+                "CREATE INDEX orders_flat_order_date_idx ON orders_flat (order_date); \
+                 CREATE INDEX orders_flat_customer_idx ON orders_flat (customer_id, order_date DESC)",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("secondary indexes: {}", support::describe(&e)));
 
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         // Writers are running (and one big transaction each is on its way) before the migration.
@@ -87,6 +96,30 @@ async fn an_automatic_cutover_under_load_keeps_every_row() {
             "the old table orders_flat_old is not there"
         );
         inspect::assert_no_slot_or_publication(&client).await;
+
+        // The secondary indexes, valid on the new table and on each partition, same definitions.
+        let indexes: Vec<(String, i64, bool)> = client
+            .query(
+                "SELECT regexp_replace(pg_get_indexdef(i.indexrelid), '^.* USING ', ''), \
+                        (SELECT count(*) FROM pg_inherits h JOIN pg_index p ON p.indexrelid = h.inhrelid \
+                         WHERE h.inhparent = i.indexrelid AND p.indisvalid), \
+                        i.indisvalid \
+                 FROM pg_index i WHERE i.indrelid = 'orders_flat'::regclass AND NOT i.indisprimary ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            indexes,
+            vec![
+                ("btree (customer_id, order_date DESC)".to_string(), 4, true),
+                ("btree (order_date)".to_string(), 4, true),
+            ],
+            "PostgreSQL {major}: the new table's secondary indexes"
+        );
 
         // The new table was analyzed before the cutover: the parent's statistics over all its
         // partitions (autovacuum never makes these) and each partition's own, by an ANALYZE
