@@ -38,7 +38,7 @@ pub async fn run(args: TableArgs) -> Result<()> {
                 println!(
                     "{}",
                     crate::cross_cutover::point_at_message(
-                        &m.target.sibling(m.source.name.clone()),
+                        &m.final_name(),
                         &dbs.target_description(),
                         &table.sibling(m.old_name.clone()),
                         &crate::pg::describe_target(&dbs.source),

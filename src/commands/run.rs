@@ -131,7 +131,7 @@ fn print_point_at(prep: &Prepared, m: &Migration) {
     println!(
         "{}",
         cross_cutover::point_at_message(
-            &m.target.sibling(m.source.name.clone()),
+            &m.final_name(),
             &prep.dbs.target_description(),
             &m.source.sibling(m.old_name.clone()),
             &crate::pg::describe_target(&prep.source),
@@ -615,7 +615,7 @@ async fn resume(
         // A cross-database cutover committed in the target but not on the source: the new table
         // has its final name there. Stream into it and cut over again (cross_cutover.rs says why
         // this loses nothing).
-        m.target = m.target.sibling(m.source.name.clone());
+        m.target = m.final_name();
         tracing::warn!(
             migration = m.id,
             fence = m.target_committed_fence.as_deref().unwrap_or_default(),

@@ -74,7 +74,7 @@ pub struct Report {
 pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<Report> {
     // The new table, under its final name once the swap is done.
     let new_table = if m.phase == state::Phase::Done {
-        m.target.sibling(m.source.name.clone())
+        m.final_name()
     } else {
         m.target.clone()
     };

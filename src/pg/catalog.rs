@@ -853,19 +853,9 @@ pub async fn default_partition_rows(
     client: &impl GenericClient,
     partitioned: &QualifiedName,
 ) -> Result<Option<(String, i64)>> {
-    let Some(row) = client
-        .query_opt(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) FROM pg_partitioned_table p \
-             JOIN pg_class c ON c.oid = p.partdefid JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE p.partrelid = $1::text::regclass",
-            &[&partitioned.sql()],
-        )
-        .await
-        .map_err(|e| Error::db("finding the DEFAULT partition", e))?
-    else {
+    let Some((partition, _)) = default_partition_estimate(client, partitioned).await? else {
         return Ok(None);
     };
-    let partition: String = row.get(0);
     let rows: i64 = client
         .query_one(&format!("SELECT count(*) FROM {partition}"), &[])
         .await
@@ -875,7 +865,7 @@ pub async fn default_partition_rows(
 }
 
 /// The DEFAULT partition of `partitioned` (quoted, qualified) and the statistics' estimate of its
-/// live rows (no scan; follows the commits within a second or so); `None` without one, or when
+/// live rows (no scan; it trails the commits by a few seconds); `None` without one, or when
 /// `partitioned` does not exist.
 pub async fn default_partition_estimate(
     client: &impl GenericClient,

@@ -172,6 +172,14 @@ pub struct Migration {
     pub pending_matviews: Vec<crate::cutover::MatViewRebuild>,
 }
 
+impl Migration {
+    /// The new table's name once the swap is done: the source table's name, in the new table's
+    /// schema.
+    pub fn final_name(&self) -> QualifiedName {
+        self.target.sibling(self.source.name.clone())
+    }
+}
+
 const SELECT_MIGRATION: &str = "
 SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.old_name, m.slot_name,
        m.publication_name, m.target_created, m.created_partitions, m.spec, m.phase, m.cutover_mode,
