@@ -175,7 +175,25 @@ drop_db seed_a
 # into /dev/null): a same-database consumer's walsender decodes the copy's own inserts too, so
 # this is the floor for pgrepart's copy into the source database.
 RECVLOGICAL=$( [ -x "$CLIENT_BIN/pg_recvlogical" ] && echo "$CLIENT_BIN/pg_recvlogical" || command -v pg_recvlogical)
-# raw_copy DB: sets T_RAW_COPY, T_RAW_INDEX (s).
+# start_decoding DB: a publication of orders_flat and a slot (both named decodeonly) on DB, decoded
+# by pg_recvlogical into /dev/null (what any logical consumer costs before it applies anything);
+# returns once the slot is active. stop_decoding DB: stops it and drops the slot.
+decoding() { [ "$(P "$1" -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'decodeonly'")" = t ]; }
+start_decoding() {
+    P "$1" -c "CREATE PUBLICATION decodeonly FOR TABLE orders_flat"
+    P "$1" -c "SELECT pg_create_logical_replication_slot('decodeonly', 'pgoutput')" >/dev/null
+    "$RECVLOGICAL" -h 127.0.0.1 -p "$PORT" -U postgres -d "$1" -S decodeonly --start -o proto_version=1 \
+        -o publication_names=decodeonly -f /dev/null &
+    RECV_PID=$!
+    PIDS+=("$RECV_PID")
+    wait_until 30 "pg_recvlogical to start" decoding "$1"
+}
+stop_decoding() {
+    kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true
+    wait_until 30 "pg_recvlogical to stop" eval "! decoding $1"
+    P "$1" -c "SELECT pg_drop_replication_slot('decodeonly')" >/dev/null
+}
+# raw_copy DB: sets T_RAW_COPY, T_RAW_INDEX and their sum T_RAW_TOTAL (s).
 raw_copy() {
     local db=$1 mid p1 p2 t0 t1
     SEED_TARGET_SQL orders_list | grep -v '^CREATE INDEX' | P "$db"
@@ -193,30 +211,22 @@ raw_copy() {
     P "$db" -c "CREATE INDEX ON orders_list (customer_id)" & p2=$!
     wait "$p1" && wait "$p2"
     T_RAW_COPY=$(elapsed "$t0" "$t1"); T_RAW_INDEX=$(elapsed "$t1" "$(now)")
+    T_RAW_TOTAL=$(awk -v a="$T_RAW_COPY" -v b="$T_RAW_INDEX" 'BEGIN { printf "%.2f", a + b }')
     [ "$(P "$db" -c "SELECT count(*) FROM orders_list")" = "$ROWS" ] || { echo "raw copy: row count differs" >&2; exit 1; }
 }
 log "(a2) practical limit: two binary COPY streams, then the secondary indexes"
 fresh raw_a
 raw_copy raw_a
-T_RAW=$(awk -v a="$T_RAW_COPY" -v b="$T_RAW_INDEX" 'BEGIN { printf "%.2f", a + b }')
+T_RAW=$T_RAW_TOTAL
 log "(a2) ${T_RAW} s (copy ${T_RAW_COPY} s, indexes ${T_RAW_INDEX} s)"
 drop_db raw_a
 
 log "(a3) the same while a slot on the same database is decoded"
 fresh raw_s
-P raw_s -c "CREATE PUBLICATION rawpub FOR TABLE orders_flat"
-P raw_s -c "SELECT pg_create_logical_replication_slot('rawslot', 'pgoutput')" >/dev/null
-"$RECVLOGICAL" -h 127.0.0.1 -p "$PORT" -U postgres -d raw_s -S rawslot --start -o proto_version=1 \
-    -o publication_names=rawpub -f /dev/null &
-RECV_PID=$!
-PIDS+=("$RECV_PID")
-raw_decoding() { [ "$(P raw_s -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'rawslot'")" = t ]; }
-wait_until 30 "pg_recvlogical to start" raw_decoding
+start_decoding raw_s
 raw_copy raw_s
-T_RAW_SLOT=$(awk -v a="$T_RAW_COPY" -v b="$T_RAW_INDEX" 'BEGIN { printf "%.2f", a + b }')
-kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true
-wait_until 30 "pg_recvlogical to stop" eval '! raw_decoding'
-P raw_s -c "SELECT pg_drop_replication_slot('rawslot')" >/dev/null
+T_RAW_SLOT=$T_RAW_TOTAL
+stop_decoding raw_s
 log "(a3) ${T_RAW_SLOT} s (copy ${T_RAW_COPY} s, indexes ${T_RAW_INDEX} s)"
 drop_db raw_s
 
@@ -458,18 +468,9 @@ log "(e) during the copy without the governor: $TPS_NOGOV tps, $LAT_NOGOV ms (${
 
 log "(e) workload with only a slot's decoding (pg_recvlogical into /dev/null): the floor of any logical consumer"
 fresh wl_g
-P wl_g -c "CREATE PUBLICATION decodepub FOR TABLE orders_flat"
-P wl_g -c "SELECT pg_create_logical_replication_slot('decodeonly', 'pgoutput')" >/dev/null
-"$RECVLOGICAL" -h 127.0.0.1 -p "$PORT" -U postgres -d wl_g -S decodeonly --start -o proto_version=1 \
-    -o publication_names=decodepub -f /dev/null &
-RECV_PID=$!
-PIDS+=("$RECV_PID")
-decoding() { [ "$(P wl_g -c "SELECT active FROM pg_replication_slots WHERE slot_name = 'decodeonly'")" = t ]; }
-wait_until 30 "pg_recvlogical to start" decoding
+start_decoding wl_g
 workload wl_g :; TPS_DECODE=$WL_TPS; LAT_DECODE=$WL_LAT
-kill "$RECV_PID"; wait "$RECV_PID" 2>/dev/null || true
-wait_until 30 "pg_recvlogical to stop" eval '! decoding'
-P wl_g -c "SELECT pg_drop_replication_slot('decodeonly')" >/dev/null
+stop_decoding wl_g
 drop_db wl_g
 log "(e) decoding only: $TPS_DECODE tps, $LAT_DECODE ms"
 
