@@ -182,9 +182,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "ROWS_PER_S")]
     pub max_copy_rate: Option<u64>,
 
-    /// While the source has a write workload of its own, slow the copy down whenever a commit on
-    /// the source takes more than PCT% longer, or the workload's write transactions run more than
-    /// PCT% slower, than without the copy; 0 turns this off.
+    /// Pass at most this many changes per second from the stream to the apply (until the cutover
+    /// is due: then the apply catches up at full speed). Beyond it the slot holds the WAL and the
+    /// lag grows.
+    #[arg(long, value_name = "CHANGES_PER_S", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_apply_rate: Option<u64>,
+
+    /// While the source has a write workload of its own, slow the copy down (and, once the copy is
+    /// at its floor or done, the apply, until the cutover is due) whenever a commit on the source
+    /// takes more than PCT% longer, or the workload's write transactions run more than PCT%
+    /// slower, than without the migration; 0 turns this off.
     #[arg(long, value_name = "PCT", env = "PGREPART_MAX_IMPACT", default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub max_impact: u32,
 

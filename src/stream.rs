@@ -2,13 +2,17 @@
 //! events to the applier through a bounded channel (the bound is the backpressure). It answers
 //! keepalives and sends a standby status every second, also while the applier is busy, so the
 //! walsender never times us out; the flush it reports is only what the applier confirmed safe.
+//! It passes changes on at the pace the load governor sets (`ApplyPace`): while it waits it reads
+//! nothing, so the walsender stops decoding once the socket's buffers are full.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::apply::Event;
 use crate::apply::channel::{self, EventSender};
+use crate::copy::governor::{ApplyPace, Pacer};
 use crate::error::{Error, Result};
 use crate::lsn::{Lsn, Monotonic};
 use crate::protocol::copydata::ServerCopyData;
@@ -20,6 +24,7 @@ pub async fn read_stream(
     events: EventSender,
     flush: watch::Receiver<Lsn>,
     mut stop: watch::Receiver<bool>,
+    pace: Arc<ApplyPace>,
 ) -> Result<()> {
     let mut status_every = tokio::time::interval(Duration::from_secs(1));
     status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -27,7 +32,13 @@ pub async fn read_stream(
     let mut pending: Option<(Event, usize)> = None;
     let mut in_txn = false;
     let mut written = Monotonic::new(*flush.borrow());
+    let mut pacer = Pacer::default();
+    // Nothing is read from the connection before this (the apply's pace, or a hold).
+    let mut resume_at: Option<tokio::time::Instant> = None;
     loop {
+        if resume_at.is_none() && pace.held() {
+            resume_at = Some(tokio::time::Instant::now() + HELD_LOOK_EVERY);
+        }
         tokio::select! {
             biased;
             _ = stop.changed() => {
@@ -47,7 +58,8 @@ pub async fn read_stream(
                     return Ok(());
                 }
             }
-            msg = stream.recv(), if pending.is_none() => {
+            _ = sleep_until(resume_at), if resume_at.is_some() => resume_at = None,
+            msg = stream.recv(), if pending.is_none() && resume_at.is_none() => {
                 match msg.map_err(|e| Error::replication("reading the replication stream", e))? {
                     None => return Err(Error::transient("the server ended the replication stream")),
                     Some(ServerCopyData::XLogData { data, .. }) => {
@@ -58,6 +70,18 @@ pub async fn read_stream(
                             PgOutput::Commit { end_lsn, .. } => {
                                 in_txn = false;
                                 written.advance(*end_lsn);
+                            }
+                            PgOutput::Insert { .. }
+                            | PgOutput::Update { .. }
+                            | PgOutput::Delete { .. }
+                            | PgOutput::Truncate { .. } => {
+                                pace.count(1);
+                                let now = std::time::Instant::now();
+                                let wait = pacer.delay(now, 1, pace.limit(), 1);
+                                // Short waits add up in the pacer and are taken together.
+                                if wait >= MIN_WAIT {
+                                    resume_at = Some(tokio::time::Instant::now() + wait);
+                                }
                             }
                             _ => {}
                         }
@@ -75,6 +99,17 @@ pub async fn read_stream(
                 }
             }
         }
+    }
+}
+
+/// How often a held reader looks whether the governor has let it go.
+const HELD_LOOK_EVERY: Duration = Duration::from_millis(50);
+/// The shortest wait the reader takes for the apply's pace.
+const MIN_WAIT: Duration = Duration::from_millis(20);
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
     }
 }
 

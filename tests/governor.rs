@@ -1,7 +1,8 @@
-//! The copy's load governor (`--max-impact`, 15 by default; the other tests turn it off): with no
+//! The load governor (`--max-impact`, 15 by default; the other tests turn it off): with no
 //! workload of its own on the source it never limits the copy; with one, the copy starts at its
 //! slow-start rate and is governed from the probe's commits, and the migration still ends with
-//! every row.
+//! every row. The apply's pace (`--max-apply-rate`, which the governor moves too) holds until the
+//! cutover is due, and the cutover then catches up.
 
 mod support;
 
@@ -66,7 +67,7 @@ async fn governed_run_under_writers(
 
 /// `name=value` on the governor's first line.
 fn field<'a>(log: &'a str, name: &str) -> Option<&'a str> {
-    let line = log.lines().find(|l| l.contains("copy load governor"))?;
+    let line = log.lines().find(|l| l.contains("load governor:"))?;
     let at = line.find(&format!("{name}="))? + name.len() + 1;
     let rest = &line[at..];
     Some(match rest.strip_prefix('"') {
@@ -188,7 +189,7 @@ async fn the_copy_is_held_while_the_source_is_measured_again() {
             .await;
     let held = log
         .lines()
-        .filter(|l| l.contains("measured again with the copy held"))
+        .filter(|l| l.contains("measured again with the migration held"))
         .count();
     assert!(
         held >= 1,
@@ -196,10 +197,89 @@ async fn the_copy_is_held_while_the_source_is_measured_again() {
     );
     // The copy went on after each hold: ranges were copied after the first one.
     let first_hold = log
-        .find("measured again with the copy held")
+        .find("measured again with the migration held")
         .expect("a hold");
     assert!(
         log[first_hold..].contains("range copied"),
         "no range was copied after the copy was held:\n{log}"
     );
+}
+
+#[tokio::test]
+async fn the_apply_keeps_its_pace_until_the_cutover_is_due() {
+    let Some(major) = test_majors().into_iter().next() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    const PACE: f64 = 100.0;
+    let (url, client) = seeded(&cluster, "gov_apply").await;
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    let run = spawn(&seed_run_args(
+        &url,
+        &[
+            "--max-apply-rate",
+            "100",
+            "--cutover",
+            "manual",
+            "--verify",
+            "off",
+        ],
+    ));
+    let before = wait_status(&url, &run, DEADLINE, "the paced migration to stream", |v| {
+        inspect::phase(v) == "streaming" && v["apply_rate_limit"].as_i64() == Some(PACE as i64)
+    })
+    .await;
+    let (t0, ops0) = (std::time::Instant::now(), writers.ops());
+    // The writers make changes far faster than 100 a second: the apply keeps its pace and the
+    // lag grows.
+    writers.wait_for_more_ops(4000, DEADLINE).await;
+    let after = inspect::status_json(&url, "orders_flat").await.unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let ops = writers.ops() - ops0;
+    let applied = |v: &serde_json::Value| v["applied_changes"].as_i64().unwrap_or(0);
+    let moved = (applied(&after) - applied(&before)) as f64;
+    // The recorded figures are up to a second old at each end, and the pacer lends a second.
+    let bound = PACE * (secs + 3.0) * 1.2;
+    assert!(
+        moved <= bound,
+        "PostgreSQL {major}: {moved} changes applied in {secs:.1} s at a pace of {PACE}/s (bound {bound:.0}), while the writers made {ops} ops"
+    );
+    assert!(
+        (ops as f64) > 2.0 * bound,
+        "PostgreSQL {major}: the writers made only {ops} ops in {secs:.1} s: the pace was never tested"
+    );
+    assert!(
+        after["lag_bytes"].as_i64().unwrap_or(0) > 0,
+        "PostgreSQL {major}: no lag behind a paced apply: {after}"
+    );
+    let text = support::pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("(paced to 100 changes/s)"),
+        "status text does not show the pace:\n{text}"
+    );
+
+    // The cutover is due: the apply catches up at full speed and the swap happens.
+    let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(
+        cut.status.success(),
+        "PostgreSQL {major}: pgrepart cutover failed: {}",
+        output_text(&cut)
+    );
+    let out = run.wait_within(DEADLINE).await;
+    assert!(
+        out.status.success(),
+        "PostgreSQL {major}: {}",
+        output_text(&out)
+    );
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let report = writers.stop().await;
+    report.assert_no_anomalies(format_args!(
+        "PostgreSQL {major}, during the paced migration"
+    ));
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&client).await;
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field README documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 34] = [
+const DOCUMENTED_FIELDS: [&str; 36] = [
     "migration_id",
     "table",
     "target",
@@ -32,9 +32,11 @@ const DOCUMENTED_FIELDS: [&str; 34] = [
     "bytes_copied",
     "bytes_total_estimate",
     "copy_rows_per_s",
+    "copy_rate_limit",
     "eta_seconds",
     "applied_changes",
     "apply_changes_per_s",
+    "apply_rate_limit",
     "lag_bytes",
     "lag_seconds",
     "wal_retained_bytes",

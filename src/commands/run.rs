@@ -10,7 +10,7 @@
 //! and the same command resumes.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -1001,41 +1001,48 @@ impl Live {
         let (events_tx, events_rx) =
             crate::apply::channel::event_channel(crate::apply::channel::DEFAULT_BUDGET);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let pace = Arc::new(copy::governor::ApplyPace::new(args.max_apply_rate));
         let reader = tokio::spawn(crate::stream::read_stream(
             stream,
             events_tx,
             flush.clone(),
             stop_rx.clone(),
+            pace.clone(),
         ));
         let applier = tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone(), pause_rx));
         let progress = Arc::new(CopyProgress::default());
         let limit = Arc::new(copy::governor::RateLimit::new(args.max_copy_rate));
+        let copying = Arc::new(AtomicBool::new(!pending.is_empty()));
+        // The source's commit latency and workload before the migration weighs on it; then both
+        // the copy and the apply are governed until the run stops.
+        if args.max_impact > 0 {
+            match copy::governor::baseline(&prep.source).await {
+                Ok(base) => {
+                    if !pending.is_empty() {
+                        limit.set(base.start_limit(args.max_copy_rate));
+                    }
+                    tokio::spawn(copy::governor::run(
+                        base,
+                        copy::governor::Governed {
+                            copy_limit: limit.clone(),
+                            progress: progress.clone(),
+                            copying: copying.clone(),
+                            pace: pace.clone(),
+                            max_impact: f64::from(args.max_impact) / 100.0,
+                            copy_cap: args.max_copy_rate,
+                            apply_cap: args.max_apply_rate,
+                        },
+                        stop_rx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not measure the source's commit latency; the migration runs without its load governor")
+                }
+            }
+        }
         let copy = if pending.is_empty() {
             None
         } else {
-            // The source's commit latency before the copy; then governed until the copy ends
-            // (or the run stops).
-            let base = if args.max_impact > 0 {
-                copy::governor::baseline(&prep.source)
-                    .await
-                    .inspect_err(|e| tracing::warn!(error = %e, "could not measure the source's commit latency; the copy runs without its load governor"))
-                    .ok()
-            } else {
-                None
-            };
-            if let Some(b) = &base {
-                limit.set(b.start_limit(args.max_copy_rate));
-            }
-            let governor = base.map(|base| {
-                tokio::spawn(copy::governor::run(
-                    base,
-                    limit.clone(),
-                    progress.clone(),
-                    f64::from(args.max_impact) / 100.0,
-                    args.max_copy_rate,
-                    stop_rx.clone(),
-                ))
-            });
             let job = Arc::new(CopyJob {
                 migration_id: migration.id,
                 source: prep.table.clone(),
@@ -1057,11 +1064,10 @@ impl Live {
                 stop_rx.clone(),
                 copy_pause_rx,
             );
+            let copying = copying.clone();
             Some(tokio::spawn(async move {
                 let copied = workers.await;
-                if let Some(g) = governor {
-                    g.abort();
-                }
+                copying.store(false, Ordering::Relaxed);
                 copied
             }))
         };
@@ -1172,7 +1178,26 @@ impl Live {
                     }
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
                     let applied = applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64;
-                    let (lag, retained) = lag_and_retained(&source, confirmed, &migration.slot_name).await?;
+                    let (lag, retained, safe_wal) = lag_and_retained(&source, confirmed, &migration.slot_name).await?;
+                    let guard = monitor::wal_guard(retained, max_retained);
+                    // The apply catches up at full speed, whatever the load governor says, once
+                    // the cutover is due, while a verify waits for the applier to reach its point,
+                    // and before the retained WAL gets near a limit (--max-retained-wal, or the
+                    // server's max_slot_wal_keep_size with less than the retained size left).
+                    let wal_tight = guard != monitor::WalVerdict::Fine
+                        || safe_wal.is_some_and(|s| s < retained as i64);
+                    let free = wal_tight
+                        || m.hold_at.is_some()
+                        || (m.phase == Phase::Streaming
+                            && (args.cutover == CutoverMode::Auto
+                                || m.cutover_requested
+                                || m.target_committed_fence.is_some()));
+                    if free != pace.is_free() {
+                        if free && wal_tight && pace.limit().is_some() {
+                            tracing::warn!(retained_bytes = retained, "the slot retains WAL near its limit: the apply runs at full speed, whatever the load governor says");
+                        }
+                        pace.set_free(free);
+                    }
                     let now = Instant::now();
                     let copied = rows_before + progress.streamed_rows.load(Ordering::Relaxed);
                     let copy_per_s = tasks.copy.as_ref().and_then(|_| copy_rate.sample(now, copied));
@@ -1196,10 +1221,10 @@ impl Live {
                         pause_in_effect: shared.paused.load(Ordering::Relaxed),
                         held_at: held_at(&shared),
                         copy_rate_limit: tasks.copy.as_ref().and(limit.get()).map(|l| l as i64),
+                        apply_rate_limit: pace.limit().map(|l| l as i64),
                     }).await?;
                     let hold = follow_hold(&control, &m, &hold_tx).await?;
                     // Pause: everything on request; the copy alone when the slot holds too much WAL.
-                    let guard = monitor::wal_guard(retained, max_retained);
                     if guard == monitor::WalVerdict::Stop {
                         // Keeping the slot would keep the WAL: drop it to protect the source's disk.
                         display.finish();
@@ -1437,12 +1462,19 @@ async fn unbounded_slot_wal(control: &Client) -> Result<bool> {
 }
 
 /// Lag behind the server's current WAL position, and the WAL the slot retains, in bytes.
-async fn lag_and_retained(control: &Client, confirmed: Lsn, slot: &str) -> Result<(u64, u64)> {
+/// The lag behind the source's WAL, the WAL the slot retains, and how much more the server lets
+/// it retain (`safe_wal_size`; `None` when `max_slot_wal_keep_size` is -1), in bytes.
+async fn lag_and_retained(
+    control: &Client,
+    confirmed: Lsn,
+    slot: &str,
+) -> Result<(u64, u64, Option<i64>)> {
     let row = control
         .query_one(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint, \
                     coalesce((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint \
-                              FROM pg_replication_slots WHERE slot_name = $2), 0)",
+                              FROM pg_replication_slots WHERE slot_name = $2), 0), \
+                    (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $2)",
             &[&confirmed.to_string(), &slot],
         )
         .await
@@ -1450,6 +1482,7 @@ async fn lag_and_retained(control: &Client, confirmed: Lsn, slot: &str) -> Resul
     Ok((
         row.get::<_, i64>(0).max(0) as u64,
         row.get::<_, i64>(1).max(0) as u64,
+        row.get(2),
     ))
 }
 

@@ -45,6 +45,8 @@ pub struct Report {
     /// The copy's rate limit now (rows/s): the load governor's, or `--max-copy-rate`; null: none.
     pub copy_rate_limit: Option<i64>,
     pub apply_changes_per_s: Option<f64>,
+    /// The apply's pace now (changes/s): the load governor's, or `--max-apply-rate`; null: none.
+    pub apply_rate_limit: Option<i64>,
     pub bytes_copied: i64,
     pub bytes_total_estimate: i64,
     /// Seconds until the copy is done at the current rate (0 once copied).
@@ -150,6 +152,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
             None
         },
         apply_changes_per_s: live(m.apply_changes_per_s),
+        apply_rate_limit: if running { m.apply_rate_limit } else { None },
         bytes_copied: m.copy_bytes,
         bytes_total_estimate: m.total_bytes_estimate,
         eta_seconds: eta,
@@ -216,9 +219,12 @@ fn human(r: &Report) -> String {
         }
     );
     s += &format!(
-        "  applied changes  {}{}\n",
+        "  applied changes  {}{}{}\n",
         r.applied_changes,
-        rate(r.apply_changes_per_s, "changes")
+        rate(r.apply_changes_per_s, "changes"),
+        r.apply_rate_limit
+            .map(|l| format!(" (paced to {l} changes/s)"))
+            .unwrap_or_default()
     );
     s += &format!(
         "  lag              {}{}\n",

@@ -1,4 +1,4 @@
-//! Keeps the copy from slowing the source's own workload.
+//! Keeps the migration from slowing the source's own workload: the copy first, then the apply.
 //!
 //! The copy writes WAL as fast as two cores can produce it, and every commit of the application
 //! then waits for a WAL flush that carries the copy's data too: on the bench machine a workload of
@@ -27,7 +27,16 @@
 //!                  second of it), so that a workload that changes by itself is not taken for
 //!                  the copy's doing
 //! allowed = baseline latency x (1 + max impact) + slack
+//! the apply:       slowed like the copy (floor 500 changes/s), but only when the copy is done
+//!                  or already at its floor; raised with it; let go once its pace no longer
+//!                  binds (the stream moved under half of it), and whenever `run` frees it (the
+//!                  cutover due, a verify waiting, the retained WAL near a limit)
 //! ```
+//!
+//! The apply is paced where the stream is read: a reader that waits reads nothing, so the
+//! walsender stops decoding once the socket's buffers are full, and both its work and the
+//! target's wait in the slot's WAL. On a machine the workload saturates this defers the cost of
+//! the apply rather than removing it; the lag grows until the workload leaves room.
 //!
 //! With no workload of its own on the source nothing waits on those flushes, and the copy runs at
 //! full speed (the probe's latency rises with the copy's WAL, but nobody else's does).
@@ -223,40 +232,52 @@ impl Controller {
         self.baseline_xacts * (1.0 - self.max_impact)
     }
 
-    /// One decision from the last second: the probe's median latency, the other write
-    /// transactions per second, and the rows per second the copy moved.
-    pub fn decide(&mut self, latency_ms: f64, others_per_s: f64, copy_rows_per_s: f64) -> Decision {
-        let before = self.limit;
+    /// What the last second's figures say, before any limit is moved (pure).
+    pub fn signal(&self, latency_ms: f64, others_per_s: f64) -> Signal {
         let allowed = self.allowed_ms();
         let floor = self.xacts_floor();
         // Only a workload seen at the baseline can be seen to fall.
         let fallen = self.busy() && others_per_s < floor;
-        self.cooldown = self.cooldown.saturating_sub(1);
-        self.limit = if others_per_s < MIN_WORKLOAD_XACTS && !self.busy() {
-            self.cap
+        if others_per_s < MIN_WORKLOAD_XACTS && !self.busy() {
+            Signal::Idle
         } else if latency_ms > allowed || fallen {
-            // In proportion to the excess: the workload is waiting now. From what the copy
-            // actually moved when that is below the limit, or slowing would change nothing.
+            // In proportion to the excess: the workload is waiting now.
             let by_latency = if latency_ms > allowed {
                 allowed / latency_ms
             } else {
                 1.0
             };
             let by_rate = if fallen { others_per_s / floor } else { 1.0 };
-            let factor = by_latency.min(by_rate).clamp(0.25, 0.7);
-            let from = match self.limit {
-                Some(l) if copy_rows_per_s > 0.0 => (l as f64).min(copy_rows_per_s),
-                Some(l) => l as f64,
-                None => copy_rows_per_s,
-            };
-            let slowed = ((from * factor) as u64).max(MIN_RATE);
-            self.cooldown = COOLDOWN;
-            Some(self.cap.map_or(slowed, |c| c.min(slowed)))
-        } else if self.cooldown == 0
-            && latency_ms < self.baseline_ms * (1.0 + self.max_impact / 2.0) + SLACK_MS / 2.0
+            Signal::Over(by_latency.min(by_rate).clamp(0.25, 0.7))
+        } else if latency_ms < self.baseline_ms * (1.0 + self.max_impact / 2.0) + SLACK_MS / 2.0
             && (!self.busy() || others_per_s >= self.baseline_xacts * (1.0 - self.max_impact / 2.0))
         {
-            match self.limit {
+            Signal::Fine
+        } else {
+            Signal::Within
+        }
+    }
+
+    /// One decision from the last second: the probe's median latency, the other write
+    /// transactions per second, and the rows per second the copy moved.
+    pub fn decide(&mut self, latency_ms: f64, others_per_s: f64, copy_rows_per_s: f64) -> Decision {
+        let before = self.limit;
+        self.cooldown = self.cooldown.saturating_sub(1);
+        self.limit = match self.signal(latency_ms, others_per_s) {
+            Signal::Idle => self.cap,
+            Signal::Over(factor) => {
+                // From what the copy actually moved when that is below the limit, or slowing
+                // would change nothing.
+                let from = match self.limit {
+                    Some(l) if copy_rows_per_s > 0.0 => (l as f64).min(copy_rows_per_s),
+                    Some(l) => l as f64,
+                    None => copy_rows_per_s,
+                };
+                let slowed = ((from * factor) as u64).max(MIN_RATE);
+                self.cooldown = COOLDOWN;
+                Some(self.cap.map_or(slowed, |c| c.min(slowed)))
+            }
+            Signal::Fine if self.cooldown == 0 => match self.limit {
                 None => None,
                 Some(l) => {
                     let raised = ((l as f64 * RAISE).round() as u64).max(l + 1);
@@ -266,16 +287,163 @@ impl Controller {
                         _ => Some(raised),
                     }
                 }
-            }
-        } else {
-            self.limit
+            },
+            Signal::Fine | Signal::Within => self.limit,
         };
-        match (before, self.limit) {
-            (a, b) if a == b => Decision::Unchanged,
-            (_, None) => Decision::Released,
-            (Some(a), Some(b)) if b > a => Decision::RaisedTo(b),
-            (_, Some(b)) => Decision::SlowedTo(b),
+        decision(before, self.limit)
+    }
+}
+
+/// What a second's figures say against the baselines.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// No write workload on the source, nor at the baseline: nothing to protect.
+    Idle,
+    /// The workload waits: slow down by this factor (0.25 to 0.7).
+    Over(f64),
+    /// Within half the allowed impact: room to speed up.
+    Fine,
+    /// Within the allowed impact, not within half of it: stay.
+    Within,
+}
+
+fn decision(before: Option<u64>, after: Option<u64>) -> Decision {
+    match (before, after) {
+        (a, b) if a == b => Decision::Unchanged,
+        (_, None) => Decision::Released,
+        (Some(a), Some(b)) if b > a => Decision::RaisedTo(b),
+        (_, Some(b)) => Decision::SlowedTo(b),
+    }
+}
+
+/// The lowest pace the governor sets for the apply (changes/s): the stream always moves.
+pub const MIN_APPLY_RATE: u64 = 500;
+
+/// The apply's pace: how many changes a second the stream reader passes on, set by the governor
+/// (or `--max-apply-rate`) and followed by the reader. The reader that waits reads nothing from
+/// the replication connection, so the walsender stops decoding once the socket's buffers are
+/// full: the slot holds the WAL and the lag grows until the source can spare the work.
+#[derive(Debug, Default)]
+pub struct ApplyPace {
+    limit: RateLimit,
+    /// Changes the reader has passed on (inserts, updates, deletes, truncates).
+    changes: AtomicU64,
+    /// The cutover is due: no limit and no hold, whatever the governor says.
+    free: AtomicBool,
+}
+
+impl ApplyPace {
+    pub fn new(cap: Option<u64>) -> Self {
+        ApplyPace {
+            limit: RateLimit::new(cap),
+            ..Default::default()
         }
+    }
+
+    /// The pace the reader keeps now; `None`: as fast as it can.
+    pub fn limit(&self) -> Option<u64> {
+        if self.free.load(Ordering::Relaxed) {
+            None
+        } else {
+            self.limit.get()
+        }
+    }
+
+    /// The reader reads nothing while the governor measures the source without the migration.
+    pub fn held(&self) -> bool {
+        !self.free.load(Ordering::Relaxed) && self.limit.held()
+    }
+
+    pub fn set(&self, limit: Option<u64>) {
+        self.limit.set(limit);
+    }
+
+    /// Once the cutover is due the apply catches up at full speed.
+    pub fn set_free(&self, free: bool) {
+        self.free.store(free, Ordering::Relaxed);
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.free.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self, changes: u64) {
+        self.changes.fetch_add(changes, Ordering::Relaxed);
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    fn hold(&self) -> Hold<'_> {
+        self.limit.hold()
+    }
+}
+
+/// The governor's decisions for the apply (pure). The copy gives way first: the apply is slowed
+/// only when the copy is done or already at its floor, since a growing lag costs more (WAL kept on
+/// the source, a longer catch-up) than a slower copy. It speeds up again as the copy does, and is
+/// let go once its limit no longer holds it back.
+#[derive(Debug, Clone)]
+pub struct ApplyController {
+    /// The user's `--max-apply-rate`, if any: never exceeded.
+    cap: Option<u64>,
+    limit: Option<u64>,
+    cooldown: u32,
+}
+
+impl ApplyController {
+    pub fn new(cap: Option<u64>) -> Self {
+        ApplyController {
+            cap,
+            limit: cap,
+            cooldown: 0,
+        }
+    }
+
+    pub fn limit(&self) -> Option<u64> {
+        self.limit
+    }
+
+    /// One decision: what the second's figures say, whether slowing the copy answers it instead,
+    /// and the changes per second the reader passed on.
+    pub fn decide(&mut self, signal: Signal, copy_gives_way: bool, changes_per_s: f64) -> Decision {
+        let before = self.limit;
+        self.cooldown = self.cooldown.saturating_sub(1);
+        self.limit = match signal {
+            Signal::Idle => self.cap,
+            Signal::Over(_) if copy_gives_way => self.limit,
+            Signal::Over(factor) => {
+                let from = match self.limit {
+                    Some(l) if changes_per_s > 0.0 => (l as f64).min(changes_per_s),
+                    Some(l) => l as f64,
+                    None => changes_per_s,
+                };
+                if from <= 0.0 {
+                    // Nothing moved and nothing limits it: the apply is not what weighs.
+                    self.limit
+                } else {
+                    let slowed = ((from * factor) as u64).max(MIN_APPLY_RATE);
+                    self.cooldown = COOLDOWN;
+                    Some(self.cap.map_or(slowed, |c| c.min(slowed)))
+                }
+            }
+            Signal::Fine if self.cooldown == 0 => match self.limit {
+                None => None,
+                Some(l) if self.cap == Some(l) => Some(l),
+                // The stream moved well under its limit: the limit is not what paces it.
+                Some(l) if changes_per_s < l as f64 / 2.0 => self.cap,
+                Some(l) => {
+                    let raised = ((l as f64 * RAISE).round() as u64).max(l + 1);
+                    match self.cap {
+                        Some(c) if raised >= c => Some(c),
+                        _ => Some(raised),
+                    }
+                }
+            },
+            Signal::Fine | Signal::Within => self.limit,
+        };
+        decision(before, self.limit)
     }
 }
 
@@ -382,49 +550,57 @@ pub async fn baseline(source: &Config) -> Result<Baseline> {
     Ok(Baseline { client, at })
 }
 
-/// Governs `limit` while the copy runs, until `stop` turns true. Never fails the migration: an
-/// error stops the governing (the copy keeps the user's limit) with a warning.
-pub async fn run(
-    base: Baseline,
-    limit: Arc<RateLimit>,
-    progress: Arc<CopyProgress>,
-    max_impact: f64,
-    cap: Option<u64>,
-    stop: watch::Receiver<bool>,
-) {
-    if let Err(e) = govern(base, &limit, &progress, max_impact, cap, stop).await {
-        limit.set(cap);
-        tracing::warn!(error = %e, "the copy's load governor stopped; the copy goes on without it");
+/// What the governor moves: the copy's rate and the apply's pace.
+pub struct Governed {
+    /// The copy's rate limit (rows/s), followed by its workers.
+    pub copy_limit: Arc<RateLimit>,
+    pub progress: Arc<CopyProgress>,
+    /// The copy still runs (the governor moves its limit only then).
+    pub copying: Arc<AtomicBool>,
+    /// The apply's pace (changes/s), followed by the stream reader.
+    pub pace: Arc<ApplyPace>,
+    /// The allowed impact, as a fraction (0.15 for 15%).
+    pub max_impact: f64,
+    /// The user's `--max-copy-rate` and `--max-apply-rate`.
+    pub copy_cap: Option<u64>,
+    pub apply_cap: Option<u64>,
+}
+
+/// Governs the copy's rate and the apply's pace until `stop` turns true. Never fails the
+/// migration: an error stops the governing (the user's limits stay) with a warning.
+pub async fn run(base: Baseline, g: Governed, stop: watch::Receiver<bool>) {
+    if let Err(e) = govern(base, &g, stop).await {
+        g.copy_limit.set(g.copy_cap);
+        g.pace.set(g.apply_cap);
+        tracing::warn!(error = %e, "the load governor stopped; the migration goes on without it");
     }
 }
 
-async fn govern(
-    base: Baseline,
-    limit: &RateLimit,
-    progress: &CopyProgress,
-    max_impact: f64,
-    cap: Option<u64>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<()> {
+fn limit_text(limit: Option<u64>, unit: &str) -> String {
+    limit.map_or("none".to_string(), |l| format!("{l} {unit}"))
+}
+
+async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -> Result<()> {
     let Baseline { client, at } = base;
     let mut last_xid = at.xid;
     // The copy already runs at this start limit (set before it began: `Baseline::start_limit`).
-    let mut controller = Controller::new(at.latency_ms, at.others_per_s, max_impact, cap);
+    let mut controller = Controller::new(at.latency_ms, at.others_per_s, g.max_impact, g.copy_cap);
+    let mut apply = ApplyController::new(g.apply_cap);
     tracing::info!(
         baseline_ms = format_args!("{:.2}", at.latency_ms),
         workload_xacts_per_s = at.others_per_s.round() as u64,
-        start_limit = controller
-            .limit()
-            .map_or("none".to_string(), |l| format!("{l} rows/s")),
-        max_impact_pct = (max_impact * 100.0).round() as u64,
-        "copy load governor: a commit on the source takes this long before the copy"
+        start_limit = limit_text(controller.limit(), "rows/s"),
+        max_impact_pct = (g.max_impact * 100.0).round() as u64,
+        "load governor: a commit on the source takes this long before the migration"
     );
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut window = Vec::with_capacity(PROBES_PER_DECISION);
     let mut window_start = Instant::now();
-    let mut rows_before = progress.streamed_rows.load(Ordering::Relaxed);
+    let mut rows_before = g.progress.streamed_rows.load(Ordering::Relaxed);
+    let mut changes_before = g.pace.changes();
     let mut decisions = 0u32;
+    let mut resync = false;
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -433,60 +609,108 @@ async fn govern(
         if *stop.borrow() {
             return Ok(());
         }
+        let copying = g.copying.load(Ordering::Relaxed);
+        if !copying && g.pace.is_free() {
+            // The cutover is due: nothing left to govern.
+            resync = true;
+            continue;
+        }
         let (ms, xid) = probe(&client).await?;
         window.push(ms);
+        if resync {
+            // Back from a pause in the governing: the window counts from this probe.
+            resync = false;
+            (last_xid, rows_before, changes_before) = (
+                xid,
+                g.progress.streamed_rows.load(Ordering::Relaxed),
+                g.pace.changes(),
+            );
+            window.clear();
+            window_start = Instant::now();
+            continue;
+        }
         if window.len() < PROBES_PER_DECISION {
             continue;
         }
         let secs = window_start.elapsed().as_secs_f64().max(0.001);
         // The median, as the baselines are: a mean against a median would count every second's
-        // slowest probe as the copy's impact.
+        // slowest probe as the migration's impact.
         let latency = median(&mut window);
         // Transaction ids assigned meanwhile, less our probes'.
         let others = ((xid - last_xid) as f64 - window.len() as f64).max(0.0) / secs;
-        let rows = progress.streamed_rows.load(Ordering::Relaxed);
+        let rows = g.progress.streamed_rows.load(Ordering::Relaxed);
+        let changes = g.pace.changes();
         let copy_rate = rows.saturating_sub(rows_before) as f64 / secs;
-        match controller.decide(latency, others, copy_rate) {
-            Decision::Unchanged => tracing::debug!(
-                commit_ms = format_args!("{latency:.2}"),
-                workload_xacts_per_s = others.round() as u64,
-                limit = controller.limit().unwrap_or(0),
-                "copy limit unchanged"
-            ),
-            Decision::SlowedTo(n) => tracing::info!(
-                rows_per_s = n,
-                commit_ms = format_args!("{latency:.2}"),
-                allowed_ms = format_args!("{:.2}", controller.allowed_ms()),
-                workload_xacts_per_s = others.round() as u64,
-                workload_floor = controller.xacts_floor().round() as u64,
-                "copy slowed: the source's commits take longer, or its workload runs slower, than allowed"
-            ),
-            Decision::RaisedTo(n) => tracing::debug!(rows_per_s = n, "copy limit raised"),
-            Decision::Released => tracing::info!("copy limit lifted"),
+        let change_rate = changes.saturating_sub(changes_before) as f64 / secs;
+        let signal = controller.signal(latency, others);
+        let copy_before = controller.limit();
+        if copying {
+            match controller.decide(latency, others, copy_rate) {
+                Decision::Unchanged => tracing::debug!(
+                    commit_ms = format_args!("{latency:.2}"),
+                    workload_xacts_per_s = others.round() as u64,
+                    limit = controller.limit().unwrap_or(0),
+                    "copy limit unchanged"
+                ),
+                Decision::SlowedTo(n) => tracing::info!(
+                    rows_per_s = n,
+                    commit_ms = format_args!("{latency:.2}"),
+                    allowed_ms = format_args!("{:.2}", controller.allowed_ms()),
+                    workload_xacts_per_s = others.round() as u64,
+                    workload_floor = controller.xacts_floor().round() as u64,
+                    "copy slowed: the source's commits take longer, or its workload runs slower, than allowed"
+                ),
+                Decision::RaisedTo(n) => tracing::debug!(rows_per_s = n, "copy limit raised"),
+                Decision::Released => tracing::info!("copy limit lifted"),
+            }
+            g.copy_limit.set(controller.limit());
         }
-        limit.set(controller.limit());
+        if !g.pace.is_free() {
+            // The copy answers first while it can still go slower.
+            let copy_gives_way = copying && copy_before.is_none_or(|l| l > MIN_RATE);
+            match apply.decide(signal, copy_gives_way, change_rate) {
+                Decision::Unchanged => {}
+                Decision::SlowedTo(n) => tracing::info!(
+                    changes_per_s = n,
+                    commit_ms = format_args!("{latency:.2}"),
+                    workload_xacts_per_s = others.round() as u64,
+                    workload_floor = controller.xacts_floor().round() as u64,
+                    "apply slowed: the source's workload still waits with the copy at its floor (or done); the lag may grow"
+                ),
+                Decision::RaisedTo(n) => tracing::debug!(changes_per_s = n, "apply pace raised"),
+                Decision::Released => tracing::info!(
+                    limit = limit_text(apply.limit(), "changes/s"),
+                    "apply pace lifted"
+                ),
+            }
+            g.pace.set(apply.limit());
+        }
         decisions += 1;
-        // The next window counts from here: its xids and rows from the last probe's.
-        (last_xid, rows_before) = (xid, rows);
+        // The next window counts from here: its xids, rows and changes from the last probe's.
+        (last_xid, rows_before, changes_before) = (xid, rows, changes);
         if (decisions == FIRST_REBASE || decisions.is_multiple_of(REBASE_EVERY))
             && (controller.busy() || others >= MIN_WORKLOAD_XACTS)
         {
-            // The source without the copy, once more: both baselines from the last second of a
-            // short hold.
-            let hold = limit.hold();
+            // The source without the migration, once more: both baselines from the last second
+            // of a short hold of the copy and of the apply.
+            let holds = (g.copy_limit.hold(), g.pace.hold());
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
                 _ = tokio::time::sleep(HOLD_SETTLE) => {}
             }
             let again = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
-            drop(hold);
+            drop(holds);
             controller.rebase(again.latency_ms, again.others_per_s);
             tracing::info!(
                 baseline_ms = format_args!("{:.2}", again.latency_ms),
                 workload_xacts_per_s = again.others_per_s.round() as u64,
-                "copy load governor: the source measured again with the copy held"
+                "load governor: the source measured again with the migration held"
             );
-            (last_xid, rows_before) = (again.xid, progress.streamed_rows.load(Ordering::Relaxed));
+            (last_xid, rows_before, changes_before) = (
+                again.xid,
+                g.progress.streamed_rows.load(Ordering::Relaxed),
+                g.pace.changes(),
+            );
         }
         window.clear();
         window_start = Instant::now();
@@ -617,6 +841,110 @@ mod tests {
         c.rebase(1.0, 0.0);
         assert!(!c.busy());
         assert_eq!(c.decide(1.0, 0.0, 10_000.0), Decision::Released);
+    }
+
+    #[test]
+    fn signals_from_the_figures() {
+        let c = Controller::new(2.0, 2_000.0, 0.15, None);
+        assert_eq!(c.signal(2.0, 2_000.0), Signal::Fine);
+        // Within the allowed fall, not within half of it.
+        assert_eq!(c.signal(2.0, 1_800.0), Signal::Within);
+        assert_eq!(c.signal(2.0, 850.0), Signal::Over(0.5));
+        assert_eq!(c.signal(20.0, 2_000.0), Signal::Over(0.25));
+        let idle = Controller::new(2.0, 0.0, 0.15, None);
+        assert_eq!(idle.signal(50.0, 5.0), Signal::Idle);
+    }
+
+    #[test]
+    fn the_apply_is_slowed_only_once_the_copy_cannot_give_way() {
+        let mut a = ApplyController::new(None);
+        // The copy can still go slower: it answers, the apply keeps its pace.
+        assert_eq!(
+            a.decide(Signal::Over(0.5), true, 4_000.0),
+            Decision::Unchanged
+        );
+        assert_eq!(a.limit(), None);
+        // The copy at its floor (or done): the apply is slowed from what it moved.
+        assert_eq!(
+            a.decide(Signal::Over(0.5), false, 4_000.0),
+            Decision::SlowedTo(2_000)
+        );
+        assert_eq!(
+            a.decide(Signal::Over(0.25), false, 2_000.0),
+            Decision::SlowedTo(500)
+        );
+        // Never below the floor.
+        assert_eq!(
+            a.decide(Signal::Over(0.25), false, 500.0),
+            Decision::Unchanged
+        );
+        assert_eq!(a.limit(), Some(MIN_APPLY_RATE));
+        // An apply that moved nothing and has no limit is not what weighs.
+        let mut b = ApplyController::new(None);
+        assert_eq!(b.decide(Signal::Over(0.5), false, 0.0), Decision::Unchanged);
+        assert_eq!(b.limit(), None);
+    }
+
+    #[test]
+    fn a_paced_apply_speeds_up_after_the_cooldown_and_is_let_go_once_the_pace_does_not_bind() {
+        let mut a = ApplyController::new(None);
+        a.decide(Signal::Over(0.5), false, 4_000.0);
+        assert_eq!(a.limit(), Some(2_000));
+        // Within the cool-down: no raise.
+        for _ in 0..COOLDOWN - 1 {
+            assert_eq!(a.decide(Signal::Fine, false, 2_000.0), Decision::Unchanged);
+        }
+        assert_eq!(
+            a.decide(Signal::Fine, false, 2_000.0),
+            Decision::RaisedTo(2_300)
+        );
+        assert_eq!(
+            a.decide(Signal::Within, false, 2_300.0),
+            Decision::Unchanged
+        );
+        // The stream moved well under its pace: the pace no longer holds it back.
+        assert_eq!(a.decide(Signal::Fine, false, 1_000.0), Decision::Released);
+        // No workload: the user's cap alone.
+        let mut c = ApplyController::new(Some(300));
+        assert_eq!(c.limit(), Some(300));
+        assert_eq!(
+            c.decide(Signal::Over(0.5), false, 300.0),
+            Decision::Unchanged
+        );
+        assert_eq!(c.decide(Signal::Idle, false, 300.0), Decision::Unchanged);
+        assert_eq!(c.limit(), Some(300));
+        // Raised, it stops at the cap; not binding, it goes back to the cap.
+        let mut d = ApplyController::new(Some(3_000));
+        d.decide(Signal::Over(0.5), false, 3_000.0);
+        assert_eq!(d.limit(), Some(1_500));
+        for _ in 0..COOLDOWN + 10 {
+            d.decide(Signal::Fine, false, 3_000.0);
+        }
+        assert_eq!(d.limit(), Some(3_000));
+        d.decide(Signal::Over(0.5), false, 3_000.0);
+        for _ in 0..COOLDOWN {
+            d.decide(Signal::Fine, false, 10.0);
+        }
+        assert_eq!(d.limit(), Some(3_000));
+    }
+
+    #[test]
+    fn a_free_pace_neither_limits_nor_holds() {
+        let p = ApplyPace::new(Some(100));
+        assert_eq!(p.limit(), Some(100));
+        {
+            let _hold = p.hold();
+            assert!(p.held());
+            p.set_free(true);
+            assert!(!p.held());
+            assert_eq!(p.limit(), None);
+        }
+        p.set_free(false);
+        assert!(!p.held());
+        assert_eq!(p.limit(), Some(100));
+        p.count(3);
+        p.count(2);
+        assert_eq!(p.changes(), 5);
     }
 
     #[test]

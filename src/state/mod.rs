@@ -104,7 +104,9 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     copy_rate_limit bigint,
     -- Materialized views over the table still to rebuild over the new one (set by the swap's
     -- transaction, each entry removed by its rebuild's): see cutover::MatViewRebuild.
-    pending_matviews jsonb NOT NULL DEFAULT '[]'
+    pending_matviews jsonb NOT NULL DEFAULT '[]',
+    -- The apply's pace set by the load governor (or --max-apply-rate) now, changes/s; NULL: none.
+    apply_rate_limit bigint
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -167,6 +169,8 @@ pub struct Migration {
     pub hold_owner: Option<String>,
     /// The copy's rate limit (rows/s) as the running `run` last recorded it; `None`: none.
     pub copy_rate_limit: Option<i64>,
+    /// The apply's pace (changes/s) as the running `run` last recorded it; `None`: none.
+    pub apply_rate_limit: Option<i64>,
     /// Materialized views the swap left to rebuild over the new table (a run that died between
     /// the swap and their rebuild); the next `run` does them.
     pub pending_matviews: Vec<crate::cutover::MatViewRebuild>,
@@ -192,7 +196,7 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
        m.target_committed_fence,
        m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner,
-       m.copy_rate_limit, m.pending_matviews
+       m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -236,6 +240,7 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         held_at: parse_lsn(r.get(35))?,
         hold_owner: r.get(36),
         copy_rate_limit: r.get(37),
+        apply_rate_limit: r.get(39),
         pending_matviews: serde_json::from_value(r.get(38)).map_err(|e| {
             Error::failed(format!(
                 "unreadable pending_matviews in pgrepart.migrations: {e}"
@@ -272,7 +277,8 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS hold_owner text,
     ADD COLUMN IF NOT EXISTS held_at_lsn pg_lsn,
     ADD COLUMN IF NOT EXISTS copy_rate_limit bigint,
-    ADD COLUMN IF NOT EXISTS pending_matviews jsonb NOT NULL DEFAULT '[]';
+    ADD COLUMN IF NOT EXISTS pending_matviews jsonb NOT NULL DEFAULT '[]',
+    ADD COLUMN IF NOT EXISTS apply_rate_limit bigint;
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -293,7 +299,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'pending_matviews' AND NOT attisdropped)",
+                            AND attname = 'apply_rate_limit' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -503,6 +509,8 @@ pub struct LiveFigures {
     pub held_at: Option<crate::lsn::Lsn>,
     /// The copy's rate limit now (rows/s), if any.
     pub copy_rate_limit: Option<i64>,
+    /// The apply's pace now (changes/s), if any.
+    pub apply_rate_limit: Option<i64>,
 }
 
 pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigures) -> Result<()> {
@@ -510,9 +518,9 @@ pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigur
         .execute(
             "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, lag_seconds = $4, \
                copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), pause_in_effect = $9, \
-               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, copy_rate_limit = $11, updated_at = now() \
+               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, copy_rate_limit = $11, apply_rate_limit = $12, updated_at = now() \
              WHERE id = $1",
-            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string()), &f.copy_rate_limit],
+            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string()), &f.copy_rate_limit, &f.apply_rate_limit],
         )
         .await
         .map_err(|e| Error::db("recording progress", e))?;
