@@ -1009,7 +1009,15 @@ impl Live {
             stop_rx.clone(),
             pace.clone(),
         ));
-        let applier = tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone(), pause_rx));
+        // The applier takes no events while paused (`pgrepart pause`) or held by the governor.
+        let (apply_pause_tx, apply_pause_rx) = watch::channel(migration.paused);
+        tokio::spawn(merge_pauses(
+            pause_rx,
+            pace.subscribe_held(),
+            apply_pause_tx,
+        ));
+        let applier =
+            tokio::spawn(applier.run(events_rx, done_rx, stop_rx.clone(), apply_pause_rx));
         let progress = Arc::new(CopyProgress::default());
         let limit = Arc::new(copy::governor::RateLimit::new(args.max_copy_rate));
         let copying = Arc::new(AtomicBool::new(!pending.is_empty()));
@@ -1031,6 +1039,7 @@ impl Live {
                             max_impact: f64::from(args.max_impact) / 100.0,
                             copy_cap: args.max_copy_rate,
                             apply_cap: args.max_apply_rate,
+                            slot: migration.slot_name.clone(),
                         },
                         stop_rx.clone(),
                     ));
@@ -1462,6 +1471,22 @@ async fn unbounded_slot_wal(control: &Client) -> Result<bool> {
 }
 
 /// Lag behind the server's current WAL position, and the WAL the slot retains, in bytes.
+/// Keeps `out` true while either input is; ends once an input's sender is gone.
+async fn merge_pauses(
+    mut user: watch::Receiver<bool>,
+    mut held: watch::Receiver<bool>,
+    out: watch::Sender<bool>,
+) {
+    loop {
+        let either = *user.borrow_and_update() || *held.borrow_and_update();
+        out.send_if_modified(|p| std::mem::replace(p, either) != either);
+        tokio::select! {
+            r = user.changed() => if r.is_err() { return },
+            r = held.changed() => if r.is_err() { return },
+        }
+    }
+}
+
 /// The lag behind the source's WAL, the WAL the slot retains, and how much more the server lets
 /// it retain (`safe_wal_size`; `None` when `max_slot_wal_keep_size` is -1), in bytes.
 async fn lag_and_retained(

@@ -23,13 +23,13 @@
 //!                                          → limit = 1.15 x limit (no limit once above the
 //!                                            cap), not within 3 s of a slow-down
 //! after 5 s, then every 20 s:
-//!                  the copy is held for 1.4 s and both baselines are taken again (the last
-//!                  second of it), so that a workload that changes by itself is not taken for
-//!                  the copy's doing
+//!                  the copy and the apply are held, the slot's walsender left to stop
+//!                  decoding (0.4 to 3.4 s), and both baselines taken again over a second, so
+//!                  that a workload that changes by itself is not taken for the migration's doing
 //! allowed = baseline latency x (1 + max impact) + slack
-//! the apply:       slowed like the copy (floor 500 changes/s), but only when the copy is done
-//!                  or already at its floor; raised with it; let go once its pace no longer
-//!                  binds (the stream moved under half of it), and whenever `run` frees it (the
+//! the apply:       slowed with the copy (floor 500 changes/s); raised first (the copy is raised
+//!                  only while the apply is not paced); let go once its pace no longer binds
+//!                  (the stream moved under half of it), and whenever `run` frees it (the
 //!                  cutover due, a verify waiting, the retained WAL near a limit)
 //! ```
 //!
@@ -323,21 +323,31 @@ pub const MIN_APPLY_RATE: u64 = 500;
 /// (or `--max-apply-rate`) and followed by the reader. The reader that waits reads nothing from
 /// the replication connection, so the walsender stops decoding once the socket's buffers are
 /// full: the slot holds the WAL and the lag grows until the source can spare the work.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ApplyPace {
     limit: RateLimit,
     /// Changes the reader has passed on (inserts, updates, deletes, truncates).
     changes: AtomicU64,
     /// The cutover is due: no limit and no hold, whatever the governor says.
     free: AtomicBool,
+    /// The governor measures the source without the migration: the reader reads nothing and the
+    /// applier takes no events.
+    held: watch::Sender<bool>,
 }
 
 impl ApplyPace {
     pub fn new(cap: Option<u64>) -> Self {
         ApplyPace {
             limit: RateLimit::new(cap),
-            ..Default::default()
+            changes: AtomicU64::new(0),
+            free: AtomicBool::new(false),
+            held: watch::Sender::new(false),
         }
+    }
+
+    /// Follows the governor's holds (the applier takes no events while one lasts).
+    pub fn subscribe_held(&self) -> watch::Receiver<bool> {
+        self.held.subscribe()
     }
 
     /// The pace the reader keeps now; `None`: as fast as it can.
@@ -351,7 +361,7 @@ impl ApplyPace {
 
     /// The reader reads nothing while the governor measures the source without the migration.
     pub fn held(&self) -> bool {
-        !self.free.load(Ordering::Relaxed) && self.limit.held()
+        !self.free.load(Ordering::Relaxed) && *self.held.borrow()
     }
 
     pub fn set(&self, limit: Option<u64>) {
@@ -375,15 +385,27 @@ impl ApplyPace {
         self.changes.load(Ordering::Relaxed)
     }
 
-    fn hold(&self) -> Hold<'_> {
-        self.limit.hold()
+    fn hold(&self) -> PaceHold<'_> {
+        self.held.send_replace(true);
+        PaceHold(self)
     }
 }
 
-/// The governor's decisions for the apply (pure). The copy gives way first: the apply is slowed
-/// only when the copy is done or already at its floor, since a growing lag costs more (WAL kept on
-/// the source, a longer catch-up) than a slower copy. It speeds up again as the copy does, and is
-/// let go once its limit no longer holds it back.
+/// The apply is held while this lives.
+#[must_use]
+pub struct PaceHold<'a>(&'a ApplyPace);
+
+impl Drop for PaceHold<'_> {
+    fn drop(&mut self) {
+        self.0.held.send_replace(false);
+    }
+}
+
+/// The governor's decisions for the apply (pure). A workload that waits slows the apply along
+/// with the copy (a copy slowed alone from its start rate takes seconds to reach its floor, and
+/// the workload waits all along); the apply speeds up first again, the copy only once the apply
+/// is let go (a growing lag costs more than a slower copy: WAL kept on the source, a longer
+/// catch-up), which it is once its pace no longer holds it back.
 #[derive(Debug, Clone)]
 pub struct ApplyController {
     /// The user's `--max-apply-rate`, if any: never exceeded.
@@ -405,14 +427,18 @@ impl ApplyController {
         self.limit
     }
 
-    /// One decision: what the second's figures say, whether slowing the copy answers it instead,
-    /// and the changes per second the reader passed on.
-    pub fn decide(&mut self, signal: Signal, copy_gives_way: bool, changes_per_s: f64) -> Decision {
+    /// The governor paces the apply below the user's cap (or at all, without one).
+    pub fn pacing(&self) -> bool {
+        self.limit.is_some() && self.limit != self.cap
+    }
+
+    /// One decision: what the second's figures say, and the changes per second the reader passed
+    /// on.
+    pub fn decide(&mut self, signal: Signal, changes_per_s: f64) -> Decision {
         let before = self.limit;
         self.cooldown = self.cooldown.saturating_sub(1);
         self.limit = match signal {
             Signal::Idle => self.cap,
-            Signal::Over(_) if copy_gives_way => self.limit,
             Signal::Over(factor) => {
                 let from = match self.limit {
                     Some(l) if changes_per_s > 0.0 => (l as f64).min(changes_per_s),
@@ -457,8 +483,39 @@ const REBASE_EVERY: u32 = 20;
 /// setting up, before the apply of the workload's changes weighs on the source (on the bench
 /// machine the workload's rate with the copy held differed from it by up to about 20%, mostly below).
 const FIRST_REBASE: u32 = 5;
-/// How long the source is left to settle after the copy is held, before the baseline is taken.
+/// How long the source is left to settle after the migration is held, before the baseline is
+/// taken; then up to [`WALSENDER_SETTLE_MAX`] more while the slot's walsender still decodes.
 const HOLD_SETTLE: Duration = Duration::from_millis(400);
+const WALSENDER_SETTLE_MAX: Duration = Duration::from_secs(3);
+const WALSENDER_LOOK_EVERY: Duration = Duration::from_millis(100);
+
+/// Waits [`HOLD_SETTLE`], then until the slot's walsender has stopped decoding (its `sent_lsn`
+/// stays put: the socket's buffers are full), for at most [`WALSENDER_SETTLE_MAX`]. A walsender
+/// behind the source decodes at full speed into those buffers, megabytes of them, and a baseline
+/// taken meanwhile would count a core's worth of its work as the workload's own pace.
+async fn settle(client: &Client, slot: &str) {
+    tokio::time::sleep(HOLD_SETTLE).await;
+    let deadline = Instant::now() + WALSENDER_SETTLE_MAX;
+    let mut last: Option<String> = None;
+    while Instant::now() < deadline {
+        let sent = client
+            .query_opt(
+                "SELECT r.sent_lsn::text FROM pg_stat_replication r \
+                   JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.get::<_, Option<String>>(0));
+        let Some(sent) = sent else { return };
+        if last.as_deref() == Some(sent.as_str()) {
+            return;
+        }
+        last = Some(sent);
+        tokio::time::sleep(WALSENDER_LOOK_EVERY).await;
+    }
+}
 
 /// One probe: a small write transaction on the source, in three round trips as an application's
 /// would be (each waits its turn for a core, the commit for the WAL flush). Returns (latency in
@@ -564,6 +621,9 @@ pub struct Governed {
     /// The user's `--max-copy-rate` and `--max-apply-rate`.
     pub copy_cap: Option<u64>,
     pub apply_cap: Option<u64>,
+    /// The migration's replication slot: its walsender goes on decoding into the socket's
+    /// buffers for a while after the reader stops, and a baseline waits for it to stop.
+    pub slot: String,
 }
 
 /// Governs the copy's rate and the apply's pace until `stop` turns true. Never fails the
@@ -643,8 +703,8 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         let copy_rate = rows.saturating_sub(rows_before) as f64 / secs;
         let change_rate = changes.saturating_sub(changes_before) as f64 / secs;
         let signal = controller.signal(latency, others);
-        let copy_before = controller.limit();
-        if copying {
+        // The apply speeds up first: the copy waits while the governor paces the apply.
+        if copying && !(signal == Signal::Fine && apply.pacing()) {
             match controller.decide(latency, others, copy_rate) {
                 Decision::Unchanged => tracing::debug!(
                     commit_ms = format_args!("{latency:.2}"),
@@ -666,16 +726,14 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             g.copy_limit.set(controller.limit());
         }
         if !g.pace.is_free() {
-            // The copy answers first while it can still go slower.
-            let copy_gives_way = copying && copy_before.is_none_or(|l| l > MIN_RATE);
-            match apply.decide(signal, copy_gives_way, change_rate) {
+            match apply.decide(signal, change_rate) {
                 Decision::Unchanged => {}
                 Decision::SlowedTo(n) => tracing::info!(
                     changes_per_s = n,
                     commit_ms = format_args!("{latency:.2}"),
                     workload_xacts_per_s = others.round() as u64,
                     workload_floor = controller.xacts_floor().round() as u64,
-                    "apply slowed: the source's workload still waits with the copy at its floor (or done); the lag may grow"
+                    "apply slowed: the source's commits take longer, or its workload runs slower, than allowed; the lag may grow"
                 ),
                 Decision::RaisedTo(n) => tracing::debug!(changes_per_s = n, "apply pace raised"),
                 Decision::Released => tracing::info!(
@@ -696,7 +754,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             let holds = (g.copy_limit.hold(), g.pace.hold());
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
-                _ = tokio::time::sleep(HOLD_SETTLE) => {}
+                _ = settle(&client, &g.slot) => {}
             }
             let again = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
             drop(holds);
@@ -856,74 +914,62 @@ mod tests {
     }
 
     #[test]
-    fn the_apply_is_slowed_only_once_the_copy_cannot_give_way() {
+    fn a_waiting_workload_slows_the_apply_down_to_its_floor() {
         let mut a = ApplyController::new(None);
-        // The copy can still go slower: it answers, the apply keeps its pace.
+        assert!(!a.pacing());
+        // Slowed from what it moved.
         assert_eq!(
-            a.decide(Signal::Over(0.5), true, 4_000.0),
-            Decision::Unchanged
-        );
-        assert_eq!(a.limit(), None);
-        // The copy at its floor (or done): the apply is slowed from what it moved.
-        assert_eq!(
-            a.decide(Signal::Over(0.5), false, 4_000.0),
+            a.decide(Signal::Over(0.5), 4_000.0),
             Decision::SlowedTo(2_000)
         );
+        assert!(a.pacing());
         assert_eq!(
-            a.decide(Signal::Over(0.25), false, 2_000.0),
+            a.decide(Signal::Over(0.25), 2_000.0),
             Decision::SlowedTo(500)
         );
         // Never below the floor.
-        assert_eq!(
-            a.decide(Signal::Over(0.25), false, 500.0),
-            Decision::Unchanged
-        );
+        assert_eq!(a.decide(Signal::Over(0.25), 500.0), Decision::Unchanged);
         assert_eq!(a.limit(), Some(MIN_APPLY_RATE));
         // An apply that moved nothing and has no limit is not what weighs.
         let mut b = ApplyController::new(None);
-        assert_eq!(b.decide(Signal::Over(0.5), false, 0.0), Decision::Unchanged);
+        assert_eq!(b.decide(Signal::Over(0.5), 0.0), Decision::Unchanged);
         assert_eq!(b.limit(), None);
+        // At the user's cap it is not the governor that paces it.
+        let c = ApplyController::new(Some(300));
+        assert!(!c.pacing());
     }
 
     #[test]
     fn a_paced_apply_speeds_up_after_the_cooldown_and_is_let_go_once_the_pace_does_not_bind() {
         let mut a = ApplyController::new(None);
-        a.decide(Signal::Over(0.5), false, 4_000.0);
+        a.decide(Signal::Over(0.5), 4_000.0);
         assert_eq!(a.limit(), Some(2_000));
         // Within the cool-down: no raise.
         for _ in 0..COOLDOWN - 1 {
-            assert_eq!(a.decide(Signal::Fine, false, 2_000.0), Decision::Unchanged);
+            assert_eq!(a.decide(Signal::Fine, 2_000.0), Decision::Unchanged);
         }
-        assert_eq!(
-            a.decide(Signal::Fine, false, 2_000.0),
-            Decision::RaisedTo(2_300)
-        );
-        assert_eq!(
-            a.decide(Signal::Within, false, 2_300.0),
-            Decision::Unchanged
-        );
+        assert_eq!(a.decide(Signal::Fine, 2_000.0), Decision::RaisedTo(2_300));
+        assert_eq!(a.decide(Signal::Within, 2_300.0), Decision::Unchanged);
         // The stream moved well under its pace: the pace no longer holds it back.
-        assert_eq!(a.decide(Signal::Fine, false, 1_000.0), Decision::Released);
-        // No workload: the user's cap alone.
+        assert_eq!(a.decide(Signal::Fine, 1_000.0), Decision::Released);
+        assert!(!a.pacing());
+        // The user's cap below the floor: kept.: the user's cap alone.
         let mut c = ApplyController::new(Some(300));
         assert_eq!(c.limit(), Some(300));
-        assert_eq!(
-            c.decide(Signal::Over(0.5), false, 300.0),
-            Decision::Unchanged
-        );
-        assert_eq!(c.decide(Signal::Idle, false, 300.0), Decision::Unchanged);
+        assert_eq!(c.decide(Signal::Over(0.5), 300.0), Decision::Unchanged);
+        assert_eq!(c.decide(Signal::Idle, 300.0), Decision::Unchanged);
         assert_eq!(c.limit(), Some(300));
         // Raised, it stops at the cap; not binding, it goes back to the cap.
         let mut d = ApplyController::new(Some(3_000));
-        d.decide(Signal::Over(0.5), false, 3_000.0);
+        d.decide(Signal::Over(0.5), 3_000.0);
         assert_eq!(d.limit(), Some(1_500));
         for _ in 0..COOLDOWN + 10 {
-            d.decide(Signal::Fine, false, 3_000.0);
+            d.decide(Signal::Fine, 3_000.0);
         }
         assert_eq!(d.limit(), Some(3_000));
-        d.decide(Signal::Over(0.5), false, 3_000.0);
+        d.decide(Signal::Over(0.5), 3_000.0);
         for _ in 0..COOLDOWN {
-            d.decide(Signal::Fine, false, 10.0);
+            d.decide(Signal::Fine, 10.0);
         }
         assert_eq!(d.limit(), Some(3_000));
     }
