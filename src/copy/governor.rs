@@ -473,6 +473,9 @@ impl ApplyController {
     }
 }
 
+/// A decision window (normally a second) longer than this spanned a stall and is not used.
+const STALLED_WINDOW_S: f64 = 3.0;
+
 /// How often the probe commits, and how many probes make one decision.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 const PROBES_PER_DECISION: usize = 5;
@@ -693,6 +696,12 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             continue;
         }
         let secs = window_start.elapsed().as_secs_f64().max(0.001);
+        if secs > STALLED_WINDOW_S {
+            // The process (or the machine) stood still: this window's transactions are not a
+            // rate, nor its latencies the source's. Start a new one.
+            resync = true;
+            continue;
+        }
         // The median, as the baselines are: a mean against a median would count every second's
         // slowest probe as the migration's impact.
         let latency = median(&mut window);

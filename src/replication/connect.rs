@@ -129,46 +129,16 @@ fn unix_target(dir: &std::path::Path, port: u16) -> Target {
     }
 }
 
-/// The receive buffer of the replication socket. Left to autotuning it grows to megabytes, which
-/// the walsender fills with decoded changes after the reader has stopped reading (the apply's
-/// pace, the load governor's hold): seconds of decoding the reader cannot stop. A quarter of a
-/// megabyte (the kernel doubles it) still carries hundreds of megabytes a second at a LAN's
-/// round trip.
-const RECV_BUFFER: u32 = 256 * 1024;
-
-/// A TCP connection to the first of `addrs` that answers, with [`RECV_BUFFER`].
-async fn tcp(addrs: impl IntoIterator<Item = std::net::SocketAddr>) -> io::Result<TcpStream> {
-    let mut last = None;
-    for addr in addrs {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_recv_buffer_size(RECV_BUFFER)?;
-        match socket.connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            "the host name resolved to no address",
-        )
-    }))
-}
-
 async fn open(target: &Target, timeout: Option<Duration>) -> io::Result<Box<dyn Io>> {
     let connect = async {
         let io: Box<dyn Io> = match target {
             Target::Tcp { host, port } => {
-                let s = tcp(tokio::net::lookup_host((host.as_str(), *port)).await?).await?;
+                let s = TcpStream::connect((host.as_str(), *port)).await?;
                 s.set_nodelay(true)?;
                 Box::new(s)
             }
             Target::Addr { addr, port, .. } => {
-                let s = tcp([std::net::SocketAddr::new(*addr, *port)]).await?;
+                let s = TcpStream::connect((*addr, *port)).await?;
                 s.set_nodelay(true)?;
                 Box::new(s)
             }
