@@ -2,7 +2,9 @@
 //! process exits at once (status 86, no cleanup, no destructors) when it reaches a named point, as
 //! if it had been killed there. The server sees the connections drop, exactly as after `kill -9`.
 //! Tests use this to stop a run at moments too short to hit with a signal (inside the cutover).
-//! Nothing else reads the variable; unset, a point costs one environment lookup.
+//! A few places instead ask whether a name is listed ([`enabled`]) and then behave as a slow
+//! server would (an index build that never ends). Nothing else reads the variable; unset, a point
+//! costs one environment lookup.
 
 /// The environment variable that names the points to stop at.
 pub const ENV: &str = "PGREPART_TEST_FAULT";
@@ -13,6 +15,11 @@ pub const EXIT_STATUS: i32 = 86;
 /// Whether `name` is among the points listed in `value`.
 fn listed(value: &str, name: &str) -> bool {
     value.split(',').map(str::trim).any(|p| p == name)
+}
+
+/// Whether `name` is one of the points asked for in `PGREPART_TEST_FAULT`.
+pub fn enabled(name: &str) -> bool {
+    std::env::var(ENV).is_ok_and(|value| listed(&value, name))
 }
 
 /// Exits the process if `name` is one of the points asked for in `PGREPART_TEST_FAULT`.

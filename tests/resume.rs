@@ -340,3 +340,102 @@ async fn a_generated_migration_killed_during_the_copy_resumes_with_the_partition
         );
     }
 }
+
+/// Backends of the run's index sessions in `client`'s server.
+async fn index_sessions(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgrepart index'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn ctrl_c_during_the_index_builds_stops_them_and_the_rerun_finishes() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("idxint");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 20_000).await;
+        client
+            .batch_execute("CREATE INDEX orders_flat_order_date_idx ON orders_flat (order_date)")
+            .await
+            .unwrap();
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(200, DEADLINE).await;
+
+        // Each index session first waits in the server as long as a build of an hour would.
+        let args = seed_run_args(&url, &["--cutover", "manual", "--verify", "off"]);
+        let run =
+            support::flow::spawn_with_env(&args, &[("PGREPART_TEST_FAULT", "index-build-waits")]);
+        wait_until(DEADLINE, "an index session at work", || async {
+            index_sessions(&client).await > 0
+        })
+        .await;
+        run.interrupt();
+        // Promptly: the builds are cancelled, not waited for.
+        let out = run.wait_within(Duration::from_secs(30)).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "PostgreSQL {major}: {text}");
+        assert!(
+            text.contains("stopped by a signal") && text.contains("run the same command again"),
+            "PostgreSQL {major}: {text}"
+        );
+        // Nothing of them goes on in the server.
+        wait_until(
+            Duration::from_secs(30),
+            "the index sessions to end",
+            || async { index_sessions(&client).await == 0 },
+        )
+        .await;
+        assert_eq!(inspect::slots(&client).await.len(), 1, "the slot is kept");
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(inspect::phase(&v), "copying", "PostgreSQL {major}: {v}");
+
+        // The same command again builds the indexes and streams; the cutover finishes it.
+        let rerun = spawn(&args);
+        support::flow::wait_status(&url, &rerun, DEADLINE, "the rerun streaming", |v| {
+            inspect::phase(v) == "streaming"
+        })
+        .await;
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        report.assert_no_anomalies(format_args!("PostgreSQL {major}"));
+        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            out.status.success(),
+            "PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        let out = rerun.wait_within(DEADLINE).await;
+        assert!(
+            out.status.success(),
+            "PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        // One valid index on order_date on the new table and on each of its partitions.
+        let valid: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+                  WHERE (c.oid = 'orders_flat'::regclass OR c.oid IN (SELECT inhrelid FROM pg_inherits \
+                         WHERE inhparent = 'orders_flat'::regclass)) \
+                    AND i.indisvalid AND pg_get_indexdef(i.indexrelid) LIKE '%(order_date)'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            valid, 5,
+            "PostgreSQL {major}: the parent's index and its 4 partitions'"
+        );
+        inspect::assert_no_slot_or_publication(&client).await;
+    }
+}

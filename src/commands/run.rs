@@ -1125,25 +1125,13 @@ impl Live {
         }
         let rows_before = migration.rows_copied.max(0) as u64;
 
+        let mut interrupted = false;
         let failure: Error = loop {
             tokio::select! {
                 biased;
                 _ = &mut signal => {
-                    display.finish();
-                    tracing::warn!("interrupted: finishing the batch in flight and stopping");
-                    tasks.stop().await;
-                    let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
-                    let figures = state::LiveFigures {
-                        applied_changes: applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64,
-                        confirmed,
-                        ..Default::default()
-                    };
-                    let _ = state::record_progress(&control, migration.id, &figures).await;
-                    let _ = state::set_runner(&control, migration.id, None).await;
-                    return Err(Error::failed(format!(
-                        "stopped by a signal; the slot and state are kept (confirmed position {confirmed})"
-                    ))
-                    .with_hint("run the same command again to resume, or `pgrepart abort` to remove everything"));
+                    interrupted = true;
+                    break Error::failed("interrupted");
                 }
                 // Each of the two ends cleanly only when the other is gone (their channel closed):
                 // then the other one's error is the cause.
@@ -1279,8 +1267,24 @@ impl Live {
                         tick.reset_after(Duration::from_millis(50));
                     }
                     if m.phase == Phase::Copying && copy_done {
-                        if let Err(e) = finish_copy(&mut control, &prep, &info, &migration).await {
-                            break e;
+                        // Index builds and ANALYZE can take long: a signal stops them too.
+                        let backends = copy::indexes::Backends::default();
+                        let finished = tokio::select! {
+                            r = finish_copy(&mut control, &prep, &info, &migration, &backends) => Some(r),
+                            _ = &mut signal => None,
+                        };
+                        match finished {
+                            Some(Ok(())) => {}
+                            Some(Err(e)) => break e,
+                            None => {
+                                if let Err(e) = backends.cancel(&prep.dbs.target).await {
+                                    tracing::warn!(error = %e, "could not cancel the index builds; they end with their sessions");
+                                }
+                                // The lock of the index build, if it was taken.
+                                let _ = control.batch_execute("ROLLBACK").await;
+                                interrupted = true;
+                                break Error::failed("interrupted");
+                            }
                         }
                         tracing::info!(elapsed_s = started.elapsed().as_secs(), "copy and indexes done; streaming");
                         migration.phase = Phase::Streaming;
@@ -1346,6 +1350,26 @@ impl Live {
                 }
             }
         };
+        if interrupted {
+            display.finish();
+            tracing::warn!("interrupted: finishing the batch in flight and stopping");
+            tasks.stop().await;
+            let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
+            let figures = state::LiveFigures {
+                applied_changes: applied_before
+                    + shared.applied_changes.load(Ordering::Relaxed) as i64,
+                confirmed,
+                ..Default::default()
+            };
+            let _ = state::record_progress(&control, migration.id, &figures).await;
+            let _ = state::set_runner(&control, migration.id, None).await;
+            return Err(Error::failed(format!(
+                "stopped by a signal; the slot and state are kept (confirmed position {confirmed})"
+            ))
+            .with_hint(
+                "run the same command again to resume, or `pgrepart abort` to remove everything",
+            ));
+        }
         // A stage failed: keep the slot and state so that a rerun resumes, and say so.
         display.finish();
         tasks.stop().await;
@@ -1518,13 +1542,24 @@ async fn finish_copy(
     prep: &Prepared,
     info: &TableInfo,
     m: &Migration,
+    backends: &copy::indexes::Backends,
 ) -> Result<()> {
+    // The control session builds the parent's indexes and runs the ANALYZE.
+    backends.register(control).await?;
     if let Target::Generate { by, .. } = &prep.target {
         let plans = ddl::secondary_indexes(info, &m.target, by);
         for w in plans.iter().filter_map(|p| p.warning.as_ref()) {
             tracing::warn!("{w}");
         }
-        copy::indexes::build(control, &prep.dbs.target, prep.jobs, &m.target, &plans).await?;
+        copy::indexes::build(
+            control,
+            &prep.dbs.target,
+            prep.jobs,
+            &m.target,
+            &plans,
+            backends,
+        )
+        .await?;
     }
     let tx = control
         .transaction()

@@ -35,13 +35,55 @@ pub fn split_plan(sql: &str, target: &QualifiedName) -> Option<(String, String)>
         .then(|| (head.to_string(), tail.to_string()))
 }
 
-/// Builds `plans` on `target` and its partitions; returns when every index is valid.
+/// The backends that build the new table's indexes (and analyze it), so that an interrupted run can
+/// stop them: a client dropped in the middle of a statement does not stop the statement, its
+/// connection waits for the answer, and the server goes on building.
+#[derive(Debug, Clone, Default)]
+pub struct Backends(Arc<Mutex<Vec<i32>>>);
+
+impl Backends {
+    /// Adds `session`'s backend.
+    pub async fn register(&self, session: &Client) -> Result<()> {
+        let pid: i32 = session
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map_err(|e| Error::db("preparing an index build session", e))?
+            .get(0);
+        self.0.lock().expect("backends").push(pid);
+        Ok(())
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        self.0.lock().expect("backends").clone()
+    }
+
+    /// Cancels whatever the registered backends are running, from a session of its own.
+    pub async fn cancel(&self, config: &Config) -> Result<()> {
+        let pids = self.pids();
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let session = crate::pg::connect(config, "pgrepart cancel").await?;
+        session
+            .execute(
+                "SELECT pg_cancel_backend(p) FROM unnest($1::int4[]) AS p",
+                &[&pids],
+            )
+            .await
+            .map_err(|e| Error::db("cancelling the index builds", e))?;
+        Ok(())
+    }
+}
+
+/// Builds `plans` on `target` and its partitions; returns when every index is valid. The sessions
+/// it opens are added to `backends`.
 pub async fn build(
     control: &Client,
     config: &Config,
     jobs: usize,
     target: &QualifiedName,
     plans: &[IndexPlan],
+    backends: &Backends,
 ) -> Result<()> {
     if plans.is_empty() {
         return Ok(());
@@ -50,7 +92,7 @@ pub async fn build(
         .batch_execute(&format!("BEGIN; LOCK TABLE {} IN SHARE MODE", target.sql()))
         .await
         .map_err(|e| Error::db("locking the new table for its index build", e))?;
-    let built = build_locked(control, config, jobs, target, plans).await;
+    let built = build_locked(control, config, jobs, target, plans, backends).await;
     let end = if built.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = control
         .batch_execute(end)
@@ -65,6 +107,7 @@ async fn build_locked(
     jobs: usize,
     target: &QualifiedName,
     plans: &[IndexPlan],
+    backends: &Backends,
 ) -> Result<()> {
     drop_leftovers(control, target).await?;
     let partitions = partitions_largest_first(control, target).await?;
@@ -103,8 +146,17 @@ async fn build_locked(
     );
     for _ in 0..sessions {
         let (queue, work, config) = (queue.clone(), work.clone(), config.clone());
+        let backends = backends.clone();
         workers.spawn(async move {
             let session = crate::pg::connect(&config, "pgrepart index").await?;
+            backends.register(&session).await?;
+            if crate::fault::enabled("index-build-waits") {
+                // Tests: a build that takes as long as the test wants.
+                session
+                    .batch_execute("SELECT pg_sleep(3600)")
+                    .await
+                    .map_err(|e| Error::db("waiting at test fault point index-build-waits", e))?;
+            }
             if sessions > 1 {
                 // The sessions already use the cores: parallel workers of their own would
                 // only contend with the other builds.
