@@ -318,6 +318,8 @@ fn decision(before: Option<u64>, after: Option<u64>) -> Decision {
 
 /// The lowest pace the governor sets for the apply (changes/s): the stream always moves.
 pub const MIN_APPLY_RATE: u64 = 500;
+/// After a hold, the apply resumes at most this many times as fast as before it.
+pub const AFTER_HOLD: f64 = 1.5;
 
 /// The apply's pace: how many changes a second the stream reader passes on, set by the governor
 /// (or `--max-apply-rate`) and followed by the reader. The reader that waits reads nothing from
@@ -430,6 +432,20 @@ impl ApplyController {
     /// The governor paces the apply below the user's cap (or at all, without one).
     pub fn pacing(&self) -> bool {
         self.limit.is_some() && self.limit != self.cap
+    }
+
+    /// After a hold: an unpaced apply resumes at most at [`AFTER_HOLD`] x the changes per second
+    /// it passed on before, so that the backlog of the hold is not applied in one burst that the
+    /// workload feels (on the bench machine a workload of 2,400 transactions/s fell to 1,200 while
+    /// a hold's backlog was applied at 16,000 changes/s). The pace is let go again as usual, once
+    /// it no longer binds.
+    pub fn after_hold(&mut self, changes_per_s: f64) -> Decision {
+        let before = self.limit;
+        if self.limit.is_none() && changes_per_s > 0.0 {
+            let limit = ((changes_per_s * AFTER_HOLD) as u64).max(MIN_APPLY_RATE);
+            self.limit = Some(self.cap.map_or(limit, |c| c.min(limit)));
+        }
+        decision(before, self.limit)
     }
 
     /// One decision: what the second's figures say, and the changes per second the reader passed
@@ -664,6 +680,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     let mut changes_before = g.pace.changes();
     let mut decisions = 0u32;
     let mut resync = false;
+    let mut last_change_rate: f64;
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -755,6 +772,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         decisions += 1;
         // The next window counts from here: its xids, rows and changes from the last probe's.
         (last_xid, rows_before, changes_before) = (xid, rows, changes);
+        last_change_rate = change_rate;
         if (decisions == FIRST_REBASE || decisions.is_multiple_of(REBASE_EVERY))
             && (controller.busy() || others >= MIN_WORKLOAD_XACTS)
         {
@@ -768,6 +786,12 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             let again = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
             drop(holds);
             controller.rebase(again.latency_ms, again.others_per_s);
+            if !g.pace.is_free()
+                && let Decision::SlowedTo(n) = apply.after_hold(last_change_rate)
+            {
+                tracing::debug!(changes_per_s = n, "apply paced after the hold");
+                g.pace.set(apply.limit());
+            }
             tracing::info!(
                 baseline_ms = format_args!("{:.2}", again.latency_ms),
                 workload_xacts_per_s = again.others_per_s.round() as u64,
@@ -981,6 +1005,31 @@ mod tests {
             d.decide(Signal::Fine, 10.0);
         }
         assert_eq!(d.limit(), Some(3_000));
+    }
+
+    #[test]
+    fn after_a_hold_an_unpaced_apply_resumes_near_its_pace_before() {
+        let mut a = ApplyController::new(None);
+        assert_eq!(a.after_hold(2_000.0), Decision::SlowedTo(3_000));
+        // Once caught up it moves its own rate, and the pace is raised until it no longer binds.
+        let mut released = false;
+        for _ in 0..20 {
+            if a.decide(Signal::Fine, 2_000.0) == Decision::Released {
+                released = true;
+                break;
+            }
+        }
+        assert!(released, "{a:?}");
+        // A paced apply keeps its pace; an idle one stays unpaced; the floor and the cap hold.
+        let mut b = ApplyController::new(None);
+        b.decide(Signal::Over(0.5), 4_000.0);
+        assert_eq!(b.after_hold(2_000.0), Decision::Unchanged);
+        let mut c = ApplyController::new(None);
+        assert_eq!(c.after_hold(0.0), Decision::Unchanged);
+        assert_eq!(c.after_hold(100.0), Decision::SlowedTo(MIN_APPLY_RATE));
+        let mut d = ApplyController::new(Some(800));
+        d.decide(Signal::Idle, 0.0);
+        assert_eq!(d.after_hold(2_000.0), Decision::Unchanged);
     }
 
     #[test]
