@@ -1494,7 +1494,6 @@ async fn unbounded_slot_wal(control: &Client) -> Result<bool> {
     Ok(row.get(0))
 }
 
-/// Lag behind the server's current WAL position, and the WAL the slot retains, in bytes.
 /// Keeps `out` true while either input is; ends once an input's sender is gone.
 async fn merge_pauses(
     mut user: watch::Receiver<bool>,
