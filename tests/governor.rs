@@ -213,7 +213,8 @@ async fn the_apply_keeps_its_pace_until_the_cutover_is_due() {
     let Some(cluster) = Cluster::start_or_skip(major) else {
         return;
     };
-    const PACE: f64 = 100.0;
+    // Far below what the writers make even on a loaded machine (they do hundreds of ops a second).
+    const PACE: f64 = 50.0;
     let (url, client) = seeded(&cluster, "gov_apply").await;
     let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
     writers.wait_for_more_ops(300, DEADLINE).await;
@@ -221,7 +222,7 @@ async fn the_apply_keeps_its_pace_until_the_cutover_is_due() {
         &url,
         &[
             "--max-apply-rate",
-            "100",
+            "50",
             "--cutover",
             "manual",
             "--verify",
@@ -233,7 +234,7 @@ async fn the_apply_keeps_its_pace_until_the_cutover_is_due() {
     })
     .await;
     let (t0, ops0) = (std::time::Instant::now(), writers.ops());
-    // The writers make changes far faster than 100 a second: the apply keeps its pace and the
+    // The writers make changes far faster than 50 a second: the apply keeps its pace and the
     // lag grows.
     writers.wait_for_more_ops(4000, DEADLINE).await;
     let after = inspect::status_json(&url, "orders_flat").await.unwrap();
@@ -258,7 +259,7 @@ async fn the_apply_keeps_its_pace_until_the_cutover_is_due() {
     let text = support::pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(
-        text.contains("(paced to 100 changes/s)"),
+        text.contains("(paced to 50 changes/s)"),
         "status text does not show the pace:\n{text}"
     );
 
