@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::flow::{seed_run_args, spawn, wait_not_running, wait_status};
+use support::flow::{cut_over, seed_run_args, spawn, wait_not_running, wait_status};
 use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
@@ -103,18 +103,7 @@ async fn added_nullable_columns_are_followed_live_and_across_a_restart() {
         .await;
         writers.wait_for_more_ops(200, DEADLINE).await;
         let report = writers.stop().await;
-        let cut = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            cut.status.success(),
-            "PostgreSQL {major}: {}",
-            output_text(&cut)
-        );
-        let out = second.wait_within(DEADLINE).await;
-        assert!(
-            out.status.success(),
-            "PostgreSQL {major}: {}",
-            output_text(&out)
-        );
+        cut_over(&url, second, DEADLINE, format_args!("PostgreSQL {major}")).await;
 
         report.assert_no_anomalies("the writers' check");
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;

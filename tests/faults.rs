@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::flow::{seed_run_args, spawn, wait_status};
+use support::flow::{cut_over, seed_run_args, spawn, wait_status};
 use support::inspect::{self, output_text};
 use support::{
     Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors,
@@ -94,10 +94,7 @@ async fn terminated_connections_and_a_server_restart_are_ridden_through() {
         })
         .await;
         compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
-        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }
 }

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::flow::{seed_run_args, spawn, spawn_with_env, wait_status};
+use support::flow::{cut_over, seed_run_args, spawn, spawn_with_env, wait_status};
 use support::inspect::{self, output_text};
 use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
 
@@ -264,18 +264,7 @@ async fn the_apply_keeps_its_pace_until_the_cutover_is_due() {
     );
 
     // The cutover is due: the apply catches up at full speed and the swap happens.
-    let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-    assert!(
-        cut.status.success(),
-        "PostgreSQL {major}: pgrepart cutover failed: {}",
-        output_text(&cut)
-    );
-    let out = run.wait_within(DEADLINE).await;
-    assert!(
-        out.status.success(),
-        "PostgreSQL {major}: {}",
-        output_text(&out)
-    );
+    cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
     writers.wait_for_more_ops(200, DEADLINE).await;
     let report = writers.stop().await;
     report.assert_no_anomalies(format_args!(

@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::flow::{seed_run_args, spawn, wait_status};
+use support::flow::{cut_over, seed_run_args, spawn, wait_status};
 use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
@@ -242,10 +242,7 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
             waited.elapsed().as_secs_f64()
         );
 
-        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }
 }
@@ -300,10 +297,7 @@ async fn a_second_run_is_refused_and_ctrl_c_stops_gracefully_for_a_rerun() {
         .await;
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
-        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
-        let out = rerun.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        cut_over(&url, rerun, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }
 }

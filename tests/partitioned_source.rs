@@ -10,6 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::flow::cut_over;
 use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
@@ -303,14 +304,7 @@ async fn a_truncate_of_the_partitioned_source_is_applied() {
             },
         )
         .await;
-        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            out.status.success(),
-            "PostgreSQL {major}: {}",
-            output_text(&out)
-        );
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &expected).await;
         assert_eq!(
             inspect::partitions(&client, "orders_flat").await,

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::flow::{seed_run_args, spawn, wait_not_running};
+use support::flow::{cut_over, seed_run_args, spawn, wait_not_running};
 use support::inspect::{self, output_text};
 use support::{
     Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors,
@@ -97,18 +97,7 @@ async fn a_run_killed_while_streaming_resumes_and_cuts_over() {
         })
         .await;
 
-        let cut = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            cut.status.success(),
-            "pgrepart cutover failed on PostgreSQL {major}: {}",
-            output_text(&cut)
-        );
-        let out = second.wait_within(DEADLINE).await;
-        assert!(
-            out.status.success(),
-            "the resumed run failed on PostgreSQL {major}: {}",
-            output_text(&out)
-        );
+        cut_over(&url, second, DEADLINE, format_args!("PostgreSQL {major}")).await;
         writers.wait_for_more_ops(200, DEADLINE).await;
         let report = writers.stop().await;
         eprintln!("PostgreSQL {major}: {}", report.summary());
@@ -407,18 +396,7 @@ async fn ctrl_c_during_the_index_builds_stops_them_and_the_rerun_finishes() {
         writers.wait_for_more_ops(200, DEADLINE).await;
         let report = writers.stop().await;
         report.assert_no_anomalies(format_args!("PostgreSQL {major}"));
-        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            out.status.success(),
-            "PostgreSQL {major}: {}",
-            output_text(&out)
-        );
-        let out = rerun.wait_within(DEADLINE).await;
-        assert!(
-            out.status.success(),
-            "PostgreSQL {major}: {}",
-            output_text(&out)
-        );
+        cut_over(&url, rerun, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
         // One valid index on order_date on the new table and on each of its partitions.
         let valid: i64 = client

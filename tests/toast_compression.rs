@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::flow::{seed_run_args, spawn, wait_status};
+use support::flow::{cut_over, seed_run_args, spawn, wait_status};
 use support::inspect::{self, output_text};
 use support::{Cluster, compare, pgrepart, schema, test_majors, unique_name, wait_until};
 use tokio_postgres::Client;
@@ -105,10 +105,13 @@ async fn new_values_get_lz4_unless_told_otherwise_and_a_columns_own_method_stays
                 vec![(Some("pglz".to_string()), rows)],
                 "PostgreSQL {major}, --toast-compression {flag:?}: a column's own method must stay"
             );
-            let cut = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-            assert!(cut.status.success(), "{}", output_text(&cut));
-            let out = run.wait_within(DEADLINE).await;
-            assert!(out.status.success(), "{}", output_text(&out));
+            cut_over(
+                &url,
+                run,
+                DEADLINE,
+                format_args!("PostgreSQL {major}, --toast-compression {flag:?}"),
+            )
+            .await;
             compare::assert_same_rows(&client, "orders_flat_old", "orders_flat").await;
             inspect::assert_no_slot_or_publication(&client).await;
         }

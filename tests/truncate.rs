@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::flow::{seed_run_args, spawn, wait_status};
-use support::inspect::{self, output_text};
-use support::{Cluster, compare, pgrepart, schema, test_majors, unique_name};
+use support::flow::{cut_over, seed_run_args, spawn, wait_status};
+use support::inspect;
+use support::{Cluster, compare, schema, test_majors, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -50,14 +50,7 @@ async fn a_truncate_after_the_copy_is_applied() {
         )
         .await;
 
-        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            out.status.success(),
-            "PostgreSQL {major}: {}",
-            output_text(&out)
-        );
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &expected).await;
     }
 }
@@ -116,14 +109,7 @@ async fn a_truncate_issued_during_the_copy_waits_for_it_and_is_applied() {
             },
         )
         .await;
-        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            out.status.success(),
-            "PostgreSQL {major}: {}",
-            output_text(&out)
-        );
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         assert!(compare::read_table(&client, "orders_flat").await.is_empty());
     }
 }

@@ -9,7 +9,7 @@ mod support;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use support::flow::{seed_run_args, spawn, wait_status};
+use support::flow::{cut_over, seed_run_args, spawn, wait_status};
 use support::inspect::{self, output_text};
 use support::program::Background;
 use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
@@ -176,14 +176,7 @@ async fn verify_passes_under_load_then_finds_names_and_repairs_a_planted_differe
             .batch_execute("UPDATE orders_flat SET amount = 1.23 WHERE id = 1")
             .await
             .unwrap();
-        let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            cut.status.success(),
-            "cutover failed: {}",
-            output_text(&cut)
-        );
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "run failed: {}", output_text(&out));
+        cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         let mut expected = report.rows.clone();
         let row1 = compare::read_table(&client, "orders_flat_old")
             .await
@@ -260,14 +253,7 @@ async fn the_check_before_cutover_blocks_on_a_difference_until_repaired_and_veri
         ));
         wait_streaming(&url, &run).await;
         let (_, deleted, _) = plant(&client).await;
-        let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            cut.status.success(),
-            "cutover failed: {}",
-            output_text(&cut)
-        );
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "run failed: {}", output_text(&out));
+        cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         let gone: i64 = client
             .query_one(
                 &format!("SELECT count(*) FROM orders_flat WHERE id = {deleted}"),
@@ -343,14 +329,7 @@ async fn a_verify_killed_while_holding_the_run_lets_go_when_its_lease_runs_out()
             || async { !held().await && applied().await },
         )
         .await;
-        let cut = support::pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(
-            cut.status.success(),
-            "cutover failed: {}",
-            output_text(&cut)
-        );
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "run failed: {}", output_text(&out));
+        let out = cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         assert!(
             output_text(&out).contains("lease ran out"),
             "the run did not say why it let go: {}",

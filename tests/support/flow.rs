@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::inspect;
-use crate::support::program::{Background, spawn_pgrepart_with_env, tail};
+use crate::support::inspect::{self, output_text};
+use crate::support::program::{Background, pgrepart, spawn_pgrepart_with_env, tail};
 
 /// `run` of `orders_flat` into LIST partitions by region (US, EU, ASIA, DEFAULT), then `extra`.
 pub fn seed_run_args(url: &str, extra: &[&str]) -> Vec<String> {
@@ -32,6 +32,30 @@ pub fn seed_run_args(url: &str, extra: &[&str]) -> Vec<String> {
     .collect();
     args.extend(extra.iter().map(|s| s.to_string()));
     args
+}
+
+/// Asks the running `--cutover manual` migration of `orders_flat` to cut over (`pgrepart
+/// cutover`), waits up to `within` for its `run` to end, and asserts that both succeeded; returns
+/// the run's output.
+pub async fn cut_over(
+    url: &str,
+    run: Background,
+    within: Duration,
+    context: impl std::fmt::Display,
+) -> std::process::Output {
+    let cut = pgrepart(&["cutover", "--source", url, "--table", "orders_flat"]).await;
+    assert!(
+        cut.status.success(),
+        "{context}: pgrepart cutover failed: {}",
+        output_text(&cut)
+    );
+    let out = run.wait_within(within).await;
+    assert!(
+        out.status.success(),
+        "{context}: pgrepart run failed: {}",
+        output_text(&out)
+    );
+    out
 }
 
 /// Starts `pgrepart` with owned arguments in the background.
