@@ -24,9 +24,7 @@ pub fn enabled(name: &str) -> bool {
 
 /// Exits the process if `name` is one of the points asked for in `PGREPART_TEST_FAULT`.
 pub fn point(name: &str) {
-    if let Ok(value) = std::env::var(ENV)
-        && listed(&value, name)
-    {
+    if enabled(name) {
         eprintln!("pgrepart: stopping at test fault point '{name}' ({ENV})");
         std::process::exit(EXIT_STATUS);
     }

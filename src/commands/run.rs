@@ -1177,6 +1177,10 @@ impl Live {
                     let applied = applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64;
                     let (lag, retained, safe_wal) = lag_and_retained(&source, confirmed, &migration.slot_name).await?;
                     let guard = monitor::wal_guard(retained, max_retained);
+                    // A cross-database cutover that committed in the target only must be finished.
+                    let wants_cutover = args.cutover == CutoverMode::Auto
+                        || m.cutover_requested
+                        || m.target_committed_fence.is_some();
                     // The apply catches up at full speed, whatever the load governor says, once
                     // the cutover is due, while a verify waits for the applier to reach its point,
                     // and before the retained WAL gets near a limit (--max-retained-wal, or the
@@ -1185,10 +1189,7 @@ impl Live {
                         || safe_wal.is_some_and(|s| s < retained as i64);
                     let free = wal_tight
                         || m.hold_at.is_some()
-                        || (m.phase == Phase::Streaming
-                            && (args.cutover == CutoverMode::Auto
-                                || m.cutover_requested
-                                || m.target_committed_fence.is_some()));
+                        || (m.phase == Phase::Streaming && wants_cutover);
                     if free != pace.is_free() {
                         if free && wal_tight && pace.limit().is_some() {
                             tracing::warn!(retained_bytes = retained, "the slot retains WAL near its limit: the apply runs at full speed, whatever the load governor says");
@@ -1295,10 +1296,6 @@ impl Live {
                         verify_blocked = false;
                         next_cutover_try = Instant::now();
                     }
-                    // A cross-database cutover that committed in the target only must be finished.
-                    let wants_cutover = args.cutover == CutoverMode::Auto
-                        || m.cutover_requested
-                        || m.target_committed_fence.is_some();
                     if m.phase != Phase::Streaming || !wants_cutover || Instant::now() < next_cutover_try {
                         continue;
                     }

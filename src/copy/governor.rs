@@ -266,13 +266,7 @@ impl Controller {
         self.limit = match self.signal(latency_ms, others_per_s) {
             Signal::Idle => self.cap,
             Signal::Over(factor) => {
-                // From what the copy actually moved when that is below the limit, or slowing
-                // would change nothing.
-                let from = match self.limit {
-                    Some(l) if copy_rows_per_s > 0.0 => (l as f64).min(copy_rows_per_s),
-                    Some(l) => l as f64,
-                    None => copy_rows_per_s,
-                };
+                let from = slow_from(self.limit, copy_rows_per_s);
                 let slowed = ((from * factor) as u64).max(MIN_RATE);
                 self.cooldown = COOLDOWN;
                 Some(self.cap.map_or(slowed, |c| c.min(slowed)))
@@ -280,7 +274,7 @@ impl Controller {
             Signal::Fine if self.cooldown == 0 => match self.limit {
                 None => None,
                 Some(l) => {
-                    let raised = ((l as f64 * RAISE).round() as u64).max(l + 1);
+                    let raised = raised(l);
                     match self.cap {
                         Some(c) if raised >= c => Some(c),
                         None if raised > UNLIMITED_ABOVE => None,
@@ -305,6 +299,21 @@ pub enum Signal {
     Fine,
     /// Within the allowed impact, not within half of it: stay.
     Within,
+}
+
+/// What a slow-down starts from: what actually moved when that is below the limit (slowing a
+/// limit that does not bind would change nothing), else the limit; with no limit, what moved.
+fn slow_from(limit: Option<u64>, moved_per_s: f64) -> f64 {
+    match limit {
+        Some(l) if moved_per_s > 0.0 => (l as f64).min(moved_per_s),
+        Some(l) => l as f64,
+        None => moved_per_s,
+    }
+}
+
+/// `limit` raised by [`RAISE`] (by one at least).
+fn raised(limit: u64) -> u64 {
+    ((limit as f64 * RAISE).round() as u64).max(limit + 1)
 }
 
 fn decision(before: Option<u64>, after: Option<u64>) -> Decision {
@@ -456,11 +465,7 @@ impl ApplyController {
         self.limit = match signal {
             Signal::Idle => self.cap,
             Signal::Over(factor) => {
-                let from = match self.limit {
-                    Some(l) if changes_per_s > 0.0 => (l as f64).min(changes_per_s),
-                    Some(l) => l as f64,
-                    None => changes_per_s,
-                };
+                let from = slow_from(self.limit, changes_per_s);
                 if from <= 0.0 {
                     // Nothing moved and nothing limits it: the apply is not what weighs.
                     self.limit
@@ -476,7 +481,7 @@ impl ApplyController {
                 // The stream moved well under its limit: the limit is not what paces it.
                 Some(l) if changes_per_s < l as f64 / 2.0 => self.cap,
                 Some(l) => {
-                    let raised = ((l as f64 * RAISE).round() as u64).max(l + 1);
+                    let raised = raised(l);
                     match self.cap {
                         Some(c) if raised >= c => Some(c),
                         _ => Some(raised),
@@ -986,7 +991,7 @@ mod tests {
         // The stream moved well under its pace: the pace no longer holds it back.
         assert_eq!(a.decide(Signal::Fine, 1_000.0), Decision::Released);
         assert!(!a.pacing());
-        // The user's cap below the floor: kept.: the user's cap alone.
+        // The user's cap below the floor: kept.
         let mut c = ApplyController::new(Some(300));
         assert_eq!(c.limit(), Some(300));
         assert_eq!(c.decide(Signal::Over(0.5), 300.0), Decision::Unchanged);
