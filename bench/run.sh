@@ -484,23 +484,24 @@ stop_decoding wl_g
 drop_db wl_g
 log "(e) decoding only: $TPS_DECODE tps, $LAT_DECODE ms"
 
+# streaming DB: the migration of DB has entered its streaming phase.
+streaming() { "$PGREPART" status --source "$(url "$1")" --table orders_flat --json 2>/dev/null | grep -q '"phase": "streaming"'; }
+# streaming_window DB: a run (RUN_EXTRA) of a fresh DB, once it streams the workload's window; sets
+# WL_TPS and WL_LAT, WL_GOV (the governor's decisions) and WL_LAG (the lag at the window's end).
+streaming_window() {
+    fresh "$1"; start_run "$1"
+    wait_until 3600 "the migration to stream" streaming "$1"
+    workload "$1" :
+    WL_GOV=$(governor_log); WL_LAG=$(lag_now "$1")
+    stop_run "$1"
+}
 log "(e) workload during streaming"
-fresh wl_d; start_run wl_d
-wl_streaming() { "$PGREPART" status --source "$(url wl_d)" --table orders_flat --json 2>/dev/null | grep -q '"phase": "streaming"'; }
-wait_until 3600 "the migration to stream" wl_streaming
-workload wl_d :; TPS_STREAM=$WL_TPS; LAT_STREAM=$WL_LAT
-GOV_STREAM=$(governor_log); LAG_STREAM=$(lag_now wl_d)
-stop_run wl_d
+streaming_window wl_d; TPS_STREAM=$WL_TPS; LAT_STREAM=$WL_LAT; GOV_STREAM=$WL_GOV; LAG_STREAM=$WL_LAG
 log "(e) during streaming: $TPS_STREAM tps, $LAT_STREAM ms ($LAG_STREAM)"
 
 log "(e) workload during streaming, --max-impact 0 (the apply keeps up, unpaced)"
 RUN_EXTRA=(--max-impact 0)
-fresh wl_i; start_run wl_i
-wl_streaming_i() { "$PGREPART" status --source "$(url wl_i)" --table orders_flat --json 2>/dev/null | grep -q '"phase": "streaming"'; }
-wait_until 3600 "the migration to stream" wl_streaming_i
-workload wl_i :; TPS_STREAM0=$WL_TPS; LAT_STREAM0=$WL_LAT
-LAG_STREAM0=$(lag_now wl_i)
-stop_run wl_i
+streaming_window wl_i; TPS_STREAM0=$WL_TPS; LAT_STREAM0=$WL_LAT; LAG_STREAM0=$WL_LAG
 RUN_EXTRA=()
 log "(e) during streaming, unpaced: $TPS_STREAM0 tps, $LAT_STREAM0 ms ($LAG_STREAM0)"
 
