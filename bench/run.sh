@@ -281,7 +281,7 @@ log "(c) pgrepart run (auto cutover, no load, --verify off)"
 run_c pgr_run run --verify off
 T_RUN=$T_C; RSS_RUN_MB=$RSS_C_MB; LOCK_RUN_MS=$LOCK_C_MS
 # Where the time went, from the run's own log.
-PHASES=$(grep -E "copying|copy finished|building index|copy and indexes done|cut over" "$DIR/run.log" \
+PHASES=$(grep -E "copying|copy finished|primary key|building index|copy and indexes done|cut over" "$DIR/run.log" \
     | sed -E 's/\x1b\[[0-9;]*m//g' | awk '{ print "    " $0 }' || true)
 log "(c) ${T_RUN} s, peak RSS ${RSS_RUN_MB} MB, lock held ${LOCK_RUN_MS} ms"
 

@@ -200,6 +200,13 @@ pub struct RunArgs {
     #[arg(long, value_enum, value_name = "METHOD", default_value_t = crate::copy::toast::ToastCompression::Auto)]
     pub toast_compression: crate::copy::toast::ToastCompression,
 
+    /// When a generated new table gets its primary key: before-copy (changes apply while the copy
+    /// runs), after-copy (built with the other indexes: a faster copy, but every change waits,
+    /// queued or in the slot, until the copy and the index builds are done), or auto: after-copy
+    /// when the source server commits no write transactions of its own as the run starts.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::copy::indexes::KeyTiming::Auto)]
+    pub primary_key: crate::copy::indexes::KeyTiming,
+
     /// Pause the copy when the slot holds more WAL than this (e.g. 20GB), and stop cleanly at twice it.
     #[arg(long, value_name = "SIZE")]
     pub max_retained_wal: Option<String>,

@@ -129,6 +129,32 @@ async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
         );
         assert!(out.contains("[pass]"), "{out}");
         assert!(out.contains("key ranges"), "{out}");
+        assert!(
+            out.contains("PRIMARY KEY (\"id\", \"order_date\")\n) PARTITION BY"),
+            "{out}"
+        );
+
+        // A key left for after the copy: declared at the end, and accepted by the server.
+        let later = pgrepart(&[
+            "plan",
+            "--source",
+            &url,
+            "--table",
+            "orders_flat",
+            "--partition-by",
+            "RANGE (order_date)",
+            "--interval",
+            "month",
+            "--primary-key",
+            "after-copy",
+        ])
+        .await;
+        assert!(later.status.success(), "{}", text(&later));
+        let out = String::from_utf8_lossy(&later.stdout);
+        let add = "ALTER TABLE \"public\".\"orders_flat_repart\" ADD PRIMARY KEY (\"id\", \"order_date\")";
+        assert!(out.contains(add), "{out}");
+        assert_eq!(out.matches("PRIMARY KEY").count(), 1, "{out}");
+        assert!(!out.contains("[FAIL]"), "{out}");
 
         let json = pgrepart(&[
             "plan",

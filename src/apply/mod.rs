@@ -40,6 +40,10 @@ use sql::Shape;
 /// memory. Finished ranges are still taken, and draining their queues lifts the stop.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 
+/// Sent on the channel of finished ranges: the new table's primary key, left for after the copy
+/// (`ApplierConfig::key_pending`), is built.
+pub const KEY_BUILT: usize = usize::MAX;
+
 /// How long a batch of fewer than [`LINGER_BELOW`] changes waits for more events before it is
 /// applied: the lag it adds at most.
 const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
@@ -196,6 +200,8 @@ pub struct Applier {
     /// Bytes queued on unfinished ranges (`queued_bytes`), and the cap on them.
     queued_bytes: usize,
     max_queued_bytes: usize,
+    /// See `ApplierConfig::key_pending`.
+    key_pending: bool,
     hold_rx: watch::Receiver<Hold>,
     /// The hold being worked towards, whether it is reached, and the event kept aside at it.
     hold: Hold,
@@ -212,6 +218,10 @@ pub struct ApplierConfig {
     pub router: Router,
     /// Which ranges are already done (copied earlier, or empty edges).
     pub done: Vec<bool>,
+    /// The new table has no primary key yet (it is built after the copy): no change is taken
+    /// until `KEY_BUILT` arrives on the channel of finished ranges, so none needs a key before
+    /// it exists and, the copy being done by then, none is queued on a range.
+    pub key_pending: bool,
     pub expected_columns: Vec<(String, u32)>,
     /// The source database, read when columns are added to the table during the migration
     /// (without it such a change stops the run).
@@ -272,6 +282,7 @@ impl Applier {
             max_batch: cfg.max_batch.max(1),
             queued_bytes: 0,
             max_queued_bytes: cfg.max_queued_bytes.max(1),
+            key_pending: cfg.key_pending,
             hold_rx,
             hold: None,
             hold_reached: false,
@@ -428,12 +439,18 @@ impl Applier {
         self.handle(event).await
     }
 
-    /// False while the changes queued on unfinished ranges hold more than the cap.
+    /// False while the changes queued on unfinished ranges hold more than the cap, and while the
+    /// primary key is not built.
     fn taking_events(&self) -> bool {
-        self.queued_bytes < self.max_queued_bytes
+        self.queued_bytes < self.max_queued_bytes && !self.key_pending
     }
 
     fn finish_range(&mut self, range: usize) {
+        if range == KEY_BUILT {
+            tracing::debug!("the primary key is built; taking changes");
+            self.key_pending = false;
+            return;
+        }
         let Some(state) = self.ranges.get_mut(range) else {
             return;
         };

@@ -96,8 +96,15 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         && let Some(k) = t.key_index()
         && !partitions.is_empty()
     {
+        // `auto` decides when the run starts; the plan shows the key declared up front.
+        let later = args.run.primary_key == crate::copy::indexes::KeyTiming::AfterCopy;
+        let key = if later {
+            ddl::KeyClause::Later
+        } else {
+            ddl::KeyClause::Declared
+        };
         statements.extend(ddl::create_partitioned_table_statements(
-            t, name, by, &k.columns,
+            t, name, by, &k.columns, key,
         ));
         statements.extend(
             partitions
@@ -110,6 +117,13 @@ pub async fn run(args: PlanArgs) -> Result<()> {
                 .into_iter()
                 .map(|i| i.sql),
         );
+        if later {
+            statements.push(format!(
+                "ALTER TABLE {} ADD PRIMARY KEY ({})",
+                name.sql(),
+                ddl::primary_key_sql(&k.columns, by)
+            ));
+        }
         if checks.iter().all(|c| c.status != Status::Fail) {
             let has_default = partitions.iter().any(|p| p.is_default());
             checks.push(match try_ddl(&mut client, &statements, t, name).await {

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Config};
 
 use super::{Prepared, StoredSpec};
 use crate::apply::sql::Shape;
 use crate::apply::{Applier, ApplierConfig, ApplierHandles, Router};
 use crate::cli::{CutoverMode, RunArgs};
+use crate::copy::indexes::KeyTiming;
 use crate::copy::{self, CopyJob, CopyProgress, ranges};
 use crate::cross_cutover::{self, CrossAttempt, CrossPlan};
 use crate::cutover::{self, Attempt, Outcome, SwapPlan};
@@ -280,7 +281,8 @@ async fn start_new(
             } else {
                 info.clone()
             };
-            let create = ddl::create_partitioned_table(&shape, name, by, &key);
+            let clause = key_clause(args.primary_key, &prep.source).await?;
+            let create = ddl::create_partitioned_table(&shape, name, by, &key, clause);
             tx.batch_execute(&create)
                 .await
                 .map_err(|e| Error::db(format!("creating {name}"), e))?;
@@ -680,6 +682,44 @@ async fn resume(
     })
 }
 
+/// `--primary-key` for a new table: `auto` looks whether the source server runs write
+/// transactions of its own (a tenth of a second); if none, nothing would wait for the key.
+async fn key_clause(timing: KeyTiming, source: &Config) -> Result<ddl::KeyClause> {
+    let quiet = match timing {
+        KeyTiming::Auto => copy::governor::source_is_quiet(source).await?,
+        _ => false,
+    };
+    let after = timing.after_copy(quiet);
+    tracing::info!(
+        after_copy = after,
+        "{}",
+        match (timing, after) {
+            (KeyTiming::Auto, true) =>
+                "the source server runs no writes of its own: the primary key is built after the copy, with the other indexes",
+            (KeyTiming::Auto, false) =>
+                "the source server runs writes: the primary key comes first, so changes apply while the copy runs",
+            (_, true) => "the primary key is built after the copy, with the other indexes",
+            (_, false) => "the primary key comes first, so changes apply while the copy runs",
+        }
+    );
+    Ok(if after {
+        ddl::KeyClause::Later
+    } else {
+        ddl::KeyClause::Declared
+    })
+}
+
+async fn has_primary_key(control: &Client, table: &QualifiedName) -> Result<bool> {
+    Ok(control
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p')",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("looking for the new table's primary key", e))?
+        .get(0))
+}
+
 /// Resumes a migration whose previous run died before its key ranges were recorded: the new
 /// table and the state row stand (the table is empty), the publication and slot may or may not.
 /// They are dropped and made again, with a fresh snapshot for the copy.
@@ -942,6 +982,11 @@ impl Live {
             start,
         } = self;
         let key = key_columns(&info)?;
+        // A primary key left for after the copy: the applier takes no change before it exists
+        // (each is found by key); they wait in the stream's channel, then in the slot.
+        let key_pending = migration.target_created
+            && migration.target_committed_fence.is_none()
+            && !has_primary_key(&control, &migration.target).await?;
         let applied_before = migration.applied_changes;
         let replicated = info.replicated_columns();
         let shape = Shape {
@@ -977,6 +1022,7 @@ impl Live {
                 shape,
                 router: router.clone(),
                 done,
+                key_pending,
                 expected_columns: replicated
                     .iter()
                     .map(|c| (c.name.clone(), c.type_oid))
@@ -1068,7 +1114,7 @@ impl Live {
                 job,
                 sessions,
                 pending,
-                done_tx,
+                done_tx.clone(),
                 progress.clone(),
                 stop_rx.clone(),
                 copy_pause_rx,
@@ -1270,8 +1316,9 @@ impl Live {
                     if m.phase == Phase::Copying && copy_done {
                         // Index builds and ANALYZE can take long: a signal stops them too.
                         let backends = copy::indexes::Backends::default();
+                        let built = KeyBuilt { pending: key_pending, applier: done_tx.clone() };
                         let finished = tokio::select! {
-                            r = finish_copy(&mut control, &prep, &info, &migration, &backends) => Some(r),
+                            r = finish_copy(&mut control, &prep, &info, &migration, &backends, built) => Some(r),
                             _ = &mut signal => None,
                         };
                         match finished {
@@ -1531,14 +1578,23 @@ async fn lag_and_retained(
     ))
 }
 
-/// Builds the secondary indexes (generated targets, per partition in parallel), then analyzes the
-/// new table and enters `streaming` in one transaction.
+/// A primary key left for after the copy, and the applier's channel of finished ranges, which
+/// hears `apply::KEY_BUILT` once it is built.
+struct KeyBuilt {
+    pending: bool,
+    applier: mpsc::UnboundedSender<usize>,
+}
+
+/// Builds the secondary indexes (generated targets, per partition in parallel) and the primary
+/// key if it was left for now, then analyzes the new table and enters `streaming` in one
+/// transaction.
 async fn finish_copy(
     control: &mut Client,
     prep: &Prepared,
     info: &TableInfo,
     m: &Migration,
     backends: &copy::indexes::Backends,
+    key: KeyBuilt,
 ) -> Result<()> {
     // The control session builds the parent's indexes and runs the ANALYZE.
     backends.register(control).await?;
@@ -1547,15 +1603,32 @@ async fn finish_copy(
         for w in plans.iter().filter_map(|p| p.warning.as_ref()) {
             tracing::warn!("{w}");
         }
+        let primary_key = if key.pending {
+            Some(ddl::primary_key_sql(&key_columns(info)?, by))
+        } else {
+            None
+        };
         copy::indexes::build(
             control,
             &prep.dbs.target,
             prep.jobs,
             &m.target,
-            &plans,
+            copy::indexes::Work {
+                plans: &plans,
+                primary_key: primary_key.as_deref(),
+            },
             backends,
         )
         .await?;
+    } else if key.pending {
+        return Err(Error::failed(format!(
+            "{} has no primary key yet; rerun with the same --partition-by and --partition arguments to build it",
+            m.target
+        )));
+    }
+    if key.pending {
+        // The applier takes the changes from here, with every range copied.
+        let _ = key.applier.send(crate::apply::KEY_BUILT);
     }
     let tx = control
         .transaction()

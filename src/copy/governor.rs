@@ -631,6 +631,14 @@ pub async fn baseline(source: &Config) -> Result<Baseline> {
     Ok(Baseline { client, at })
 }
 
+/// Whether the source server commits (almost) no write transactions but ours: the first tenth of
+/// a second of `baseline`, in a session of its own.
+pub async fn source_is_quiet(source: &Config) -> Result<bool> {
+    let client = crate::pg::connect(source, "pgrepart probe").await?;
+    let at = measure(&client, 9, Duration::from_millis(10)).await?;
+    Ok(at.others_per_s < MIN_WORKLOAD_XACTS / 2.0)
+}
+
 /// What the governor moves: the copy's rate and the apply's pace.
 pub struct Governed {
     /// The copy's rate limit (rows/s), followed by its workers.

@@ -10,11 +10,17 @@
 //!                                                    (the parent index turns valid with the last one)
 //! ```
 //! One session builds all the indexes of a partition, so the index a build created is the one that
-//! appeared on that partition. The control session holds a SHARE lock on the parent from start to
-//! end, as the single `CREATE INDEX ON parent` did: the applier waits at the parent rather than
+//! appeared on that partition. The control session holds a SHARE lock on the parent (ONLY the
+//! parent) from start to end: the applier writes through the parent, so it waits there rather than
 //! taking partitions' locks between the builds (a convoy that slowed them down tenfold under
 //! writes). Partition builds commit one by one: a rerun (resume) first drops what an interrupted
 //! build left, which on a generated target is every index that backs no constraint.
+//!
+//! A primary key built after the copy (`--primary-key`, `KeyTiming`) goes the same way: each
+//! session first runs `ALTER TABLE part ADD PRIMARY KEY (...)` on its partition (its own lock on
+//! the partition is why the parent's lock is ONLY), and the control session ends with
+//! `ALTER TABLE parent ADD PRIMARY KEY (...)`, which attaches the partitions' keys instead of
+//! building them again. A partition whose key an interrupted run already built keeps it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -24,6 +30,30 @@ use tokio_postgres::{Client, Config};
 use crate::error::{Error, Result};
 use crate::pg::ddl::IndexPlan;
 use crate::pg::ident::QualifiedName;
+
+/// When a generated target gets its primary key (`pgrepart run --primary-key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyTiming {
+    /// After the copy when the source server commits no write transactions of its own as the run
+    /// starts (nothing would wait for the key); before it otherwise.
+    Auto,
+    /// With the new table: changes to copied key ranges apply while the copy runs.
+    BeforeCopy,
+    /// With the other indexes once the copy is done: each row copied costs no index insert, but
+    /// every change waits (queued, then in the slot) until the key is built.
+    AfterCopy,
+}
+
+impl KeyTiming {
+    /// Whether the key is built after the copy, given whether the source was quiet at the start.
+    pub fn after_copy(self, source_quiet: bool) -> bool {
+        match self {
+            KeyTiming::Auto => source_quiet,
+            KeyTiming::BeforeCopy => false,
+            KeyTiming::AfterCopy => true,
+        }
+    }
+}
 
 /// `CREATE [UNIQUE] INDEX ON target USING ...` split around its table: ("CREATE [UNIQUE] INDEX",
 /// "USING ..."). `None` when the statement does not have that form.
@@ -75,24 +105,37 @@ impl Backends {
     }
 }
 
-/// Builds `plans` on `target` and its partitions; returns when every index is valid. The sessions
+/// What `build` builds: the source's secondary indexes, and the primary key when it was left
+/// for after the copy (its quoted column list).
+pub struct Work<'a> {
+    pub plans: &'a [IndexPlan],
+    pub primary_key: Option<&'a str>,
+}
+
+/// Builds `work` on `target` and its partitions; returns when every index is valid. The sessions
 /// it opens are added to `backends`.
 pub async fn build(
     control: &Client,
     config: &Config,
     jobs: usize,
     target: &QualifiedName,
-    plans: &[IndexPlan],
+    work: Work<'_>,
     backends: &Backends,
 ) -> Result<()> {
-    if plans.is_empty() {
+    if work.plans.is_empty() && work.primary_key.is_none() {
         return Ok(());
     }
+    // Each in a transaction of its own: dropping an index locks its table ACCESS EXCLUSIVE, and
+    // held to the end of the build's transaction those locks would stop every partition's build.
+    drop_leftovers(control, target).await?;
     control
-        .batch_execute(&format!("BEGIN; LOCK TABLE {} IN SHARE MODE", target.sql()))
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE ONLY {} IN SHARE MODE",
+            target.sql()
+        ))
         .await
         .map_err(|e| Error::db("locking the new table for its index build", e))?;
-    let built = build_locked(control, config, jobs, target, plans, backends).await;
+    let built = build_locked(control, config, jobs, target, work, backends).await;
     let end = if built.is_ok() { "COMMIT" } else { "ROLLBACK" };
     let ended = control
         .batch_execute(end)
@@ -106,15 +149,22 @@ async fn build_locked(
     config: &Config,
     jobs: usize,
     target: &QualifiedName,
-    plans: &[IndexPlan],
+    work: Work<'_>,
     backends: &Backends,
 ) -> Result<()> {
-    drop_leftovers(control, target).await?;
+    let Work { plans, primary_key } = work;
     let partitions = partitions_largest_first(control, target).await?;
     let splits: Option<Vec<(String, String)>> =
         plans.iter().map(|p| split_plan(&p.sql, target)).collect();
     let (Some(splits), Some(partitions)) = (splits, partitions) else {
         // Sub-partitioned target or an unusual statement: let PostgreSQL recurse.
+        if let Some(key) = primary_key {
+            tracing::info!("building the primary key");
+            control
+                .batch_execute(&add_primary_key(&target.sql(), key))
+                .await
+                .map_err(|e| Error::db("building the new table's primary key", e))?;
+        }
         for plan in plans {
             tracing::info!(index = %plan.source_index, "building index");
             control
@@ -136,11 +186,12 @@ async fn build_locked(
     }
 
     let queue = Arc::new(Mutex::new(VecDeque::from(partitions)));
-    let work = Arc::new((plans.to_vec(), splits));
+    let work = Arc::new((plans.to_vec(), splits, primary_key.map(str::to_string)));
     let mut workers = tokio::task::JoinSet::new();
     let sessions = jobs.max(1).min(queue.lock().expect("index queue").len());
     tracing::info!(
         indexes = plans.len(),
+        primary_key = primary_key.is_some(),
         sessions,
         "building indexes per partition"
     );
@@ -169,6 +220,9 @@ async fn build_locked(
             loop {
                 let next = queue.lock().expect("index queue").pop_front();
                 let Some(partition) = next else { break };
+                if let Some(key) = &work.2 {
+                    add_partition_key(&session, &partition, key).await?;
+                }
                 for (i, (plan, (head, tail))) in work.0.iter().zip(&work.1).enumerate() {
                     tracing::info!(index = %plan.source_index, partition = %partition, "building index");
                     let before = index_oids(&session, &partition).await?;
@@ -194,6 +248,8 @@ async fn build_locked(
             }
         }
     }
+    // Tests: every partition's indexes (and key) committed, none attached yet.
+    crate::fault::point("partition-indexes-built");
     for (i, index) in built {
         control
             .batch_execute(&format!(
@@ -203,7 +259,38 @@ async fn build_locked(
             .await
             .map_err(|e| Error::db("attaching a partition's index", e))?;
     }
+    if let Some(key) = primary_key {
+        // Every partition has its key now: this attaches them and builds nothing.
+        control
+            .batch_execute(&add_primary_key(&target.sql(), key))
+            .await
+            .map_err(|e| Error::db("attaching the partitions' primary keys", e))?;
+    }
     Ok(())
+}
+
+fn add_primary_key(table: &str, key: &str) -> String {
+    format!("ALTER TABLE {table} ADD PRIMARY KEY ({key})")
+}
+
+/// Builds `partition`'s primary key, unless an interrupted run already did.
+async fn add_partition_key(session: &Client, partition: &str, key: &str) -> Result<()> {
+    let has_key: bool = session
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p')",
+            &[&partition],
+        )
+        .await
+        .map_err(|e| Error::db("looking for a partition's primary key", e))?
+        .get(0);
+    if has_key {
+        return Ok(());
+    }
+    tracing::info!(partition = %partition, "building the primary key");
+    session
+        .batch_execute(&add_primary_key(partition, key))
+        .await
+        .map_err(|e| Error::db(format!("building the primary key of {partition}"), e))
 }
 
 fn build_error(plan: &IndexPlan, e: tokio_postgres::Error) -> Error {

@@ -16,7 +16,16 @@ pub fn target_primary_key(source_key: &[String], by: &PartitionBy) -> Vec<String
     pk
 }
 
-fn column_sql(c: &ColumnInfo) -> String {
+/// The new primary key's columns, quoted and comma-separated.
+pub fn primary_key_sql(source_key: &[String], by: &PartitionBy) -> String {
+    target_primary_key(source_key, by)
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn column_sql(c: &ColumnInfo, not_null: bool) -> String {
     let mut s = format!("{} {}", quote_ident(&c.name), c.type_sql);
     if let Some(method) = &c.compression {
         s.push_str(&format!(" COMPRESSION {method}"));
@@ -33,7 +42,7 @@ fn column_sql(c: &ColumnInfo) -> String {
     } else if let Some(default) = &c.default {
         s.push_str(&format!(" DEFAULT {default}"));
     }
-    if c.not_null {
+    if not_null {
         s.push_str(" NOT NULL");
     }
     s
@@ -45,21 +54,31 @@ pub fn create_partitioned_table(
     target: &QualifiedName,
     by: &PartitionBy,
     source_key: &[String],
+    key: KeyClause,
 ) -> String {
-    create_partitioned_table_statements(src, target, by, source_key).join(";\n")
+    create_partitioned_table_statements(src, target, by, source_key, key).join(";\n")
+}
+
+/// Whether `CREATE TABLE` declares the primary key, or leaves it for after the copy
+/// (`copy::indexes`), its columns then declared NOT NULL as the key would make them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyClause {
+    Declared,
+    Later,
 }
 
 /// `CREATE TABLE target (...) PARTITION BY ...` with the source's columns (types, collations,
 /// compression methods, NOT NULL, defaults, generated and identity columns), its inheritable CHECK
-/// constraints and the new primary key, then the columns' storage modes (`storage_statements`).
-/// Partitions come after these.
+/// constraints and the new primary key (`KeyClause`), then the columns' storage modes
+/// (`storage_statements`). Partitions come after these.
 pub fn create_partitioned_table_statements(
     src: &TableInfo,
     target: &QualifiedName,
     by: &PartitionBy,
     source_key: &[String],
+    key: KeyClause,
 ) -> Vec<String> {
-    std::iter::once(create_table_sql(src, target, by, source_key))
+    std::iter::once(create_table_sql(src, target, by, source_key, key))
         .chain(storage_statements(src, target))
         .collect()
 }
@@ -88,8 +107,19 @@ fn create_table_sql(
     target: &QualifiedName,
     by: &PartitionBy,
     source_key: &[String],
+    key: KeyClause,
 ) -> String {
-    let mut items: Vec<String> = src.columns.iter().map(column_sql).collect();
+    let pk = target_primary_key(source_key, by);
+    let mut items: Vec<String> = src
+        .columns
+        .iter()
+        .map(|c| {
+            column_sql(
+                c,
+                c.not_null || (key == KeyClause::Later && pk.contains(&c.name)),
+            )
+        })
+        .collect();
     for check in src.checks.iter().filter(|c| !c.no_inherit) {
         items.push(format!(
             "CONSTRAINT {} {}",
@@ -97,11 +127,9 @@ fn create_table_sql(
             check.definition
         ));
     }
-    let pk: Vec<String> = target_primary_key(source_key, by)
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect();
-    items.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+    if key == KeyClause::Declared {
+        items.push(format!("PRIMARY KEY ({})", primary_key_sql(source_key, by)));
+    }
     format!(
         "CREATE TABLE {} (\n    {}\n) PARTITION BY {}",
         target.sql(),
@@ -292,6 +320,7 @@ pub(crate) mod tests {
             &QualifiedName::new("public", "orders_flat_new"),
             &by,
             &["id".into()],
+            KeyClause::Declared,
         );
         assert_eq!(
             sql,
@@ -305,6 +334,23 @@ pub(crate) mod tests {
              CONSTRAINT \"amount_positive\" CHECK ((amount >= (0)::numeric)),\n    \
              PRIMARY KEY (\"id\", \"region\")\n) PARTITION BY LIST (\"region\")"
         );
+    }
+
+    #[test]
+    fn a_key_left_for_later_is_not_declared_but_its_columns_are_not_null() {
+        let mut t = orders_flat();
+        // A nullable partition column: the key would have made it NOT NULL.
+        t.columns[3].not_null = false;
+        let by = PartitionBy::parse("LIST (region)").unwrap();
+        let target = QualifiedName::new("public", "orders_flat_new");
+        let sql = create_partitioned_table(&t, &target, &by, &["id".into()], KeyClause::Later);
+        assert!(!sql.contains("PRIMARY KEY"), "{sql}");
+        assert!(sql.contains("\"region\" text NOT NULL,"), "{sql}");
+        assert!(sql.contains("\"amount\" numeric(10,2),"), "{sql}");
+        assert_eq!(primary_key_sql(&["id".into()], &by), "\"id\", \"region\"");
+        let declared =
+            create_partitioned_table(&t, &target, &by, &["id".into()], KeyClause::Declared);
+        assert!(declared.contains("\"region\" text,"), "{declared}");
     }
 
     #[test]
@@ -322,7 +368,13 @@ pub(crate) mod tests {
         });
         t.checks[0].no_inherit = true;
         let by = PartitionBy::parse("HASH (customer_id)").unwrap();
-        let sql = create_partitioned_table(&t, &QualifiedName::new("s", "n"), &by, &["id".into()]);
+        let sql = create_partitioned_table(
+            &t,
+            &QualifiedName::new("s", "n"),
+            &by,
+            &["id".into()],
+            KeyClause::Declared,
+        );
         assert!(
             sql.contains("\"id\" bigint GENERATED BY DEFAULT AS IDENTITY NOT NULL"),
             "{sql}"
@@ -358,7 +410,13 @@ pub(crate) mod tests {
         t.columns[5].storage = Some("EXTERNAL".into());
         let target = QualifiedName::new("shop", "orders_new");
         let by = PartitionBy::parse("LIST (region)").unwrap();
-        let statements = create_partitioned_table_statements(&t, &target, &by, &["id".into()]);
+        let statements = create_partitioned_table_statements(
+            &t,
+            &target,
+            &by,
+            &["id".into()],
+            KeyClause::Declared,
+        );
         assert_eq!(statements.len(), 3, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE TABLE \"shop\".\"orders_new\" ("));
         assert!(
@@ -374,7 +432,7 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(
-            create_partitioned_table(&t, &target, &by, &["id".into()]),
+            create_partitioned_table(&t, &target, &by, &["id".into()], KeyClause::Declared),
             statements.join(";\n"),
             "run executes the same statements as one batch"
         );
@@ -386,10 +444,22 @@ pub(crate) mod tests {
         let target = QualifiedName::new("shop", "orders_new");
         let by = PartitionBy::parse("LIST (region)").unwrap();
         assert!(storage_statements(&t, &target).is_empty());
-        let statements = create_partitioned_table_statements(&t, &target, &by, &["id".into()]);
+        let statements = create_partitioned_table_statements(
+            &t,
+            &target,
+            &by,
+            &["id".into()],
+            KeyClause::Declared,
+        );
         assert_eq!(
             statements,
-            [create_partitioned_table(&t, &target, &by, &["id".into()])]
+            [create_partitioned_table(
+                &t,
+                &target,
+                &by,
+                &["id".into()],
+                KeyClause::Declared
+            )]
         );
         assert!(!statements[0].contains(';'), "{}", statements[0]);
     }
