@@ -186,6 +186,13 @@ pub enum WalVerdict {
     Stop,
 }
 
+/// Whether the copy pauses: when the user paused the migration, or above the retained-WAL limit
+/// so that the apply catches up, unless nothing can be applied before the copy ends (a primary
+/// key left for after it): pausing it then would only let the WAL grow.
+pub fn copy_paused(paused: bool, verdict: WalVerdict, key_pending: bool) -> bool {
+    paused || (verdict == WalVerdict::PauseCopy && !key_pending)
+}
+
 pub fn wal_guard(retained: u64, limit: Option<u64>) -> WalVerdict {
     match limit {
         Some(l) if retained >= l.saturating_mul(2) => WalVerdict::Stop,
@@ -331,6 +338,10 @@ mod tests {
         assert_eq!(wal_guard(10, None), WalVerdict::Fine);
         assert_eq!(wal_guard(99, Some(100)), WalVerdict::Fine);
         assert_eq!(wal_guard(100, Some(100)), WalVerdict::PauseCopy);
+        assert!(copy_paused(false, WalVerdict::PauseCopy, false));
+        assert!(!copy_paused(false, WalVerdict::PauseCopy, true));
+        assert!(copy_paused(true, WalVerdict::Fine, true));
+        assert!(!copy_paused(false, WalVerdict::Fine, false));
         assert_eq!(wal_guard(200, Some(100)), WalVerdict::Stop);
     }
 

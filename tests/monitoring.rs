@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field README documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 36] = [
+const DOCUMENTED_FIELDS: [&str; 37] = [
     "migration_id",
     "table",
     "target",
@@ -55,6 +55,7 @@ const DOCUMENTED_FIELDS: [&str; 36] = [
     "pending_matviews",
     "default_partition",
     "default_partition_rows_estimate",
+    "primary_key_pending",
 ];
 
 fn free_port() -> u16 {

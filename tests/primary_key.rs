@@ -96,6 +96,17 @@ async fn a_key_built_after_the_copy_applies_nothing_before_it_and_loses_nothing(
             Some(0),
             "PostgreSQL {major}: a change was applied before the key was built: {v}"
         );
+        assert_eq!(
+            v.get("primary_key_pending"),
+            Some(&serde_json::Value::Bool(true)),
+            "PostgreSQL {major}: {v}"
+        );
+        let text = pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            output_text(&text).contains("primary key      built after the copy"),
+            "PostgreSQL {major}: {}",
+            output_text(&text)
+        );
         let keys = primary_keys(&client, "orders_flat_repart").await;
         assert!(
             keys.is_empty(),
@@ -103,10 +114,15 @@ async fn a_key_built_after_the_copy_applies_nothing_before_it_and_loses_nothing(
         );
 
         // Once the key is built the queued changes go in, then the stream.
-        wait_status(&url, &run, DEADLINE, "changes applied", |v| {
+        let v = wait_status(&url, &run, DEADLINE, "changes applied", |v| {
             inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
         })
         .await;
+        assert_eq!(
+            v.get("primary_key_pending"),
+            Some(&serde_json::Value::Bool(false)),
+            "PostgreSQL {major}: {v}"
+        );
         writers.wait_for_more_ops(200, DEADLINE).await;
         let report = writers.stop().await;
         report.assert_no_anomalies(format_args!("PostgreSQL {major}"));

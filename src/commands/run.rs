@@ -709,17 +709,6 @@ async fn key_clause(timing: KeyTiming, source: &Config) -> Result<ddl::KeyClause
     })
 }
 
-async fn has_primary_key(control: &Client, table: &QualifiedName) -> Result<bool> {
-    Ok(control
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::text::regclass AND contype = 'p')",
-            &[&table.sql()],
-        )
-        .await
-        .map_err(|e| Error::db("looking for the new table's primary key", e))?
-        .get(0))
-}
-
 /// Resumes a migration whose previous run died before its key ranges were recorded: the new
 /// table and the state row stand (the table is empty), the publication and slot may or may not.
 /// They are dropped and made again, with a fresh snapshot for the copy.
@@ -984,9 +973,9 @@ impl Live {
         let key = key_columns(&info)?;
         // A primary key left for after the copy: the applier takes no change before it exists
         // (each is found by key); they wait in the stream's channel, then in the slot.
-        let key_pending = migration.target_created
+        let mut key_pending = migration.target_created
             && migration.target_committed_fence.is_none()
-            && !has_primary_key(&control, &migration.target).await?;
+            && catalog::lacks_primary_key(&control, &migration.target).await?;
         let applied_before = migration.applied_changes;
         let replicated = info.replicated_columns();
         let shape = Shape {
@@ -1172,6 +1161,7 @@ impl Live {
         let rows_before = migration.rows_copied.max(0) as u64;
 
         let mut interrupted = false;
+        let mut wal_warned = false;
         let failure: Error = loop {
             tokio::select! {
                 biased;
@@ -1285,11 +1275,16 @@ impl Live {
                         ));
                     }
                     pause_tx.send_if_modified(|p| std::mem::replace(p, m.paused) != m.paused);
-                    let copy_paused = m.paused || guard == monitor::WalVerdict::PauseCopy;
+                    let over = guard == monitor::WalVerdict::PauseCopy;
+                    let copy_paused = monitor::copy_paused(m.paused, guard, key_pending);
                     if copy_pause_tx.send_if_modified(|p| std::mem::replace(p, copy_paused) != copy_paused)
                         && copy_paused && !m.paused {
                             tracing::warn!(retained_bytes = retained, "the slot holds more WAL than --max-retained-wal: copy paused, apply goes on");
                         }
+                    if over && key_pending && !wal_warned {
+                        wal_warned = true;
+                        tracing::warn!(retained_bytes = retained, "the slot holds more WAL than --max-retained-wal; the copy goes on, as the changes can only be applied once it is done and the primary key built (at twice the limit the run stops)");
+                    }
                     let snapshot = Snapshot {
                         phase: m.phase.as_str(),
                         rows_copied: copied,
@@ -1317,6 +1312,7 @@ impl Live {
                         // Index builds and ANALYZE can take long: a signal stops them too.
                         let backends = copy::indexes::Backends::default();
                         let built = KeyBuilt { pending: key_pending, applier: done_tx.clone() };
+                        key_pending = false;
                         let finished = tokio::select! {
                             r = finish_copy(&mut control, &prep, &info, &migration, &backends, built) => Some(r),
                             _ = &mut signal => None,

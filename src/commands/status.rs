@@ -70,6 +70,9 @@ pub struct Report {
     /// rows in it: rows no other partition takes, a hint that partitions are missing.
     pub default_partition: Option<String>,
     pub default_partition_rows_estimate: Option<i64>,
+    /// The new table's primary key is left for after the copy (`--primary-key`): no change is
+    /// applied before it is built.
+    pub primary_key_pending: bool,
 }
 
 /// `client` is the source database (the slot and its walsender); `m` was read from `target`.
@@ -107,6 +110,9 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         None if m.phase == state::Phase::Done => (Some(0), Some(0), None, false, None, false),
         None => (None, None, None, false, None, false),
     };
+    let primary_key_pending = m.target_created
+        && m.phase == state::Phase::Copying
+        && crate::pg::catalog::lacks_primary_key(target, &m.target).await?;
     // A slot being created waits for every transaction running when it started: name them.
     let waiting_for = if creating {
         oldest_transactions(client).await?
@@ -157,6 +163,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         bytes_total_estimate: m.total_bytes_estimate,
         eta_seconds: eta,
         waiting_for,
+        primary_key_pending,
         cutover_waiting: m.cutover_mode == "manual"
             && !m.cutover_requested
             && m.phase == state::Phase::Streaming,
@@ -266,6 +273,9 @@ fn human(r: &Report) -> String {
             "  matviews         still reading the old table, to rebuild over the new one: {} (run the same `pgrepart run` again)\n",
             r.pending_matviews.join(", ")
         );
+    }
+    if r.primary_key_pending {
+        s += "  primary key      built after the copy, with the other indexes: changes are applied from then on (they wait in the slot)\n";
     }
     if !r.waiting_for.is_empty() {
         s += &format!(

@@ -864,6 +864,20 @@ pub async fn default_partition_rows(
     Ok(Some((partition, rows)))
 }
 
+/// Whether `table` exists without a primary key (a generated new table builds its key after the
+/// copy when `--primary-key` says so).
+pub async fn lacks_primary_key(client: &Client, table: &QualifiedName) -> Result<bool> {
+    Ok(client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL AND NOT EXISTS \
+               (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass($1) AND contype = 'p')",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("looking for the new table's primary key", e))?
+        .get(0))
+}
+
 /// The DEFAULT partition of `partitioned` (quoted, qualified) and the statistics' estimate of its
 /// live rows (no scan; it trails the commits by a few seconds); `None` without one, or when
 /// `partitioned` does not exist.
