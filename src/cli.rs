@@ -201,8 +201,8 @@ pub struct RunArgs {
     pub toast_compression: crate::copy::toast::ToastCompression,
 
     /// When a generated new table gets its primary key: before-copy (changes apply while the copy
-    /// runs), after-copy (built with the other indexes: a faster copy, but every change waits,
-    /// queued or in the slot, until the copy and the index builds are done), or auto: after-copy
+    /// runs), after-copy (built with the other indexes: a faster copy, but every change waits
+    /// in the slot until the copy and the index builds are done), or auto: after-copy
     /// when the source server commits no write transactions of its own as the run starts.
     #[arg(long, value_enum, value_name = "WHEN", default_value_t = crate::copy::indexes::KeyTiming::Auto)]
     pub primary_key: crate::copy::indexes::KeyTiming,

@@ -40,7 +40,7 @@ pub enum KeyTiming {
     /// With the new table: changes to copied key ranges apply while the copy runs.
     BeforeCopy,
     /// With the other indexes once the copy is done: each row copied costs no index insert, but
-    /// every change waits (queued, then in the slot) until the key is built.
+    /// every change waits (in the stream's channel, then in the slot) until the key is built.
     AfterCopy,
 }
 
