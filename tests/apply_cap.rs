@@ -93,6 +93,8 @@ async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
                 target: QualifiedName::new("public", table.clone()),
                 columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],
                 key: vec![0],
+                partitioned: false,
+                route: vec![],
             },
             // Keys below 1000 are in range 0 (being copied), the rest in range 1 (done).
             router: Router::Int(vec![
@@ -201,6 +203,8 @@ async fn a_pending_primary_key_stops_the_intake_until_it_is_built() {
                 target: QualifiedName::new("public", table.clone()),
                 columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],
                 key: vec![0],
+                partitioned: false,
+                route: vec![],
             },
             router: Router::Single,
             done: vec![true],

@@ -937,7 +937,6 @@ async fn apply_compacted(
     cache: &mut HashMap<String, Statement>,
     batch: Compacted,
 ) -> Result<()> {
-    type Param = Vec<Option<String>>;
     // Keys are unique in a compacted batch, so the three statements touch different rows.
     if !batch.removals.is_empty() {
         let stmt = prepared(tx, cache, shape.delete_sql()).await?;
@@ -950,33 +949,24 @@ async fn apply_compacted(
             .await
             .map_err(|e| apply_error("applying deletes", e))?;
     }
-    // Full images: rows found by key are updated in place, the others are new and copied in.
-    let mut new_rows: Vec<&Row> = Vec::new();
-    if !batch.inserts.is_empty() {
-        let stmt = prepared(tx, cache, shape.update_rows_sql()).await?;
-        let params: Vec<Param> = (0..shape.columns.len())
-            .map(|c| texts(batch.inserts.iter().map(|row| value_bytes(&row[c]))))
-            .collect::<Result<_>>()?;
-        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-            params.iter().map(|p| p as _).collect();
-        let found = tx
-            .query(&stmt, &refs)
-            .await
-            .map_err(|e| apply_error("applying updates", e))?;
-        let mut updated = vec![false; batch.inserts.len()];
-        for r in found {
-            let n: i64 = r.get(0);
-            if let Some(u) = usize::try_from(n - 1).ok().and_then(|i| updated.get_mut(i)) {
-                *u = true;
-            }
+    // Full images: rows found are updated in place, the others are new and copied in. On a
+    // partitioned target the first attempt looks in the partition each image names; the rows it
+    // misses are looked for by key alone when they may sit in another one (see `Shape::route`).
+    let mut new_rows: Vec<&Row> = batch.inserts.iter().collect();
+    if !new_rows.is_empty() {
+        if let Some(sql) = shape.update_routed_sql() {
+            new_rows = update_missed(tx, cache, sql, shape.columns.len(), new_rows).await?;
         }
-        new_rows = batch
-            .inserts
-            .iter()
-            .zip(&updated)
-            .filter(|(_, u)| !**u)
-            .map(|(row, _)| row)
-            .collect();
+        if !new_rows.is_empty() && (!shape.partitioned || shape.misses_need_key_lookup()) {
+            new_rows = update_missed(
+                tx,
+                cache,
+                shape.update_rows_sql(),
+                shape.columns.len(),
+                new_rows,
+            )
+            .await?;
+        }
     }
     if !new_rows.is_empty() {
         let stmt = prepared(tx, cache, shape.copy_in_sql()).await?;
@@ -1004,14 +994,26 @@ async fn apply_compacted(
             .map_err(|e| apply_error("applying inserts", e))?;
     }
     for (cols, items) in batch.patches {
+        let mut items: Vec<&(Key, Row)> = items.iter().collect();
+        let params = |items: &[&(Key, Row)]| -> Result<Vec<Param>> {
+            let mut params: Vec<Param> = Vec::with_capacity(shape.key.len() + cols.len());
+            for j in 0..shape.key.len() {
+                params.push(texts(items.iter().map(|(k, _)| Some(k[j].clone())))?);
+            }
+            for &c in &cols {
+                params.push(texts(items.iter().map(|(_, row)| value_bytes(&row[c])))?);
+            }
+            Ok(params)
+        };
+        if let Some(sql) = shape.patch_routed_sql(&cols) {
+            let found = found_positions(tx, cache, sql, &params(&items)?, items.len()).await?;
+            items = keep_missed(items, &found);
+            if items.is_empty() {
+                continue;
+            }
+        }
         let stmt = prepared(tx, cache, shape.patch_sql(&cols)).await?;
-        let mut params: Vec<Param> = Vec::with_capacity(shape.key.len() + cols.len());
-        for j in 0..shape.key.len() {
-            params.push(texts(items.iter().map(|(k, _)| Some(k[j].clone())))?);
-        }
-        for &c in &cols {
-            params.push(texts(items.iter().map(|(_, row)| value_bytes(&row[c])))?);
-        }
+        let params = params(&items)?;
         let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
             params.iter().map(|p| p as _).collect();
         tx.execute(&stmt, &refs)
@@ -1019,6 +1021,59 @@ async fn apply_compacted(
             .map_err(|e| apply_error("applying updates", e))?;
     }
     Ok(())
+}
+
+type Param = Vec<Option<String>>;
+
+/// Runs an UPDATE of full images (`update_rows_sql` or `update_routed_sql`, one `text[]` per
+/// column) and returns the rows it did not find.
+async fn update_missed<'r>(
+    tx: &Transaction<'_>,
+    cache: &mut HashMap<String, Statement>,
+    sql: String,
+    width: usize,
+    rows: Vec<&'r Row>,
+) -> Result<Vec<&'r Row>> {
+    let params: Vec<Param> = (0..width)
+        .map(|c| texts(rows.iter().map(|row| value_bytes(&row[c]))))
+        .collect::<Result<_>>()?;
+    let found = found_positions(tx, cache, sql, &params, rows.len()).await?;
+    Ok(keep_missed(rows, &found))
+}
+
+/// Runs an UPDATE that returns the 1-based positions (`RETURNING d.n`) of the `n` images it
+/// found; `found[i]` tells whether image `i` was.
+async fn found_positions(
+    tx: &Transaction<'_>,
+    cache: &mut HashMap<String, Statement>,
+    sql: String,
+    params: &[Param],
+    n: usize,
+) -> Result<Vec<bool>> {
+    let stmt = prepared(tx, cache, sql).await?;
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p as _).collect();
+    let rows = tx
+        .query(&stmt, &refs)
+        .await
+        .map_err(|e| apply_error("applying updates", e))?;
+    let mut found = vec![false; n];
+    for r in rows {
+        let pos: i64 = r.get(0);
+        if let Some(f) = usize::try_from(pos - 1).ok().and_then(|i| found.get_mut(i)) {
+            *f = true;
+        }
+    }
+    Ok(found)
+}
+
+fn keep_missed<T>(items: Vec<T>, found: &[bool]) -> Vec<T> {
+    items
+        .into_iter()
+        .zip(found)
+        .filter(|(_, f)| !**f)
+        .map(|(item, _)| item)
+        .collect()
 }
 
 async fn apply_key_move(tx: &Transaction<'_>, shape: &Shape, old_key: Key, row: Row) -> Result<()> {

@@ -11,6 +11,15 @@ pub struct Shape {
     pub columns: Vec<(String, String)>,
     /// Indexes into `columns` of the source key, in key order.
     pub key: Vec<usize>,
+    /// The target is partitioned. Rows are then found by a join of the batch with the table that
+    /// the server can prune row by row (a nested loop over the batch, probing one partition for
+    /// each row), where a key array (`= ANY`) probes every partition for every key.
+    pub partitioned: bool,
+    /// Indexes into `columns` of the target's partition-key columns that are not key columns.
+    /// A row's new image names its partition through them: the first attempt to find it looks
+    /// there only, and the rows it misses (new rows, or rows whose partition key changed) are
+    /// looked for by key alone.
+    pub route: Vec<usize>,
 }
 
 impl Shape {
@@ -103,6 +112,83 @@ impl Shape {
         )
     }
 
+    /// The first attempt of `update_rows_sql` on a partitioned target: rows found by key and
+    /// partition-key columns, joined row by row so that each probes one partition (see
+    /// `partitioned`). Same parameters and result. `None` on a plain table.
+    pub fn update_routed_sql(&self) -> Option<String> {
+        if !self.partitioned {
+            return None;
+        }
+        let n = self.columns.len();
+        let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let mut set: Vec<usize> = (0..n).filter(|i| !self.key.contains(i)).collect();
+        if set.is_empty() {
+            set = (0..n).collect();
+        }
+        let assign: Vec<String> = set
+            .iter()
+            .map(|&c| format!("{} = d.c{c}::{}", self.col(c), self.ty(c)))
+            .collect();
+        let cond: Vec<String> = self
+            .key
+            .iter()
+            .chain(&self.route)
+            .map(|&k| format!("t.{} = d.c{k}::{}", self.col(k), self.ty(k)))
+            .collect();
+        Some(format!(
+            "UPDATE {} t SET {} FROM unnest({}) WITH ORDINALITY AS d({}, n) WHERE {} RETURNING d.n",
+            self.target.sql(),
+            assign.join(", "),
+            args.join(", "),
+            names.join(", "),
+            cond.join(" AND ")
+        ))
+    }
+
+    /// Whether the rows an `update_routed_sql` missed must be looked for again by key alone:
+    /// when the partition key has columns outside the key, a row may sit in another partition
+    /// than its new image names (its partition key changed).
+    pub fn misses_need_key_lookup(&self) -> bool {
+        self.partitioned && !self.route.is_empty()
+    }
+
+    /// The first attempt of `patch_sql(set)` on a partitioned target whose partition-key columns
+    /// are all in `set`: found by key and those columns, with the (1-based) positions of the rows
+    /// found returned. Same parameters as `patch_sql`. `None` otherwise (`patch_sql` alone).
+    pub fn patch_routed_sql(&self, set: &[usize]) -> Option<String> {
+        if !self.misses_need_key_lookup() || !self.route.iter().all(|r| set.contains(r)) {
+            return None;
+        }
+        let n = self.key.len() + set.len();
+        let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+        let mut names: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
+        names.extend((0..set.len()).map(|i| format!("c{i}")));
+        let assign: Vec<String> = set
+            .iter()
+            .enumerate()
+            .map(|(j, &c)| format!("{} = d.c{j}::{}", self.col(c), self.ty(c)))
+            .collect();
+        let mut cond: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| format!("t.{} = d.k{j}::{}", self.col(k), self.ty(k)))
+            .collect();
+        for &r in &self.route {
+            let j = set.iter().position(|&c| c == r).expect("checked above");
+            cond.push(format!("t.{} = d.c{j}::{}", self.col(r), self.ty(r)));
+        }
+        Some(format!(
+            "UPDATE {} t SET {} FROM unnest({}) WITH ORDINALITY AS d({}, n) WHERE {} RETURNING d.n",
+            self.target.sql(),
+            assign.join(", "),
+            args.join(", "),
+            names.join(", "),
+            cond.join(" AND ")
+        ))
+    }
+
     /// Sets `set` columns of rows found by key. Parameters: key columns' `text[]`, then one
     /// `text[]` per set column.
     pub fn patch_sql(&self, set: &[usize]) -> String {
@@ -174,7 +260,61 @@ mod tests {
                 ("amount".into(), "numeric(10,2)".into()),
             ],
             key,
+            partitioned: false,
+            route: vec![],
         }
+    }
+
+    /// The seed's shape: partitioned by `region`, keyed by `id`.
+    fn by_region() -> Shape {
+        Shape {
+            partitioned: true,
+            route: vec![1],
+            ..shape(vec![0])
+        }
+    }
+
+    #[test]
+    fn a_plain_table_has_no_routed_statements() {
+        let s = shape(vec![0]);
+        assert_eq!(s.update_routed_sql(), None);
+        assert_eq!(s.patch_routed_sql(&[1, 2]), None);
+        assert!(!s.misses_need_key_lookup());
+    }
+
+    #[test]
+    fn partitioned_targets_find_full_images_by_key_and_partition_key_without_a_key_array() {
+        assert_eq!(
+            by_region().update_routed_sql().unwrap(),
+            "UPDATE \"public\".\"t_new\" t SET \"region\" = d.c1::text, \"amount\" = d.c2::numeric(10,2) \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS d(c0, c1, c2, n) \
+             WHERE t.\"id\" = d.c0::bigint AND t.\"region\" = d.c1::text RETURNING d.n"
+        );
+        assert!(by_region().misses_need_key_lookup());
+        // Partitioned by a key column (HASH (id)): the key names the partition, a miss is a new
+        // row.
+        let by_key = Shape {
+            partitioned: true,
+            ..shape(vec![0])
+        };
+        assert_eq!(
+            by_key.update_routed_sql().unwrap(),
+            "UPDATE \"public\".\"t_new\" t SET \"region\" = d.c1::text, \"amount\" = d.c2::numeric(10,2) \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS d(c0, c1, c2, n) \
+             WHERE t.\"id\" = d.c0::bigint RETURNING d.n"
+        );
+        assert!(!by_key.misses_need_key_lookup());
+    }
+
+    #[test]
+    fn patches_are_routed_only_when_they_carry_the_partition_key() {
+        assert_eq!(by_region().patch_routed_sql(&[2]), None);
+        assert_eq!(
+            by_region().patch_routed_sql(&[2, 1]).unwrap(),
+            "UPDATE \"public\".\"t_new\" t SET \"amount\" = d.c0::numeric(10,2), \"region\" = d.c1::text \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS d(k0, c0, c1, n) \
+             WHERE t.\"id\" = d.k0::bigint AND t.\"region\" = d.c1::text RETURNING d.n"
+        );
     }
 
     #[test]

@@ -978,7 +978,10 @@ impl Live {
             && catalog::lacks_primary_key(&control, &migration.target).await?;
         let applied_before = migration.applied_changes;
         let replicated = info.replicated_columns();
-        let shape = Shape {
+        let applier_client = crate::pg::connect(&prep.dbs.target, "pgrepart apply").await?;
+        let partition_key =
+            catalog::partition_key_columns(&applier_client, &migration.target).await?;
+        let mut shape = Shape {
             target: migration.target.clone(),
             columns: replicated
                 .iter()
@@ -993,8 +996,15 @@ impl Live {
                         .expect("key columns are replicated")
                 })
                 .collect(),
+            partitioned: partition_key.is_some(),
+            route: vec![],
         };
-        let applier_client = crate::pg::connect(&prep.dbs.target, "pgrepart apply").await?;
+        shape.route = partition_key
+            .iter()
+            .flatten()
+            .filter_map(|name| replicated.iter().position(|c| &c.name == name))
+            .filter(|i| !shape.key.contains(i))
+            .collect();
         // Every statement of this session finds rows by key. A batch of thousands of keys makes
         // the planner's estimate favour a scan of every partition (0.3 s a batch at 2,000,000
         // rows, where the index scans take a tenth of that); without a usable index it still

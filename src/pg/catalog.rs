@@ -848,6 +848,44 @@ async fn matview(client: &impl GenericClient, oid: u32) -> Result<DependentMatVi
     })
 }
 
+/// The partition-key columns of `table` and of the partitioned tables under it, top level first
+/// (expressions left out), or `None` when `table` is not partitioned.
+pub async fn partition_key_columns(
+    client: &impl GenericClient,
+    table: &QualifiedName,
+) -> Result<Option<Vec<String>>> {
+    let partitioned: bool = client
+        .query_one(
+            "SELECT coalesce((SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)), false)",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the new table's partition key", e))?
+        .get(0);
+    if !partitioned {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_partition_tree(to_regclass($1)) pt \
+             JOIN pg_partitioned_table p ON p.partrelid = pt.relid \
+             CROSS JOIN LATERAL unnest(p.partattrs::int2[]) WITH ORDINALITY AS k(attnum, ord) \
+             JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = k.attnum \
+             ORDER BY pt.level, k.ord",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the new table's partition key", e))?;
+    let mut columns: Vec<String> = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        if !columns.contains(&name) {
+            columns.push(name);
+        }
+    }
+    Ok(Some(columns))
+}
+
 /// The DEFAULT partition of `partitioned` (quoted, qualified) and its row count; `None` without one.
 pub async fn default_partition_rows(
     client: &impl GenericClient,
