@@ -162,6 +162,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub jobs: Option<usize>,
 
+    /// Sessions on the target that apply a large batch of changes side by side, each its share
+    /// of the keys (1: one session). A table with a unique index or exclusion constraint besides
+    /// its key is applied on one session.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub apply_sessions: u16,
+
     /// Cut over only when the apply lag is below this many bytes of WAL.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_lag_bytes: u64,

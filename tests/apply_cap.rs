@@ -89,6 +89,7 @@ async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
     let (applier, _handles) = Applier::new(
         client,
         ApplierConfig {
+            helpers: vec![],
             shape: Shape {
                 target: QualifiedName::new("public", table.clone()),
                 columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],
@@ -199,6 +200,7 @@ async fn a_pending_primary_key_stops_the_intake_until_it_is_built() {
     let (applier, _handles) = Applier::new(
         client,
         ApplierConfig {
+            helpers: vec![],
             shape: Shape {
                 target: QualifiedName::new("public", table.clone()),
                 columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],

@@ -115,6 +115,20 @@ impl Compactor {
         }
     }
 
+    /// Deals the keys out into `n` compactors (by a hash of the key), for `n` sessions that apply
+    /// them side by side: keys are unique in a batch, so no two parts touch the same row. The
+    /// count of source changes stays with the first part.
+    pub fn split(self, n: usize) -> Vec<Compactor> {
+        let n = n.max(1);
+        let mut parts: Vec<Compactor> = (0..n).map(|_| Compactor::default()).collect();
+        parts[0].changes = self.changes;
+        for (key, op) in self.ops {
+            let i = (fnv1a(&key) % n as u64) as usize;
+            parts[i].ops.insert(key, op);
+        }
+        parts
+    }
+
     /// Splits into the statements' inputs: keys to delete (deleted and upserted rows), rows to
     /// insert, and patches grouped by the set of columns they set (key columns excluded).
     pub fn finish(self, key_columns: &[usize]) -> Compacted {
@@ -159,6 +173,18 @@ pub struct Compacted {
     /// Column indexes set by the patch -> (key, row) pairs.
     pub patches: BTreeMap<Vec<usize>, Vec<(Key, Row)>>,
     pub changes: u64,
+}
+
+/// FNV-1a over a key's columns: stable and cheap, enough to deal keys out evenly.
+fn fnv1a(key: &Key) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for col in key {
+        for &b in col.iter().chain(std::iter::once(&0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// Appends `row` to `buf` as one line of COPY text format (tab-separated, `\N` for NULL).
@@ -221,6 +247,36 @@ mod tests {
         let mut row = vec![t("x"), t("y")];
         widen_row(&mut row, 1, Value::Null);
         assert_eq!(row.len(), 2);
+    }
+
+    #[test]
+    fn a_split_deals_every_key_to_exactly_one_part_and_keeps_the_count() {
+        let mut c = Compactor::default();
+        for i in 0..1000 {
+            c.push(
+                k(&i.to_string()),
+                Op::Upsert(vec![t(&i.to_string()), t("a")]),
+            );
+        }
+        c.push(k("7"), Op::Delete);
+        let parts = c.split(2);
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].changes + parts[1].changes, 1001);
+        assert_eq!(parts[0].len() + parts[1].len(), 1000);
+        // Roughly even, and each key in one part only, with its compacted op.
+        assert!(
+            parts.iter().all(|p| p.len() > 400),
+            "{} / {}",
+            parts[0].len(),
+            parts[1].len()
+        );
+        let holding_7: Vec<_> = parts
+            .iter()
+            .filter(|p| p.ops.contains_key(&k("7")))
+            .collect();
+        assert_eq!(holding_7.len(), 1);
+        assert_eq!(holding_7[0].ops[&k("7")], Op::Delete);
+        assert_eq!(Compactor::default().split(0).len(), 1);
     }
 
     #[test]

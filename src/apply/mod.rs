@@ -40,6 +40,11 @@ use sql::Shape;
 /// memory. Finished ranges are still taken, and draining their queues lifts the stop.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 
+/// A batch of at least this many keys, and nothing but row changes, is dealt out to the extra
+/// apply sessions (`ApplierConfig::helpers`) as well: each applies its share of the keys in a
+/// transaction of its own, side by side. Smaller batches stay on one session, one commit.
+const PARALLEL_MIN_KEYS: usize = 1000;
+
 /// Sent on the channel of finished ranges: the new table's primary key, left for after the copy
 /// (`ApplierConfig::key_pending`), is built.
 pub const KEY_BUILT: usize = usize::MAX;
@@ -196,6 +201,8 @@ pub struct Applier {
     fence_tx: watch::Sender<Option<String>>,
     shared: Arc<Shared>,
     statements: HashMap<String, Statement>,
+    /// See `ApplierConfig::helpers`.
+    helpers: Vec<Session>,
     max_batch: usize,
     /// Bytes queued on unfinished ranges (`queued_bytes`), and the cap on them.
     queued_bytes: usize,
@@ -213,8 +220,20 @@ pub struct Applier {
     last_begin: Lsn,
 }
 
+/// An extra apply session and its prepared statements.
+struct Session {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
 pub struct ApplierConfig {
     pub shape: Shape,
+    /// Extra sessions on the target, set up like the applier's own. A large batch of row changes
+    /// is dealt out by key to all sessions, each committing its share on its own. Keys are
+    /// unique in a batch, so the shares touch different rows. One share committed before
+    /// another failed is a state the replay from the confirmed position converges from, like a
+    /// batch committed before a crash (design.md §3). Empty: one session.
+    pub helpers: Vec<Client>,
     pub router: Router,
     /// Which ranges are already done (copied earlier, or empty edges).
     pub done: Vec<bool>,
@@ -279,6 +298,14 @@ impl Applier {
             fence_tx,
             shared: shared.clone(),
             statements: HashMap::new(),
+            helpers: cfg
+                .helpers
+                .into_iter()
+                .map(|client| Session {
+                    client,
+                    statements: HashMap::new(),
+                })
+                .collect(),
             max_batch: cfg.max_batch.max(1),
             queued_bytes: 0,
             max_queued_bytes: cfg.max_queued_bytes.max(1),
@@ -800,6 +827,23 @@ impl Applier {
             .collect()
     }
 
+    /// The batch dealt out to every session, when there are extra ones and it is a large batch
+    /// of row changes only (no column added, no key move, no TRUNCATE, which keep their order on
+    /// one session). Takes the batch's segment.
+    fn parallel_parts(&mut self) -> Option<Vec<Compactor>> {
+        if self.helpers.is_empty() || !self.pending_ddl.is_empty() {
+            return None;
+        }
+        match self.segments.as_slice() {
+            [Segment::Compact(c)] if c.len() >= PARALLEL_MIN_KEYS => {}
+            _ => return None,
+        }
+        let Some(Segment::Compact(c)) = self.segments.pop() else {
+            unreachable!("matched above")
+        };
+        Some(c.split(1 + self.helpers.len()))
+    }
+
     fn compute_flush(&self) -> Lsn {
         let hold = self
             .ranges
@@ -813,7 +857,42 @@ impl Applier {
     }
 
     async fn apply_batch(&mut self) -> Result<()> {
-        if !self.segments.is_empty() || !self.pending_ddl.is_empty() {
+        if let Some(parts) = self.parallel_parts() {
+            let changes = self.batch_changes as u64;
+            let started = std::time::Instant::now();
+            let shape = &self.shape;
+            let mut sessions = vec![(&mut self.client, &mut self.statements)];
+            sessions.extend(
+                self.helpers
+                    .iter_mut()
+                    .map(|h| (&mut h.client, &mut h.statements)),
+            );
+            if crate::fault::enabled("apply-share-committed") {
+                // Tests: the first share committed, the others not (as if the process died
+                // between the sessions' commits).
+                let (client, cache) = sessions.swap_remove(0);
+                let part = parts.into_iter().next().expect("one part per session");
+                apply_share(client, cache, shape, part.finish(&shape.key)).await?;
+                crate::fault::point("apply-share-committed");
+                unreachable!("the fault point exits");
+            }
+            let work = sessions
+                .into_iter()
+                .zip(parts)
+                .map(|((client, cache), part)| {
+                    apply_share(client, cache, shape, part.finish(&shape.key))
+                });
+            futures_util::future::try_join_all(work).await?;
+            tracing::debug!(
+                changes,
+                sessions = 1 + self.helpers.len(),
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "batch applied"
+            );
+            self.shared
+                .applied_changes
+                .fetch_add(changes, Ordering::Relaxed);
+        } else if !self.segments.is_empty() || !self.pending_ddl.is_empty() {
             let segments = std::mem::take(&mut self.segments);
             let changes = self.batch_changes as u64;
             let started = std::time::Instant::now();
@@ -1024,6 +1103,23 @@ async fn apply_compacted(
 }
 
 type Param = Vec<Option<String>>;
+
+/// One session's share of a batch, in a transaction of its own.
+async fn apply_share(
+    client: &mut Client,
+    cache: &mut HashMap<String, Statement>,
+    shape: &Shape,
+    batch: Compacted,
+) -> Result<()> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| Error::db("starting a target transaction", e))?;
+    apply_compacted(&tx, shape, cache, batch).await?;
+    tx.commit()
+        .await
+        .map_err(|e| Error::db("committing applied changes", e))
+}
 
 /// Runs an UPDATE of full images (`update_rows_sql` or `update_routed_sql`, one `text[]` per
 /// column) and returns the rows it did not find.

@@ -954,6 +954,45 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The extra apply sessions (`--apply-sessions`), set up like the applier's own. None when the
+/// table has a unique index or exclusion constraint besides its key: two sessions could then each
+/// wait for the other's uncommitted row.
+async fn apply_helpers(
+    prep: &Prepared,
+    target_db: &Client,
+    info: &TableInfo,
+    target: &QualifiedName,
+    args: &RunArgs,
+    toast_compression: Option<&str>,
+) -> Result<Vec<Client>> {
+    let extra = usize::from(args.apply_sessions).saturating_sub(1);
+    if extra == 0 {
+        return Ok(Vec::new());
+    }
+    let unique = match info.indexes.iter().find(|i| i.is_unique && !i.is_primary) {
+        Some(i) => Some(i.name.clone()),
+        None => catalog::other_unique_index(target_db, target).await?,
+    };
+    if let Some(index) = unique {
+        tracing::info!(
+            index = %index,
+            "changes are applied on one session: the table has a unique index besides its key"
+        );
+        return Ok(Vec::new());
+    }
+    let mut helpers = Vec::with_capacity(extra);
+    for _ in 0..extra {
+        let client = crate::pg::connect(&prep.dbs.target, "pgrepart apply").await?;
+        client
+            .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
+            .await
+            .map_err(|e| Error::db("preparing an apply session", e))?;
+        copy::toast::apply(&client, toast_compression).await?;
+        helpers.push(client);
+    }
+    Ok(helpers)
+}
+
 impl Live {
     async fn drive(self, args: &RunArgs) -> Result<()> {
         let Live {
@@ -1015,10 +1054,20 @@ impl Live {
             .map_err(|e| Error::db("preparing the apply session", e))?;
         let toast_compression =
             copy::toast::prepare(&applier_client, args.toast_compression).await?;
+        let helpers = apply_helpers(
+            &prep,
+            &control,
+            &info,
+            &migration.target,
+            args,
+            toast_compression,
+        )
+        .await?;
         let (applier, handles) = Applier::new(
             applier_client,
             ApplierConfig {
                 shape,
+                helpers,
                 router: router.clone(),
                 done,
                 key_pending,

@@ -848,6 +848,25 @@ async fn matview(client: &impl GenericClient, oid: u32) -> Result<DependentMatVi
     })
 }
 
+/// A unique index (other than the primary key) or exclusion constraint of `table`, by name, if it
+/// has one.
+pub async fn other_unique_index(
+    client: &impl GenericClient,
+    table: &QualifiedName,
+) -> Result<Option<String>> {
+    let row = client
+        .query_opt(
+            "SELECT c.relname::text FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = to_regclass($1) AND (i.indisunique OR i.indisexclusion) \
+               AND NOT i.indisprimary \
+             ORDER BY 1 LIMIT 1",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the new table's unique indexes", e))?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// The partition-key columns of `table` and of the partitioned tables under it, top level first
 /// (expressions left out), or `None` when `table` is not partitioned.
 pub async fn partition_key_columns(
