@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use pgrepart::apply::channel::{cost, event_channel};
+use pgrepart::apply::channel::{EventSender, cost, event_channel};
 use pgrepart::apply::sql::Shape;
 use pgrepart::apply::{Applier, ApplierConfig, Event, Router};
 use pgrepart::copy::ranges::KeyRange;
@@ -64,114 +64,173 @@ fn txn(lsn: u64, id: i64) -> [Event; 3] {
     ]
 }
 
+/// An applier on a fresh `(id bigint PRIMARY KEY, v text)` table of a throwaway cluster, fed
+/// through a channel with room for four events.
+struct Harness {
+    _cluster: support::Cluster,
+    events_tx: EventSender,
+    done_tx: mpsc::UnboundedSender<usize>,
+    task: tokio::task::JoinHandle<pgrepart::error::Result<()>>,
+    check: tokio_postgres::Client,
+    table: String,
+    _stop: watch::Sender<bool>,
+    _pause: watch::Sender<bool>,
+}
+
+impl Harness {
+    /// `None` when no server of the first test major is found (the test is skipped).
+    async fn start(
+        prefix: &str,
+        router: Router,
+        done: Vec<bool>,
+        key_pending: bool,
+        max_queued_bytes: usize,
+    ) -> Option<Harness> {
+        let cluster = support::Cluster::start_or_skip(support::test_majors()[0])?;
+        let url = cluster.url("postgres");
+        let config = pgrepart::pg::parse_conninfo("url", &url).unwrap();
+        let client = pgrepart::pg::connect(&config, "pgrepart test")
+            .await
+            .unwrap();
+        let table = format!("{prefix}_{}", std::process::id());
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"
+            ))
+            .await
+            .unwrap();
+        let check = pgrepart::pg::connect(&config, "pgrepart test")
+            .await
+            .unwrap();
+        let (applier, _handles) = Applier::new(
+            client,
+            ApplierConfig {
+                helpers: vec![],
+                shape: Shape {
+                    target: QualifiedName::new("public", table.clone()),
+                    columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],
+                    key: vec![0],
+                    partitioned: false,
+                    route: vec![],
+                },
+                router,
+                done,
+                key_pending,
+                expected_columns: vec![("id".into(), 20), ("v".into(), 25)],
+                source: None,
+                source_name: ("public".into(), "src".into()),
+                start: Lsn(1),
+                max_batch: 100,
+                max_queued_bytes,
+            },
+        );
+        let (events_tx, events_rx) = event_channel(4 * cost(0));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = watch::channel(false);
+        let (pause, pause_rx) = watch::channel(false);
+        let task = tokio::spawn(applier.run(events_rx, done_rx, stop_rx, pause_rx));
+        Some(Harness {
+            _cluster: cluster,
+            events_tx,
+            done_tx,
+            task,
+            check,
+            table,
+            _stop: stop,
+            _pause: pause,
+        })
+    }
+
+    /// Sends events from the front of `events` until the channel stays full for half a second;
+    /// returns how many were sent.
+    async fn send_until_blocked(&self, events: &mut VecDeque<Event>) -> usize {
+        let mut sent = 0;
+        while !events.is_empty() {
+            let Ok(permit) =
+                tokio::time::timeout(Duration::from_millis(500), self.events_tx.reserve(cost(0)))
+                    .await
+            else {
+                break;
+            };
+            permit
+                .unwrap()
+                .send(events.pop_front().expect("not empty"))
+                .unwrap();
+            sent += 1;
+        }
+        sent
+    }
+
+    async fn rows(&self) -> i64 {
+        let sql = format!("SELECT count(*) FROM {}", self.table);
+        self.check.query_one(&sql, &[]).await.unwrap().get(0)
+    }
+
+    /// Sends the rest of `events` (each must be taken within 10 s: `stuck` says what it means
+    /// when one is not), closes the stream, waits for the applier to finish and returns the rows
+    /// of the table, which it drops.
+    async fn finish(self, events: VecDeque<Event>, stuck: &str) -> i64 {
+        for e in events {
+            tokio::time::timeout(Duration::from_secs(10), self.events_tx.send(e, cost(0)))
+                .await
+                .expect(stuck)
+                .unwrap();
+        }
+        drop(self.events_tx);
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("the applier did not finish")
+            .unwrap()
+            .unwrap();
+        let sql = format!("SELECT count(*) FROM {}", self.table);
+        let n: i64 = self.check.query_one(&sql, &[]).await.unwrap().get(0);
+        self.check
+            .batch_execute(&format!("DROP TABLE {}", self.table))
+            .await
+            .unwrap();
+        n
+    }
+}
+
 /// A full queue on an unfinished range stops the intake of events; the range's copy finishing
 /// is still taken, drains the queue and lifts the stop.
 #[tokio::test]
 async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
-    let Some(cluster) = support::Cluster::start_or_skip(support::test_majors()[0]) else {
+    // Keys below 1000 are in range 0 (being copied), the rest in range 1 (done); the cap is
+    // about five queued changes.
+    let router = Router::Int(vec![
+        KeyRange {
+            lo: None,
+            hi: Some(1000),
+        },
+        KeyRange {
+            lo: Some(1000),
+            hi: None,
+        },
+    ]);
+    let Some(h) = Harness::start("apply_cap_test", router, vec![false, true], false, 1000).await
+    else {
         return;
     };
-    let url = cluster.url("postgres");
-    let config = pgrepart::pg::parse_conninfo("url", &url).unwrap();
-    let client = pgrepart::pg::connect(&config, "pgrepart test")
-        .await
-        .unwrap();
-    let table = format!("apply_cap_test_{}", std::process::id());
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"
-        ))
-        .await
-        .unwrap();
-    let check = pgrepart::pg::connect(&config, "pgrepart test")
-        .await
-        .unwrap();
-    let (applier, _handles) = Applier::new(
-        client,
-        ApplierConfig {
-            helpers: vec![],
-            shape: Shape {
-                target: QualifiedName::new("public", table.clone()),
-                columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],
-                key: vec![0],
-                partitioned: false,
-                route: vec![],
-            },
-            // Keys below 1000 are in range 0 (being copied), the rest in range 1 (done).
-            router: Router::Int(vec![
-                KeyRange {
-                    lo: None,
-                    hi: Some(1000),
-                },
-                KeyRange {
-                    lo: Some(1000),
-                    hi: None,
-                },
-            ]),
-            done: vec![false, true],
-            key_pending: false,
-            expected_columns: vec![("id".into(), 20), ("v".into(), 25)],
-            source: None,
-            source_name: ("public".into(), "src".into()),
-            start: Lsn(1),
-            max_batch: 100,
-            // About five queued changes.
-            max_queued_bytes: 1000,
-        },
-    );
-    // Room for four events.
-    let (events_tx, events_rx) = event_channel(4 * cost(0));
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    let (_pause_tx, pause_rx) = watch::channel(false);
-    let task = tokio::spawn(applier.run(events_rx, done_rx, stop_rx, pause_rx));
-
-    events_tx
+    h.events_tx
         .send(Event::Message(relation()), cost(0))
         .await
         .unwrap();
     let mut events: VecDeque<Event> = (0..100).flat_map(|i| txn(10 + 10 * i as u64, i)).collect();
     // Changes of range 0 queue up until the cap; then the channel stays full.
-    let mut sent = 0;
-    while !events.is_empty() {
-        let Ok(permit) =
-            tokio::time::timeout(Duration::from_millis(500), events_tx.reserve(cost(0))).await
-        else {
-            break;
-        };
-        permit
-            .unwrap()
-            .send(events.pop_front().expect("not empty"))
-            .unwrap();
-        sent += 1;
-    }
+    let sent = h.send_until_blocked(&mut events).await;
     assert!(
         sent < 60,
         "the applier kept taking events ({sent} sent) past its queue cap"
     );
     // The range's copy finishes: its queue drains and the rest of the stream is taken.
-    done_tx.send(0).unwrap();
-    for e in events {
-        tokio::time::timeout(Duration::from_secs(10), events_tx.send(e, cost(0)))
-            .await
-            .expect("the applier took no more events after its range was copied")
-            .unwrap();
-    }
-    drop(events_tx);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the applier did not finish")
-        .unwrap()
-        .unwrap();
-    let n: i64 = check
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    check
-        .batch_execute(&format!("DROP TABLE {table}"))
-        .await
-        .unwrap();
+    h.done_tx.send(0).unwrap();
+    let n = h
+        .finish(
+            events,
+            "the applier took no more events after its range was copied",
+        )
+        .await;
     assert_eq!(n, 100, "every insert is applied");
 }
 
@@ -179,92 +238,22 @@ async fn a_full_range_queue_stops_the_intake_until_the_range_is_copied() {
 /// `KEY_BUILT` arrives; then every change is applied.
 #[tokio::test]
 async fn a_pending_primary_key_stops_the_intake_until_it_is_built() {
-    let Some(cluster) = support::Cluster::start_or_skip(support::test_majors()[0]) else {
+    let Some(h) = Harness::start("apply_key_test", Router::Single, vec![true], true, 1 << 20).await
+    else {
         return;
     };
-    let url = cluster.url("postgres");
-    let config = pgrepart::pg::parse_conninfo("url", &url).unwrap();
-    let client = pgrepart::pg::connect(&config, "pgrepart test")
-        .await
-        .unwrap();
-    let table = format!("apply_key_test_{}", std::process::id());
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, v text)"
-        ))
-        .await
-        .unwrap();
-    let check = pgrepart::pg::connect(&config, "pgrepart test")
-        .await
-        .unwrap();
-    let (applier, _handles) = Applier::new(
-        client,
-        ApplierConfig {
-            helpers: vec![],
-            shape: Shape {
-                target: QualifiedName::new("public", table.clone()),
-                columns: vec![("id".into(), "bigint".into()), ("v".into(), "text".into())],
-                key: vec![0],
-                partitioned: false,
-                route: vec![],
-            },
-            router: Router::Single,
-            done: vec![true],
-            key_pending: true,
-            expected_columns: vec![("id".into(), 20), ("v".into(), 25)],
-            source: None,
-            source_name: ("public".into(), "src".into()),
-            start: Lsn(1),
-            max_batch: 100,
-            max_queued_bytes: 1 << 20,
-        },
-    );
-    // Room for four events.
-    let (events_tx, events_rx) = event_channel(4 * cost(0));
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let (_stop_tx, stop_rx) = watch::channel(false);
-    let (_pause_tx, pause_rx) = watch::channel(false);
-    let task = tokio::spawn(applier.run(events_rx, done_rx, stop_rx, pause_rx));
     let mut events: VecDeque<Event> = std::iter::once(Event::Message(relation()))
         .chain((0..20).flat_map(|i| txn(10 + 10 * i as u64, i)))
         .collect();
-    let mut sent = 0;
-    while !events.is_empty() {
-        let Ok(permit) =
-            tokio::time::timeout(Duration::from_millis(500), events_tx.reserve(cost(0))).await
-        else {
-            break;
-        };
-        permit
-            .unwrap()
-            .send(events.pop_front().expect("not empty"))
-            .unwrap();
-        sent += 1;
-    }
+    let sent = h.send_until_blocked(&mut events).await;
     assert!(
         sent <= 4,
         "the applier took events ({sent} sent) before the key was built"
     );
-    let count_sql = format!("SELECT count(*) FROM {table}");
-    let before: i64 = check.query_one(&count_sql, &[]).await.unwrap().get(0);
-    assert_eq!(before, 0, "nothing applied before the key");
-    done_tx.send(pgrepart::apply::KEY_BUILT).unwrap();
-    for e in events {
-        tokio::time::timeout(Duration::from_secs(10), events_tx.send(e, cost(0)))
-            .await
-            .expect("the applier took no events after the key was built")
-            .unwrap();
-    }
-    drop(events_tx);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("the applier did not finish")
-        .unwrap()
-        .unwrap();
-    let n: i64 = check.query_one(&count_sql, &[]).await.unwrap().get(0);
-    check
-        .batch_execute(&format!("DROP TABLE {table}"))
-        .await
-        .unwrap();
+    assert_eq!(h.rows().await, 0, "nothing applied before the key");
+    h.done_tx.send(pgrepart::apply::KEY_BUILT).unwrap();
+    let n = h
+        .finish(events, "the applier took no events after the key was built")
+        .await;
     assert_eq!(n, 20, "every insert is applied");
 }

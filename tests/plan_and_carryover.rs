@@ -79,6 +79,13 @@ async fn migrate(url: &str, client: &Client, table: &str, extra: &[&str]) -> Out
     out
 }
 
+/// `pgrepart plan --source URL --table orders_flat`, then `extra`.
+async fn plan(url: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["plan", "--source", url, "--table", "orders_flat"];
+    args.extend_from_slice(extra);
+    pgrepart(&args).await
+}
+
 #[tokio::test]
 async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
     for major in test_majors() {
@@ -90,19 +97,17 @@ async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
         let client = cluster.client(&db).await;
         create_seed_table(&client, "orders_flat", 2000).await;
 
-        let ok = pgrepart(&[
-            "plan",
-            "--source",
+        let ok = plan(
             &url,
-            "--table",
-            "orders_flat",
-            "--partition-by",
-            "RANGE (order_date)",
-            "--interval",
-            "month",
-            "--premake",
-            "2",
-        ])
+            &[
+                "--partition-by",
+                "RANGE (order_date)",
+                "--interval",
+                "month",
+                "--premake",
+                "2",
+            ],
+        )
         .await;
         assert!(ok.status.success(), "{}", text(&ok));
         let out = String::from_utf8_lossy(&ok.stdout);
@@ -135,19 +140,17 @@ async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
         );
 
         // A key left for after the copy: declared at the end, and accepted by the server.
-        let later = pgrepart(&[
-            "plan",
-            "--source",
+        let later = plan(
             &url,
-            "--table",
-            "orders_flat",
-            "--partition-by",
-            "RANGE (order_date)",
-            "--interval",
-            "month",
-            "--primary-key",
-            "after-copy",
-        ])
+            &[
+                "--partition-by",
+                "RANGE (order_date)",
+                "--interval",
+                "month",
+                "--primary-key",
+                "after-copy",
+            ],
+        )
         .await;
         assert!(later.status.success(), "{}", text(&later));
         let out = String::from_utf8_lossy(&later.stdout);
@@ -156,18 +159,16 @@ async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
         assert_eq!(out.matches("PRIMARY KEY").count(), 1, "{out}");
         assert!(!out.contains("[FAIL]"), "{out}");
 
-        let json = pgrepart(&[
-            "plan",
-            "--source",
+        let json = plan(
             &url,
-            "--table",
-            "orders_flat",
-            "--partition-by",
-            "HASH (customer_id)",
-            "--modulus",
-            "4",
-            "--json",
-        ])
+            &[
+                "--partition-by",
+                "HASH (customer_id)",
+                "--modulus",
+                "4",
+                "--json",
+            ],
+        )
         .await;
         assert!(json.status.success(), "{}", text(&json));
         let v: serde_json::Value =
@@ -182,17 +183,15 @@ async fn plan_prints_checks_and_ddl_and_fails_on_a_missing_column() {
             "{v:#}"
         );
 
-        let bad = pgrepart(&[
-            "plan",
-            "--source",
+        let bad = plan(
             &url,
-            "--table",
-            "orders_flat",
-            "--partition-by",
-            "LIST (regoin)",
-            "--partition",
-            "x=DEFAULT",
-        ])
+            &[
+                "--partition-by",
+                "LIST (regoin)",
+                "--partition",
+                "x=DEFAULT",
+            ],
+        )
         .await;
         assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
         let out = String::from_utf8_lossy(&bad.stdout);

@@ -277,17 +277,7 @@ async fn runs_killed_before_the_key_exists_are_finished_by_the_same_command() {
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
         assert_keys_attached(&client, &format!("PostgreSQL {major}")).await;
-        let valid: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
-                  WHERE (c.oid = 'orders_flat'::regclass OR c.oid IN (SELECT inhrelid FROM pg_inherits \
-                         WHERE inhparent = 'orders_flat'::regclass)) \
-                    AND i.indisvalid AND pg_get_indexdef(i.indexrelid) LIKE '%(order_date)'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let valid = inspect::valid_indexes_on(&client, "orders_flat", "order_date").await;
         assert_eq!(valid, 5, "PostgreSQL {major}: the order_date indexes");
         inspect::assert_no_slot_or_publication(&client).await;
     }

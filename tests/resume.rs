@@ -399,17 +399,7 @@ async fn ctrl_c_during_the_index_builds_stops_them_and_the_rerun_finishes() {
         cut_over(&url, rerun, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
         // One valid index on order_date on the new table and on each of its partitions.
-        let valid: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
-                  WHERE (c.oid = 'orders_flat'::regclass OR c.oid IN (SELECT inhrelid FROM pg_inherits \
-                         WHERE inhparent = 'orders_flat'::regclass)) \
-                    AND i.indisvalid AND pg_get_indexdef(i.indexrelid) LIKE '%(order_date)'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let valid = inspect::valid_indexes_on(&client, "orders_flat", "order_date").await;
         assert_eq!(
             valid, 5,
             "PostgreSQL {major}: the parent's index and its 4 partitions'"

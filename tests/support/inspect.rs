@@ -140,6 +140,21 @@ pub async fn partitions(client: &Client, table: &str) -> Vec<String> {
         .collect()
 }
 
+/// Valid indexes on `table` and on its partitions whose definition ends with `(column)`.
+pub async fn valid_indexes_on(client: &Client, table: &str, column: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_index i \
+              WHERE (i.indrelid = to_regclass($1) OR i.indrelid IN (SELECT inhrelid FROM pg_inherits \
+                     WHERE inhparent = to_regclass($1))) \
+                AND i.indisvalid AND pg_get_indexdef(i.indexrelid) LIKE '%(' || $2 || ')'",
+            &[&ident(table), &column],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("indexes of {table}: {}", describe(&e)))
+        .get(0)
+}
+
 /// Panics unless the database has no replication slot, no publication, no `pgrepart` schema and
 /// exactly the relations in `before` (so no new table, partition, index or sequence).
 pub async fn assert_nothing_left_behind(client: &Client, before: &BTreeSet<String>) {
