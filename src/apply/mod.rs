@@ -45,6 +45,13 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
 /// transaction of its own, side by side. Smaller batches stay on one session, one commit.
 const PARALLEL_MIN_KEYS: usize = 1000;
 
+/// Full images (or patches of one column set) below this many in a batch skip the first,
+/// partition-routed attempt (`Shape::update_routed_sql`) and are found by key alone: in a small
+/// batch the probes it saves cost less than the statement it adds (the rows it misses, such as
+/// every new row, need a second one). Under a steady stream of an UPDATE and an INSERT per
+/// transaction, batches are a few dozen rows.
+const ROUTED_MIN_ROWS: usize = 256;
+
 /// Sent on the channel of finished ranges: the new table's primary key, left for after the copy
 /// (`ApplierConfig::key_pending`), is built.
 pub const KEY_BUILT: usize = usize::MAX;
@@ -1033,10 +1040,12 @@ async fn apply_compacted(
     // misses are looked for by key alone when they may sit in another one (see `Shape::route`).
     let mut new_rows: Vec<&Row> = batch.inserts.iter().collect();
     if !new_rows.is_empty() {
-        if let Some(sql) = shape.update_routed_sql() {
+        let routed = new_rows.len() >= ROUTED_MIN_ROWS;
+        if routed && let Some(sql) = shape.update_routed_sql() {
             new_rows = update_missed(tx, cache, sql, shape.columns.len(), new_rows).await?;
         }
-        if !new_rows.is_empty() && (!shape.partitioned || shape.misses_need_key_lookup()) {
+        let by_key = !routed || !shape.partitioned || shape.misses_need_key_lookup();
+        if !new_rows.is_empty() && by_key {
             new_rows = update_missed(
                 tx,
                 cache,
@@ -1084,7 +1093,9 @@ async fn apply_compacted(
             }
             Ok(params)
         };
-        if let Some(sql) = shape.patch_routed_sql(&cols) {
+        if items.len() >= ROUTED_MIN_ROWS
+            && let Some(sql) = shape.patch_routed_sql(&cols)
+        {
             let found = found_positions(tx, cache, sql, &params(&items)?, items.len()).await?;
             items = keep_missed(items, &found);
             if items.is_empty() {
