@@ -64,12 +64,13 @@ async fn terminated_connections_and_a_server_restart_are_ridden_through() {
         .await;
         let mut applied = inspect::int(&v, "applied_changes").unwrap();
 
-        // The replication connection, then the apply connection, ended by an administrator.
-        for which in ["walsender", "apply"] {
+        // The replication connection, then the apply connections (the applier's own and its
+        // second session, `--apply-sessions` 2 by default), ended by an administrator.
+        for (which, sessions) in [("walsender", 1), ("apply", 2)] {
             assert_eq!(
                 terminate(&client, which).await,
-                1,
-                "PostgreSQL {major}: no {which} to terminate"
+                sessions,
+                "PostgreSQL {major}: the {which} sessions to terminate"
             );
             writers.wait_for_more_ops(200, DEADLINE).await;
             applied = wait_applying_past(&url, &run, applied).await;
