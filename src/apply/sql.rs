@@ -76,22 +76,7 @@ impl Shape {
     /// partition key did not change, where delete + insert rewrote every index entry.
     /// Parameters: one `text[]` per column, all of one length.
     pub fn update_rows_sql(&self) -> String {
-        let n = self.columns.len();
-        let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
-        let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
-        let mut set: Vec<usize> = (0..n).filter(|i| !self.key.contains(i)).collect();
-        if set.is_empty() {
-            set = (0..n).collect();
-        }
-        let assign: Vec<String> = set
-            .iter()
-            .map(|&c| format!("{} = d.c{c}::{}", self.col(c), self.ty(c)))
-            .collect();
-        let mut cond: Vec<String> = self
-            .key
-            .iter()
-            .map(|&k| format!("t.{} = d.c{k}::{}", self.col(k), self.ty(k)))
-            .collect();
+        let mut cond = self.image_cond(&self.key);
         if let [k] = self.key.as_slice() {
             // Lets the planner see which keys are wanted: index scans rather than a hash join
             // over the whole table.
@@ -102,14 +87,7 @@ impl Shape {
                 self.ty(*k)
             ));
         }
-        format!(
-            "UPDATE {} t SET {} FROM unnest({}) WITH ORDINALITY AS d({}, n) WHERE {} RETURNING d.n",
-            self.target.sql(),
-            assign.join(", "),
-            args.join(", "),
-            names.join(", "),
-            cond.join(" AND ")
-        )
+        self.update_images_sql(&cond)
     }
 
     /// The first attempt of `update_rows_sql` on a partitioned target: rows found by key and
@@ -119,6 +97,20 @@ impl Shape {
         if !self.partitioned {
             return None;
         }
+        let cols: Vec<usize> = self.key.iter().chain(&self.route).copied().collect();
+        Some(self.update_images_sql(&self.image_cond(&cols)))
+    }
+
+    /// `t.col = d.c<i>::type` for each column `i` of a full image.
+    fn image_cond(&self, cols: &[usize]) -> Vec<String> {
+        cols.iter()
+            .map(|&k| format!("t.{} = d.c{k}::{}", self.col(k), self.ty(k)))
+            .collect()
+    }
+
+    /// The UPDATE of full images (one `text[]` per column) of the rows matching `cond`, which
+    /// returns the positions of the images found.
+    fn update_images_sql(&self, cond: &[String]) -> String {
         let n = self.columns.len();
         let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
         let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
@@ -130,20 +122,14 @@ impl Shape {
             .iter()
             .map(|&c| format!("{} = d.c{c}::{}", self.col(c), self.ty(c)))
             .collect();
-        let cond: Vec<String> = self
-            .key
-            .iter()
-            .chain(&self.route)
-            .map(|&k| format!("t.{} = d.c{k}::{}", self.col(k), self.ty(k)))
-            .collect();
-        Some(format!(
+        format!(
             "UPDATE {} t SET {} FROM unnest({}) WITH ORDINALITY AS d({}, n) WHERE {} RETURNING d.n",
             self.target.sql(),
             assign.join(", "),
             args.join(", "),
             names.join(", "),
             cond.join(" AND ")
-        ))
+        )
     }
 
     /// Whether the rows an `update_routed_sql` missed must be looked for again by key alone:
@@ -160,6 +146,22 @@ impl Shape {
         if !self.misses_need_key_lookup() || !self.route.iter().all(|r| set.contains(r)) {
             return None;
         }
+        let route = self.route.iter().map(|&r| {
+            let j = set.iter().position(|&c| c == r).expect("checked above");
+            format!("t.{} = d.c{j}::{}", self.col(r), self.ty(r))
+        });
+        Some(self.patch_update_sql(set, route.collect(), true))
+    }
+
+    /// Sets `set` columns of rows found by key. Parameters: key columns' `text[]`, then one
+    /// `text[]` per set column.
+    pub fn patch_sql(&self, set: &[usize]) -> String {
+        self.patch_update_sql(set, vec![], false)
+    }
+
+    /// The UPDATE of `set` columns of the rows found by key and `more` conditions; with
+    /// `positions`, it returns the (1-based) positions of the rows found.
+    fn patch_update_sql(&self, set: &[usize], more: Vec<String>, positions: bool) -> String {
         let n = self.key.len() + set.len();
         let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
         let mut names: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
@@ -175,40 +177,14 @@ impl Shape {
             .enumerate()
             .map(|(j, &k)| format!("t.{} = d.k{j}::{}", self.col(k), self.ty(k)))
             .collect();
-        for &r in &self.route {
-            let j = set.iter().position(|&c| c == r).expect("checked above");
-            cond.push(format!("t.{} = d.c{j}::{}", self.col(r), self.ty(r)));
-        }
-        Some(format!(
-            "UPDATE {} t SET {} FROM unnest({}) WITH ORDINALITY AS d({}, n) WHERE {} RETURNING d.n",
-            self.target.sql(),
-            assign.join(", "),
-            args.join(", "),
-            names.join(", "),
-            cond.join(" AND ")
-        ))
-    }
-
-    /// Sets `set` columns of rows found by key. Parameters: key columns' `text[]`, then one
-    /// `text[]` per set column.
-    pub fn patch_sql(&self, set: &[usize]) -> String {
-        let n = self.key.len() + set.len();
-        let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
-        let mut names: Vec<String> = (0..self.key.len()).map(|i| format!("k{i}")).collect();
-        names.extend((0..set.len()).map(|i| format!("c{i}")));
-        let assign: Vec<String> = set
-            .iter()
-            .enumerate()
-            .map(|(j, &c)| format!("{} = d.c{j}::{}", self.col(c), self.ty(c)))
-            .collect();
-        let cond: Vec<String> = self
-            .key
-            .iter()
-            .enumerate()
-            .map(|(j, &k)| format!("t.{} = d.k{j}::{}", self.col(k), self.ty(k)))
-            .collect();
+        cond.extend(more);
+        let (ordinality, n_name, returning) = if positions {
+            (" WITH ORDINALITY", ", n", " RETURNING d.n")
+        } else {
+            ("", "", "")
+        };
         format!(
-            "UPDATE {} t SET {} FROM unnest({}) AS d({}) WHERE {}",
+            "UPDATE {} t SET {} FROM unnest({}){ordinality} AS d({}{n_name}) WHERE {}{returning}",
             self.target.sql(),
             assign.join(", "),
             args.join(", "),

@@ -954,6 +954,19 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// A session on the target that applies changes. Every statement of such a session finds rows
+/// by key. A batch of thousands of keys makes the planner's estimate favour a scan of every
+/// partition (0.3 s a batch at 2,000,000 rows, where the index scans take a tenth of that);
+/// without a usable index it still scans.
+async fn apply_session(prep: &Prepared) -> Result<Client> {
+    let client = crate::pg::connect(&prep.dbs.target, "pgrepart apply").await?;
+    client
+        .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
+        .await
+        .map_err(|e| Error::db("preparing an apply session", e))?;
+    Ok(client)
+}
+
 /// The extra apply sessions (`--apply-sessions`), set up like the applier's own. None when the
 /// table has a unique index or exclusion constraint besides its key: two sessions could then each
 /// wait for the other's uncommitted row.
@@ -982,11 +995,7 @@ async fn apply_helpers(
     }
     let mut helpers = Vec::with_capacity(extra);
     for _ in 0..extra {
-        let client = crate::pg::connect(&prep.dbs.target, "pgrepart apply").await?;
-        client
-            .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
-            .await
-            .map_err(|e| Error::db("preparing an apply session", e))?;
+        let client = apply_session(prep).await?;
         copy::toast::apply(&client, toast_compression).await?;
         helpers.push(client);
     }
@@ -1017,7 +1026,7 @@ impl Live {
             && catalog::lacks_primary_key(&control, &migration.target).await?;
         let applied_before = migration.applied_changes;
         let replicated = info.replicated_columns();
-        let applier_client = crate::pg::connect(&prep.dbs.target, "pgrepart apply").await?;
+        let applier_client = apply_session(&prep).await?;
         let partition_key =
             catalog::partition_key_columns(&applier_client, &migration.target).await?;
         let mut shape = Shape {
@@ -1044,14 +1053,6 @@ impl Live {
             .filter_map(|name| replicated.iter().position(|c| &c.name == name))
             .filter(|i| !shape.key.contains(i))
             .collect();
-        // Every statement of this session finds rows by key. A batch of thousands of keys makes
-        // the planner's estimate favour a scan of every partition (0.3 s a batch at 2,000,000
-        // rows, where the index scans take a tenth of that); without a usable index it still
-        // scans.
-        applier_client
-            .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
-            .await
-            .map_err(|e| Error::db("preparing the apply session", e))?;
         let toast_compression =
             copy::toast::prepare(&applier_client, args.toast_compression).await?;
         let helpers = apply_helpers(
