@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::flow::{cut_over, seed_run_args, spawn, wait_status};
+use support::flow::{cut_over, pause, seed_run_args, spawn, wait_lag_near_zero, wait_status};
 use support::inspect::{self, output_text};
 use support::{
     Background, Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors,
@@ -90,10 +90,7 @@ async fn terminated_connections_and_a_server_restart_are_ridden_through() {
 
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
-        wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
-            inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
-        })
-        .await;
+        wait_lag_near_zero(&url, &run, DEADLINE).await;
         compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
@@ -224,12 +221,7 @@ async fn an_invalidated_slot_stops_the_run_with_what_to_do() {
         })
         .await;
         let slot = v["slot_name"].as_str().unwrap().to_string();
-        let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
-        wait_status(&url, &run, DEADLINE, "the pause to take effect", |v| {
-            v["pause_in_effect"] == Value::Bool(true)
-        })
-        .await;
+        pause(&url, &run, DEADLINE).await;
 
         // Write WAL past the limit, switching segments and checkpointing until the slot is lost.
         let deadline = std::time::Instant::now() + DEADLINE;

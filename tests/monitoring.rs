@@ -8,7 +8,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::flow::{cut_over, seed_run_args, spawn, wait_status};
+use support::flow::{
+    cut_over, pause, resume, seed_run_args, spawn, wait_lag_near_zero, wait_status,
+};
 use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
@@ -173,13 +175,8 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         );
 
         // Paused: the writers go on, nothing more is applied, the lag grows.
-        let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
         // Once the pause is in effect, nothing more is applied while the writers go on.
-        let a = wait_status(&url, &run, DEADLINE, "the pause to take effect", |v| {
-            v["pause_in_effect"] == Value::Bool(true)
-        })
-        .await;
+        let a = pause(&url, &run, DEADLINE).await;
         writers.wait_for_more_ops(500, DEADLINE).await;
         let b = wait_status(&url, &run, DEADLINE, "the lag to grow while paused", |v| {
             inspect::int(v, "lag_bytes") > inspect::int(&a, "lag_bytes")
@@ -191,8 +188,7 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
             "PostgreSQL {major}: changes were applied while paused: {a} then {b}"
         );
 
-        let out = pgrepart(&["resume", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        resume(&url).await;
         let applied_paused = inspect::int(&b, "applied_changes").unwrap();
         wait_status(
             &url,
@@ -206,10 +202,7 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         // Writers stop; the lag returns to (near) zero.
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
-        wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
-            inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
-        })
-        .await;
+        wait_lag_near_zero(&url, &run, DEADLINE).await;
         compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
 
         // The DEFAULT partition's statistics estimate comes near its exact row count (the seed's

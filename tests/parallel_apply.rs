@@ -6,31 +6,31 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value;
-use support::flow::{cut_over, seed_run_args, spawn, spawn_with_env, wait_status};
+use support::flow::{
+    cut_over, pause, resume, seed_run_args, spawn, spawn_with_env, wait_lag_near_zero, wait_status,
+};
 use support::inspect::{self, output_text};
 use support::program::Background;
-use support::{
-    Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
-};
+use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// The apply's debug lines say how many sessions applied each batch.
 const DEBUG_APPLY: (&str, &str) = ("PGREPART_LOG", "info,pgrepart::apply=debug");
 
+/// The apply's `batch applied` lines of a run's log.
+fn batch_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("batch applied"))
+        .collect()
+}
+
 /// Pauses the streaming run, lets the writers make `ops` more changes, resumes, and waits until
 /// more changes than before are applied.
 async fn backlog(url: &str, run: &Background, writers: &Writers, ops: u64) {
-    let out = pgrepart(&["pause", "--source", url, "--table", "orders_flat"]).await;
-    assert!(out.status.success(), "{}", output_text(&out));
-    let paused = wait_status(url, run, DEADLINE, "the pause to take effect", |v| {
-        v["pause_in_effect"] == Value::Bool(true)
-    })
-    .await;
+    let paused = pause(url, run, DEADLINE).await;
     writers.wait_for_more_ops(ops, DEADLINE).await;
-    let out = pgrepart(&["resume", "--source", url, "--table", "orders_flat"]).await;
-    assert!(out.status.success(), "{}", output_text(&out));
+    resume(url).await;
     let before = inspect::int(&paused, "applied_changes").unwrap_or(0);
     wait_status(url, run, DEADLINE, "the backlog applied", |v| {
         inspect::int(v, "applied_changes").unwrap_or(0) > before + ops as i64 / 2
@@ -62,8 +62,7 @@ async fn a_backlog_is_applied_by_two_sessions_and_loses_nothing() {
         backlog(&url, &run, &writers, 4_000).await;
         let log = run.stderr_so_far();
         assert!(
-            log.lines()
-                .any(|l| l.contains("batch applied") && l.contains("sessions=2")),
+            batch_lines(&log).iter().any(|l| l.contains("sessions=2")),
             "PostgreSQL {major}: no batch was applied by two sessions: {}",
             support::program::tail(&log, 4000)
         );
@@ -71,10 +70,7 @@ async fn a_backlog_is_applied_by_two_sessions_and_loses_nothing() {
         // The writers stop; everything they did is on the new table, then after the cutover.
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
-        wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
-            inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
-        })
-        .await;
+        wait_lag_near_zero(&url, &run, DEADLINE).await;
         compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
@@ -116,20 +112,15 @@ async fn a_table_with_another_unique_index_is_applied_on_one_session() {
             support::program::tail(&log, 4000)
         );
         assert!(
-            log.contains("batch applied")
-                && !log
-                    .lines()
-                    .any(|l| l.contains("batch applied") && l.contains("sessions=")),
+            !batch_lines(&log).is_empty()
+                && !batch_lines(&log).iter().any(|l| l.contains("sessions=")),
             "PostgreSQL {major}: a batch was dealt out to several sessions: {}",
             support::program::tail(&log, 4000)
         );
 
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
-        wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
-            inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
-        })
-        .await;
+        wait_lag_near_zero(&url, &run, DEADLINE).await;
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }
@@ -155,15 +146,9 @@ async fn a_crash_between_the_sessions_commits_is_repaired_by_the_next_run() {
             inspect::phase(v) == "streaming"
         })
         .await;
-        let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
-        wait_status(&url, &run, DEADLINE, "the pause to take effect", |v| {
-            v["pause_in_effect"] == Value::Bool(true)
-        })
-        .await;
+        pause(&url, &run, DEADLINE).await;
         writers.wait_for_more_ops(3_000, DEADLINE).await;
-        let out = pgrepart(&["resume", "--source", &url, "--table", "orders_flat"]).await;
-        assert!(out.status.success(), "{}", output_text(&out));
+        resume(&url).await;
         let out = run.wait_within(DEADLINE).await;
         assert_eq!(
             out.status.code(),
@@ -181,10 +166,7 @@ async fn a_crash_between_the_sessions_commits_is_repaired_by_the_next_run() {
         writers.wait_for_more_ops(500, DEADLINE).await;
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
-        wait_status(&url, &run, DEADLINE, "the lag back near zero", |v| {
-            inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
-        })
-        .await;
+        wait_lag_near_zero(&url, &run, DEADLINE).await;
         compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;

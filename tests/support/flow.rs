@@ -96,6 +96,31 @@ pub async fn wait_status(
     }
 }
 
+/// `pgrepart pause` of `orders_flat`, then waits up to `within` until the run says the pause is
+/// in effect; returns that status.
+pub async fn pause(url: &str, run: &Background, within: Duration) -> Value {
+    let out = pgrepart(&["pause", "--source", url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    wait_status(url, run, within, "the pause to take effect", |v| {
+        v["pause_in_effect"] == Value::Bool(true)
+    })
+    .await
+}
+
+/// `pgrepart resume` of `orders_flat`.
+pub async fn resume(url: &str) {
+    let out = pgrepart(&["resume", "--source", url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+}
+
+/// Waits up to `within` until the run's lag is under 64 kB (the writers have stopped).
+pub async fn wait_lag_near_zero(url: &str, run: &Background, within: Duration) {
+    wait_status(url, run, within, "the lag back near zero", |v| {
+        inspect::int(v, "lag_bytes").is_some_and(|l| l < 64 * 1024)
+    })
+    .await;
+}
+
 /// Waits until `status --json` of `orders_flat` says no run is attached (a killed run's walsender
 /// is gone), as an operator would check before starting it again.
 pub async fn wait_not_running(url: &str, within: Duration) {
