@@ -4,6 +4,13 @@
 //! walsender never times us out; the flush it reports is only what the applier confirmed safe.
 //! It passes changes on at the pace the load governor sets (`ApplyPace`): while it waits it reads
 //! nothing, so the walsender stops decoding once the socket's buffers are full.
+//!
+//! It parks the stream while the migration is paused (`pgrepart pause`) or the governor parks it
+//! (the source is busy and even the slowest pace weighs on it): between two transactions, with
+//! nothing in hand, it reports its position, ends the stream and closes the connection. A
+//! walsender that waits for a full socket is still woken by every WAL flush of the server; a closed
+//! one costs nothing. It opens the stream again where it stopped reading (`written`): the server
+//! skips what was already passed on, and what was not yet applied is in the applier's queue.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,15 +24,69 @@ use crate::error::{Error, Result};
 use crate::lsn::{Lsn, Monotonic};
 use crate::protocol::copydata::ServerCopyData;
 use crate::protocol::pgoutput::{self, PgOutput};
-use crate::replication::ReplicationStream;
+use crate::replication::{ReplicationClient, ReplicationStream};
+
+/// The options of our `START_REPLICATION`.
+pub fn publication_options(publication: &str) -> Vec<(String, String)> {
+    vec![
+        ("proto_version".into(), "1".into()),
+        (
+            "publication_names".into(),
+            crate::pg::ident::quote_ident(publication),
+        ),
+        ("messages".into(), "true".into()),
+    ]
+}
+
+pub async fn start_stream(
+    repl: ReplicationClient,
+    slot: &str,
+    publication: &str,
+    start: Lsn,
+) -> Result<ReplicationStream> {
+    let opts = publication_options(publication);
+    let refs: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    repl.start_logical_replication(slot, start, &refs)
+        .await
+        .map_err(|e| Error::replication("starting replication", e))
+}
+
+/// What the reader needs to open the stream again after parking it.
+#[derive(Clone)]
+pub struct Reopen {
+    pub source: tokio_postgres::Config,
+    pub slot: String,
+    pub publication: String,
+}
+
+impl Reopen {
+    async fn open(&self, start: Lsn) -> Result<ReplicationStream> {
+        let repl = ReplicationClient::connect(&self.source, "pgrepart")
+            .await
+            .map_err(|e| Error::replication("opening the replication connection", e))?;
+        start_stream(repl, &self.slot, &self.publication, start).await
+    }
+}
+
+/// Reports the position, ends the stream and closes its connection (best effort: a stream that
+/// fails here is closed anyway, and the slot keeps every change not confirmed).
+async fn park(mut stream: ReplicationStream, flush: &watch::Receiver<Lsn>, written: Lsn) {
+    let _ = send_status(&mut stream, flush, written, false).await;
+    if let Ok(client) = stream.finish().await {
+        let _ = client.close().await;
+    }
+}
 
 pub async fn read_stream(
-    mut stream: ReplicationStream,
+    stream: ReplicationStream,
+    reopen: Reopen,
     events: EventSender,
     flush: watch::Receiver<Lsn>,
     mut stop: watch::Receiver<bool>,
     pace: Arc<ApplyPace>,
+    paused: watch::Receiver<bool>,
 ) -> Result<()> {
+    let mut stream = Some(stream);
     let mut status_every = tokio::time::interval(Duration::from_secs(1));
     status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The event read and not yet handed over, with its cost in the channel's byte budget.
@@ -36,19 +97,44 @@ pub async fn read_stream(
     // Nothing is read from the connection before this (the apply's pace, or a hold).
     let mut resume_at: Option<tokio::time::Instant> = None;
     loop {
-        if resume_at.is_none() && pace.held() {
+        let parking = *paused.borrow() || pace.parked();
+        if parking
+            && !in_txn
+            && pending.is_none()
+            && let Some(s) = stream.take()
+        {
+            park(s, &flush, written.get()).await;
+            tracing::info!(
+                at = %written.get(),
+                reason = if *paused.borrow() { "paused" } else { "the source is busy" },
+                "stream parked: the replication connection is closed, the slot keeps the changes"
+            );
+        }
+        let Some(s) = stream.as_mut() else {
+            if !parking {
+                stream = Some(reopen.open(written.get()).await?);
+                tracing::info!(from = %written.get(), "stream resumed");
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Ok(()),
+                _ = tokio::time::sleep(PARKED_LOOK_EVERY) => continue,
+            }
+        };
+        if resume_at.is_none() && pace.held() && !parking {
             resume_at = Some(tokio::time::Instant::now() + HELD_LOOK_EVERY);
         }
         tokio::select! {
             biased;
             _ = stop.changed() => {
                 // Best effort: confirm what is safe before closing.
-                let _ = send_status(&mut stream, &flush, written.get(), false).await;
+                let _ = send_status(s, &flush, written.get(), false).await;
                 return Ok(());
             }
             _ = status_every.tick() => {
                 // While idle, ask for a keepalive: its walEnd lets the flush position move on.
-                send_status(&mut stream, &flush, written.get(), !in_txn).await?;
+                send_status(s, &flush, written.get(), !in_txn).await?;
             }
             room = events.reserve(pending.as_ref().map_or(0, |p| p.1)), if pending.is_some() => {
                 let Ok(room) = room else { return Ok(()) };
@@ -59,7 +145,7 @@ pub async fn read_stream(
                 }
             }
             _ = sleep_until(resume_at), if resume_at.is_some() => resume_at = None,
-            msg = stream.recv(), if pending.is_none() && resume_at.is_none() => {
+            msg = s.recv(), if pending.is_none() && resume_at.is_none() => {
                 match msg.map_err(|e| Error::replication("reading the replication stream", e))? {
                     None => return Err(Error::transient("the server ended the replication stream")),
                     Some(ServerCopyData::XLogData { data, .. }) => {
@@ -79,7 +165,9 @@ pub async fn read_stream(
                                 let now = std::time::Instant::now();
                                 let wait = pacer.delay(now, 1, pace.limit(), 1);
                                 // Short waits add up in the pacer and are taken together.
-                                if wait >= MIN_WAIT {
+                                // A transaction that stands between the reader and a park is
+                                // read to its end at once.
+                                if wait >= MIN_WAIT && !parking {
                                     resume_at = Some(tokio::time::Instant::now() + wait);
                                 }
                             }
@@ -89,7 +177,7 @@ pub async fn read_stream(
                     }
                     Some(ServerCopyData::Keepalive { wal_end, reply_requested, .. }) => {
                         if reply_requested {
-                            send_status(&mut stream, &flush, written.get(), false).await?;
+                            send_status(s, &flush, written.get(), false).await?;
                         }
                         if !in_txn {
                             written.advance(wal_end);
@@ -104,6 +192,8 @@ pub async fn read_stream(
 
 /// How often a held reader looks whether the governor has let it go.
 const HELD_LOOK_EVERY: Duration = Duration::from_millis(50);
+/// How often a parked reader looks whether it may open the stream again.
+const PARKED_LOOK_EVERY: Duration = Duration::from_millis(100);
 /// The shortest wait the reader takes for the apply's pace.
 const MIN_WAIT: Duration = Duration::from_millis(20);
 

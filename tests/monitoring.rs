@@ -177,6 +177,26 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         // Paused: the writers go on, nothing more is applied, the lag grows.
         // Once the pause is in effect, nothing more is applied while the writers go on.
         let a = pause(&url, &run, DEADLINE).await;
+        // The stream is parked: no walsender on the slot, and the run still counts as running.
+        let slot = status["slot_name"].as_str().unwrap().to_string();
+        let slot_active = |want: bool| {
+            let (client, slot) = (&client, &slot);
+            async move {
+                client
+                    .query_one(
+                        "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                        &[slot],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, bool>(0)
+                    == want
+            }
+        };
+        support::wait_until(DEADLINE, "the paused run to close its stream", || {
+            slot_active(false)
+        })
+        .await;
         writers.wait_for_more_ops(500, DEADLINE).await;
         let b = wait_status(&url, &run, DEADLINE, "the lag to grow while paused", |v| {
             inspect::int(v, "lag_bytes") > inspect::int(&a, "lag_bytes")
@@ -187,8 +207,16 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
             inspect::int(&b, "applied_changes"),
             "PostgreSQL {major}: changes were applied while paused: {a} then {b}"
         );
+        assert_eq!(b["running"], Value::Bool(true), "{b}");
+        assert!(!slot_active(true).await, "the stream reopened while paused");
 
+        // Resumed: the stream opens again where it stopped and every change arrives (the rows are
+        // compared below).
         resume(&url).await;
+        support::wait_until(DEADLINE, "the resumed run to open its stream", || {
+            slot_active(true)
+        })
+        .await;
         let applied_paused = inspect::int(&b, "applied_changes").unwrap();
         wait_status(
             &url,

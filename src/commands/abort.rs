@@ -34,9 +34,27 @@ pub async fn run(args: TableArgs) -> Result<()> {
     }
     state::request(&client, m.id, Request::Abort).await?;
 
-    // Give a running `run` a moment to notice and let go of the slot; then end its walsender.
+    // Give a running `run` a moment to notice and let go of the slot; then end its walsender, or
+    // its state session when its stream is parked (no walsender, the slot inactive).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        if let Some(pid) = state::run_lock_holder(&client, m.id).await? {
+            if Instant::now() > deadline {
+                client
+                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                    .await
+                    .map_err(|e| Error::db("ending the migration's run session", e))?;
+            }
+            if Instant::now() > deadline + Duration::from_secs(20) {
+                return Err(Error::failed(format!(
+                    "a `pgrepart run` still runs migration {}",
+                    m.id
+                ))
+                .with_hint("stop the `pgrepart run` process, then run abort again"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
         let row = source
             .query_opt(
                 "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1",

@@ -63,9 +63,10 @@ pub async fn run(args: TableArgs) -> Result<()> {
             }
             _ => {}
         }
-        let active = crate::pg::catalog::slot_active(&source, &m.slot_name).await?;
+        let active = state::run_attached(&client, m.id).await?
+            || crate::pg::catalog::slot_active(&source, &m.slot_name).await?;
         not_running_for = if active { 0 } else { not_running_for + 1 };
-        // About 10 s without a process on the slot: nobody is there to do the swap.
+        // About 10 s without a run: nobody is there to do the swap.
         if not_running_for >= 20 {
             return Err(Error::failed(format!("no `pgrepart run` is attached to migration {}", m.id))
                 .with_hint("run the same `pgrepart run` command again: it resumes, and cuts over since it is requested"));

@@ -197,27 +197,6 @@ impl Undo {
     }
 }
 
-fn publication_options(publication: &str) -> Vec<(String, String)> {
-    vec![
-        ("proto_version".into(), "1".into()),
-        ("publication_names".into(), quote_ident(publication)),
-        ("messages".into(), "true".into()),
-    ]
-}
-
-async fn start_stream(
-    repl: ReplicationClient,
-    slot: &str,
-    publication: &str,
-    start: Lsn,
-) -> Result<ReplicationStream> {
-    let opts = publication_options(publication);
-    let refs: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    repl.start_logical_replication(slot, start, &refs)
-        .await
-        .map_err(|e| Error::replication("starting replication", e))
-}
-
 fn key_columns(info: &TableInfo) -> Result<Vec<String>> {
     info.key_index().map(|k| k.columns.clone()).ok_or_else(|| {
         Error::refused(format!(
@@ -425,7 +404,9 @@ async fn setup_stream(
     };
     state::insert_ranges(control, migration.id, &planned).await?;
     crate::fault::point("setup-ranges-recorded");
-    let stream = start_stream(repl, &slot.slot_name, &publication, slot.consistent_point).await?;
+    let stream =
+        crate::stream::start_stream(repl, &slot.slot_name, &publication, slot.consistent_point)
+            .await?;
     let _ = server;
     let pending = planned.into_iter().enumerate().collect();
     Ok((
@@ -665,7 +646,8 @@ async fn resume(
     } else {
         copy::open_sessions(&prep.source, prep.jobs.min(pending.len()), None).await?
     };
-    let stream = start_stream(repl, &m.slot_name, &m.publication_name, start).await?;
+    let stream =
+        crate::stream::start_stream(repl, &m.slot_name, &m.publication_name, start).await?;
     Ok(Live {
         prep: prep.clone(),
         control,
@@ -823,8 +805,8 @@ async fn try_run_lock(control: &Client, migration_id: i64) -> Result<bool> {
     loop {
         let row = control
             .query_one(
-                "SELECT pg_try_advisory_lock(1886351984, $1::int)",
-                &[&(migration_id as i32)],
+                "SELECT pg_try_advisory_lock($1, $2::int)",
+                &[&state::RUN_LOCK, &(migration_id as i32)],
             )
             .await
             .map_err(|e| Error::db("taking the migration's lock", e))?;
@@ -1097,12 +1079,19 @@ impl Live {
             crate::apply::channel::event_channel(crate::apply::channel::DEFAULT_BUDGET);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let pace = Arc::new(copy::governor::ApplyPace::new(args.max_apply_rate));
+        let reopen = crate::stream::Reopen {
+            source: prep.source.clone(),
+            slot: migration.slot_name.clone(),
+            publication: migration.publication_name.clone(),
+        };
         let reader = tokio::spawn(crate::stream::read_stream(
             stream,
+            reopen,
             events_tx,
             flush.clone(),
             stop_rx.clone(),
             pace.clone(),
+            pause_rx.clone(),
         ));
         // The applier takes no events while paused (`pgrepart pause`) or held by the governor.
         let (apply_pause_tx, apply_pause_rx) = watch::channel(migration.paused);
@@ -1315,7 +1304,8 @@ impl Live {
                         pause_in_effect: shared.paused.load(Ordering::Relaxed),
                         held_at: held_at(&shared),
                         copy_rate_limit: tasks.copy.as_ref().and(limit.get()).map(|l| l as i64),
-                        apply_rate_limit: pace.limit().map(|l| l as i64),
+                        // 0 while the governor parks the stream.
+                        apply_rate_limit: if pace.parked() { Some(0) } else { pace.limit().map(|l| l as i64) },
                     }).await?;
                     let hold = follow_hold(&control, &m, &hold_tx).await?;
                     // Pause: everything on request; the copy alone when the slot holds too much WAL.

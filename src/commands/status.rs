@@ -110,6 +110,8 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         None if m.phase == state::Phase::Done => (Some(0), Some(0), None, false, None, false),
         None => (None, None, None, false, None, false),
     };
+    // A run whose stream is parked holds no slot, but it holds the migration's lock.
+    let running = running || state::run_attached(target, m.id).await?;
     let primary_key_pending = m.target_created
         && m.phase == state::Phase::Copying
         && crate::pg::catalog::lacks_primary_key(target, &m.target).await?;
@@ -230,7 +232,10 @@ fn human(r: &Report) -> String {
         r.applied_changes,
         rate(r.apply_changes_per_s, "changes"),
         r.apply_rate_limit
-            .map(|l| format!(" (paced to {l} changes/s)"))
+            .map(|l| match l {
+                0 => " (stream parked: the source is busy)".to_string(),
+                l => format!(" (paced to {l} changes/s)"),
+            })
             .unwrap_or_default()
     );
     s += &format!(

@@ -214,6 +214,11 @@ impl Controller {
         self.baseline_xacts = baseline_xacts.max(0.0);
     }
 
+    /// The other write transactions per second at the last baseline.
+    pub fn baseline_xacts(&self) -> f64 {
+        self.baseline_xacts
+    }
+
     /// The source had a write workload at the last baseline.
     pub fn busy(&self) -> bool {
         self.baseline_xacts >= MIN_WORKLOAD_XACTS
@@ -325,8 +330,18 @@ fn decision(before: Option<u64>, after: Option<u64>) -> Decision {
     }
 }
 
-/// The lowest pace the governor sets for the apply (changes/s): the stream always moves.
+/// The lowest pace the governor sets for the apply (changes/s) while the stream is open.
 pub const MIN_APPLY_RATE: u64 = 500;
+/// Decisions in a row over the allowed impact at [`MIN_APPLY_RATE`] after which the governor
+/// parks the stream (once the copy is done).
+pub const PARK_AFTER: u32 = 3;
+/// How long a park lasts, unless the workload falls to [`UNPARK_WORKLOAD`] of its rate when the
+/// stream was parked (or stops), the cutover becomes due, a verify waits, or the retained WAL nears
+/// a limit. Opening the stream again costs the walsender the decoding of the WAL from the slot's
+/// restart point (up to about 15 s of the source's WAL: a running-transactions record is logged
+/// every 15 s), so a park is long compared with that.
+pub const PARK_FOR: Duration = Duration::from_secs(30);
+pub const UNPARK_WORKLOAD: f64 = 0.5;
 /// After a hold, the apply resumes at most this many times as fast as before it.
 pub const AFTER_HOLD: f64 = 1.5;
 
@@ -341,6 +356,9 @@ pub struct ApplyPace {
     changes: AtomicU64,
     /// The cutover is due: no limit and no hold, whatever the governor says.
     free: AtomicBool,
+    /// The governor parks the stream: the reader closes the replication connection, so that the
+    /// walsender neither decodes nor is woken by every WAL flush, until it is let go.
+    parked: AtomicBool,
     /// The governor measures the source without the migration: the reader reads nothing and the
     /// applier takes no events.
     held: watch::Sender<bool>,
@@ -352,6 +370,7 @@ impl ApplyPace {
             limit: RateLimit::new(cap),
             changes: AtomicU64::new(0),
             free: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             held: watch::Sender::new(false),
         }
     }
@@ -377,6 +396,15 @@ impl ApplyPace {
 
     pub fn set(&self, limit: Option<u64>) {
         self.limit.set(limit);
+    }
+
+    /// The stream is parked by the governor (never once the cutover is due).
+    pub fn parked(&self) -> bool {
+        !self.free.load(Ordering::Relaxed) && self.parked.load(Ordering::Relaxed)
+    }
+
+    pub fn set_parked(&self, parked: bool) {
+        self.parked.store(parked, Ordering::Relaxed);
     }
 
     /// Once the cutover is due the apply catches up at full speed.
@@ -423,6 +451,8 @@ pub struct ApplyController {
     cap: Option<u64>,
     limit: Option<u64>,
     cooldown: u32,
+    /// Decisions in a row that found the workload waiting with the apply at its floor.
+    over_at_floor: u32,
 }
 
 impl ApplyController {
@@ -431,7 +461,22 @@ impl ApplyController {
             cap,
             limit: cap,
             cooldown: 0,
+            over_at_floor: 0,
         }
+    }
+
+    /// The workload has waited for [`PARK_AFTER`] decisions in a row with the apply at its floor:
+    /// what is left of the migration's weight is the walsender's, and only parking the stream
+    /// removes it.
+    pub fn wants_park(&self) -> bool {
+        self.over_at_floor >= PARK_AFTER
+    }
+
+    /// The stream goes on after a park, at the floor: it is parked again only after
+    /// [`PARK_AFTER`] more decisions over the allowed impact.
+    pub fn unparked(&mut self) {
+        self.over_at_floor = 0;
+        self.cooldown = COOLDOWN;
     }
 
     pub fn limit(&self) -> Option<u64> {
@@ -462,6 +507,11 @@ impl ApplyController {
     pub fn decide(&mut self, signal: Signal, changes_per_s: f64) -> Decision {
         let before = self.limit;
         self.cooldown = self.cooldown.saturating_sub(1);
+        let at_floor = self.limit.is_some_and(|l| l <= MIN_APPLY_RATE);
+        self.over_at_floor = match signal {
+            Signal::Over(_) if at_floor => self.over_at_floor + 1,
+            _ => 0,
+        };
         self.limit = match signal {
             Signal::Idle => self.cap,
             Signal::Over(factor) => {
@@ -694,6 +744,8 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     let mut decisions = 0u32;
     let mut resync = false;
     let mut last_change_rate: f64;
+    let mut parked: Option<Parked> = None;
+    let mut rebase_now;
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -705,6 +757,10 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         let copying = g.copying.load(Ordering::Relaxed);
         if !copying && g.pace.is_free() {
             // The cutover is due: nothing left to govern.
+            if parked.take().is_some() {
+                g.pace.set_parked(false);
+                apply.unparked();
+            }
             resync = true;
             continue;
         }
@@ -764,7 +820,20 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             }
             g.copy_limit.set(controller.limit());
         }
-        if !g.pace.is_free() {
+        rebase_now = false;
+        if let Some(p) = parked {
+            let eased = others < p.workload * UNPARK_WORKLOAD || signal == Signal::Idle;
+            if eased || Instant::now() >= p.until || g.pace.is_free() {
+                parked = None;
+                apply.unparked();
+                g.pace.set_parked(false);
+                tracing::info!(
+                    workload_xacts_per_s = others.round() as u64,
+                    changes_per_s = apply.limit().unwrap_or(0),
+                    "stream unparked: the apply goes on at its floor"
+                );
+            }
+        } else if !g.pace.is_free() {
             match apply.decide(signal, change_rate) {
                 Decision::Unchanged => {}
                 Decision::SlowedTo(n) => tracing::info!(
@@ -781,12 +850,30 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 ),
             }
             g.pace.set(apply.limit());
+            // A workload at less than half its baseline rate has changed by itself (the apply at
+            // its floor does not halve it): measure it again rather than park.
+            rebase_now =
+                apply.wants_park() && others < controller.baseline_xacts() * UNPARK_WORKLOAD;
+            if !copying && apply.wants_park() && !rebase_now {
+                parked = Some(Parked {
+                    until: Instant::now() + PARK_FOR,
+                    workload: others,
+                });
+                g.pace.set_parked(true);
+                tracing::info!(
+                    seconds = PARK_FOR.as_secs(),
+                    commit_ms = format_args!("{latency:.2}"),
+                    workload_xacts_per_s = others.round() as u64,
+                    workload_floor = controller.xacts_floor().round() as u64,
+                    "stream parked: the workload waits even with the apply at its floor; the lag grows until the source leaves room"
+                );
+            }
         }
         decisions += 1;
         // The next window counts from here: its xids, rows and changes from the last probe's.
         (last_xid, rows_before, changes_before) = (xid, rows, changes);
         last_change_rate = change_rate;
-        if (decisions == FIRST_REBASE || decisions.is_multiple_of(REBASE_EVERY))
+        if (decisions == FIRST_REBASE || decisions.is_multiple_of(REBASE_EVERY) || rebase_now)
             && (controller.busy() || others >= MIN_WORKLOAD_XACTS)
         {
             // The source without the migration, once more: both baselines from the last second
@@ -819,6 +906,14 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         window.clear();
         window_start = Instant::now();
     }
+}
+
+/// A park of the stream by the governor.
+#[derive(Debug, Clone, Copy)]
+struct Parked {
+    until: Instant,
+    /// The other write transactions per second when it began.
+    workload: f64,
 }
 
 /// The median of `samples` (milliseconds); 0 for none.
@@ -983,6 +1078,45 @@ mod tests {
         // At the user's cap it is not the governor that paces it.
         let c = ApplyController::new(Some(300));
         assert!(!c.pacing());
+    }
+
+    #[test]
+    fn a_workload_that_waits_with_the_apply_at_its_floor_parks_the_stream() {
+        let mut a = ApplyController::new(None);
+        // Seconds over the impact on the way down to the floor do not count.
+        a.decide(Signal::Over(0.25), 4_000.0);
+        a.decide(Signal::Over(0.25), 1_000.0);
+        assert_eq!(a.limit(), Some(MIN_APPLY_RATE));
+        assert!(!a.wants_park());
+        // At the floor: PARK_AFTER seconds in a row.
+        for i in 1..PARK_AFTER {
+            a.decide(Signal::Over(0.5), 500.0);
+            assert!(!a.wants_park(), "after {i}");
+        }
+        // One second within the impact starts the count again.
+        a.decide(Signal::Within, 500.0);
+        for _ in 0..PARK_AFTER {
+            assert!(!a.wants_park());
+            a.decide(Signal::Over(0.5), 500.0);
+        }
+        assert!(a.wants_park());
+        // Back from a park: at the floor, counting again, and not raised during the cool-down.
+        a.unparked();
+        assert!(!a.wants_park());
+        assert_eq!(a.limit(), Some(MIN_APPLY_RATE));
+        for _ in 0..COOLDOWN - 1 {
+            assert_eq!(a.decide(Signal::Fine, 500.0), Decision::Unchanged);
+        }
+        assert!(matches!(
+            a.decide(Signal::Fine, 500.0),
+            Decision::RaisedTo(_)
+        ));
+        // A user's cap at or below the floor is a floor too.
+        let mut c = ApplyController::new(Some(300));
+        for _ in 0..PARK_AFTER {
+            c.decide(Signal::Over(0.5), 300.0);
+        }
+        assert!(c.wants_park());
     }
 
     #[test]

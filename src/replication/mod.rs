@@ -109,6 +109,14 @@ impl ReplicationClient {
         })
     }
 
+    /// Ends the session (Terminate) and closes the connection: the walsender exits without
+    /// logging an unexpected end of file.
+    pub async fn close(mut self) -> Result<(), ReplicationError> {
+        let mut buf = BytesMut::new();
+        frontend::terminate(&mut buf);
+        send(&mut self.conn, buf).await
+    }
+
     /// The walsender's process id (BackendKeyData).
     pub fn backend_pid(&self) -> i32 {
         self.backend_pid

@@ -527,6 +527,30 @@ pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigur
     Ok(())
 }
 
+/// The first key of the advisory lock a `run` holds on the state database while it runs a
+/// migration (the second is the migration's id).
+pub const RUN_LOCK: i32 = 1886351984;
+
+/// Whether a `run` runs migration `id` now: it holds the migration's lock, with its replication
+/// stream open or parked (the slot is inactive while the stream is parked).
+pub async fn run_attached(client: &impl GenericClient, id: i64) -> Result<bool> {
+    Ok(run_lock_holder(client, id).await?.is_some())
+}
+
+/// The server process of the `run` session that holds migration `id`'s lock, if any.
+pub async fn run_lock_holder(client: &impl GenericClient, id: i64) -> Result<Option<i32>> {
+    let row = client
+        .query_opt(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                AND classid = $1::int::oid AND objid = $2::int::oid AND objsubid = 2 LIMIT 1",
+            &[&RUN_LOCK, &(id as i32)],
+        )
+        .await
+        .map_err(|e| Error::db("looking for the migration's run", e))?;
+    Ok(row.and_then(|r| r.get(0)))
+}
+
 /// Records which process works on the migration ("pid 123 on host"), or none.
 pub async fn set_runner(client: &impl GenericClient, id: i64, runner: Option<&str>) -> Result<()> {
     client

@@ -103,7 +103,7 @@ impl StateHold {
             ))
             .with_hint("`pgrepart resume` it, then verify"));
         }
-        let active = crate::pg::catalog::slot_active(&*client, &m.slot_name).await?;
+        let active = state::run_attached(&*client, migration_id).await?;
         if m.runner.is_none() || !active {
             return Err(Error::refused(format!(
                 "no `pgrepart run` is attached to migration {migration_id}: verify needs it to hold its applier"
