@@ -513,6 +513,24 @@ async fn check_rows_fit(
     .with_hint("add a partition for these values (--partition NAME=FOR VALUES ...) or a default one (--partition NAME=DEFAULT)"))
 }
 
+fn slot_gone(m: &Migration) -> Error {
+    Error::failed(format!(
+        "the replication slot {} of migration {} is gone",
+        m.slot_name, m.id
+    ))
+    .with_hint(
+        "the changes since the copy cannot be recovered: run `pgrepart abort`, then start again",
+    )
+}
+
+fn slot_lost(m: &Migration) -> Error {
+    Error::failed(format!(
+        "the replication slot {} was invalidated (max_slot_wal_keep_size exceeded)",
+        m.slot_name
+    ))
+    .with_hint("run `pgrepart abort`, then start again (consider raising max_slot_wal_keep_size)")
+}
+
 async fn slot_row(
     control: &Client,
     slot: &str,
@@ -562,17 +580,8 @@ async fn resume(
     let deadline = Instant::now() + Duration::from_secs(30);
     let start = loop {
         match slot_row(&source, &m.slot_name).await? {
-            None => {
-                return Err(Error::failed(format!("the replication slot {} of migration {} is gone", m.slot_name, m.id))
-                    .with_hint("the changes since the copy cannot be recovered: run `pgrepart abort`, then start again"));
-            }
-            Some(slot) if slot.2.as_deref() == Some("lost") => {
-                return Err(Error::failed(format!(
-                    "the replication slot {} was invalidated (max_slot_wal_keep_size exceeded)",
-                    m.slot_name
-                ))
-                .with_hint("run `pgrepart abort`, then start again (consider raising max_slot_wal_keep_size)"));
-            }
+            None => return Err(slot_gone(&m)),
+            Some(slot) if slot.2.as_deref() == Some("lost") => return Err(slot_lost(&m)),
             Some((true, pid, _)) if Instant::now() > deadline => {
                 return Err(Error::failed(format!(
                     "the replication slot {} is still in use by pid {}",
@@ -1260,7 +1269,12 @@ impl Live {
                     }
                     let confirmed = Lsn(shared.flush_lsn.load(Ordering::Relaxed));
                     let applied = applied_before + shared.applied_changes.load(Ordering::Relaxed) as i64;
-                    let (lag, retained, safe_wal) = lag_and_retained(&source, confirmed, &migration.slot_name).await?;
+                    let (lag, retained, safe_wal) = match lag_and_retained(&source, confirmed, &migration.slot_name).await? {
+                        // Seen here first while the stream is parked (no walsender to end).
+                        SlotNow::Gone => break slot_gone(&migration),
+                        SlotNow::Lost => break slot_lost(&migration),
+                        SlotNow::Kept { lag, retained, safe_wal } => (lag, retained, safe_wal),
+                    };
                     let guard = monitor::wal_guard(retained, max_retained);
                     // A cross-database cutover that committed in the target only must be finished.
                     let wants_cutover = args.cutover == CutoverMode::Auto
@@ -1600,28 +1614,39 @@ async fn merge_pauses(
     }
 }
 
-/// The lag behind the source's WAL, the WAL the slot retains, and how much more the server lets
-/// it retain (`safe_wal_size`; `None` when `max_slot_wal_keep_size` is -1), in bytes.
-async fn lag_and_retained(
-    control: &Client,
-    confirmed: Lsn,
-    slot: &str,
-) -> Result<(u64, u64, Option<i64>)> {
+/// The slot now: gone, invalidated, or kept with the lag behind the source's WAL, the WAL it
+/// retains, and how much more the server lets it retain (`safe_wal_size`; `None` when
+/// `max_slot_wal_keep_size` is -1), in bytes.
+enum SlotNow {
+    Gone,
+    Lost,
+    Kept {
+        lag: u64,
+        retained: u64,
+        safe_wal: Option<i64>,
+    },
+}
+
+async fn lag_and_retained(control: &Client, confirmed: Lsn, slot: &str) -> Result<SlotNow> {
     let row = control
-        .query_one(
+        .query_opt(
             "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint, \
-                    coalesce((SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint \
-                              FROM pg_replication_slots WHERE slot_name = $2), 0), \
-                    (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $2)",
+                    coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, 0), \
+                    safe_wal_size, wal_status = 'lost' \
+             FROM pg_replication_slots WHERE slot_name = $2",
             &[&confirmed.to_string(), &slot],
         )
         .await
         .map_err(|e| Error::db("measuring the lag", e))?;
-    Ok((
-        row.get::<_, i64>(0).max(0) as u64,
-        row.get::<_, i64>(1).max(0) as u64,
-        row.get(2),
-    ))
+    Ok(match row {
+        None => SlotNow::Gone,
+        Some(r) if r.get::<_, Option<bool>>(3) == Some(true) => SlotNow::Lost,
+        Some(r) => SlotNow::Kept {
+            lag: r.get::<_, i64>(0).max(0) as u64,
+            retained: r.get::<_, i64>(1).max(0) as u64,
+            safe_wal: r.get(2),
+        },
+    })
 }
 
 /// A primary key left for after the copy, and the applier's channel of finished ranges, which
