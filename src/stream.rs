@@ -68,13 +68,17 @@ impl Reopen {
     }
 }
 
-/// Reports the position, ends the stream and closes its connection (best effort: a stream that
-/// fails here is closed anyway, and the slot keeps every change not confirmed).
+/// Reports the position, ends the stream and closes its connection (best effort, within
+/// [`PARK_WITHIN`]: a stream that fails or stalls here is dropped, which closes it too, and the
+/// slot keeps every change not confirmed).
 async fn park(mut stream: ReplicationStream, flush: &watch::Receiver<Lsn>, written: Lsn) {
-    let _ = send_status(&mut stream, flush, written, false).await;
-    if let Ok(client) = stream.finish().await {
-        let _ = client.close().await;
-    }
+    let _ = tokio::time::timeout(PARK_WITHIN, async move {
+        let _ = send_status(&mut stream, flush, written, false).await;
+        if let Ok(client) = stream.finish().await {
+            let _ = client.close().await;
+        }
+    })
+    .await;
 }
 
 pub async fn read_stream(
@@ -192,6 +196,8 @@ pub async fn read_stream(
 
 /// How often a held reader looks whether the governor has let it go.
 const HELD_LOOK_EVERY: Duration = Duration::from_millis(50);
+/// How long ending the stream politely may take before the connection is just dropped.
+const PARK_WITHIN: Duration = Duration::from_secs(5);
 /// How often a parked reader looks whether it may open the stream again.
 const PARKED_LOOK_EVERY: Duration = Duration::from_millis(100);
 /// The shortest wait the reader takes for the apply's pace.
