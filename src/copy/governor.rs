@@ -714,6 +714,7 @@ pub async fn run(base: Baseline, g: Governed, stop: watch::Receiver<bool>) {
     if let Err(e) = govern(base, &g, stop).await {
         g.copy_limit.set(g.copy_cap);
         g.pace.set(g.apply_cap);
+        g.pace.set_parked(false);
         tracing::warn!(error = %e, "the load governor stopped; the migration goes on without it");
     }
 }
