@@ -27,7 +27,7 @@ use crate::protocol::pgoutput::{self, PgOutput};
 use crate::replication::{ReplicationClient, ReplicationStream};
 
 /// The options of our `START_REPLICATION`.
-pub fn publication_options(publication: &str) -> Vec<(String, String)> {
+fn publication_options(publication: &str) -> Vec<(String, String)> {
     vec![
         ("proto_version".into(), "1".into()),
         (

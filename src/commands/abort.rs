@@ -38,59 +38,62 @@ pub async fn run(args: TableArgs) -> Result<()> {
     // its state session when its stream is parked (no walsender, the slot inactive).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(pid) = state::run_lock_holder(&client, m.id).await? {
-            if Instant::now() > deadline {
-                client
-                    .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        // Who still holds the migration: its run, by its lock (a run whose stream is parked has no
+        // walsender), else the slot's walsender; with neither, the slot is dropped.
+        let (holder, stuck) = match state::run_lock_holder(&client, m.id).await? {
+            Some(pid) => (
+                Some((&client, pid, "ending the migration's run session")),
+                format!("a `pgrepart run` still runs migration {}", m.id),
+            ),
+            None => {
+                let row = source
+                    .query_opt(
+                        "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                        &[&m.slot_name],
+                    )
                     .await
-                    .map_err(|e| Error::db("ending the migration's run session", e))?;
-            }
-            if Instant::now() > deadline + Duration::from_secs(20) {
-                return Err(Error::failed(format!(
-                    "a `pgrepart run` still runs migration {}",
-                    m.id
-                ))
-                .with_hint("stop the `pgrepart run` process, then run abort again"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            continue;
-        }
-        let row = source
-            .query_opt(
-                "SELECT active, active_pid FROM pg_replication_slots WHERE slot_name = $1",
-                &[&m.slot_name],
-            )
-            .await
-            .map_err(|e| Error::db("reading the replication slot", e))?;
-        match row {
-            Some(r) if r.get::<_, bool>(0) => {
-                if Instant::now() > deadline {
-                    let pid: i32 = r.get(1);
-                    source
-                        .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                        .await
-                        .map_err(|e| Error::db("ending the migration's walsender", e))?;
-                }
-            }
-            Some(_) => {
-                match source
-                    .execute("SELECT pg_drop_replication_slot($1)", &[&m.slot_name])
-                    .await
-                {
-                    Ok(_) => break,
-                    Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                    .map_err(|e| Error::db("reading the replication slot", e))?;
+                let walsender = match row {
+                    Some(r) if r.get::<_, bool>(0) => Some((
+                        &source,
+                        r.get::<_, i32>(1),
+                        "ending the migration's walsender",
+                    )),
+                    Some(_) => {
+                        match source
+                            .execute("SELECT pg_drop_replication_slot($1)", &[&m.slot_name])
+                            .await
+                        {
+                            Ok(_) => break,
+                            // Taken again between the look and the drop: look again.
+                            Err(e)
+                                if e.code()
+                                    == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) =>
+                            {
+                                None
+                            }
+                            Err(e) => return Err(Error::db("dropping the replication slot", e)),
+                        }
                     }
-                    Err(e) => return Err(Error::db("dropping the replication slot", e)),
-                }
+                    None => break,
+                };
+                (
+                    walsender,
+                    format!("the replication slot {} stays in use", m.slot_name),
+                )
             }
-            None => break,
+        };
+        if let Some((session, pid, what)) = holder
+            && Instant::now() > deadline
+        {
+            session
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .map_err(|e| Error::db(what, e))?;
         }
         if Instant::now() > deadline + Duration::from_secs(20) {
-            return Err(Error::failed(format!(
-                "the replication slot {} stays in use",
-                m.slot_name
-            ))
-            .with_hint("stop the `pgrepart run` process, then run abort again"));
+            return Err(Error::failed(stuck)
+                .with_hint("stop the `pgrepart run` process, then run abort again"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
