@@ -162,6 +162,9 @@ struct Live {
     pending: Vec<(usize, ranges::KeyRange)>,
     sessions: Vec<Client>,
     start: Lsn,
+    /// The load governor's baseline, taken before the migration weighed on the source (none
+    /// with `--max-impact 0`, or when it could not be measured).
+    baseline: Option<copy::governor::Baseline>,
 }
 
 /// Objects created by a new migration, removed again if its setup fails.
@@ -234,6 +237,8 @@ async fn start_new(
         tracing::warn!(check = c.name, "{}", c.detail);
     }
     preflight::refuse_on_failure(&checks)?;
+    // Before the slot exists, so without the cost of its decoding.
+    let baseline = governor_baseline(args, &prep.source).await;
     let info = facts
         .table
         .clone()
@@ -260,7 +265,7 @@ async fn start_new(
             } else {
                 info.clone()
             };
-            let clause = key_clause(args.primary_key, &prep.source).await?;
+            let clause = key_clause(args.primary_key, baseline.as_ref(), &prep.source).await?;
             let create = ddl::create_partitioned_table(&shape, name, by, &key, clause);
             tx.batch_execute(&create)
                 .await
@@ -331,6 +336,7 @@ async fn start_new(
                 pending,
                 sessions,
                 start,
+                baseline,
             })
         }
         Err(e) => {
@@ -574,7 +580,7 @@ async fn resume(
     // Key ranges are recorded before the copy starts: without them the previous run died while
     // setting up the stream (creating the publication or the slot), and nothing was copied.
     if state::ranges(&control, m.id).await?.is_empty() {
-        return restart_setup(prep, control, source, m).await;
+        return restart_setup(prep, args, control, source, m).await;
     }
     // The previous process is gone (we hold its lock); its walsender may take a moment to notice.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -646,6 +652,8 @@ async fn resume(
         ranges_total = saved.len(),
         "resuming: finished ranges are kept, unfinished ones are copied again"
     );
+    // Before the stream starts: its walsender would first decode what the slot kept, at full speed.
+    let baseline = governor_baseline(args, &prep.source).await;
     let repl = ReplicationClient::connect(&prep.source, "pgrepart")
         .await
         .map_err(|e| Error::replication("opening the replication connection", e))?;
@@ -670,14 +678,21 @@ async fn resume(
         pending,
         sessions,
         start: Lsn::ZERO,
+        baseline,
     })
 }
 
 /// `--primary-key` for a new table: `auto` looks whether the source server runs write
-/// transactions of its own (a tenth of a second); if none, nothing would wait for the key.
-async fn key_clause(timing: KeyTiming, source: &Config) -> Result<ddl::KeyClause> {
-    let quiet = match timing {
-        KeyTiming::Auto => copy::governor::source_is_quiet(source).await?,
+/// transactions of its own (a tenth of a second: the governor's baseline began with it); if
+/// none, nothing would wait for the key.
+async fn key_clause(
+    timing: KeyTiming,
+    baseline: Option<&copy::governor::Baseline>,
+    source: &Config,
+) -> Result<ddl::KeyClause> {
+    let quiet = match (timing, baseline) {
+        (KeyTiming::Auto, Some(b)) => b.quiet(),
+        (KeyTiming::Auto, None) => copy::governor::source_is_quiet(source).await?,
         _ => false,
     };
     let after = timing.after_copy(quiet);
@@ -705,6 +720,7 @@ async fn key_clause(timing: KeyTiming, source: &Config) -> Result<ddl::KeyClause
 /// They are dropped and made again, with a fresh snapshot for the copy.
 async fn restart_setup(
     prep: &Prepared,
+    args: &RunArgs,
     control: Client,
     source: Client,
     m: Migration,
@@ -720,6 +736,7 @@ async fn restart_setup(
         .ok_or_else(|| Error::failed(format!("{} no longer exists on the source", prep.table)))?;
     check_target_columns(&control, &info, &m.target).await?;
     let key = key_columns(&info)?;
+    let baseline = governor_baseline(args, &prep.source).await;
     // On failure only the publication and slot made here go; the state and new table stay for
     // the next run (or `abort`).
     let mut undo = Undo::default();
@@ -737,6 +754,7 @@ async fn restart_setup(
             pending,
             sessions,
             start,
+            baseline,
         }),
         Err(e) => {
             undo.run(&control, &source).await;
@@ -958,6 +976,20 @@ async fn apply_session(prep: &Prepared) -> Result<Client> {
     Ok(client)
 }
 
+/// The load governor's baseline (see [`copy::governor::Baseline`]); none with `--max-impact 0`
+/// or when the source could not be probed (the run goes on without its governor).
+async fn governor_baseline(args: &RunArgs, source: &Config) -> Option<copy::governor::Baseline> {
+    if args.max_impact == 0 {
+        return None;
+    }
+    copy::governor::baseline(source)
+        .await
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "could not measure the source's commit latency; the migration runs without its load governor")
+        })
+        .ok()
+}
+
 /// The extra apply sessions (`--apply-sessions`), set up like the applier's own. None when the
 /// table has a unique index or exclusion constraint besides its key: two sessions could then each
 /// wait for the other's uncommitted row.
@@ -1008,6 +1040,7 @@ impl Live {
             pending,
             sessions,
             start,
+            baseline,
         } = self;
         let key = key_columns(&info)?;
         // A primary key left for after the copy: the applier takes no change before it exists
@@ -1114,33 +1147,26 @@ impl Live {
         let progress = Arc::new(CopyProgress::default());
         let limit = Arc::new(copy::governor::RateLimit::new(args.max_copy_rate));
         let copying = Arc::new(AtomicBool::new(!pending.is_empty()));
-        // The source's commit latency and workload before the migration weighs on it; then both
-        // the copy and the apply are governed until the run stops.
-        if args.max_impact > 0 {
-            match copy::governor::baseline(&prep.source).await {
-                Ok(base) => {
-                    if !pending.is_empty() {
-                        limit.set(base.start_limit(args.max_copy_rate));
-                    }
-                    tokio::spawn(copy::governor::run(
-                        base,
-                        copy::governor::Governed {
-                            copy_limit: limit.clone(),
-                            progress: progress.clone(),
-                            copying: copying.clone(),
-                            pace: pace.clone(),
-                            max_impact: f64::from(args.max_impact) / 100.0,
-                            copy_cap: args.max_copy_rate,
-                            apply_cap: args.max_apply_rate,
-                            slot: migration.slot_name.clone(),
-                        },
-                        stop_rx.clone(),
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not measure the source's commit latency; the migration runs without its load governor")
-                }
+        // From the baseline taken before the migration weighed on the source, both the copy and
+        // the apply are governed until the run stops.
+        if let Some(base) = baseline {
+            if !pending.is_empty() {
+                limit.set(base.start_limit(args.max_copy_rate));
             }
+            tokio::spawn(copy::governor::run(
+                base,
+                copy::governor::Governed {
+                    copy_limit: limit.clone(),
+                    progress: progress.clone(),
+                    copying: copying.clone(),
+                    pace: pace.clone(),
+                    max_impact: f64::from(args.max_impact) / 100.0,
+                    copy_cap: args.max_copy_rate,
+                    apply_cap: args.max_apply_rate,
+                    slot: migration.slot_name.clone(),
+                },
+                stop_rx.clone(),
+            ));
         }
         let copy = if pending.is_empty() {
             None
