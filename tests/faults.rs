@@ -91,7 +91,7 @@ async fn terminated_connections_and_a_server_restart_are_ridden_through() {
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
         wait_lag_near_zero(&url, &run, DEADLINE).await;
-        compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
+        compare::wait_table_matches(&client, "orders_flat_repart", &report.rows, DEADLINE).await;
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }

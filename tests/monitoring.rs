@@ -231,7 +231,7 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
         wait_lag_near_zero(&url, &run, DEADLINE).await;
-        compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
+        compare::wait_table_matches(&client, "orders_flat_repart", &report.rows, DEADLINE).await;
 
         // The DEFAULT partition's statistics estimate comes near its exact row count (the seed's
         // LATAM rows and the writers' moves land there); it is an estimate: a few rows off is fine.

@@ -71,7 +71,7 @@ async fn a_backlog_is_applied_by_two_sessions_and_loses_nothing() {
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
         wait_lag_near_zero(&url, &run, DEADLINE).await;
-        compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
+        compare::wait_table_matches(&client, "orders_flat_repart", &report.rows, DEADLINE).await;
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }
@@ -167,7 +167,7 @@ async fn a_crash_between_the_sessions_commits_is_repaired_by_the_next_run() {
         let report = writers.stop().await;
         report.assert_no_anomalies("the writers' check");
         wait_lag_near_zero(&url, &run, DEADLINE).await;
-        compare::assert_table_matches(&client, "orders_flat_repart", &report.rows).await;
+        compare::wait_table_matches(&client, "orders_flat_repart", &report.rows, DEADLINE).await;
         cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
@@ -248,6 +249,25 @@ pub async fn check_table_matches(
     let actual = read_rows(client, table).await;
     let m = diff_rows(table, &actual, expected);
     if m.is_empty() { Ok(()) } else { Err(m) }
+}
+
+/// Waits up to `within` until `table` holds exactly `expected`; panics with the last differences
+/// if it never does. For a run still applying the writers' last transactions: a lag of a few
+/// kilobytes at the slot can be those very transactions.
+pub async fn wait_table_matches(
+    client: &Client,
+    table: &str,
+    expected: &BTreeMap<i64, Row>,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        match check_table_matches(client, table, expected).await {
+            Ok(()) => return,
+            Err(m) if Instant::now() >= deadline => panic!("still after {within:?}: {m}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Panics, listing the first differences, unless `table` holds exactly `expected`.
