@@ -2,7 +2,8 @@
 //! workload of its own on the source it never limits the copy; with one, the copy starts at its
 //! slow-start rate and is governed from the probe's commits, and the migration still ends with
 //! every row. The apply's pace (`--max-apply-rate`, which the governor moves too) holds until the
-//! cutover is due, and the cutover then catches up.
+//! cutover is due, and the cutover then catches up. A source that waits whatever the apply does
+//! (a test fault point) has its stream parked until the cutover.
 
 mod support;
 
@@ -269,6 +270,72 @@ async fn the_apply_keeps_its_pace_until_the_cutover_is_due() {
     let report = writers.stop().await;
     report.assert_no_anomalies(format_args!(
         "PostgreSQL {major}, during the paced migration"
+    ));
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&client).await;
+}
+
+#[tokio::test]
+async fn a_source_still_waiting_after_the_copy_has_the_stream_parked_until_the_cutover() {
+    let Some(major) = test_majors().into_iter().next() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let (url, client) = seeded(&cluster, "gov_park").await;
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    // The fault point makes the governor see every probe's commit four times slower than allowed
+    // once the copy is done: the apply goes down to its floor, and 3 s later the stream parks.
+    let mut env = GOVERNED.to_vec();
+    env.push(("PGREPART_TEST_FAULT", "governor-slow-source"));
+    let run = spawn_with_env(
+        &seed_run_args(&url, &["--cutover", "manual", "--verify", "off"]),
+        &env,
+    );
+    let parked = wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "the governor to park the stream",
+        |v| inspect::phase(v) == "streaming" && v["apply_rate_limit"].as_i64() == Some(0),
+    )
+    .await;
+    let slot = parked["slot_name"].as_str().unwrap().to_string();
+    // Parked: the slot has no walsender, and `status` says why.
+    support::wait_until(DEADLINE, "the parked stream's walsender to go", || async {
+        !inspect::slot_active(&client, &slot).await
+    })
+    .await;
+    let text = support::pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    if v["apply_rate_limit"].as_i64() == Some(0) {
+        assert!(
+            text.contains("stream parked: the source is busy"),
+            "PostgreSQL {major}: status text does not say the stream is parked:\n{text}"
+        );
+    }
+    assert_eq!(v["running"], serde_json::Value::Bool(true), "{v}");
+
+    // The cutover is due: the stream opens again, catches up, and the swap loses nothing.
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    let out = cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
+    let log = log_of(&out);
+    assert!(
+        log.contains("stream parked")
+            && log.contains("the workload waits even with the apply at its floor"),
+        "PostgreSQL {major}: the governor's park is not in the log:\n{log}"
+    );
+    assert!(
+        log.contains("stream resumed"),
+        "PostgreSQL {major}: the stream never opened again after its park:\n{log}"
+    );
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let report = writers.stop().await;
+    report.assert_no_anomalies(format_args!(
+        "PostgreSQL {major}, during the parked migration"
     ));
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     inspect::assert_no_slot_or_publication(&client).await;

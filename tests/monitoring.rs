@@ -179,20 +179,8 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         let a = pause(&url, &run, DEADLINE).await;
         // The stream is parked: no walsender on the slot, and the run still counts as running.
         let slot = status["slot_name"].as_str().unwrap().to_string();
-        let slot_active = |want: bool| {
-            let (client, slot) = (&client, &slot);
-            async move {
-                client
-                    .query_one(
-                        "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                        &[slot],
-                    )
-                    .await
-                    .unwrap()
-                    .get::<_, bool>(0)
-                    == want
-            }
-        };
+        let (c, s) = (&client, slot.as_str());
+        let slot_active = move |want: bool| async move { inspect::slot_active(c, s).await == want };
         support::wait_until(DEADLINE, "the paused run to close its stream", || {
             slot_active(false)
         })

@@ -90,6 +90,18 @@ pub async fn slots(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// Whether `slot` has a walsender (a parked or stopped run's slot has none).
+pub async fn slot_active(client: &Client, slot: &str) -> bool {
+    client
+        .query_one(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("read slot {slot}: {}", describe(&e)))
+        .get(0)
+}
+
 /// Publications of the client's database.
 pub async fn publications(client: &Client) -> Vec<String> {
     client
