@@ -183,8 +183,8 @@ async fn the_copy_is_held_while_the_source_is_measured_again() {
         return;
     };
     // At most 2,000 rows/s: the copy of 60,000 rows outlasts the governor's first 20 decisions
-    // (it holds the copy and takes its baselines again every 20), and every row is still right
-    // at the end.
+    // (it holds the copy and takes its baselines again after 5, then every 20), and every row is
+    // still right at the end.
     let log =
         governed_run_under_writers(&cluster, major, "gov_rebase", &["--max-copy-rate", "2000"])
             .await;
