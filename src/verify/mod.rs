@@ -122,6 +122,24 @@ async fn verify_held(plan: &Plan, hold: &mut impl HoldControl, started: Instant)
     // Step 3: the target catches up to exactly the snapshot.
     hold.hold(slot.consistent_point).await?;
     let targets = open_sessions(&plan.target, plan.jobs, None).await?;
+    let by_value = hashes_by_value(&sources[0], &plan.columns).await
+        && hashes_by_value(&targets[0], &plan.columns).await;
+    tracing::info!(
+        by_value,
+        "verify: rows are hashed {}",
+        if by_value {
+            "by value (each type's hash function)"
+        } else {
+            "by their text (a column's type has no extended hash function)"
+        }
+    );
+    let plan = &Plan {
+        columns: Columns {
+            by_value,
+            ..plan.columns.clone()
+        },
+        ..plan.clone()
+    };
     let mut report = compare_all(plan, &sources, &targets).await?;
     report.consistent_point = slot.consistent_point;
     if plan.repair && report.differences_total > 0 {
@@ -135,6 +153,24 @@ async fn verify_held(plan: &Plan, hold: &mut impl HoldControl, started: Instant)
     drop(repl);
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Whether every compared column's type has an extended hash function on this side: the probe
+/// runs in a savepoint of the session's transaction, which its error would otherwise end.
+async fn hashes_by_value(c: &Client, cols: &Columns) -> bool {
+    if c.batch_execute("SAVEPOINT pgrepart_hash_probe")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    let ok = c.simple_query(&cols.by_value_probe_sql()).await.is_ok();
+    let end = if ok {
+        "RELEASE SAVEPOINT pgrepart_hash_probe"
+    } else {
+        "ROLLBACK TO SAVEPOINT pgrepart_hash_probe"
+    };
+    c.batch_execute(end).await.is_ok() && ok
 }
 
 async fn open_sessions(config: &Config, n: usize, snapshot: Option<&str>) -> Result<Vec<Client>> {
