@@ -125,6 +125,11 @@ async fn verify_passes_under_load_then_finds_names_and_repairs_a_planted_differe
                 output_text(&out)
             );
             assert!(
+                String::from_utf8_lossy(&out.stderr).contains("rows are hashed by value"),
+                "PostgreSQL {major}: every column of the seed table has a hash function: {}",
+                output_text(&out)
+            );
+            assert!(
                 writers.ops() > before,
                 "the writers were idle during verify"
             );
@@ -338,4 +343,60 @@ async fn a_verify_killed_while_holding_the_run_lets_go_when_its_lease_runs_out()
         support::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
         eprintln!("PostgreSQL {major}: a killed verify's hold was lifted by its lease");
     }
+}
+
+#[tokio::test]
+async fn a_column_without_a_hash_function_is_compared_by_its_text() {
+    let Some(major) = test_majors().into_iter().next() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("verify_json");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    schema::create_seed_table(&client, "orders_flat", 5_000).await;
+    // json has no hash function: rows are hashed by their text, and a json value changed on the
+    // new table alone is found.
+    client
+        .batch_execute(
+            "ALTER TABLE orders_flat ADD COLUMN doc json; \
+             UPDATE orders_flat SET doc = json_build_object('n', id % 7)",
+        )
+        .await
+        .unwrap();
+    let run = spawn(&seed_run_args(
+        &url,
+        &["--cutover", "manual", "--verify", "off"],
+    ));
+    wait_streaming(&url, &run).await;
+    let out = verify(&url, &[]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rows are hashed by their text"),
+        "PostgreSQL {major}: {}",
+        output_text(&out)
+    );
+    let id: i64 = client
+        .query_one("SELECT min(id) FROM orders_flat_repart", &[])
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "UPDATE orders_flat_repart SET doc = '{{\"n\": 99}}' WHERE id = {id}"
+        ))
+        .await
+        .unwrap();
+    let out = verify(&url, &[]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{id}: different")),
+        "PostgreSQL {major}: {}",
+        output_text(&out)
+    );
+    drop(run);
+    let out = support::pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
 }
