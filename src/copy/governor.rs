@@ -705,8 +705,7 @@ pub async fn baseline(source: &Config) -> Result<Baseline> {
     // are then taken over a second, as every decision's are (in one bench run the quick probes'
     // 0.28 ms sat below every later measure, 0.5 to 0.8 ms, and held the copy at its floor on
     // latency alone).
-    let mut at = measure(&client, 9, Duration::from_millis(10)).await?;
-    let quiet = at.others_per_s < MIN_WORKLOAD_XACTS / 2.0;
+    let (mut at, quiet) = quick_look(&client).await?;
     if !quiet {
         at = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
     }
@@ -717,8 +716,13 @@ pub async fn baseline(source: &Config) -> Result<Baseline> {
 /// a second of `baseline`, in a session of its own (when the run has no governor).
 pub async fn source_is_quiet(source: &Config) -> Result<bool> {
     let client = crate::pg::connect(source, "pgrepart probe").await?;
-    let at = measure(&client, 9, Duration::from_millis(10)).await?;
-    Ok(at.others_per_s < MIN_WORKLOAD_XACTS / 2.0)
+    Ok(quick_look(&client).await?.1)
+}
+
+/// Nine probes 10 ms apart, and whether they saw (almost) no other write transactions.
+async fn quick_look(client: &Client) -> Result<(Measured, bool)> {
+    let at = measure(client, 9, Duration::from_millis(10)).await?;
+    Ok((at, at.others_per_s < MIN_WORKLOAD_XACTS / 2.0))
 }
 
 /// What the governor moves: the copy's rate and the apply's pace.
