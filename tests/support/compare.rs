@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
@@ -251,8 +251,8 @@ pub async fn check_table_matches(
     if m.is_empty() { Ok(()) } else { Err(m) }
 }
 
-/// Waits up to `within` until `table` holds exactly `expected`; panics with the last differences
-/// if it never does. For a run still applying the writers' last transactions: a lag of a few
+/// Waits up to `within` until `table` holds exactly `expected`; panics with the differences if
+/// it never does. For a run still applying the writers' last transactions: a lag of a few
 /// kilobytes at the slot can be those very transactions.
 pub async fn wait_table_matches(
     client: &Client,
@@ -260,13 +260,12 @@ pub async fn wait_table_matches(
     expected: &BTreeMap<i64, Row>,
     within: Duration,
 ) {
-    let deadline = Instant::now() + within;
-    loop {
-        match check_table_matches(client, table, expected).await {
-            Ok(()) => return,
-            Err(m) if Instant::now() >= deadline => panic!("still after {within:?}: {m}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
+    let matched = crate::support::poll_until(within, || async {
+        check_table_matches(client, table, expected).await.is_ok()
+    })
+    .await;
+    if !matched {
+        assert_table_matches(client, table, expected).await;
     }
 }
 
