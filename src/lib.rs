@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod copy;
 pub mod cross_cutover;
 pub mod cutover;
@@ -24,4 +25,5 @@ pub mod replication;
 pub mod spec;
 pub mod state;
 pub mod stream;
+pub mod units;
 pub mod verify;

@@ -1234,7 +1234,7 @@ impl Live {
         let max_retained = args
             .max_retained_wal
             .as_deref()
-            .map(monitor::parse_size)
+            .map(crate::units::parse_size)
             .transpose()
             .map_err(Error::refused)?;
         if max_retained.is_none() && unbounded_slot_wal(&source).await? {
