@@ -228,6 +228,14 @@ impl Prepared {
     pub fn cross_db(&self) -> bool {
         self.dbs.cross
     }
+
+    /// Whether the new table is on the source's server (same host and port): its writes then
+    /// take transaction ids of the source's cluster.
+    pub fn same_cluster(&self) -> bool {
+        let server =
+            |c: &tokio_postgres::Config| (format!("{:?}", c.get_hosts()), c.get_ports().to_vec());
+        server(&self.dbs.source) == server(&self.dbs.target)
+    }
 }
 
 /// Everything `run` needs, checked: the engine's whole input.

@@ -30,6 +30,36 @@ pub fn point(name: &str) {
     }
 }
 
+/// The environment variables of held points: `PGREPART_TEST_HOLD=<name>[,<name>...]` and the
+/// directory of their marker files, `PGREPART_TEST_HOLD_DIR`.
+pub const HOLD_ENV: &str = "PGREPART_TEST_HOLD";
+pub const HOLD_DIR_ENV: &str = "PGREPART_TEST_HOLD_DIR";
+
+/// Holds the process at a named point until the test lets it go: with `name` listed in
+/// `PGREPART_TEST_HOLD`, it creates `<dir>/<name>.reached` and waits until `<dir>/<name>.release`
+/// exists (each point holds once per process). Tests use it to act on a phase that would
+/// otherwise pass too quickly (terminate a session while the index builds run). Unset, it costs
+/// one environment lookup.
+pub async fn pause(name: &str) {
+    let (Ok(points), Ok(dir)) = (std::env::var(HOLD_ENV), std::env::var(HOLD_DIR_ENV)) else {
+        return;
+    };
+    if !listed(&points, name) {
+        return;
+    }
+    let dir = std::path::Path::new(&dir);
+    let reached = dir.join(format!("{name}.reached"));
+    if reached.exists() {
+        return;
+    }
+    eprintln!("pgrepart: holding at test point '{name}' ({HOLD_ENV})");
+    let _ = std::fs::write(&reached, b"");
+    let release = dir.join(format!("{name}.release"));
+    while !release.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::listed;

@@ -16,6 +16,7 @@ pub mod cutover;
 pub mod error;
 pub mod fault;
 pub mod lsn;
+pub mod migration;
 pub mod monitor;
 pub mod partitioning;
 pub mod pg;

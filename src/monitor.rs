@@ -1,7 +1,6 @@
 //! Live figures of a running migration: rates, the progress display (a bar on a terminal, log lines
 //! otherwise), the Prometheus endpoint, and the retained-WAL guard. The decisions are pure.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -144,24 +143,29 @@ pub fn prometheus_text(s: &Snapshot, table: &str) -> String {
     out
 }
 
-/// Serves `GET /metrics` (any path, in fact) with the latest snapshot, until the task is dropped.
-pub async fn serve_metrics(
-    addr: SocketAddr,
+/// Serves `GET /metrics` (any path, in fact) with the latest snapshot on `listener` (bound when
+/// the arguments were checked), until the returned handle is dropped.
+pub fn serve_metrics(
+    listener: std::net::TcpListener,
     table: String,
     figures: watch::Receiver<Snapshot>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        Error::refused(format!("cannot listen on --metrics-addr {addr}: {e}"))
-            .with_hint("choose a free HOST:PORT")
-    })?;
+) -> Result<tokio_util::task::AbortOnDropHandle<()>> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::failed(format!("the metrics listener: {e}")))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| Error::failed(format!("cannot serve metrics on {addr}: {e}")))?;
     tracing::info!(addr = %addr, "serving Prometheus metrics");
-    Ok(tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let body = prometheus_text(&figures.borrow(), &table);
-            tokio::spawn(async move {
+    Ok(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        async move {
+            let mut answers = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                while answers.try_join_next().is_some() {}
+                let body = prometheus_text(&figures.borrow(), &table);
+                answers.spawn(async move {
                 let mut buf = [0u8; 1024];
                 // Read (part of) the request; its content does not matter.
                 let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
@@ -172,8 +176,9 @@ pub async fn serve_metrics(
                 let _ = socket.write_all(response.as_bytes()).await;
                 let _ = socket.shutdown().await;
             });
-        }
-    }))
+            }
+        },
+    )))
 }
 
 /// What the retained-WAL guard says.

@@ -122,6 +122,7 @@ impl Harness {
                 start: Lsn(1),
                 max_batch: 100,
                 max_queued_bytes,
+                own_writes: Default::default(),
             },
         );
         let (events_tx, events_rx) = event_channel(4 * cost(0));

@@ -225,6 +225,7 @@ pub struct Applier {
     held_event: Option<Event>,
     /// Commit LSN of the last transaction taken: a hold below it cannot be honoured any more.
     last_begin: Lsn,
+    own_writes: Arc<AtomicU64>,
 }
 
 /// An extra apply session and its prepared statements.
@@ -257,6 +258,8 @@ pub struct ApplierConfig {
     pub max_batch: usize,
     /// See `DEFAULT_MAX_QUEUED_BYTES`.
     pub max_queued_bytes: usize,
+    /// Counts the write transactions the applier commits (see `copy::governor::Governed`).
+    pub own_writes: Arc<AtomicU64>,
 }
 
 pub struct ApplierHandles {
@@ -323,6 +326,7 @@ impl Applier {
             hold_missed: false,
             held_event: None,
             last_begin: Lsn::ZERO,
+            own_writes: cfg.own_writes,
         };
         (
             applier,
@@ -454,18 +458,18 @@ impl Applier {
     /// The hold gate in front of `handle`: a transaction committing at or after the hold is kept
     /// aside (not applied) and no further event is taken.
     async fn take(&mut self, event: Event) -> Result<Option<String>> {
-        if let Some(at) = self.hold.filter(|_| !self.hold_missed) {
-            match &event {
-                Event::Message(PgOutput::Begin { final_lsn, .. }) if *final_lsn >= at => {
-                    self.hold_reached = true;
-                    self.held_event = Some(event);
-                    return Ok(None);
-                }
-                Event::Idle(wal_end) if *wal_end >= at && self.open_txn.is_none() => {
-                    self.hold_reached = true;
-                }
-                _ => {}
+        match hold_gate(
+            self.hold.filter(|_| !self.hold_missed),
+            &event,
+            self.open_txn.is_some(),
+        ) {
+            HoldGate::Pass => {}
+            HoldGate::KeepAside => {
+                self.hold_reached = true;
+                self.held_event = Some(event);
+                return Ok(None);
             }
+            HoldGate::Reached => self.hold_reached = true,
         }
         if let Event::Message(PgOutput::Begin { final_lsn, .. }) = &event {
             self.last_begin = self.last_begin.max(*final_lsn);
@@ -524,13 +528,13 @@ impl Applier {
     fn route(&mut self, key: Key, op: Op) -> Result<()> {
         let range = self.router.range_of(&key)?;
         let state = &mut self.ranges[range];
-        if state.done {
-            self.batch_push(key, op);
-        } else {
-            let hold = self.open_txn.unwrap_or(self.applied.get());
-            self.queued_bytes += queued_bytes(&key, &op);
-            state.queue.push_back(Queued { hold, key, op });
-            self.shared.queued_changes.fetch_add(1, Ordering::Relaxed);
+        match gate(state.done, self.open_txn, self.applied.get()) {
+            Gate::Apply => self.batch_push(key, op),
+            Gate::Queue { hold } => {
+                self.queued_bytes += queued_bytes(&key, &op);
+                state.queue.push_back(Queued { hold, key, op });
+                self.shared.queued_changes.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -724,7 +728,7 @@ impl Applier {
                 "the definition of {table} changed on the source during the migration, and the source cannot be read from here"
             )));
         };
-        let client = crate::pg::connect(source, "pgrepart apply (schema)").await?;
+        let client = crate::pg::connect(source, "pgrepart source").await?;
         crate::pg::catalog::table_info(&client, &table).await
     }
 
@@ -852,15 +856,12 @@ impl Applier {
     }
 
     fn compute_flush(&self) -> Lsn {
-        let hold = self
-            .ranges
-            .iter()
-            .filter_map(|r| r.queue.front().map(|q| q.hold))
-            .min();
-        match hold {
-            Some(h) => h.min(self.applied.get()),
-            None => self.applied.get(),
-        }
+        flush_position(
+            self.applied.get(),
+            self.ranges
+                .iter()
+                .filter_map(|r| r.queue.front().map(|q| q.hold)),
+        )
     }
 
     async fn apply_batch(&mut self) -> Result<()> {
@@ -890,6 +891,8 @@ impl Applier {
                     apply_share(client, cache, shape, part.finish(&shape.key))
                 });
             futures_util::future::try_join_all(work).await?;
+            self.own_writes
+                .fetch_add(1 + self.helpers.len() as u64, Ordering::Relaxed);
             tracing::debug!(
                 changes,
                 sessions = 1 + self.helpers.len(),
@@ -938,6 +941,7 @@ impl Applier {
             tx.commit()
                 .await
                 .map_err(|e| Error::db("committing applied changes", e))?;
+            self.own_writes.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(
                 changes,
                 elapsed_us = started.elapsed().as_micros() as u64,
@@ -969,6 +973,58 @@ impl Applier {
             }
         });
         Ok(())
+    }
+}
+
+/// The range gate's decision for one change (pure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Its range is copied: apply it with the batch.
+    Apply,
+    /// Its range is still being copied: queue it, and confirm nothing at or past `hold` until it
+    /// is applied (the commit LSN of its transaction, or what is applied when outside one).
+    Queue { hold: Lsn },
+}
+
+fn gate(range_done: bool, open_txn: Option<Lsn>, applied: Lsn) -> Gate {
+    if range_done {
+        Gate::Apply
+    } else {
+        Gate::Queue {
+            hold: open_txn.unwrap_or(applied),
+        }
+    }
+}
+
+/// The flush position safe to confirm (pure): what is applied and committed, but never at or
+/// past the hold of the oldest change still queued on an unfinished range (design: the
+/// progress that never loses data).
+fn flush_position(applied: Lsn, queued_holds: impl Iterator<Item = Lsn>) -> Lsn {
+    queued_holds.fold(applied, Lsn::min)
+}
+
+/// What the verify hold does with one event (pure); see [`Hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HoldGate {
+    /// Not held (no hold, or before its position): handle the event.
+    Pass,
+    /// A transaction committing at or after the hold begins: keep it aside, take nothing more.
+    KeepAside,
+    /// A keepalive outside any transaction shows the stream is past the hold: handle it, then
+    /// take nothing more.
+    Reached,
+}
+
+fn hold_gate(hold: Hold, event: &Event, in_txn: bool) -> HoldGate {
+    let Some(at) = hold else {
+        return HoldGate::Pass;
+    };
+    match event {
+        Event::Message(PgOutput::Begin { final_lsn, .. }) if *final_lsn >= at => {
+            HoldGate::KeepAside
+        }
+        Event::Idle(wal_end) if *wal_end >= at && !in_txn => HoldGate::Reached,
+        _ => HoldGate::Pass,
     }
 }
 
@@ -1195,4 +1251,96 @@ async fn apply_key_move(tx: &Transaction<'_>, shape: &Shape, old_key: Key, row: 
         .await
         .map_err(|e| apply_error("applying a key change", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn begin(at: u64) -> Event {
+        Event::Message(PgOutput::Begin {
+            final_lsn: Lsn(at),
+            commit_ts: 0,
+            xid: 1,
+        })
+    }
+
+    #[test]
+    fn the_range_gate_applies_done_ranges_and_queues_the_others_at_their_commit() {
+        let applied = Lsn(100);
+        let cases = [
+            // (range done, open transaction's commit LSN, expected)
+            (true, Some(Lsn(500)), Gate::Apply),
+            (true, None, Gate::Apply),
+            (false, Some(Lsn(500)), Gate::Queue { hold: Lsn(500) }),
+            // Outside a transaction (a change replayed from a queue): held at what is applied.
+            (false, None, Gate::Queue { hold: applied }),
+        ];
+        for (done, open, want) in cases {
+            assert_eq!(gate(done, open, applied), want, "done={done} open={open:?}");
+        }
+    }
+
+    #[test]
+    fn the_flush_position_never_passes_the_oldest_queued_change() {
+        let cases: [(u64, &[u64], u64); 5] = [
+            // (applied, holds of the queues' oldest changes, expected flush)
+            (100, &[], 100),
+            (100, &[300], 100),
+            (400, &[300], 300),
+            (400, &[350, 250, 390], 250),
+            (0, &[10], 0),
+        ];
+        for (applied, holds, want) in cases {
+            let got = flush_position(Lsn(applied), holds.iter().map(|&h| Lsn(h)));
+            assert_eq!(got, Lsn(want), "applied={applied} holds={holds:?}");
+        }
+    }
+
+    #[test]
+    fn the_verify_hold_keeps_aside_the_first_transaction_at_or_after_it() {
+        let at = Some(Lsn(1000));
+        let cases = [
+            // (hold, event, inside a transaction, expected)
+            (None, begin(5000), false, HoldGate::Pass),
+            (at, begin(999), false, HoldGate::Pass),
+            (at, begin(1000), false, HoldGate::KeepAside),
+            (at, begin(1001), false, HoldGate::KeepAside),
+            (at, Event::Idle(Lsn(999)), false, HoldGate::Pass),
+            (at, Event::Idle(Lsn(1000)), false, HoldGate::Reached),
+            // A keepalive inside a transaction says nothing about its commit.
+            (at, Event::Idle(Lsn(2000)), true, HoldGate::Pass),
+            // ZERO holds before the next transaction, wherever it is.
+            (Some(Lsn::ZERO), begin(1), false, HoldGate::KeepAside),
+        ];
+        for (hold, event, in_txn, want) in cases {
+            let got = hold_gate(hold, &event, in_txn);
+            assert_eq!(got, want, "hold={hold:?} event={event:?} in_txn={in_txn}");
+        }
+    }
+
+    #[test]
+    fn an_integer_router_sends_each_key_to_its_range() {
+        let router = Router::Int(vec![
+            KeyRange {
+                lo: None,
+                hi: Some(10),
+            },
+            KeyRange {
+                lo: Some(10),
+                hi: Some(20),
+            },
+            KeyRange {
+                lo: Some(20),
+                hi: None,
+            },
+        ]);
+        let key = |k: &str| -> Key { vec![Bytes::copy_from_slice(k.as_bytes())] };
+        assert_eq!(router.range_of(&key("-5")).unwrap(), 0);
+        assert_eq!(router.range_of(&key("10")).unwrap(), 1);
+        assert_eq!(router.range_of(&key("19")).unwrap(), 1);
+        assert_eq!(router.range_of(&key("20")).unwrap(), 2);
+        assert!(router.range_of(&key("x")).is_err());
+        assert_eq!(Router::Single.range_of(&key("x")).unwrap(), 0);
+    }
 }

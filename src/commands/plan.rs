@@ -283,7 +283,7 @@ async fn plan_key_ranges(client: &Client, t: &TableInfo, jobs: usize) -> Result<
     let Some(first) = t.column(&k.columns[0]) else {
         return Ok(vec![]);
     };
-    if !super::run::INT_TYPES.contains(&first.type_oid) {
+    if !crate::copy::ranges::INT_TYPES.contains(&first.type_oid) {
         return Ok(vec![format!(
             "one range: the key {} ({}) is not an integer, so it is copied by one worker",
             first.name, first.type_sql

@@ -646,11 +646,18 @@ struct Measured {
     xid: i64,
 }
 
-/// `n` probes (at least two), `every` apart.
-async fn measure(client: &Client, n: usize, every: Duration) -> Result<Measured> {
+/// `n` probes (at least two), `every` apart; `own` counts pgrepart's other write transactions
+/// meanwhile (left out of the workload).
+async fn measure(
+    client: &Client,
+    n: usize,
+    every: Duration,
+    own: Option<&AtomicU64>,
+) -> Result<Measured> {
+    let own_now = || own.map_or(0, |o| o.load(Ordering::Relaxed));
     let n = n.max(2);
     let mut samples = Vec::with_capacity(n);
-    let (mut first, mut xid, mut started) = (0, 0, Instant::now());
+    let (mut first, mut xid, mut started, mut own_first) = (0, 0, Instant::now(), 0);
     for i in 0..n {
         if i > 0 {
             tokio::time::sleep(every).await;
@@ -658,7 +665,7 @@ async fn measure(client: &Client, n: usize, every: Duration) -> Result<Measured>
         let (ms, x) = probe(client).await?;
         if i == 0 {
             // From the end of the first probe to the end of the last: n - 1 of ours in between.
-            (first, started) = (x, Instant::now());
+            (first, started, own_first) = (x, Instant::now(), own_now());
         }
         samples.push(ms);
         xid = x;
@@ -666,7 +673,7 @@ async fn measure(client: &Client, n: usize, every: Duration) -> Result<Measured>
     let secs = started.elapsed().as_secs_f64().max(0.001);
     Ok(Measured {
         latency_ms: median(&mut samples),
-        others_per_s: ((xid - first) as f64 - (n - 1) as f64).max(0.0) / secs,
+        others_per_s: workload_rate(xid - first, n - 1, own_now() - own_first, secs),
         xid,
     })
 }
@@ -696,18 +703,14 @@ impl Baseline {
 }
 
 pub async fn baseline(source: &Config) -> Result<Baseline> {
-    let client = crate::pg::connect(source, "pgrepart probe").await?;
-    client
-        .batch_execute("SET synchronous_commit = on")
-        .await
-        .map_err(|e| Error::db("preparing the probe session", e))?;
+    let client = probe_session(source).await?;
     // A tenth of a second tells an idle source from a busy one; a busy one's rate and latency
     // are then taken over a second, as every decision's are (in one bench run the quick probes'
     // 0.28 ms sat below every later measure, 0.5 to 0.8 ms, and held the copy at its floor on
     // latency alone).
     let (mut at, quiet) = quick_look(&client).await?;
     if !quiet {
-        at = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
+        at = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY, None).await?;
     }
     Ok(Baseline { client, at, quiet })
 }
@@ -721,7 +724,7 @@ pub async fn source_is_quiet(source: &Config) -> Result<bool> {
 
 /// Nine probes 10 ms apart, and whether they saw (almost) no other write transactions.
 async fn quick_look(client: &Client) -> Result<(Measured, bool)> {
-    let at = measure(client, 9, Duration::from_millis(10)).await?;
+    let at = measure(client, 9, Duration::from_millis(10), None).await?;
     Ok((at, at.others_per_s < MIN_WORKLOAD_XACTS / 2.0))
 }
 
@@ -742,6 +745,47 @@ pub struct Governed {
     /// The migration's replication slot: its walsender goes on decoding into the socket's
     /// buffers for a while after the reader stops, and a baseline waits for it to stop.
     pub slot: String,
+    /// Write transactions pgrepart itself commits (copied ranges, applied batches, its state),
+    /// when they take transaction ids of the source's cluster (the new table on the same
+    /// server): left out of the workload, which is the application's alone. `None` when the
+    /// new table is on another server.
+    pub own_writes: Option<Arc<AtomicU64>>,
+    /// The source, to open the probe session again when it is lost.
+    pub source: Config,
+}
+
+/// A new probe session after `lost` (a transient error) ended the last one; the governing goes
+/// on with its baselines, from a new window.
+async fn reconnect_probe(source: &Config, lost: &Error) -> Result<Client> {
+    tracing::warn!(
+        error = %lost,
+        rule = lost.transient_rule().unwrap_or_default(),
+        "the load governor's probe session was lost; opening another"
+    );
+    probe_session(source).await
+}
+
+async fn probe_session(source: &Config) -> Result<Client> {
+    let client = crate::pg::connect(source, "pgrepart probe").await?;
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(|e| Error::db("preparing the probe session", e))?;
+    Ok(client)
+}
+
+/// pgrepart's own write transactions so far, as far as they count on the source.
+fn own_writes(g: &Governed) -> u64 {
+    g.own_writes
+        .as_ref()
+        .map_or(0, |o| o.load(Ordering::Relaxed))
+}
+
+/// The application's write transactions per second (pure): transaction ids assigned on the
+/// source's cluster over `secs`, less the probes' own (`probes`, one each) and pgrepart's other
+/// commits (`own`).
+pub fn workload_rate(xids: i64, probes: usize, own: u64, secs: f64) -> f64 {
+    (xids as f64 - probes as f64 - own as f64).max(0.0) / secs.max(0.001)
 }
 
 /// Governs the copy's rate and the apply's pace until `stop` turns true. Never fails the
@@ -760,7 +804,7 @@ fn limit_text(limit: Option<u64>, unit: &str) -> String {
 }
 
 async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let Baseline { client, at, .. } = base;
+    let Baseline { mut client, at, .. } = base;
     let mut last_xid = at.xid;
     // The copy already runs at this start limit (set before it began: `Baseline::start_limit`).
     let mut controller = Controller::new(at.latency_ms, at.others_per_s, g.max_impact, g.copy_cap);
@@ -778,6 +822,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     let mut window_start = Instant::now();
     let mut rows_before = g.progress.streamed_rows.load(Ordering::Relaxed);
     let mut changes_before = g.pace.changes();
+    let mut own_before = own_writes(g);
     let mut decisions = 0u32;
     // The baseline was taken before the setup: the first window counts from the first probe.
     let mut resync = true;
@@ -802,15 +847,24 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             resync = true;
             continue;
         }
-        let (ms, xid) = probe(&client).await?;
+        let (ms, xid) = match probe(&client).await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => {
+                client = reconnect_probe(&g.source, &e).await?;
+                resync = true;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         window.push(ms);
         if resync {
             // Back from a pause in the governing: the window counts from this probe.
             resync = false;
-            (last_xid, rows_before, changes_before) = (
+            (last_xid, rows_before, changes_before, own_before) = (
                 xid,
                 g.progress.streamed_rows.load(Ordering::Relaxed),
                 g.pace.changes(),
+                own_writes(g),
             );
             window.clear();
             window_start = Instant::now();
@@ -833,8 +887,8 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             // A source that stays busy after the copy, for the tests of parking.
             latency = latency.max(controller.allowed_ms() * 4.0);
         }
-        // Transaction ids assigned meanwhile, less our probes'.
-        let others = ((xid - last_xid) as f64 - window.len() as f64).max(0.0) / secs;
+        let own = own_writes(g);
+        let others = workload_rate(xid - last_xid, window.len(), own - own_before, secs);
         let rows = g.progress.streamed_rows.load(Ordering::Relaxed);
         let changes = g.pace.changes();
         let copy_rate = rows.saturating_sub(rows_before) as f64 / secs;
@@ -913,7 +967,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         }
         decisions += 1;
         // The next window counts from here: its xids, rows and changes from the last probe's.
-        (last_xid, rows_before, changes_before) = (xid, rows, changes);
+        (last_xid, rows_before, changes_before, own_before) = (xid, rows, changes, own);
         last_change_rate = change_rate;
         if (decisions == FIRST_REBASE || decisions.is_multiple_of(REBASE_EVERY) || rebase_now)
             && (controller.busy() || others >= MIN_WORKLOAD_XACTS)
@@ -925,7 +979,23 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 _ = stop.changed() => return Ok(()),
                 _ = settle(&client, &g.slot) => {}
             }
-            let again = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY).await?;
+            let again = match measure(
+                &client,
+                PROBES_PER_DECISION + 1,
+                PROBE_EVERY,
+                g.own_writes.as_deref(),
+            )
+            .await
+            {
+                Ok(again) => again,
+                Err(e) if e.is_transient() => {
+                    drop(holds);
+                    client = reconnect_probe(&g.source, &e).await?;
+                    resync = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             drop(holds);
             let (kept_ms, kept_xacts) = controller.rebase(again.latency_ms, again.others_per_s);
             if !g.pace.is_free()
@@ -941,10 +1011,11 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 workload_xacts_per_s = kept_xacts.round() as u64,
                 "load governor: the source measured again with the migration held"
             );
-            (last_xid, rows_before, changes_before) = (
+            (last_xid, rows_before, changes_before, own_before) = (
                 again.xid,
                 g.progress.streamed_rows.load(Ordering::Relaxed),
                 g.pace.changes(),
+                own_writes(g),
             );
         }
         window.clear();
@@ -1100,6 +1171,15 @@ mod tests {
         assert_eq!(c.rebase(5.0, 2_000.0), (5.0, 2_000.0));
         // The rate and the latency are judged apart.
         assert_eq!(c.rebase(5.1, 500.0), (5.0, 500.0));
+    }
+
+    #[test]
+    fn the_workload_is_the_transactions_of_others_than_pgrepart() {
+        // 1,000 xids in 2 s: 10 probes, 390 copy and apply commits of pgrepart's own.
+        assert_eq!(workload_rate(1000, 10, 390, 2.0), 300.0);
+        // Nothing but pgrepart: no workload, never below zero.
+        assert_eq!(workload_rate(50, 10, 45, 1.0), 0.0);
+        assert_eq!(workload_rate(400, 0, 0, 0.0), 400_000.0);
     }
 
     #[test]

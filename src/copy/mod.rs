@@ -37,7 +37,7 @@ pub async fn open_sessions(
 ) -> Result<Vec<Client>> {
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
-        let client = crate::pg::connect(config, "pgrepart copy").await?;
+        let client = crate::pg::connect(config, "pgrepart copy source").await?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
@@ -97,6 +97,8 @@ pub struct CopyJob {
     pub toast_compression: Option<&'static str>,
     /// How many workers share the limit.
     pub workers: usize,
+    /// Write transactions pgrepart commits, which the load governor leaves out of the workload.
+    pub own_writes: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -140,14 +142,15 @@ pub async fn run_workers(
         );
         let mut pause = pause.clone();
         workers.spawn(async move {
-            let mut target = crate::pg::connect(&job.target_config, "pgrepart copy").await?;
+            let mut target = crate::pg::connect(&job.target_config, "pgrepart copy target").await?;
             target
                 .batch_execute("SET synchronous_commit = on")
                 .await
                 .map_err(|e| Error::db("preparing a copy session", e))?;
             toast::apply(&target, job.toast_compression).await?;
             loop {
-                if *stop.borrow() {
+                // Stopped, or the attempt that started this worker is gone.
+                if *stop.borrow() || stop.has_changed().is_err() {
                     return Ok(());
                 }
                 let next = queue.lock().expect("copy queue lock").pop_back();
@@ -266,10 +269,22 @@ async fn copy_range(
         }
     }
     let rows = sink.finish().await.map_err(copy_in_error)?;
-    state::mark_range_done(&tx, job.migration_id, range_no, rows).await?;
+    if !state::mark_range_done(&tx, job.migration_id, range_no, rows).await? {
+        // Done by an earlier attempt whose commit landed after this one read the ranges: its
+        // rows are there already, and this copy would double them.
+        tx.rollback()
+            .await
+            .map_err(|e| Error::db("rolling back a copy of a finished range", e))?;
+        tracing::info!(
+            range = range_no,
+            "range already copied by an earlier attempt; this copy rolled back"
+        );
+        return Ok(0);
+    }
     tx.commit()
         .await
         .map_err(|e| Error::db("committing a copied range", e))?;
+    job.own_writes.fetch_add(1, Ordering::Relaxed);
     progress.rows.fetch_add(rows, Ordering::Relaxed);
     Ok(rows)
 }

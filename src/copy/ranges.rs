@@ -10,6 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The type OIDs of the integer key columns that ranges are cut on (int8, int2, int4).
+pub const INT_TYPES: [u32; 3] = [20, 21, 23];
+
 /// `[lo, hi)`; `None` is unbounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {

@@ -229,6 +229,18 @@ pub async fn relation_exists(client: &impl GenericClient, name: &QualifiedName) 
         .get(0))
 }
 
+/// The OID of a relation, if it exists.
+pub async fn relation_oid(
+    client: &impl GenericClient,
+    name: &QualifiedName,
+) -> Result<Option<u32>> {
+    Ok(client
+        .query_one("SELECT to_regclass($1)::oid", &[&name.sql()])
+        .await
+        .map_err(|e| Error::db(format!("looking up {name}"), e))?
+        .get(0))
+}
+
 pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<TableInfo>> {
     let ctx = |what: &str| format!("reading the catalog ({what}) of {name}");
     let Some(row) = client

@@ -106,7 +106,11 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     -- transaction, each entry removed by its rebuild's): see cutover::MatViewRebuild.
     pending_matviews jsonb NOT NULL DEFAULT '[]',
     -- The apply's pace set by the load governor (or --max-apply-rate) now, changes/s; NULL: none.
-    apply_rate_limit bigint
+    apply_rate_limit bigint,
+    -- The identity of the source table and of the new table when the migration started: a resumed
+    -- run refuses when either was dropped and recreated since (NULL: recorded by an older pgrepart).
+    source_oid oid,
+    target_oid oid
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -174,6 +178,10 @@ pub struct Migration {
     /// Materialized views the swap left to rebuild over the new table (a run that died between
     /// the swap and their rebuild); the next `run` does them.
     pub pending_matviews: Vec<crate::cutover::MatViewRebuild>,
+    /// The source table's OID when the migration started (`None`: recorded by an older pgrepart).
+    pub source_oid: Option<u32>,
+    /// The new table's OID when the migration started.
+    pub target_oid: Option<u32>,
 }
 
 impl Migration {
@@ -196,7 +204,7 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
        m.target_committed_fence,
        m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner,
-       m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit
+       m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit, m.source_oid, m.target_oid
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -241,6 +249,8 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         hold_owner: r.get(36),
         copy_rate_limit: r.get(37),
         apply_rate_limit: r.get(39),
+        source_oid: r.get(40),
+        target_oid: r.get(41),
         pending_matviews: serde_json::from_value(r.get(38)).map_err(|e| {
             Error::failed(format!(
                 "unreadable pending_matviews in pgrepart.migrations: {e}"
@@ -278,7 +288,9 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS held_at_lsn pg_lsn,
     ADD COLUMN IF NOT EXISTS copy_rate_limit bigint,
     ADD COLUMN IF NOT EXISTS pending_matviews jsonb NOT NULL DEFAULT '[]',
-    ADD COLUMN IF NOT EXISTS apply_rate_limit bigint;
+    ADD COLUMN IF NOT EXISTS apply_rate_limit bigint,
+    ADD COLUMN IF NOT EXISTS source_oid oid,
+    ADD COLUMN IF NOT EXISTS target_oid oid;
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -299,7 +311,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'apply_rate_limit' AND NOT attisdropped)",
+                            AND attname = 'target_oid' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -367,6 +379,9 @@ pub struct NewMigration<'a> {
     /// The source database's OID: slot names are unique per cluster, and every database keeps
     /// its own migration ids, so the name carries both.
     pub source_db_oid: u32,
+    /// The source table's and the new table's OIDs (see `Migration::source_oid`).
+    pub source_oid: u32,
+    pub target_oid: u32,
 }
 
 /// The replication slot's (and publication's) name: `pgrepart_<db oid>_<id>_<table>`, at most 63
@@ -382,8 +397,8 @@ pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<
         .query_one(
             "INSERT INTO pgrepart.migrations (source_schema, source_name, target_schema, target_name, old_name, \
                slot_name, publication_name, target_created, created_partitions, spec, phase, cutover_mode, rows_estimate, \
-               total_bytes_estimate) \
-             VALUES ($1, $2, $3, $4, $5, '', '', $6, $7, $8, 'copying', $9, $10, $11) RETURNING id",
+               total_bytes_estimate, source_oid, target_oid) \
+             VALUES ($1, $2, $3, $4, $5, '', '', $6, $7, $8, 'copying', $9, $10, $11, $12, $13) RETURNING id",
             &[
                 &m.source.schema,
                 &m.source.name,
@@ -396,6 +411,8 @@ pub async fn insert(client: &impl GenericClient, m: NewMigration<'_>) -> Result<
                 &m.cutover_mode,
                 &m.rows_estimate,
                 &m.total_bytes_estimate,
+                &m.source_oid,
+                &m.target_oid,
             ],
         )
         .await
@@ -693,21 +710,26 @@ pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(KeyRang
         .collect())
 }
 
-/// Marks a range copied; called inside the copy's own target transaction.
+/// Marks a copied range done, in the copy's own transaction; false when it was already done
+/// (the caller then rolls the copy back).
 pub async fn mark_range_done(
     client: &impl GenericClient,
     id: i64,
     range_no: usize,
     rows: u64,
-) -> Result<()> {
-    client
+) -> Result<bool> {
+    // Only an undone range: a copy of a range that another attempt finished meanwhile (its
+    // commit still in flight when that attempt was stopped) finds 0 rows here, after waiting
+    // for that commit on the row's lock, and rolls its own copy back.
+    let marked = client
         .execute(
-            "UPDATE pgrepart.ranges SET done = true, rows_copied = $3, finished_at = now() WHERE migration_id = $1 AND range_no = $2",
+            "UPDATE pgrepart.ranges SET done = true, rows_copied = $3, finished_at = now() \
+             WHERE migration_id = $1 AND range_no = $2 AND NOT done",
             &[&id, &(range_no as i32), &(rows as i64)],
         )
         .await
         .map_err(|e| Error::db("recording a copied range", e))?;
-    Ok(())
+    Ok(marked == 1)
 }
 
 /// Removes the migration's state, and the schema when nothing else is left in it.

@@ -14,6 +14,7 @@
 //! (with a lease, so a vanished verify never holds the migration), or direct for `run`'s own check.
 
 pub mod compare;
+pub mod gate;
 pub mod hold;
 pub mod report;
 
