@@ -73,6 +73,10 @@ pub struct Report {
     /// The new table's primary key is left for after the copy (`--primary-key`): no change is
     /// applied before it is built.
     pub primary_key_pending: bool,
+    /// Why the migration can no longer resume, when its tables are no longer the ones it
+    /// started on (the source table dropped and created again, taken out of the publication, the
+    /// new table replaced); null otherwise. The fix is `pgrepart abort`, then `pgrepart run`.
+    pub identity_problem: Option<String>,
 }
 
 /// `client` is the source database (the slot and its walsender); `m` was read from `target`.
@@ -110,6 +114,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         None if m.phase == state::Phase::Done => (Some(0), Some(0), None, false, None, false),
         None => (None, None, None, false, None, false),
     };
+    let identity_problem = identity_problem(client, target, m).await?;
     // A run whose stream is parked holds no slot, but it holds the migration's lock.
     let running = running || state::run_attached(target, m.id).await?;
     let primary_key_pending = m.target_created
@@ -166,6 +171,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         eta_seconds: eta,
         waiting_for,
         primary_key_pending,
+        identity_problem,
         cutover_waiting: m.cutover_mode == "manual"
             && !m.cutover_requested
             && m.phase == state::Phase::Streaming,
@@ -192,6 +198,27 @@ async fn oldest_transactions(client: &Client) -> Result<Vec<String>> {
         .collect())
 }
 
+/// See `Report::identity_problem`: only for a migration not done, whose slot is still there.
+async fn identity_problem(
+    source: &Client,
+    target: &Client,
+    m: &Migration,
+) -> Result<Option<String>> {
+    // Before its ranges are recorded a migration is still setting up its publication and slot
+    // (or a rerun sets them up again): nothing to hold them against yet.
+    if m.phase == state::Phase::Done || m.ranges_total == 0 {
+        return Ok(None);
+    }
+    let mut m = m.clone();
+    if m.target_committed_fence.is_some() {
+        m.target = m.final_name();
+    }
+    match crate::pg::catalog::table_info(source, &m.source).await? {
+        None => Ok(Some(format!("{} no longer exists on the source", m.source))),
+        Some(info) => crate::migration::resume::identity_problem(source, target, &m, &info).await,
+    }
+}
+
 fn human(r: &Report) -> String {
     let opt = |v: Option<i64>| v.map_or("-".to_string(), bytes);
     let rate =
@@ -200,6 +227,11 @@ fn human(r: &Report) -> String {
         "migration {}  {} -> {}\n",
         r.migration_id, r.table, r.target
     );
+    if let Some(problem) = &r.identity_problem {
+        s += &format!(
+            "  CANNOT RESUME    {problem}: run `pgrepart abort`, then `pgrepart run` again\n"
+        );
+    }
     let running = match &r.runner {
         Some(who) => format!(", running ({who})"),
         None if r.running => ", running".to_string(),

@@ -201,6 +201,8 @@ async fn build_locked(
         workers.spawn(async move {
             let session = crate::pg::connect(&config, "pgrepart index").await?;
             backends.register(&session).await?;
+            // Tests: hold with an index session open, the parent's lock taken.
+            crate::fault::pause("index-build").await;
             if crate::fault::enabled("index-build-waits") {
                 // Tests: a build that takes as long as the test wants.
                 session

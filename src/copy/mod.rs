@@ -248,6 +248,10 @@ async fn copy_range(
             .await
             .map_err(|e| Error::db("copying into the new table", e))?;
         chunks += 1;
+        if chunks == 2 {
+            // Tests: hold with a range's copy in flight on both sides.
+            crate::fault::pause("copy-range").await;
+        }
         if chunks.is_multiple_of(PACE_EVERY) {
             wait_while_paused(pause).await;
             if job.limit.held() {

@@ -37,7 +37,6 @@ pub async fn finish_copy(
     backends: &copy::indexes::Backends,
     key: KeyBuilt,
 ) -> Result<()> {
-    crate::fault::pause("index-build").await;
     // The control session builds the parent's indexes and runs the ANALYZE.
     backends.register(control).await?;
     if let Target::Generate { by, .. } = &prep.target {
@@ -118,7 +117,6 @@ pub async fn verified_before_cutover(
         Ok(c) => catalog::table_info(&c, &info.name).await.ok().flatten(),
         Err(_) => None,
     };
-    crate::fault::pause("verify").await;
     let outcome = crate::verify::gate::before_cutover(
         &prep.dbs.source,
         &prep.dbs.target,
@@ -215,6 +213,7 @@ pub async fn try_cutover(
         target_desc: prep.dbs.target_description(),
     });
     state::set_phase(&*control, m.id, Phase::CuttingOver, None).await?;
+    // Tests: hold with the fence session open, before the table is locked.
     crate::fault::pause("cutover").await;
     let mut backoff = Duration::from_millis(500);
     for attempt_no in 1..=cfg.cutover_attempts {

@@ -589,6 +589,8 @@ impl<'a> Supervisor<'a> {
         };
         match finished {
             Some(Ok(())) => {
+                // Tests: hold as the catch-up begins (the stages run on).
+                crate::fault::pause("catch-up").await;
                 self.key_pending = false;
                 tracing::info!(
                     elapsed_s = self.started.elapsed().as_secs(),

@@ -123,6 +123,8 @@ async fn verify_held(plan: &Plan, hold: &mut impl HoldControl, started: Instant)
     // Step 3: the target catches up to exactly the snapshot.
     hold.hold(slot.consistent_point).await?;
     let targets = open_sessions(&plan.target, plan.jobs, None).await?;
+    // Tests: hold with every verify session open, the applier held.
+    crate::fault::pause("verify-sessions").await;
     let by_value = hashes_by_value(&sources[0], &plan.columns).await
         && hashes_by_value(&targets[0], &plan.columns).await;
     tracing::info!(

@@ -1,0 +1,454 @@
+//! The fault matrix: every session `pgrepart run` opens, terminated (`pg_terminate_backend`) in
+//! every phase where it exists, under a concurrent write load; and a server restart during the
+//! copy and while streaming. Each case ends with the migration cut over and the new table compared
+//! row by row with the writers' record: the run recovered by itself, or it stopped with a message
+//! and the same command, run again, finished the job.
+//!
+//! The phases that pass too quickly to hit from outside are held at test points
+//! (`PGREPART_TEST_HOLD`, see src/fault.rs): the process writes `<point>.reached` and waits for
+//! `<point>.release`, with the sessions of that phase open.
+//!
+//! | phase | held at | sessions |
+//! | --- | --- | --- |
+//! | setup | the slot's snapshot imported by the copy sessions | state, source, replication, copy source, probe |
+//! | copy | a range's COPY in flight on both sides | state, source, replication, copy source, copy target, apply, probe |
+//! | index build | an index session open, the parent locked | state, source, replication, apply, index, probe |
+//! | catch-up | the supervisor, as streaming begins | state, source, replication, apply, probe |
+//! | streaming | (not held: changes applied) | state, source, replication, apply, probe |
+//! | verify | every verify session open, the applier held | state, source, replication, apply, verify |
+//! | cutover | the fence session open, before the lock | state, source, replication, apply, fence |
+//!
+//! The copy cases run on a small table; each case has its own cluster.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::flow::{seed_run_args, spawn_with_env, wait_status};
+use support::inspect::{self, output_text};
+use support::program::{Background, spawn_pgrepart_with_env, tail};
+use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
+
+const SEED_ROWS: usize = 4_000;
+const DEADLINE: Duration = Duration::from_secs(150);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Setup,
+    Copy,
+    IndexBuild,
+    CatchUp,
+    Streaming,
+    Verify,
+    Cutover,
+}
+
+impl Phase {
+    /// The test point that holds the run in this phase (none: streaming is long enough).
+    fn hold_point(self) -> Option<&'static str> {
+        match self {
+            Phase::Setup => Some("setup-snapshot-imported"),
+            Phase::Copy => Some("copy-range"),
+            Phase::IndexBuild => Some("index-build"),
+            Phase::CatchUp => Some("catch-up"),
+            Phase::Streaming => None,
+            Phase::Verify => Some("verify-sessions"),
+            Phase::Cutover => Some("cutover"),
+        }
+    }
+
+    /// The cutover is asked for before the phase is reached (the verify before it, the swap).
+    fn needs_cutover_request(self) -> bool {
+        matches!(self, Phase::Verify | Phase::Cutover)
+    }
+}
+
+/// What is done to the run once it is in the phase.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// `pg_terminate_backend` of every session with this `application_name`.
+    Terminate(&'static str),
+    /// `pg_ctl restart -m fast`.
+    Restart,
+}
+
+/// A running case: the cluster, its database, the writers and the run.
+struct Case {
+    cluster: Cluster,
+    url: String,
+    db: String,
+    writers: Writers,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    hold_dir: tempfile::TempDir,
+    context: String,
+}
+
+impl Case {
+    async fn start(phase: Phase, fault: Fault) -> Option<Case> {
+        let major = *test_majors().first()?;
+        let cluster = Cluster::start_or_skip(major)?;
+        let db = unique_name("matrix");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+        // A secondary index, so that the index build has sessions of its own.
+        client
+            .batch_execute("CREATE INDEX orders_flat_customer_idx ON orders_flat (customer_id)")
+            .await
+            .unwrap_or_else(|e| panic!("secondary index: {}", support::describe(&e)));
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(100, DEADLINE).await;
+        let hold_dir = tempfile::Builder::new()
+            .prefix("pgrepart-hold-")
+            .tempdir()
+            .expect("hold dir");
+        let mut env = vec![];
+        if let Some(point) = phase.hold_point() {
+            env.push(("PGREPART_TEST_HOLD".to_string(), point.to_string()));
+            env.push((
+                "PGREPART_TEST_HOLD_DIR".to_string(),
+                hold_dir.path().to_string_lossy().into_owned(),
+            ));
+        }
+        if matches!(fault, Fault::Terminate("pgrepart probe")) {
+            // The probe belongs to the load governor, which the harness turns off by default.
+            env.push(("PGREPART_MAX_IMPACT".to_string(), "15".to_string()));
+        }
+        Some(Case {
+            cluster,
+            url: url.clone(),
+            db,
+            writers,
+            args: seed_run_args(&url, &["--cutover", "manual"]),
+            env,
+            hold_dir,
+            context: format!("PostgreSQL {major}, {phase:?} phase, {fault:?}"),
+        })
+    }
+
+    fn spawn_run(&self) -> Background {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        spawn_with_env(&self.args, &env)
+    }
+
+    fn marker(&self, point: &str, what: &str) -> PathBuf {
+        self.hold_dir.path().join(format!("{point}.{what}"))
+    }
+
+    async fn wait_held(&self, run: &mut Background, point: &str) {
+        let reached = self.marker(point, "reached");
+        let deadline = Instant::now() + DEADLINE;
+        while !reached.exists() {
+            if let Some(status) = run.try_status() {
+                panic!(
+                    "{}: the run ended ({status}) before reaching {point}:\n{}",
+                    self.context,
+                    tail(&run.stderr_so_far(), 4000)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: the run did not reach {point}:\n{}",
+                self.context,
+                tail(&run.stderr_so_far(), 4000)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn release(&self, point: &str) {
+        std::fs::write(self.marker(point, "release"), b"").expect("release marker");
+    }
+
+    async fn terminate(&self, application_name: &str) -> u64 {
+        let client = self.cluster.client("postgres").await;
+        client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&application_name],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("terminate: {}", support::describe(&e)))
+            .len() as u64
+    }
+}
+
+/// `pgrepart cutover` in the background (it waits until the run has cut over).
+fn request_cutover(url: &str) -> Background {
+    spawn_pgrepart_with_env(&["cutover", "--source", url, "--table", "orders_flat"], &[])
+}
+
+fn done(v: &Value) -> bool {
+    inspect::phase(v) == "done"
+}
+
+async fn matrix_case(phase: Phase, fault: Fault) {
+    let Some(mut case) = Case::start(phase, fault).await else {
+        return;
+    };
+    let ctx = case.context.clone();
+    let mut run = case.spawn_run();
+    let mut cutover = None;
+    if phase.needs_cutover_request() {
+        wait_status(&case.url, &run, DEADLINE, "streaming", |v| {
+            inspect::phase(v) == "streaming" && inspect::int(v, "applied_changes").unwrap_or(0) > 0
+        })
+        .await;
+        cutover = Some(request_cutover(&case.url));
+    }
+    match phase.hold_point() {
+        Some(point) => case.wait_held(&mut run, point).await,
+        None => {
+            wait_status(
+                &case.url,
+                &run,
+                DEADLINE,
+                "streaming with changes applied",
+                |v| {
+                    inspect::phase(v) == "streaming"
+                        && inspect::int(v, "applied_changes").unwrap_or(0) > 0
+                },
+            )
+            .await;
+        }
+    }
+    match fault {
+        Fault::Terminate(session) => {
+            let ended = case.terminate(session).await;
+            assert!(
+                ended > 0,
+                "{ctx}: no session named '{session}' to terminate"
+            );
+        }
+        Fault::Restart => case.cluster.restart(),
+    }
+    if let Some(point) = phase.hold_point() {
+        case.release(point);
+    }
+
+    // Recovered: the run streams again (or is cutting over), applying changes. A run that
+    // stopped instead must have said why, and the same command must take it from there.
+    let mut reruns = 0;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = run.try_status() {
+            let out = run.wait_within(DEADLINE).await;
+            let v = inspect::status_json(&case.url, "orders_flat").await;
+            if status.success() && v.as_ref().is_some_and(done) {
+                run = case.spawn_run();
+                break;
+            }
+            assert_eq!(
+                status.code(),
+                Some(1),
+                "{ctx}: the run ended with {status}:\n{}",
+                output_text(&out)
+            );
+            let text = output_text(&out);
+            assert!(
+                text.contains("error:") && text.contains("hint:"),
+                "{ctx}: a run that stops says why and what to do:\n{text}"
+            );
+            reruns += 1;
+            assert!(
+                reruns <= 2,
+                "{ctx}: the same command did not finish the job:\n{text}"
+            );
+            run = case.spawn_run();
+            continue;
+        }
+        let v = inspect::status_json(&case.url, "orders_flat").await;
+        let streaming = v.as_ref().is_some_and(|v| {
+            v["running"] == Value::Bool(true)
+                && matches!(inspect::phase(v), "streaming" | "cutting_over" | "done")
+        });
+        if streaming || v.as_ref().is_some_and(done) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: the run did not recover:\n{}\nserver log:\n{}",
+            tail(&run.stderr_so_far(), 6000),
+            tail(&case.cluster.server_log(), 3000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{ctx}: {} after the fault; the run said:\n{}",
+        if reruns == 0 {
+            "recovered by itself"
+        } else {
+            "finished by the same command"
+        },
+        tail(&run.stderr_so_far(), 3000)
+    );
+    case.writers.wait_for_more_ops(100, DEADLINE).await;
+    if cutover.is_none() {
+        cutover = Some(request_cutover(&case.url));
+    }
+    let out = run.wait_within(DEADLINE).await;
+    let v = inspect::status_json(&case.url, "orders_flat").await;
+    if !out.status.success() || !v.as_ref().is_some_and(done) {
+        // Stopped after the recovery (e.g. in the cutover): the same command finishes it.
+        assert_eq!(out.status.code(), Some(1), "{ctx}: {}", output_text(&out));
+        let again = case.spawn_run().wait_within(DEADLINE).await;
+        assert!(
+            again.status.success(),
+            "{ctx}: the same command did not finish the job:\n{}\nfirst run:\n{}",
+            output_text(&again),
+            output_text(&out)
+        );
+    }
+    if let Some(c) = cutover {
+        let _ = c.wait_within(DEADLINE).await;
+    }
+    // The writers go on against the new table (they write by name) after the cutover.
+    case.writers.wait_for_more_ops(100, DEADLINE).await;
+    let report = case.writers.stop().await;
+    report.assert_no_anomalies(&ctx);
+    // A new session: the case's first ones may have gone with a restart.
+    let client = case.cluster.client(&case.db).await;
+    assert_eq!(
+        inspect::relkind(&client, "orders_flat").await,
+        Some('p'),
+        "{ctx}: orders_flat is not the partitioned table"
+    );
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&client).await;
+}
+
+macro_rules! matrix {
+    ($($name:ident: $phase:ident, $fault:expr;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                matrix_case(Phase::$phase, $fault).await;
+            }
+        )*
+    };
+}
+
+use Fault::{Restart, Terminate};
+
+matrix! {
+    setup_state_session_terminated: Setup, Terminate("pgrepart state");
+    setup_source_session_terminated: Setup, Terminate("pgrepart source");
+    setup_replication_connection_terminated: Setup, Terminate("pgrepart replication");
+    setup_copy_source_sessions_terminated: Setup, Terminate("pgrepart copy source");
+    setup_probe_session_terminated: Setup, Terminate("pgrepart probe");
+
+    copy_state_session_terminated: Copy, Terminate("pgrepart state");
+    copy_source_session_terminated: Copy, Terminate("pgrepart source");
+    copy_replication_connection_terminated: Copy, Terminate("pgrepart replication");
+    copy_copy_source_sessions_terminated: Copy, Terminate("pgrepart copy source");
+    copy_copy_target_sessions_terminated: Copy, Terminate("pgrepart copy target");
+    copy_apply_sessions_terminated: Copy, Terminate("pgrepart apply");
+    copy_probe_session_terminated: Copy, Terminate("pgrepart probe");
+    copy_server_restarted: Copy, Restart;
+
+    index_build_state_session_terminated: IndexBuild, Terminate("pgrepart state");
+    index_build_source_session_terminated: IndexBuild, Terminate("pgrepart source");
+    index_build_replication_connection_terminated: IndexBuild, Terminate("pgrepart replication");
+    index_build_apply_sessions_terminated: IndexBuild, Terminate("pgrepart apply");
+    index_build_index_sessions_terminated: IndexBuild, Terminate("pgrepart index");
+    index_build_probe_session_terminated: IndexBuild, Terminate("pgrepart probe");
+
+    catch_up_state_session_terminated: CatchUp, Terminate("pgrepart state");
+    catch_up_source_session_terminated: CatchUp, Terminate("pgrepart source");
+    catch_up_replication_connection_terminated: CatchUp, Terminate("pgrepart replication");
+    catch_up_apply_sessions_terminated: CatchUp, Terminate("pgrepart apply");
+    catch_up_probe_session_terminated: CatchUp, Terminate("pgrepart probe");
+
+    streaming_state_session_terminated: Streaming, Terminate("pgrepart state");
+    streaming_source_session_terminated: Streaming, Terminate("pgrepart source");
+    streaming_replication_connection_terminated: Streaming, Terminate("pgrepart replication");
+    streaming_apply_sessions_terminated: Streaming, Terminate("pgrepart apply");
+    streaming_probe_session_terminated: Streaming, Terminate("pgrepart probe");
+    streaming_server_restarted: Streaming, Restart;
+
+    verify_state_session_terminated: Verify, Terminate("pgrepart state");
+    verify_source_session_terminated: Verify, Terminate("pgrepart source");
+    verify_replication_connection_terminated: Verify, Terminate("pgrepart replication");
+    verify_apply_sessions_terminated: Verify, Terminate("pgrepart apply");
+    verify_verify_sessions_terminated: Verify, Terminate("pgrepart verify");
+
+    cutover_state_session_terminated: Cutover, Terminate("pgrepart state");
+    cutover_source_session_terminated: Cutover, Terminate("pgrepart source");
+    cutover_replication_connection_terminated: Cutover, Terminate("pgrepart replication");
+    cutover_apply_sessions_terminated: Cutover, Terminate("pgrepart apply");
+    cutover_fence_session_terminated: Cutover, Terminate("pgrepart fence");
+}
+
+/// The case a new user hit: no write load (so the primary key is left for after the copy), the
+/// run's two control sessions terminated once the copy runs. The first attempt's workers must
+/// not outlive it: every range is copied once (the key builds), and a rerun is not needed.
+#[tokio::test]
+async fn copy_control_sessions_terminated_without_writers_copy_each_range_once() {
+    let Some(major) = test_majors().first().copied() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("once");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    schema::create_seed_table(&client, "orders_flat", 20_000).await;
+    let hold = tempfile::tempdir().expect("hold dir");
+    let dir = hold.path().to_string_lossy().into_owned();
+    let args = seed_run_args(&url, &["--cutover", "manual", "--jobs", "2"]);
+    let env = [
+        ("PGREPART_TEST_HOLD", "copy-range"),
+        ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
+    ];
+    let mut run = spawn_with_env(&args, &env);
+    let reached: &Path = &hold.path().join("copy-range.reached");
+    let deadline = Instant::now() + DEADLINE;
+    while !reached.exists() {
+        assert!(run.try_status().is_none(), "the run ended before the copy");
+        assert!(Instant::now() < deadline, "the copy never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let admin = cluster.client("postgres").await;
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name IN ('pgrepart state', 'pgrepart source')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(ended, 2, "the run's state and source sessions");
+    std::fs::write(hold.path().join("copy-range.release"), b"").unwrap();
+    let v = wait_status(&url, &run, DEADLINE, "streaming", |v| {
+        inspect::phase(v) == "streaming"
+    })
+    .await;
+    assert_eq!(inspect::int(&v, "rows_copied"), Some(20_000), "{v}");
+    assert_eq!(
+        inspect::int(&v, "ranges_done"),
+        inspect::int(&v, "ranges_total")
+    );
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM orders_flat_repart", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 20_000, "every row copied once");
+    assert!(
+        run.stderr_so_far().contains("reconnecting"),
+        "the run recovered by itself:\n{}",
+        run.stderr_so_far()
+    );
+    support::flow::cut_over(&url, run, DEADLINE, "after the recovery").await;
+    compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+}
