@@ -125,6 +125,26 @@ impl Error {
         self.hint.as_deref()
     }
 
+    /// An error of the kind and rule given, for the constructors of other modules
+    /// (`Error::replication`).
+    pub(crate) fn classified(
+        message: String,
+        rule: Option<&'static str>,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Self {
+        Error {
+            kind: if rule.is_some() {
+                Kind::Transient
+            } else {
+                Kind::Failed
+            },
+            message,
+            hint: None,
+            rule,
+            source: Some(source),
+        }
+    }
+
     /// Wraps a database error with what we were doing, classifying it by rule.
     pub fn db(context: impl Into<String>, err: tokio_postgres::Error) -> Self {
         let context = context.into();
@@ -148,34 +168,10 @@ impl Error {
             source: Some(Box::new(err)),
         }
     }
-
-    pub fn replication(
-        context: impl Into<String>,
-        err: crate::replication::ReplicationError,
-    ) -> Self {
-        use crate::replication::ReplicationError as R;
-        let rule = match &err {
-            R::Io(_) => Some(RULE_IO),
-            R::Server { code, .. } => transient_sqlstate_rule(code),
-            _ => None,
-        };
-        let message = format!("{}: {err}", context.into());
-        Error {
-            kind: if rule.is_some() {
-                Kind::Transient
-            } else {
-                Kind::Failed
-            },
-            message,
-            hint: None,
-            rule,
-            source: Some(Box::new(err)),
-        }
-    }
 }
 
 const RULE_CLOSED: &str = "connection closed";
-const RULE_IO: &str = "I/O error";
+pub(crate) const RULE_IO: &str = "I/O error";
 
 /// The rule under which a SQLSTATE is transient, if one is (see the module's table).
 pub fn transient_sqlstate_rule(code: &str) -> Option<&'static str> {

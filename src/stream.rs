@@ -12,7 +12,8 @@
 //! one costs nothing. It opens the stream again where it stopped reading (`written`): the server
 //! skips what was already passed on, and what was not yet applied is in the applier's queue.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -25,6 +26,35 @@ use crate::lsn::{Lsn, Monotonic};
 use crate::protocol::copydata::ServerCopyData;
 use crate::protocol::pgoutput::{self, PgOutput};
 use crate::replication::{ReplicationClient, ReplicationStream};
+
+/// The table's transactions received from the stream and not yet known applied: each one's end
+/// LSN and commit time (µs since 2000-01-01), oldest first. The lag in seconds is the age of the
+/// oldest one the flush position has not passed (a change queued on a range still being copied
+/// holds the flush back, so it counts as not applied). The publication holds the table alone, so
+/// every transaction with a row change is the table's.
+#[derive(Debug, Default)]
+pub struct Received {
+    txns: Mutex<VecDeque<(Lsn, i64)>>,
+}
+
+impl Received {
+    pub fn push(&self, end: Lsn, commit_ts: i64) {
+        self.txns
+            .lock()
+            .expect("received lock")
+            .push_back((end, commit_ts));
+    }
+
+    /// The commit time of the oldest received transaction that ends past `flush`; those that
+    /// end at or before it are applied and forgotten.
+    pub fn oldest_unapplied(&self, flush: Lsn) -> Option<i64> {
+        let mut txns = self.txns.lock().expect("received lock");
+        while txns.front().is_some_and(|(end, _)| *end <= flush) {
+            txns.pop_front();
+        }
+        txns.front().map(|(_, ts)| *ts)
+    }
+}
 
 /// The options of our `START_REPLICATION`.
 fn publication_options(publication: &str) -> Vec<(String, String)> {
@@ -81,6 +111,7 @@ async fn park(mut stream: ReplicationStream, flush: &watch::Receiver<Lsn>, writt
     .await;
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn read_stream(
     stream: ReplicationStream,
     reopen: Reopen,
@@ -89,8 +120,11 @@ pub async fn read_stream(
     mut stop: watch::Receiver<bool>,
     pace: Arc<ApplyPace>,
     paused: watch::Receiver<bool>,
+    received: Arc<Received>,
 ) -> Result<()> {
     let mut stream = Some(stream);
+    // The open transaction carries a row change (it is the table's).
+    let mut txn_changes = false;
     let mut status_every = tokio::time::interval(Duration::from_secs(1));
     status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The event read and not yet handed over, with its cost in the channel's byte budget.
@@ -157,14 +191,18 @@ pub async fn read_stream(
                             .map_err(|e| Error::failed(format!("could not decode a pgoutput message: {e}")))?;
                         match &msg {
                             PgOutput::Begin { .. } => in_txn = true,
-                            PgOutput::Commit { end_lsn, .. } => {
+                            PgOutput::Commit { end_lsn, commit_ts, .. } => {
                                 in_txn = false;
                                 written.advance(*end_lsn);
+                                if std::mem::take(&mut txn_changes) {
+                                    received.push(*end_lsn, *commit_ts);
+                                }
                             }
                             PgOutput::Insert { .. }
                             | PgOutput::Update { .. }
                             | PgOutput::Delete { .. }
                             | PgOutput::Truncate { .. } => {
+                                txn_changes = true;
                                 pace.count(1);
                                 let now = std::time::Instant::now();
                                 let wait = pacer.delay(now, 1, pace.limit(), 1);
@@ -220,4 +258,24 @@ async fn send_status(
         .send_status(written.max(f), f, f, ask)
         .await
         .map_err(|e| Error::replication("sending standby status", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lag_is_the_age_of_the_oldest_transaction_the_flush_has_not_passed() {
+        let r = Received::default();
+        assert_eq!(r.oldest_unapplied(Lsn(0)), None);
+        r.push(Lsn(100), 1_000);
+        r.push(Lsn(200), 2_000);
+        r.push(Lsn(300), 3_000);
+        assert_eq!(r.oldest_unapplied(Lsn(50)), Some(1_000));
+        // The flush at a commit's end: that one is applied.
+        assert_eq!(r.oldest_unapplied(Lsn(200)), Some(3_000));
+        assert_eq!(r.oldest_unapplied(Lsn(300)), None);
+        // Nothing pending: no lag, whatever other WAL the server writes.
+        assert_eq!(r.oldest_unapplied(Lsn(10_000)), None);
+    }
 }

@@ -201,3 +201,71 @@ async fn the_metrics_endpoint_outlives_a_reconnect() {
     support::flow::cut_over(&url, run, DEADLINE, "after the reconnect").await;
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
 }
+
+#[tokio::test]
+async fn an_idle_table_shows_no_lag_in_seconds_while_other_tables_are_written() {
+    let Some(major) = test_majors().first().copied() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("idlelag");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    schema::create_seed_table(&client, "orders_flat", 2_000).await;
+    client
+        .batch_execute("CREATE TABLE other (id bigserial PRIMARY KEY, filler text)")
+        .await
+        .unwrap();
+    let run = spawn(&seed_run_args(&url, &["--cutover", "manual"]));
+    wait_status(&url, &run, DEADLINE, "streaming", |v| {
+        inspect::phase(v) == "streaming"
+    })
+    .await;
+    // Some changes of the table, applied: the last applied commit then grows old.
+    client
+        .batch_execute("UPDATE orders_flat SET amount = amount WHERE id <= 50")
+        .await
+        .unwrap();
+    wait_status(&url, &run, DEADLINE, "the table's changes applied", |v| {
+        inspect::int(v, "applied_changes").unwrap_or(0) >= 50
+    })
+    .await;
+    // Only another table is written now, a megabyte of WAL at a time.
+    let mut lag_seen = 0;
+    let mut samples = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        client
+            .batch_execute(
+                "INSERT INTO other (filler) SELECT repeat('x', 1000) FROM generate_series(1, 1000)",
+            )
+            .await
+            .unwrap();
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        let lag_bytes = inspect::int(&v, "lag_bytes").unwrap_or(0);
+        if lag_bytes > 16 * 1024 {
+            lag_seen += 1;
+        }
+        if v["running"] == Value::Bool(true) && !v["lag_seconds"].is_null() {
+            samples += 1;
+            assert_eq!(
+                v["lag_seconds"].as_f64(),
+                Some(0.0),
+                "nothing of the table is pending, yet: {v}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        samples > 5,
+        "too few samples with a lag in seconds ({samples})"
+    );
+    assert!(
+        lag_seen > 0,
+        "the other table's WAL never showed in lag_bytes"
+    );
+    support::flow::cut_over(&url, run, DEADLINE, "after the idle stretch").await;
+    compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+}

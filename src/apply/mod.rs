@@ -19,7 +19,7 @@ pub mod sql;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -119,8 +119,6 @@ pub struct Shared {
     pub flush_lsn: AtomicU64,
     /// Source changes applied to the target.
     pub applied_changes: AtomicU64,
-    /// Commit time (µs since 2000-01-01) of the last applied source transaction.
-    pub last_commit_ts: AtomicI64,
     /// Changes waiting for their range's copy.
     pub queued_changes: AtomicU64,
     /// Ranges whose copy has not finished (or whose queue has not drained).
@@ -200,8 +198,8 @@ pub struct Applier {
     batch_changes: usize,
     /// Commit LSN of the source transaction being read, if one is open.
     open_txn: Option<Lsn>,
-    /// End LSN and commit time of the last commit folded into the current batch.
-    batch_commit: Option<(Lsn, i64)>,
+    /// End LSN of the last commit folded into the current batch.
+    batch_commit: Option<Lsn>,
     applied: Monotonic,
     idle_wal_end: Option<Lsn>,
     flush_tx: watch::Sender<Lsn>,
@@ -556,11 +554,9 @@ impl Applier {
         };
         match msg {
             PgOutput::Begin { final_lsn, .. } => self.open_txn = Some(final_lsn),
-            PgOutput::Commit {
-                end_lsn, commit_ts, ..
-            } => {
+            PgOutput::Commit { end_lsn, .. } => {
                 self.open_txn = None;
-                self.batch_commit = Some((end_lsn, commit_ts));
+                self.batch_commit = Some(end_lsn);
             }
             PgOutput::Relation(rel) => self.check_relation(&rel).await?,
             PgOutput::Insert { rel, new } => {
@@ -952,9 +948,8 @@ impl Applier {
                 .fetch_add(changes, Ordering::Relaxed);
         }
         self.batch_changes = 0;
-        if let Some((end, ts)) = self.batch_commit.take() {
+        if let Some(end) = self.batch_commit.take() {
             self.applied.advance(end);
-            self.shared.last_commit_ts.store(ts, Ordering::Relaxed);
         }
         if let Some(w) = self.idle_wal_end.take()
             && self.open_txn.is_none()

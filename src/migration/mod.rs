@@ -12,10 +12,11 @@
 //! - `pipeline`: the tasks of one attempt, owned; none outlives it, whatever path leaves it.
 //! - `supervisor`: one struct of state, a tick that returns the next step, one exit path.
 //! - `steps`: index builds, the check before cutover, the cutover's attempts.
-//! - `slot`: the slot and publication on the source.
+//! - `slot`: the slot and publication on the source; `lock`: the run's advisory lock.
 //!
 //! The engine is handed a checked [`RunConfig`], never raw arguments.
 
+mod lock;
 mod pipeline;
 pub mod resume;
 pub mod retry;

@@ -205,8 +205,8 @@ pub async fn start_new(
         u.migration_id = Some(migration.id);
         u.target = migration.target_created.then(|| migration.target.clone());
     });
-    super::resume::try_run_lock(&control, migration.id).await?;
-    state::set_runner(&control, migration.id, Some(&super::resume::runner_name())).await?;
+    super::lock::try_run_lock(&control, migration.id).await?;
+    state::set_runner(&control, migration.id, Some(&super::lock::runner_name())).await?;
     setup_stream(
         cfg, control, source, server, info, &key, migration, baseline, undo,
     )

@@ -91,6 +91,8 @@ pub struct Supervisor<'a> {
     done_tx: mpsc::UnboundedSender<usize>,
     /// pgrepart's own write transactions (state writes here; copy and apply count theirs).
     own_writes: Arc<AtomicU64>,
+    /// The table's transactions received and not yet applied (the lag in seconds).
+    received: Arc<crate::stream::Received>,
     /// The primary key is left for after the copy and not built yet.
     key_pending: bool,
     /// Figures carried from earlier runs, for totals.
@@ -212,6 +214,7 @@ impl<'a> Supervisor<'a> {
             slot: migration.slot_name.clone(),
             publication: migration.publication_name.clone(),
         };
+        let received = Arc::new(crate::stream::Received::default());
         pipeline.reader = Some(Pipeline::spawn_stage(crate::stream::read_stream(
             stream,
             reopen,
@@ -220,6 +223,7 @@ impl<'a> Supervisor<'a> {
             stop_rx.clone(),
             pace.clone(),
             pause_rx.clone(),
+            received.clone(),
         )));
         // The applier takes no events while paused (`pgrepart pause`) or held by the governor.
         let (apply_pause_tx, apply_pause_rx) = watch::channel(migration.paused);
@@ -314,6 +318,7 @@ impl<'a> Supervisor<'a> {
             copy_pause_tx,
             done_tx,
             own_writes,
+            received,
             key_pending,
             copy_rate: Rate::default(),
             apply_rate: Rate::default(),
@@ -462,16 +467,15 @@ impl<'a> Supervisor<'a> {
             .then(|| self.copy_rate.sample(now, copied))
             .flatten();
         let apply_per_s = self.apply_rate.sample(now, applied.max(0) as u64);
-        let lag_seconds = if lag <= 16 * 1024 {
-            Some(0.0)
-        } else {
-            // Not known before the first change is applied.
-            match self.shared.last_commit_ts.load(Ordering::Relaxed) {
-                0 => None,
-                ts => Some(
-                    ((crate::protocol::copydata::pg_epoch_micros_now() - ts) as f64 / 1e6).max(0.0),
-                ),
-            }
+        // The age of the oldest change of the table received and not applied; 0 when none is
+        // pending, whatever other WAL the server writes. Unknown while the stream is parked
+        // with WAL behind it (nothing is received then).
+        let lag_seconds = match self.received.oldest_unapplied(confirmed) {
+            Some(ts) => Some(
+                ((crate::protocol::copydata::pg_epoch_micros_now() - ts) as f64 / 1e6).max(0.0),
+            ),
+            None if (self.pace.parked() || m.paused) && lag > 0 => None,
+            None => Some(0.0),
         };
         state::record_progress(
             &self.control,

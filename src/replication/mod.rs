@@ -469,3 +469,17 @@ fn data_row_text(body: &Bytes) -> Result<Vec<Option<String>>, ReplicationError> 
 
 #[cfg(test)]
 mod fake_server_tests;
+
+impl crate::error::Error {
+    /// Wraps a replication connection's error with what we were doing, classified by the same
+    /// rules as a database error (see `crate::error`).
+    pub fn replication(context: impl Into<String>, err: ReplicationError) -> Self {
+        let rule = match &err {
+            ReplicationError::Io(_) => Some(crate::error::RULE_IO),
+            ReplicationError::Server { code, .. } => crate::error::transient_sqlstate_rule(code),
+            _ => None,
+        };
+        let message = format!("{}: {err}", context.into());
+        crate::error::Error::classified(message, rule, Box::new(err))
+    }
+}
