@@ -75,9 +75,12 @@ pub struct VerifyArgs {
 /// Where the table lives, and where it goes.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
-    /// Source database: a libpq URL (postgresql://user@host:5432/db) or key=value conninfo.
+    /// Source database: a libpq URL (postgresql://user@host:5432/db), key=value conninfo, a
+    /// database name or service=NAME. What it leaves out comes from the service file
+    /// (pg_service.conf) and PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGSSLMODE, ... as
+    /// with psql; without it, from those alone.
     #[arg(long, env = "PGREPART_SOURCE")]
-    pub source: String,
+    pub source: Option<String>,
 
     /// Target database, when the partitioned table goes to another database or cluster (the new
     /// table and pgrepart's state live there). Default: the source database.

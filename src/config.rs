@@ -30,8 +30,8 @@ impl Databases {
     /// A `--target` naming the same host, port and database as `--source` (whatever the user or
     /// options) is the same-database case: one database, one locked swap transaction.
     pub fn from_args(args: &SourceArgs) -> Result<Databases> {
-        let source =
-            crate::pg::parse_conninfo("--source", &args.source).map_err(Error::into_usage)?;
+        let source = crate::pg::connection_config("--source", args.source.as_deref())
+            .map_err(Error::into_usage)?;
         let Some(text) = &args.target else {
             return Ok(Databases {
                 target: source.clone(),
@@ -347,7 +347,7 @@ mod tests {
     fn a_target_is_cross_database_only_when_it_names_another_host_port_or_database() {
         let dbs = |target: Option<&str>| {
             Databases::from_args(&SourceArgs {
-                source: "postgresql://u@h:5432/db".into(),
+                source: Some("postgresql://u@h:5432/db".into()),
                 target: target.map(str::to_string),
             })
             .unwrap()
