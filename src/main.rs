@@ -9,6 +9,7 @@ use pgrepart::commands;
 
 fn init_tracing(cli: &Cli) {
     let default = match cli.verbose {
+        0 if cli.quiet => "pgrepart=warn",
         0 => "pgrepart=info",
         1 => "pgrepart=debug",
         _ => "pgrepart=trace",
@@ -36,6 +37,32 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Printing completions or the manual needs no logs, runtime or connection.
+    match &cli.command {
+        Command::Completions(args) => {
+            commands::docs::completions(args.shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match commands::docs::man(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
+    // Every argument of `run` is checked before the first connection, so that a usage error
+    // (exit 2) leaves nothing behind. (The engine takes this RunConfig itself once it is rebuilt
+    // on it; until then the check runs here and the listener it bound is let go.)
+    if let Command::Run(args) = &cli.command
+        && let Err(e) = pgrepart::config::RunConfig::from_args(args)
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     init_tracing(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,6 +84,7 @@ fn main() -> ExitCode {
             Command::Pause(args) => commands::pause::run(args, true).await,
             Command::Resume(args) => commands::pause::run(args, false).await,
             Command::Verify(args) => commands::verify::run(args).await,
+            Command::Completions(_) | Command::Man => Ok(()),
         }
     });
     match result {
