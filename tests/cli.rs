@@ -179,3 +179,257 @@ async fn a_service_from_the_service_file_and_a_bare_database_name_connect() {
         output_text(&out)
     );
 }
+
+/// Each bad argument of each subcommand: exit status 2, a message on standard error, and, with a
+/// real server behind `--source` and a table that a good run would migrate, nothing created.
+#[tokio::test]
+async fn every_usage_error_exits_2_before_anything_is_created() {
+    let major = test_majors()[0];
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("cli_usage");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    support::schema::create_seed_table(&client, "orders_flat", 200).await;
+    let before = support::inspect::relations(&client).await;
+    // A port someone else holds, for --metrics-addr.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let bad_port_target = format!("postgresql://postgres@127.0.0.1:port/{db}");
+
+    let good = [
+        "--partition-by",
+        "LIST (region)",
+        "--partition",
+        "orders_flat_rest=DEFAULT",
+    ];
+    let cases: Vec<(&str, Vec<&str>)> = vec![
+        (
+            "no parentheses",
+            vec!["--partition-by", "LIST region", "--partition", "a=DEFAULT"],
+        ),
+        (
+            "no '=' in --partition",
+            vec![
+                "--partition-by",
+                "LIST (region)",
+                "--partition",
+                "a FOR VALUES IN ('US')",
+            ],
+        ),
+        (
+            "an unknown interval",
+            vec![
+                "--partition-by",
+                "RANGE (created_at)",
+                "--interval",
+                "fortnight",
+            ],
+        ),
+        (
+            "modulus 0",
+            vec!["--partition-by", "HASH (id)", "--modulus", "0"],
+        ),
+        ("no partitions", vec!["--partition-by", "LIST (region)"]),
+        ("nothing about partitions", vec![]),
+        (
+            "a target URL with a non-numeric port",
+            [&good[..], &["--target", &bad_port_target]].concat(),
+        ),
+        ("a bad --jobs", [&good[..], &["--jobs", "0"]].concat()),
+    ];
+    let run_only: Vec<(&str, Vec<&str>)> = vec![
+        ("verify sample 0", vec!["--verify", "sample 0"]),
+        (
+            "a size without a known unit",
+            vec!["--max-lag-bytes", "1XB"],
+        ),
+        (
+            "a lock timeout in fortnights",
+            vec!["--lock-timeout-ms", "3 fortnights"],
+        ),
+        (
+            "a drain timeout that is no duration",
+            vec!["--drain-timeout", "soon"],
+        ),
+        (
+            "a retained WAL limit without a known unit",
+            vec!["--max-retained-wal", "20XB"],
+        ),
+        ("a taken metrics port", vec!["--metrics-addr", &taken_addr]),
+        ("zero cutover attempts", vec!["--cutover-attempts", "0"]),
+    ];
+
+    let mut all: Vec<(String, Vec<String>)> = Vec::new();
+    for command in ["plan", "run"] {
+        for (case, extra) in &cases {
+            let mut argv = vec![command, "--source", &url, "--table", "orders_flat"];
+            argv.extend(extra);
+            all.push((
+                format!("{command}: {case}"),
+                argv.iter().map(|s| s.to_string()).collect(),
+            ));
+        }
+    }
+    for (case, extra) in &run_only {
+        let mut argv = vec!["run", "--source", &url, "--table", "orders_flat"];
+        argv.extend(good);
+        argv.extend(extra);
+        all.push((
+            format!("run: {case}"),
+            argv.iter().map(|s| s.to_string()).collect(),
+        ));
+    }
+    for command in ["status", "cutover", "pause", "resume", "abort", "verify"] {
+        all.push((
+            format!("{command}: a table name that does not parse"),
+            [command, "--source", &url, "--table", "a.b.c"]
+                .map(str::to_string)
+                .to_vec(),
+        ));
+        all.push((
+            format!("{command}: a source URL with a non-numeric port"),
+            [
+                command,
+                "--source",
+                &bad_port_target,
+                "--table",
+                "orders_flat",
+            ]
+            .map(str::to_string)
+            .to_vec(),
+        ));
+    }
+    for (case, extra) in [
+        ("verify: sample 0", vec!["--sample", "0"]),
+        ("verify: sample above 100", vec!["--sample", "150"]),
+    ] {
+        let mut argv = vec!["verify", "--source", &url, "--table", "orders_flat"];
+        argv.extend(extra);
+        all.push((
+            case.to_string(),
+            argv.iter().map(|s| s.to_string()).collect(),
+        ));
+    }
+    all.push((
+        "status: a watch interval of no length".into(),
+        ["status", "--source", &url, "--watch", "0"]
+            .map(str::to_string)
+            .to_vec(),
+    ));
+
+    for (case, argv) in &all {
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = pgrepart_with_env(&args, &with_env(&[])).await;
+        assert_eq!(out.status.code(), Some(2), "{case}: {}", output_text(&out));
+        assert!(
+            stderr(&out).contains("error"),
+            "{case}: no message: {}",
+            output_text(&out)
+        );
+        support::inspect::assert_nothing_left_behind(&client, &before).await;
+    }
+    drop(taken);
+}
+
+#[tokio::test]
+async fn a_missing_partition_spec_names_every_way_to_give_one() {
+    let out = pgrepart_with_env(
+        &[
+            "plan",
+            "--source",
+            "postgresql://u@127.0.0.1:1/db",
+            "--table",
+            "t",
+            "--partition-by",
+            "LIST (r)",
+        ],
+        &with_env(&[]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", output_text(&out));
+    for flag in [
+        "--partition",
+        "--interval",
+        "--modulus",
+        "--list-values-from-data",
+    ] {
+        assert!(
+            stderr(&out).contains(flag),
+            "no {flag}: {}",
+            output_text(&out)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_version_names_the_commit_and_the_help_its_groups() {
+    let out = pgrepart_with_env(&["--version"], &[]).await;
+    let version = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(version.starts_with("pgrepart "), "{version}");
+    let in_git = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if in_git {
+        // "pgrepart 0.1.0 (1b1acc8)": the commit it was built from (the checkout may have moved
+        // on since, so it is not compared with HEAD).
+        let commit = version
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(c, _)| c.to_string())
+            .unwrap_or_default();
+        assert!(
+            commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{version}: no commit"
+        );
+    }
+    let out = pgrepart_with_env(&["run", "--help"], &[]).await;
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    for heading in [
+        "Connection:",
+        "Partitioning:",
+        "Copy and apply:",
+        "Cutover:",
+        "Throttling:",
+        "Output:",
+        "Examples:",
+    ] {
+        assert!(help.contains(heading), "run --help lacks {heading}");
+    }
+    let out = pgrepart_with_env(&["plan", "--help"], &[]).await;
+    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    for run_only in [
+        "--metrics-addr",
+        "--lock-timeout-ms",
+        "--verify",
+        "--drop-old",
+    ] {
+        assert!(!help.contains(run_only), "plan --help lists {run_only}");
+    }
+}
+
+#[tokio::test]
+async fn abort_asks_nothing_when_stdin_is_not_a_terminal() {
+    // The harness gives every run a null stdin: abort must go straight to its work (here: the
+    // connection, which fails), not wait for an answer.
+    let out = pgrepart_with_env(
+        &[
+            "abort",
+            "--source",
+            "host=127.0.0.1 port=1 user=u",
+            "--table",
+            "t",
+        ],
+        &with_env(&[]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(!stderr(&out).contains("[y/N]"), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains("Connection refused"),
+        "{}",
+        output_text(&out)
+    );
+}
