@@ -258,3 +258,19 @@ pub fn describe_target(config: &Config) -> String {
         .unwrap_or("postgres");
     format!("{host}:{port}/{db}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_users_application_name_leads_every_sessions_own() {
+        let mut config = Config::new();
+        assert_eq!(session_name(&config, "pgrepart apply"), "pgrepart apply");
+        config.application_name("nightly");
+        assert_eq!(
+            session_name(&config, "pgrepart apply"),
+            "nightly: pgrepart apply"
+        );
+    }
+}
