@@ -422,7 +422,8 @@ pub struct StatusArgs {
 
     /// Redraw every so often (default 2s; a bare number is seconds) until the migration is done
     /// or failed.
-    #[arg(short, long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "2", value_parser = watch_interval, help_heading = OUTPUT)]
+    // No -w: to psql and pg_dump users it means "never ask for a password".
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "2", value_parser = watch_interval, help_heading = OUTPUT)]
     pub watch: Option<Duration>,
 }
 
