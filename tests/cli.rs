@@ -433,3 +433,81 @@ async fn abort_asks_nothing_when_stdin_is_not_a_terminal() {
         output_text(&out)
     );
 }
+
+/// Runs `pgrepart args...` on a terminal (`script` gives it a pseudo-terminal) and types `typed`.
+/// Returns the exit code and what the terminal showed. `None` when `script` is not installed.
+async fn on_a_terminal(args: &[&str], typed: &str) -> Option<(Option<i32>, String)> {
+    use tokio::io::AsyncWriteExt;
+    let quoted: Vec<String> = std::iter::once(support::program::PGREPART)
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &quoted.join(" "), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .ok()?;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(typed.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("pgrepart on a terminal ends within 60 s")
+        .unwrap();
+    Some((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    ))
+}
+
+#[tokio::test]
+async fn abort_on_a_terminal_asks_first_and_no_keeps_the_migration() {
+    let major = test_majors()[0];
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("cli_abort");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    support::schema::create_seed_table(&client, "orders_flat", 300).await;
+    let run = support::flow::spawn(&support::flow::seed_run_args(
+        &url,
+        &["--cutover", "manual"],
+    ));
+    support::flow::wait_status(
+        &url,
+        &run,
+        std::time::Duration::from_secs(90),
+        "the manual-cutover run to be caught up",
+        |v| v["cutover_waiting"] == serde_json::Value::Bool(true),
+    )
+    .await;
+
+    let abort = ["abort", "--source", url.as_str(), "--table", "orders_flat"];
+    let Some((code, screen)) = on_a_terminal(&abort, "n\n").await else {
+        eprintln!("SKIPPED: no `script` to give pgrepart a terminal");
+        return;
+    };
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(screen.contains("[y/N]"), "no question: {screen}");
+    assert!(screen.contains("not aborted"), "{screen}");
+    assert!(
+        !support::inspect::slots(&client).await.is_empty(),
+        "a no still dropped the slot"
+    );
+    let status = support::inspect::status_json(&url, "orders_flat")
+        .await
+        .expect("the migration is still recorded");
+    assert_ne!(status["phase"], "failed", "{status}");
+
+    // --yes: no question, even on a terminal.
+    let yes = [&abort[..], &["--yes"]].concat();
+    let (code, screen) = on_a_terminal(&yes, "").await.unwrap();
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(!screen.contains("[y/N]"), "{screen}");
+    run.wait_within(std::time::Duration::from_secs(60)).await;
+    support::inspect::assert_no_slot_or_publication(&client).await;
+}
