@@ -54,7 +54,7 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = OUTPUT)]
     pub verbose: u8,
 
-    /// Only warnings and errors in the logs.
+    /// Only warnings and errors in the logs, and no progress bars.
     #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = OUTPUT)]
     pub quiet: bool,
 }

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         return ExitCode::from(e.exit_code());
     }
     init_tracing(&cli);
+    pgrepart::monitor::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
