@@ -218,8 +218,22 @@ pub struct SourceArgs {
     )]
     pub source: Option<String>,
 
+    /// The source's host or Unix socket directory, when --source names none (as psql's -h,
+    /// which here is --help).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// The source's port, when --source names none (as psql's -p).
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// The source's user, when --source names none (as psql's -U).
+    #[arg(short = 'U', long, value_name = "USER")]
+    pub username: Option<String>,
+
     /// Target database, when the partitioned table goes to another database or cluster (the new
-    /// table and pgrepart's state live there). Default: the source database.
+    /// table and pgrepart's state live there). Default: the source database. --host, -p and -U
+    /// do not apply to it.
     #[arg(long, value_name = "CONNINFO", env = "PGREPART_TARGET")]
     pub target: Option<String>,
 }

@@ -30,7 +30,16 @@ impl Databases {
     /// A `--target` naming the same host, port and database as `--source` (whatever the user or
     /// options) is the same-database case: one database, one locked swap transaction.
     pub fn from_args(args: &SourceArgs) -> Result<Databases> {
-        let source = crate::pg::connection_config("--source", args.source.as_deref())
+        let port = args.port.map(|p| p.to_string());
+        let options: Vec<(&str, &str)> = [
+            ("host", args.host.as_deref()),
+            ("port", port.as_deref()),
+            ("user", args.username.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+        let source = crate::pg::connection_config("--source", args.source.as_deref(), &options)
             .map_err(Error::into_usage)?;
         let Some(text) = &args.target else {
             return Ok(Databases {
@@ -359,6 +368,9 @@ mod tests {
         let dbs = |target: Option<&str>| {
             Databases::from_args(&SourceArgs {
                 source: Some("postgresql://u@h:5432/db".into()),
+                host: None,
+                port: None,
+                username: None,
                 target: target.map(str::to_string),
             })
             .unwrap()

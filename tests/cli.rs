@@ -167,6 +167,24 @@ async fn a_service_from_the_service_file_and_a_bare_database_name_connect() {
     .await;
     assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
 
+    // psql's habits: -p and -U (and --host, -h being --help) with a bare database name.
+    let out = pgrepart_with_env(
+        &[
+            "status",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            &db,
+        ],
+        &with_env(&[("PGPORT", "1")]),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", output_text(&out));
+
     let out = pgrepart_with_env(
         &["status", "--source", "service=nosuch"],
         &with_env(&[("PGSERVICEFILE", &file)]),

@@ -428,10 +428,25 @@ fn service(name: &str, env: &Environment) -> Result<Params, String> {
 /// The complete parameters for `text` (or for nothing at all): explicit values, then the
 /// service's, then the environment's, then the defaults.
 pub fn resolve(text: Option<&str>, env: &Environment) -> Result<Params, String> {
+    resolve_with(text, &[], env)
+}
+
+/// As `resolve`, with psql-style options (`--host`, `-p`, `-U`: `("host", ..)`, `("port", ..)`,
+/// `("user", ..)`) that fill what `text` leaves out, before the service file and the environment:
+/// as in psql, a value in the connection string itself wins.
+pub fn resolve_with(
+    text: Option<&str>,
+    options: &[(&str, &str)],
+    env: &Environment,
+) -> Result<Params, String> {
     let mut p = match text {
         Some(t) => parse(t)?,
         None => Params::default(),
     };
+    for (k, v) in options {
+        check_known(k)?;
+        p.set_default(k, v);
+    }
     let service_name = p
         .get("service")
         .map(str::to_string)
@@ -686,6 +701,38 @@ mod tests {
             env.resolve(Some("host=h"))
                 .unwrap_err()
                 .contains("\"five\"")
+        );
+    }
+
+    #[test]
+    fn psql_style_options_fill_what_the_text_leaves_out_before_service_and_environment() {
+        let env = Fixture::new(&[
+            ("PGSERVICEFILE", "/s"),
+            ("PGPORT", "1"),
+            ("PGUSER", "envuser"),
+        ])
+        .file("/s", "[a]\nport=7\nuser=svcuser\n");
+        let options = [("host", "db9"), ("port", "5439"), ("user", "dba")];
+        let read = |p: &Path| env.files.get(p).cloned();
+        let exists = |_: &Path| false;
+        let environment = Environment {
+            vars: &env.vars,
+            read_file: &read,
+            dir_exists: &exists,
+        };
+        let p = resolve_with(Some("service=a"), &options, &environment).unwrap();
+        assert_eq!(p.get("host"), Some("db9"));
+        assert_eq!(
+            p.get("port"),
+            Some("5439"),
+            "-p beats the service and PGPORT"
+        );
+        assert_eq!(p.get("user"), Some("dba"));
+        let p = resolve_with(Some("host=h port=5 user=u"), &options, &environment).unwrap();
+        assert_eq!(
+            (p.get("host"), p.get("port"), p.get("user")),
+            (Some("h"), Some("5"), Some("u")),
+            "the connection string's own values win"
         );
     }
 

@@ -25,12 +25,17 @@ use crate::error::{Error, Result};
 /// password: it is never echoed. `sslmode` (all five libpq values) and `sslrootcert` are taken out
 /// and kept by `tls`.
 pub fn parse_conninfo(flag: &str, text: &str) -> Result<Config> {
-    connection_config(flag, Some(text))
+    connection_config(flag, Some(text), &[])
 }
 
 /// As `parse_conninfo`; `None` (the flag was not given) is the environment and defaults alone,
-/// as `psql` with no arguments.
-pub fn connection_config(flag: &str, text: Option<&str>) -> Result<Config> {
+/// as `psql` with no arguments. `options` are psql-style `--host`, `-p`, `-U` values (see
+/// `conninfo::resolve_with`).
+pub fn connection_config(
+    flag: &str,
+    text: Option<&str>,
+    options: &[(&str, &str)],
+) -> Result<Config> {
     let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
     let read_file = |p: &std::path::Path| std::fs::read_to_string(p).ok();
     let dir_exists = |p: &std::path::Path| p.is_dir();
@@ -39,7 +44,7 @@ pub fn connection_config(flag: &str, text: Option<&str>) -> Result<Config> {
         read_file: &read_file,
         dir_exists: &dir_exists,
     };
-    let params = conninfo::resolve(text, &env).map_err(|why| {
+    let params = conninfo::resolve_with(text, options, &env).map_err(|why| {
         Error::refused(format!("{flag}: {why}"))
             .with_hint("use a URL like postgresql://user@host:5432/dbname, key=value pairs like \"host=... dbname=...\", a database name, or service=NAME")
     })?;
