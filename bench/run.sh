@@ -457,7 +457,7 @@ print("lag %.1f s (%d MB), apply %s" % (v.get("lag_seconds") or 0, (v.get("lag_b
 stop_run() {
     kill -INT "$WL_PID" 2>/dev/null || true
     wait "$WL_PID" || true
-    "$PGREPART" abort --source "$(url "$1")" --table orders_flat >/dev/null 2>&1 || true
+    "$PGREPART" abort --yes --source "$(url "$1")" --table orders_flat >/dev/null 2>&1 || true
     drop_db "$1"
 }
 log "(e) workload alone, ${WS} s"

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{CutoverMode, RunArgs, SourceArgs};
+use crate::cli::{CutoverMode, MigrationArgs, RunArgs, SourceArgs};
 use crate::error::{Error, Result};
 use crate::partitioning::{self, Generator, GeneratorFlags};
 use crate::pg::ident::QualifiedName;
@@ -30,8 +30,17 @@ impl Databases {
     /// A `--target` naming the same host, port and database as `--source` (whatever the user or
     /// options) is the same-database case: one database, one locked swap transaction.
     pub fn from_args(args: &SourceArgs) -> Result<Databases> {
-        let source =
-            crate::pg::parse_conninfo("--source", &args.source).map_err(Error::into_usage)?;
+        let port = args.port.map(|p| p.to_string());
+        let options: Vec<(&str, &str)> = [
+            ("host", args.host.as_deref()),
+            ("port", port.as_deref()),
+            ("user", args.username.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v?)))
+        .collect();
+        let source = crate::pg::connection_config("--source", args.source.as_deref(), &options)
+            .map_err(Error::into_usage)?;
         let Some(text) = &args.target else {
             return Ok(Databases {
                 target: source.clone(),
@@ -106,10 +115,15 @@ impl StoredSpec {
 impl Prepared {
     /// Every check here reads the arguments alone: a failure is a usage error (exit 2).
     pub fn from_args(args: &RunArgs) -> Result<Self> {
+        Self::from_migration(&args.migration)
+    }
+
+    /// As `from_args`, for what `plan` and `run` share.
+    pub fn from_migration(args: &MigrationArgs) -> Result<Self> {
         Self::parse(args).map_err(Error::into_usage)
     }
 
-    fn parse(args: &RunArgs) -> Result<Self> {
+    fn parse(args: &MigrationArgs) -> Result<Self> {
         let dbs = Databases::from_args(&args.conn)?;
         let source = dbs.source.clone();
         let table = QualifiedName::parse(&args.table)?;
@@ -132,6 +146,12 @@ impl Prepared {
                 };
                 generator =
                     partitioning::generator_from_flags(&by, &flags, !partitions.is_empty())?;
+                if generator.is_none() && partitions.is_empty() {
+                    return Err(Error::usage(format!(
+                        "--partition-by {:?} needs its partitions: --partition NAME=BOUND (repeated), or a generator: --interval, --modulus or --list-values-from-data",
+                        args.partition_by.as_deref().unwrap_or_default()
+                    )));
+                }
                 if generator.is_none() {
                     check_partitions(&by, &partitions)?;
                 }
@@ -154,7 +174,7 @@ impl Prepared {
             }
             _ => {
                 return Err(Error::usage(
-                    "give either --partition-by with --partition (or a generator: --interval, --modulus, --list-values-from-data), or --into",
+                    "say how to partition the table: --partition-by with --partition NAME=BOUND (repeated) or a generator (--interval, --modulus or --list-values-from-data), or --into an existing partitioned table",
                 ));
             }
         };
@@ -355,7 +375,10 @@ mod tests {
     fn a_target_is_cross_database_only_when_it_names_another_host_port_or_database() {
         let dbs = |target: Option<&str>| {
             Databases::from_args(&SourceArgs {
-                source: "postgresql://u@h:5432/db".into(),
+                source: Some("postgresql://u@h:5432/db".into()),
+                host: None,
+                port: None,
+                username: None,
                 target: target.map(str::to_string),
             })
             .unwrap()

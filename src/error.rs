@@ -145,6 +145,14 @@ impl Error {
         }
     }
 
+    /// As [`Error::db`], with the whole message given (e.g. psql's wording of a refused
+    /// connection) instead of `context: error`.
+    pub fn db_described(message: impl Into<String>, err: tokio_postgres::Error) -> Self {
+        let mut e = Error::db("", err);
+        e.message = message.into();
+        e
+    }
+
     /// Wraps a database error with what we were doing, classifying it by rule.
     pub fn db(context: impl Into<String>, err: tokio_postgres::Error) -> Self {
         let context = context.into();

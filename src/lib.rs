@@ -6,6 +6,9 @@
 //! cutover: lock T, fence, drain, rename T → T_old and T_new → T, hand over sequence and grants
 //! ```
 
+/// `pgrepart --version`: the crate's version and, when built from a git checkout, the commit.
+pub const VERSION: &str = env!("PGREPART_VERSION");
+
 pub mod apply;
 pub mod cli;
 pub mod commands;

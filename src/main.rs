@@ -9,6 +9,7 @@ use pgrepart::commands;
 
 fn init_tracing(cli: &Cli) {
     let default = match cli.verbose {
+        0 if cli.quiet => "pgrepart=warn",
         0 => "pgrepart=info",
         1 => "pgrepart=debug",
         _ => "pgrepart=trace",
@@ -36,7 +37,25 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Printing completions or the manual needs no logs, runtime or connection.
+    match &cli.command {
+        Command::Completions(args) => {
+            commands::docs::completions(args.shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            return match commands::docs::man(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        _ => {}
+    }
     init_tracing(&cli);
+    pgrepart::monitor::set_quiet(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,6 +76,7 @@ fn main() -> ExitCode {
             Command::Pause(args) => commands::pause::run(args, true).await,
             Command::Resume(args) => commands::pause::run(args, false).await,
             Command::Verify(args) => commands::verify::run(args).await,
+            Command::Completions(_) | Command::Man => Ok(()),
         }
     });
     match result {

@@ -206,7 +206,17 @@ pub fn wal_guard(retained: u64, limit: Option<u64>) -> WalVerdict {
     }
 }
 
-/// The progress display: a bar per phase on a terminal, a log line every 10 s otherwise.
+/// `--quiet`: set once by `main` before any `Display` exists.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--quiet`: no progress bars; progress goes to the log lines instead, which `--quiet` filters
+/// out (only warnings and errors are logged).
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The progress display: a bar per phase on a terminal (not with `--quiet`), a log line every
+/// 10 s otherwise.
 pub struct Display {
     bar: Option<ProgressBar>,
     phase: &'static str,
@@ -215,8 +225,9 @@ pub struct Display {
 
 impl Display {
     pub fn new(terminal: bool) -> Self {
+        let bars = terminal && !QUIET.load(std::sync::atomic::Ordering::Relaxed);
         Display {
-            bar: terminal.then(ProgressBar::hidden),
+            bar: bars.then(ProgressBar::hidden),
             phase: "",
             last_line: None,
         }

@@ -37,11 +37,16 @@ fn run_args<'a>(url: &'a str, table: &'a str, by: &'a str, parts: &[&'a str]) ->
 /// Runs `args`, asserts exit code 1 and that stderr holds every one of `words` (case-insensitive);
 /// returns stderr.
 async fn assert_refused(case: &str, major: u32, args: &[&str], words: &[&str]) -> String {
+    assert_exit(case, major, args, words, 1).await
+}
+
+/// As `assert_refused`, for exit code `code` (2: a usage error, found before any connection).
+async fn assert_exit(case: &str, major: u32, args: &[&str], words: &[&str], code: i32) -> String {
     let out = pgrepart(args).await;
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "{case} on PostgreSQL {major}: expected exit code 1: {}",
+        Some(code),
+        "{case} on PostgreSQL {major}: expected exit code {code}: {}",
         output_text(&out)
     );
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
@@ -130,16 +135,20 @@ async fn refused_with_a_clear_message_and_nothing_left_behind() {
                 .map(String::from)
                 .collect()
         };
-        let check = |case: &'static str, args: Vec<String>, words: &'static [&'static str]| {
-            let client = &client;
-            let before = &before;
-            async move {
-                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-                assert_refused(case, major, &refs, words).await;
-                inspect::assert_nothing_left_behind(client, before).await;
-                seed_untouched(client).await;
-            }
-        };
+        let check_exit =
+            |case: &'static str, args: Vec<String>, words: &'static [&'static str], code: i32| {
+                let client = &client;
+                let before = &before;
+                async move {
+                    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                    assert_exit(case, major, &refs, words, code).await;
+                    inspect::assert_nothing_left_behind(client, before).await;
+                    seed_untouched(client).await;
+                }
+            };
+        let check = |case, args, words| check_exit(case, args, words, 1);
+        // Errors in the arguments alone are usage errors.
+        let check_usage = |case, args, words| check_exit(case, args, words, 2);
 
         check(
             "missing table",
@@ -166,7 +175,7 @@ async fn refused_with_a_clear_message_and_nothing_left_behind() {
         )
         .await;
 
-        check(
+        check_usage(
             "--partition without '='",
             args(
                 "orders_flat",
@@ -194,7 +203,7 @@ async fn refused_with_a_clear_message_and_nothing_left_behind() {
         )
         .await;
 
-        check(
+        check_usage(
             "--partition-by that is not understood",
             args("orders_flat", "SIDEWAYS (region)", &PARTITIONS),
             &["--partition-by"],
@@ -271,18 +280,25 @@ async fn refused_with_a_clear_message_and_nothing_left_behind() {
         )
         .await;
 
-        assert_refused(
-            "unparseable --source",
-            major,
-            &run_args(
-                "postgresql://postgres@127.0.0.1:notaport/x",
-                "orders_flat",
-                "LIST (region)",
-                &PARTITIONS,
-            ),
-            &["--source"],
-        )
+        // An unparseable --source is a usage error (exit 2), found before any connection.
+        let out = pgrepart(&run_args(
+            "postgresql://postgres@127.0.0.1:notaport/x",
+            "orders_flat",
+            "LIST (region)",
+            &PARTITIONS,
+        ))
         .await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "unparseable --source: {}",
+            output_text(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--source") && stderr.contains("invalid port number"),
+            "unparseable --source: {stderr}"
+        );
         inspect::assert_nothing_left_behind(&client, &before_fk).await;
 
         // A usage error: --table missing.

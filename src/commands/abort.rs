@@ -3,14 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::TableArgs;
+use crate::cli::AbortArgs;
 use crate::error::{Error, Result};
-use crate::pg::ident::{QualifiedName, quote_ident};
+use crate::pg::ident::quote_ident;
 use crate::state::{self, Phase, Request};
 
-pub async fn run(args: TableArgs) -> Result<()> {
+pub async fn run(args: AbortArgs) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
-    let table = QualifiedName::parse(&args.table)?;
+    let table = super::table_arg(&args.table)?;
     // `client`: the state and the new table (target database); `source`: slot and publication.
     let client = dbs.connect_state("pgrepart abort").await?;
     let source = dbs.connect_source("pgrepart abort").await?;
@@ -31,6 +31,19 @@ pub async fn run(args: TableArgs) -> Result<()> {
             "the old table is {}; drop it when you no longer need it",
             table.sibling(m.old_name.clone())
         )));
+    }
+    if !args.yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        let question = format!(
+            "Abort migration {} of {table} ({})? This drops its replication slot and publication, \
+             the new table {} (if pgrepart created it) and its state; {table} itself is not touched. [y/N] ",
+            m.id,
+            m.phase.as_str(),
+            m.target
+        );
+        if !ask(&question)? {
+            return Err(Error::refused("not aborted: the answer was not yes")
+                .with_hint("answer y, or pass --yes (scripts: stdin that is not a terminal is never asked)"));
+        }
     }
     state::request(&client, m.id, Request::Abort).await?;
 
@@ -127,4 +140,34 @@ pub async fn run(args: TableArgs) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// Asks `question` on standard error and reads one line from standard input.
+fn ask(question: &str) -> Result<bool> {
+    use std::io::Write;
+    eprint!("{question}");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .map_err(|e| Error::failed(format!("could not read the answer: {e}")))?;
+    Ok(is_yes(&answer))
+}
+
+/// `y` or `yes`, in any case; anything else (an empty line, end of input) is no.
+fn is_yes(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_y_or_yes_confirms() {
+        for yes in ["y\n", "YES\n", " yes "] {
+            assert!(super::is_yes(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n\n", "no", "yess", "abort"] {
+            assert!(!super::is_yes(no), "{no:?}");
+        }
+    }
 }

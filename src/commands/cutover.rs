@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use crate::cli::TableArgs;
 use crate::error::{Error, Result};
-use crate::pg::ident::QualifiedName;
 use crate::state::{self, Phase, Request};
 
 pub async fn run(args: TableArgs) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
-    let table = QualifiedName::parse(&args.table)?;
+    let table = super::table_arg(&args.table)?;
     // The state is in the target database; the slot (whether a `run` is attached) on the source.
     let client = dbs.connect_state("pgrepart cutover").await?;
     let source = dbs.connect_source("pgrepart cutover").await?;

@@ -2,6 +2,7 @@
 
 pub mod abort;
 pub mod cutover;
+pub mod docs;
 pub mod pause;
 pub mod plan;
 pub mod run;
@@ -11,6 +12,11 @@ pub mod verify;
 pub use crate::config::{Databases, Prepared, StoredSpec};
 use crate::error::{Error, Result};
 use crate::pg::ident::QualifiedName;
+
+/// `--table` checked before any connection: a name that does not parse is a usage error (exit 2).
+pub fn table_arg(text: &str) -> Result<QualifiedName> {
+    QualifiedName::parse(text).map_err(Error::into_usage)
+}
 
 /// Reads the migration of `table`, or says there is none and what to do.
 pub async fn require_migration(

@@ -3,12 +3,11 @@
 
 use crate::cli::TableArgs;
 use crate::error::{Error, Result};
-use crate::pg::ident::QualifiedName;
 use crate::state::{self, Phase};
 
 pub async fn run(args: TableArgs, paused: bool) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
-    let table = QualifiedName::parse(&args.table)?;
+    let table = super::table_arg(&args.table)?;
     // The state lives in the target database.
     let client = dbs.connect_state("pgrepart pause").await?;
     let m = super::require_migration(&client, &table).await?;

@@ -51,7 +51,7 @@ struct WalEstimate {
 }
 
 pub async fn run(args: PlanArgs) -> Result<()> {
-    let prep = Prepared::from_args(&args.run)?;
+    let prep = Prepared::from_migration(&args.migration)?;
     let mut client = crate::pg::connect(&prep.source, "pgrepart plan").await?;
     let mut extra_checks = Vec::new();
     let prep = match prep.with_generated_partitions(&client).await {
@@ -97,7 +97,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         && !partitions.is_empty()
     {
         // `auto` decides when the run starts; the plan shows the key declared up front.
-        let later = args.run.primary_key == crate::copy::indexes::KeyTiming::AfterCopy;
+        let later = args.primary_key == crate::copy::indexes::KeyTiming::AfterCopy;
         let key = if later {
             ddl::KeyClause::Later
         } else {

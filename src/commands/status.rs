@@ -6,7 +6,6 @@ use tokio_postgres::Client;
 
 use crate::cli::StatusArgs;
 use crate::error::{Error, Result};
-use crate::pg::ident::QualifiedName;
 use crate::state::{self, Migration};
 
 /// The JSON document `status --json` prints. Field names are stable (documented in README).
@@ -355,14 +354,10 @@ fn duration(secs: f64) -> String {
 
 pub async fn run(args: StatusArgs) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
+    let table = args.table.as_deref().map(super::table_arg).transpose()?;
     // The state is read from the target database, the slot's figures from the source.
     let client = dbs.connect_state("pgrepart status").await?;
     let source = dbs.connect_source("pgrepart status").await?;
-    let table = args
-        .table
-        .as_deref()
-        .map(QualifiedName::parse)
-        .transpose()?;
     loop {
         let migrations = match &table {
             Some(t) => vec![super::require_migration(&client, t).await?],
@@ -398,7 +393,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         {
             return Ok(());
         }
-        tokio::time::sleep(std::time::Duration::from_secs(every.max(1))).await;
+        tokio::time::sleep(every).await;
     }
 }
 

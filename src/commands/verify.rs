@@ -17,11 +17,9 @@ pub use crate::verify::gate::{BLOCKED_PREFIX, columns_of};
 pub async fn run(args: VerifyArgs) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
     let (source, target) = (dbs.source, dbs.target);
-    let mode = match args.sample {
-        Some(p) => Mode::parse(&format!("sample {p}")).map_err(Error::refused)?,
-        None => Mode::Full,
-    };
-    let table = QualifiedName::parse(&args.table)?;
+    // `--sample` was checked by clap (above 0, at most 100).
+    let mode = args.sample.map_or(Mode::Full, Mode::Sample);
+    let table = super::table_arg(&args.table)?;
     // The state lives with the new table.
     let state_client = crate::pg::connect(&target, "pgrepart verify").await?;
     let m = super::require_migration(&state_client, &table).await?;

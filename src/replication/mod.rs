@@ -101,7 +101,8 @@ impl ReplicationClient {
         config: &tokio_postgres::Config,
         application_name: &str,
     ) -> Result<Self, ReplicationError> {
-        let session = connect::connect(config, application_name).await?;
+        let name = crate::pg::session_name(config, application_name);
+        let session = connect::connect(config, &name).await?;
         Ok(ReplicationClient {
             conn: session.conn,
             server_version: session.server_version,
