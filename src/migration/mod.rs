@@ -85,10 +85,14 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
         let _ = interrupt_tx.send(true);
     }));
     let mut budget = RetryBudget::default();
+    // Whether an attempt has reached a migration (found one in progress, or made one). Before
+    // that a failure is the command's own (a server that cannot be reached, a role refused): it
+    // is reported at once, with nothing to resume.
+    let engaged = std::cell::Cell::new(false);
     loop {
         let started = std::time::Instant::now();
-        let e = match attempt(&cfg, &figures_tx, &mut interrupted).await {
-            Err(e) if e.is_transient() => e,
+        let e = match attempt(&cfg, &figures_tx, &mut interrupted, &engaged).await {
+            Err(e) if e.is_transient() && engaged.get() => e,
             other => return other,
         };
         match budget.after_failure(started.elapsed()) {
@@ -125,6 +129,7 @@ async fn attempt(
     cfg: &RunConfig,
     figures: &watch::Sender<Snapshot>,
     interrupted: &mut watch::Receiver<bool>,
+    engaged: &std::cell::Cell<bool>,
 ) -> Result<()> {
     let prep = &cfg.prep;
     // `control` holds the state and the run's lock (the target database); `source` is the
@@ -135,7 +140,7 @@ async fn attempt(
     let prepared = tokio::select! {
         biased;
         _ = interrupted.wait_for(|i| *i) => None,
-        r = prepare(cfg, control, source, &undo) => Some(r),
+        r = prepare(cfg, control, source, &undo, engaged) => Some(r),
     };
     let live = match prepared {
         Some(Ok(Some(live))) => live,
@@ -167,9 +172,14 @@ async fn prepare(
     control: Client,
     source: Client,
     undo: &Mutex<Undo>,
+    engaged: &std::cell::Cell<bool>,
 ) -> Result<Option<Live>> {
     let prep = &cfg.prep;
-    match state::latest(&control, &prep.table).await? {
+    let latest = state::latest(&control, &prep.table).await?;
+    if latest.as_ref().is_some_and(|m| m.phase != Phase::Done) {
+        engaged.set(true);
+    }
+    match latest {
         Some(m)
             if m.phase != Phase::Done
                 && m.target_committed_fence.is_some()
@@ -194,7 +204,7 @@ async fn prepare(
             Ok(None)
         }
         _ => {
-            let live = setup::start_new(cfg, control, source, undo).await?;
+            let live = setup::start_new(cfg, control, source, undo, engaged).await?;
             // The ranges are recorded: from here a failure is resumed, not undone.
             *undo.lock().expect("undo lock") = Undo::default();
             Ok(Some(live))

@@ -100,6 +100,7 @@ pub async fn start_new(
     mut control: Client,
     source: Client,
     undo: &Mutex<Undo>,
+    engaged: &std::cell::Cell<bool>,
 ) -> Result<Live> {
     // Generated partitions are computed once, here, and stored in the migration's spec.
     let prep = &cfg.prep.with_generated_partitions(&source).await?;
@@ -201,6 +202,8 @@ pub async fn start_new(
         m
     };
     tracing::info!(migration = migration.id, target = %migration.target, "target table and state created");
+    // From here a failure is retried (what was made is undone first).
+    engaged.set(true);
     Undo::note(undo, |u| {
         u.migration_id = Some(migration.id);
         u.target = migration.target_created.then(|| migration.target.clone());
