@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark for issue 6: pgrepart against the seed's backfill and native logical replication,
+# Benchmark: pgrepart against the seed's backfill and native logical replication,
 # measured side by side on one throwaway PostgreSQL server.
 #
 #   1. initdb a temporary cluster on a free port (wal_level=logical, bench settings);
@@ -168,7 +168,7 @@ log "(a) ${T_SEED} s"
 drop_db seed_a
 
 #####################################################################################
-# (a2) the practical limit the issue names: two binary COPY streams (psql | psql, one per half of
+# (a2) the practical limit of a copy: two binary COPY streams (psql | psql, one per half of
 # the key space) into the seed's target with its primary key only, then the two secondary indexes
 # built (one session each); TOASTed values get lz4, as pgrepart's copy gives them by default. No
 # ANALYZE, no slot. (a3) the same while a slot on the same database is decoded (pg_recvlogical
@@ -275,8 +275,8 @@ run_c() {
     drop_db "$db"
 }
 
-# The issue's run: setup, copy, indexes, catch-up, cutover; without the check before cutover
-# (issue 8), which (c2) measures.
+# The whole run: setup, copy, indexes, catch-up, cutover; without the check before cutover
+# (verify), which (c2) measures.
 log "(c) pgrepart run (auto cutover, no load, --verify off)"
 run_c pgr_run run --verify off
 T_RUN=$T_C; RSS_RUN_MB=$RSS_C_MB; LOCK_RUN_MS=$LOCK_C_MS

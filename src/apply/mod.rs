@@ -10,7 +10,7 @@
 //!                                                                         range's copy commits
 //! flush = min(end of last applied commit, begin of the oldest queued transaction)
 //! ```
-//! Why this converges: design.md §3. Why the flush is safe: design.md §4.
+//! Why this converges: docs/design.md §3. Why the flush is safe: docs/design.md §4.
 
 pub mod channel;
 pub mod compact;
@@ -238,7 +238,7 @@ pub struct ApplierConfig {
     /// is dealt out by key to all sessions, each committing its share on its own. Keys are
     /// unique in a batch, so the shares touch different rows. One share committed before
     /// another failed is a state the replay from the confirmed position converges from, like a
-    /// batch committed before a crash (design.md §3). Empty: one session.
+    /// batch committed before a crash (docs/design.md §3). Empty: one session.
     pub helpers: Vec<Client>,
     pub router: Router,
     /// Which ranges are already done (copied earlier, or empty edges).
