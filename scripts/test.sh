@@ -15,19 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 die() { printf 'test.sh: error: %s\n' "$*" >&2; exit 1; }
 fetched() { printf 'test.sh: fetched %s\n' "$*"; }
 
-SUDO=()
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO=(sudo -n); fi
-APT_UPDATED=0
-apt_install() {
-    [ "$(id -u)" = 0 ] || [ ${#SUDO[@]} -gt 0 ] || die "$* missing and no root or sudo to install it: apt-get install -y $*"
-    command -v apt-get >/dev/null || die "$* missing and no apt-get: install $* yourself"
-    if [ "$APT_UPDATED" = 0 ]; then
-        "${SUDO[@]}" apt-get update -qq >/dev/null || die "apt-get update failed"
-        APT_UPDATED=1
-    fi
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "$@" >/dev/null \
-        || die "apt-get install $* failed"
-}
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
 
 if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && [ -z "${PGREPART_PG15_BIN:-}" ]; then
     apt_install postgresql

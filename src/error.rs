@@ -164,17 +164,9 @@ impl Error {
             ),
             None => (format!("{context}: {err}"), None),
         };
-        Error {
-            kind: if rule.is_some() {
-                Kind::Transient
-            } else {
-                Kind::Failed
-            },
-            message,
-            hint,
-            rule,
-            source: Some(Box::new(err)),
-        }
+        let mut e = Error::classified(message, rule, Box::new(err));
+        e.hint = hint;
+        e
     }
 }
 

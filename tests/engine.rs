@@ -12,7 +12,6 @@ use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -131,18 +130,6 @@ async fn a_resumed_run_refuses_a_table_dropped_and_created_again_or_left_out_of_
     }
 }
 
-async fn scrape(addr: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("metrics endpoint accepts");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body
-}
-
 #[tokio::test]
 async fn the_metrics_endpoint_outlives_a_reconnect() {
     let Some(major) = test_majors().first().copied() else {
@@ -186,7 +173,7 @@ async fn the_metrics_endpoint_outlives_a_reconnect() {
             && inspect::int(v, "applied_changes").unwrap_or(0) > applied
     })
     .await;
-    let text = scrape(&addr).await;
+    let text = inspect::scrape_metrics(&addr).await;
     assert!(text.contains("pgrepart_applied_changes"), "{text}");
     let err = run.stderr_so_far();
     assert!(

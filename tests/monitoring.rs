@@ -15,7 +15,6 @@ use support::inspect::{self, output_text};
 use support::{
     Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -67,18 +66,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-async fn scrape(addr: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("metrics endpoint accepts");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 #[tokio::test]
@@ -159,7 +146,7 @@ async fn status_metrics_pause_and_resume_while_writers_run() {
         let streaming = "pgrepart_phase{table=\"public.orders_flat\",phase=\"streaming\"} 1";
         let deadline = std::time::Instant::now() + DEADLINE;
         let text = loop {
-            let text = scrape(&metrics).await;
+            let text = inspect::scrape_metrics(&metrics).await;
             assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
             if text.contains(streaming) {
                 break text;

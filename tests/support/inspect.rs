@@ -206,3 +206,17 @@ pub async fn assert_no_slot_or_publication(client: &Client) {
         "left behind: slots {slots:?}, publications {pubs:?}"
     );
 }
+
+/// `GET /metrics` of a run's Prometheus endpoint (`--metrics-addr`): the whole response.
+pub async fn scrape_metrics(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics endpoint accepts");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
