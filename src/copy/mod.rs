@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::column_list;
 use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 use crate::state;
-use ranges::KeyRange;
+use ranges::Bounds;
 
 /// Opens `n` source sessions, each in a REPEATABLE READ transaction on `snapshot` (an exported
 /// snapshot name) or, without one, on a fresh snapshot of its own (resume).
@@ -59,7 +59,8 @@ pub async fn open_sessions(
     Ok(sessions)
 }
 
-/// min and max of an integer key column, under the session's snapshot; `None` when empty.
+/// min and max of an integer key column, under the session's snapshot; `None` when empty (verify's
+/// ranges).
 pub async fn key_bounds(
     session: &Client,
     table: &QualifiedName,
@@ -82,14 +83,73 @@ pub async fn key_bounds(
     )
 }
 
+/// The key columns of `info` as the server compares them.
+pub fn key_columns(info: &crate::pg::catalog::TableInfo, key: &[String]) -> Vec<ranges::KeyColumn> {
+    key.iter()
+        .map(|name| {
+            let c = info.column(name).expect("key column exists");
+            ranges::KeyColumn {
+                name_sql: quote_ident(name),
+                type_sql: c.type_sql.clone(),
+                collation: c.collation.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Plans the copy's ranges (`count` at most) from a sample of the keys read under the session's
+/// snapshot in the server's order (`TABLESAMPLE` on a large table, every key on a small one).
+pub async fn plan_ranges(
+    session: &Client,
+    table: &QualifiedName,
+    key: &[ranges::KeyColumn],
+    estimated_rows: i64,
+    count: usize,
+) -> Result<Vec<Bounds>> {
+    if count <= 1 {
+        return Ok(vec![Bounds::ALL]);
+    }
+    let want = ranges::sample_size(count);
+    let texts: Vec<String> = key
+        .iter()
+        .map(|c| format!("{}::text", c.name_sql))
+        .collect();
+    let order: Vec<&str> = key.iter().map(|c| c.name_sql.as_str()).collect();
+    let sample = ranges::tablesample(estimated_rows, want).unwrap_or_default();
+    let sql = format!(
+        "SELECT {} FROM {} {sample} ORDER BY {}",
+        texts.join(", "),
+        table.sql(),
+        order.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let rows = session
+        .query(&sql, &[])
+        .await
+        .map_err(|e| Error::db("sampling the key to plan the copy's ranges", e))?;
+    let keys: Vec<ranges::Bound> = rows
+        .iter()
+        .map(|r| (0..key.len()).map(|i| r.get::<_, String>(i)).collect())
+        .collect();
+    let cuts = ranges::bounds_from_sample(&keys, count);
+    tracing::info!(
+        sampled_keys = keys.len(),
+        ranges = cuts.len() + 1,
+        whole_table = sample.is_empty(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "key ranges planned from a sample of the key"
+    );
+    Ok(ranges::ranges_from_cuts(cuts))
+}
+
 pub struct CopyJob {
     pub migration_id: i64,
     pub source: QualifiedName,
     pub target: QualifiedName,
     /// Replicated columns (generated columns are computed by the target).
     pub columns: Vec<String>,
-    /// The column ranges are cut on; unused when there is one range.
-    pub range_column: String,
+    /// The key columns ranges are cut on; unused when there is one range.
+    pub key: Vec<ranges::KeyColumn>,
     pub target_config: Config,
     /// The rows per second allowed over all workers (the user's cap, moved by the governor).
     pub limit: Arc<governor::RateLimit>,
@@ -124,7 +184,7 @@ async fn wait_while_paused(pause: &mut watch::Receiver<bool>) {
 pub async fn run_workers(
     job: Arc<CopyJob>,
     sessions: Vec<Client>,
-    pending: Vec<(usize, KeyRange)>,
+    pending: Vec<(usize, Bounds)>,
     done: mpsc::UnboundedSender<usize>,
     progress: Arc<CopyProgress>,
     stop: watch::Receiver<bool>,
@@ -198,13 +258,13 @@ async fn copy_range(
     source: &Client,
     target: &mut Client,
     range_no: usize,
-    range: KeyRange,
+    range: Bounds,
     progress: &CopyProgress,
     pause: &mut watch::Receiver<bool>,
 ) -> Result<u64> {
     let cols = column_list(job.columns.iter().map(String::as_str));
     let filter = range
-        .where_sql(&quote_ident(&job.range_column))
+        .where_sql(&job.key)
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
     let out_sql = format!(

@@ -266,7 +266,7 @@ impl<'a> Supervisor<'a> {
                 source: prep.table.clone(),
                 target: migration.target.clone(),
                 columns: replicated.iter().map(|c| c.name.clone()).collect(),
-                range_column: key[0].clone(),
+                key: copy::key_columns(&info, &key),
                 target_config: prep.dbs.target.clone(),
                 limit: limit.clone(),
                 toast_compression,
