@@ -122,9 +122,10 @@ impl Lookup {
             return Ok(r);
         }
         if self.session.is_none() {
-            let config = self.source.as_ref().ok_or_else(|| {
-                Error::failed("routing a change needs a session on the source")
-            })?;
+            let config = self
+                .source
+                .as_ref()
+                .ok_or_else(|| Error::failed("routing a change needs a session on the source"))?;
             let client = crate::pg::connect(config, "pgrepart route").await?;
             let stmt = client
                 .prepare(&self.order.lookup_sql())
@@ -175,13 +176,19 @@ mod tests {
         let ranges = crate::copy::ranges::ranges_from_cuts(vec![bound(&["b"]), bound(&["m"])]);
         let o = ServerOrder::new(vec![col("k", "text", None)], &ranges).unwrap();
         assert_eq!(o.cuts, vec![bound(&["b"]), bound(&["m"])]);
-        assert_eq!(ServerOrder::new(vec![col("k", "text", None)], &[Bounds::ALL]), None);
+        assert_eq!(
+            ServerOrder::new(vec![col("k", "text", None)], &[Bounds::ALL]),
+            None
+        );
     }
 
     #[test]
     fn the_lookup_compares_typed_rows_under_the_collation() {
         let o = ServerOrder {
-            key: vec![col("tenant", "integer", None), col("name", "text", Some("\"de\""))],
+            key: vec![
+                col("tenant", "integer", None),
+                col("name", "text", Some("\"de\"")),
+            ],
             cuts: vec![bound(&["1", "x'y"]), bound(&["2", "a"])],
         };
         assert_eq!(

@@ -110,14 +110,17 @@ pub async fn plan_ranges(
         return Ok(vec![Bounds::ALL]);
     }
     let want = ranges::sample_size(count);
+    // Ordered by the table's columns (qualified: a bare name would be the text output column),
+    // so under their types' order and their collations.
     let texts: Vec<String> = key
         .iter()
-        .map(|c| format!("{}::text", c.name_sql))
+        .enumerate()
+        .map(|(i, c)| format!("t.{}::text AS k{i}", c.name_sql))
         .collect();
-    let order: Vec<&str> = key.iter().map(|c| c.name_sql.as_str()).collect();
+    let order: Vec<String> = key.iter().map(|c| format!("t.{}", c.name_sql)).collect();
     let sample = ranges::tablesample(estimated_rows, want).unwrap_or_default();
     let sql = format!(
-        "SELECT {} FROM {} {sample} ORDER BY {}",
+        "SELECT {} FROM {} AS t {sample} ORDER BY {}",
         texts.join(", "),
         table.sql(),
         order.join(", ")

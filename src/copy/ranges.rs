@@ -430,14 +430,21 @@ mod tests {
         };
         assert_eq!(old.where_sql(&key).unwrap(), "\"tenant\" < ('5')::integer");
         assert_eq!(
-            as_int_ranges(&[old.clone()]).unwrap(),
+            as_int_ranges(std::slice::from_ref(&old)).unwrap(),
             vec![KeyRange {
                 lo: None,
                 hi: Some(5)
             }]
         );
         assert_eq!(as_int_ranges(&[r]), None);
-        assert_eq!(Bounds::from(KeyRange { lo: Some(-3), hi: None }).lo, Some(b(&["-3"])));
+        assert_eq!(
+            Bounds::from(KeyRange {
+                lo: Some(-3),
+                hi: None
+            })
+            .lo,
+            Some(b(&["-3"]))
+        );
     }
 
     #[test]
@@ -448,7 +455,11 @@ mod tests {
             tablesample(1_000_000, 10_000).unwrap(),
             "TABLESAMPLE BERNOULLI (1.000000)"
         );
-        assert!(tablesample(1_000_000_000, 10_000).unwrap().starts_with("TABLESAMPLE SYSTEM"));
+        assert!(
+            tablesample(1_000_000_000, 10_000)
+                .unwrap()
+                .starts_with("TABLESAMPLE SYSTEM")
+        );
         assert_eq!(sample_size(1), 2_000);
         assert_eq!(sample_size(16_384), 500_000);
     }

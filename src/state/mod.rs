@@ -690,8 +690,12 @@ pub async fn insert_ranges(client: &impl GenericClient, id: i64, ranges: &[Bound
     let his: Vec<Option<String>> = ranges.iter().map(|r| text(&r.hi)).collect();
     // Integer bounds are also kept in lo/hi, where older readers (and verify) look.
     let ints = as_int_ranges(ranges);
-    let int_lo: Vec<Option<i64>> = ints.as_ref().map_or(vec![None; ranges.len()], |r| r.iter().map(|r| r.lo).collect());
-    let int_hi: Vec<Option<i64>> = ints.as_ref().map_or(vec![None; ranges.len()], |r| r.iter().map(|r| r.hi).collect());
+    let int_lo: Vec<Option<i64>> = ints.as_ref().map_or(vec![None; ranges.len()], |r| {
+        r.iter().map(|r| r.lo).collect()
+    });
+    let int_hi: Vec<Option<i64>> = ints.as_ref().map_or(vec![None; ranges.len()], |r| {
+        r.iter().map(|r| r.hi).collect()
+    });
     client
         .execute(
             "INSERT INTO pgrepart.ranges (migration_id, range_no, lo, hi, lo_text, hi_text) \
@@ -787,7 +791,10 @@ mod tests {
 
     #[test]
     fn bounds_are_recorded_as_array_literals() {
-        assert_eq!(array_literal(&["1".into(), "a b".into()]), "{\"1\",\"a b\"}");
+        assert_eq!(
+            array_literal(&["1".into(), "a b".into()]),
+            "{\"1\",\"a b\"}"
+        );
         assert_eq!(
             array_literal(&["q\"uote".into(), "back\\slash".into(), "".into()]),
             "{\"q\\\"uote\",\"back\\\\slash\",\"\"}"
