@@ -226,6 +226,9 @@ pub struct Applier {
     max_queued_bytes: usize,
     /// See `ApplierConfig::key_pending`.
     key_pending: bool,
+    /// A TRUNCATE of the source arrived before every range was copied: it is applied when the
+    /// last range is, and no event is taken until then.
+    truncate_waiting: bool,
     hold_rx: watch::Receiver<Hold>,
     /// The hold being worked towards, whether it is reached, and the event kept aside at it.
     hold: Hold,
@@ -335,6 +338,7 @@ impl Applier {
             queued_bytes: 0,
             max_queued_bytes: cfg.max_queued_bytes.max(1),
             key_pending: cfg.key_pending,
+            truncate_waiting: false,
             hold_rx,
             hold: None,
             hold_reached: false,
@@ -495,7 +499,7 @@ impl Applier {
     /// False while the changes queued on unfinished ranges hold more than the cap, and while the
     /// primary key is not built.
     fn taking_events(&self) -> bool {
-        self.queued_bytes < self.max_queued_bytes && !self.key_pending
+        self.queued_bytes < self.max_queued_bytes && !self.key_pending && !self.truncate_waiting
     }
 
     fn finish_range(&mut self, range: usize) {
@@ -525,6 +529,12 @@ impl Applier {
         );
         for q in queue {
             self.batch_push(q.key, q.op);
+        }
+        if self.truncate_waiting && self.all_ranges_done() {
+            tracing::debug!("every range is copied; applying the TRUNCATE that waited for it");
+            self.truncate_waiting = false;
+            self.segments.push(Segment::Truncate);
+            self.batch_changes += 1;
         }
     }
 
@@ -613,15 +623,20 @@ impl Applier {
             }
             PgOutput::Truncate { rels, .. } => {
                 if self.relation_oid.is_some_and(|oid| rels.contains(&oid)) {
-                    if !self.all_ranges_done() {
-                        return Err(Error::failed(format!(
-                            "{}.{} was truncated on the source while it was being copied",
-                            self.source_name.0, self.source_name.1
-                        ))
-                        .with_hint("run `pgrepart abort` with the same --source and --table, then start the migration again"));
+                    if self.all_ranges_done() {
+                        self.segments.push(Segment::Truncate);
+                        self.batch_changes += 1;
+                    } else {
+                        // Committed between two ranges' snapshots: ranges copied before it hold
+                        // rows it removed, ranges copied after it hold only rows written after
+                        // it, which the stream sends after it. So it is applied once every range
+                        // is copied (and its queue applied), and nothing later is taken until
+                        // then (design.md §5).
+                        tracing::info!(
+                            "the source table was truncated during the copy; applied once every range is copied"
+                        );
+                        self.truncate_waiting = true;
                     }
-                    self.segments.push(Segment::Truncate);
-                    self.batch_changes += 1;
                 }
             }
             PgOutput::Message {

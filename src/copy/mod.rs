@@ -1,9 +1,10 @@
-//! The parallel snapshot copy: each worker holds one source transaction on the migration's
-//! snapshot and copies key ranges, highest first, with binary COPY straight into the target. A
-//! range's rows and its "done" mark commit in one target transaction.
+//! The parallel snapshot copy: each worker copies key ranges, highest first, each in a short
+//! source transaction of its own on a fresh snapshot checked against the slot's exported one
+//! (`snapshot`), with binary COPY straight into the target. A range's rows and its "done" mark
+//! commit in one target transaction.
 //!
 //! ```text
-//! source (REPEATABLE READ, SET TRANSACTION SNAPSHOT) ──COPY (SELECT ... WHERE range) TO STDOUT──┐
+//! source (REPEATABLE READ, one range) ──COPY (SELECT ... WHERE range) TO STDOUT─────────────────┐
 //!                                                                                                ▼
 //! target: BEGIN; COPY t_new FROM STDIN (binary); UPDATE pgrepart.ranges SET done; COMMIT ──► applier
 //! ```
@@ -11,6 +12,7 @@
 pub mod governor;
 pub mod indexes;
 pub mod ranges;
+pub mod snapshot;
 pub mod toast;
 
 use std::collections::VecDeque;
@@ -28,8 +30,10 @@ use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 use crate::state;
 use ranges::Bounds;
 
-/// Opens `n` source sessions, each in a REPEATABLE READ transaction on `snapshot` (an exported
-/// snapshot name) or, without one, on a fresh snapshot of its own (resume).
+/// Opens `n` source sessions. With `snapshot` (an exported snapshot's name), each is in a
+/// REPEATABLE READ transaction that imports it (setup: planning reads under it, then the
+/// transactions end); without, they are idle, and each range opens its own transaction on a
+/// fresh snapshot (`snapshot::begin_range`).
 pub async fn open_sessions(
     config: &Config,
     n: usize,
@@ -38,25 +42,29 @@ pub async fn open_sessions(
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         let client = crate::pg::connect(config, "pgrepart copy source").await?;
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| Error::db("starting a copy transaction", e))?;
-        match snapshot {
-            Some(name) => client
+        if let Some(name) = snapshot {
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| Error::db("starting a copy transaction", e))?;
+            client
                 .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(name)))
                 .await
-                .map_err(|e| Error::db("importing the slot's snapshot", e))?,
-            None => {
-                client
-                    .query_one("SELECT 1", &[])
-                    .await
-                    .map_err(|e| Error::db("taking a copy snapshot", e))?;
-            }
+                .map_err(|e| Error::db("importing the slot's snapshot", e))?;
         }
         sessions.push(client);
     }
     Ok(sessions)
+}
+
+/// Ends the sessions' transactions (the imported snapshot is recorded and the ranges planned).
+pub async fn end_transactions(sessions: &[Client]) -> Result<()> {
+    for s in sessions {
+        s.batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::db("ending the snapshot's transaction", e))?;
+    }
+    Ok(())
 }
 
 /// min and max of an integer key column, under the session's snapshot; `None` when empty (verify's
@@ -160,6 +168,10 @@ pub struct CopyJob {
     pub toast_compression: Option<&'static str>,
     /// How many workers share the limit.
     pub workers: usize,
+    /// `pg_current_snapshot()` of the slot's exported snapshot: every range's fresh snapshot
+    /// must see what it counts as committed (`snapshot::begin_range`). `None`: recorded by an
+    /// older pgrepart, not checked.
+    pub exported: Option<snapshot::PgSnapshot>,
     /// Write transactions pgrepart commits, which the load governor leaves out of the workload.
     pub own_writes: Arc<AtomicU64>,
 }
@@ -219,6 +231,10 @@ pub async fn run_workers(
                 let next = queue.lock().expect("copy queue lock").pop_back();
                 let Some((range_no, range)) = next else { break };
                 wait_while_paused(&mut pause).await;
+                // One short source transaction per range: the xmin horizon and the table's
+                // ACCESS SHARE lock are held for this range only (docs/design.md §5).
+                snapshot::begin_range(&session, job.exported.as_ref()).await?;
+                crate::fault::pause("copy-range-snapshot").await;
                 let rows = copy_range(
                     &job,
                     &session,
@@ -229,11 +245,13 @@ pub async fn run_workers(
                     &mut pause,
                 )
                 .await?;
+                session
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| Error::db("ending a copy transaction", e))?;
                 tracing::info!(range = range_no, rows, "range copied");
                 let _ = done.send(range_no);
             }
-            // Ends the snapshot transaction.
-            let _ = session.batch_execute("COMMIT").await;
             Ok::<(), Error>(())
         });
     }

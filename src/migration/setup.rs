@@ -259,6 +259,9 @@ pub async fn setup_stream(
     // The snapshot lives until the next command on the replication connection: import it first.
     let sessions = copy::open_sessions(&prep.source, prep.jobs, Some(&slot.snapshot_name)).await?;
     crate::fault::pause("setup-snapshot-imported").await;
+    // Recorded for every range's fresh snapshot to be checked against (docs/design.md §5).
+    let exported = copy::snapshot::current(&sessions[0]).await?;
+    state::set_exported_snapshot(&control, migration.id, &exported.to_string()).await?;
     let key_sql = copy::key_columns(&info, key);
     let count = ranges::range_count(info.estimated_rows, info.total_bytes, prep.jobs);
     let planned = copy::plan_ranges(
@@ -270,6 +273,8 @@ pub async fn setup_stream(
     )
     .await?;
     let router = super::router_for(&info, key, &planned);
+    // From here each range reads on a fresh snapshot of its own.
+    copy::end_transactions(&sessions).await?;
     state::insert_ranges(&control, migration.id, &planned).await?;
     crate::fault::point("setup-ranges-recorded");
     let stream =

@@ -113,9 +113,7 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     target_oid oid,
     -- pg_current_snapshot() of the slot's exported snapshot, read while it was importable: every
     -- fresh copy snapshot must see what it counts as committed (docs/design.md §5).
-    exported_snapshot text,
-    -- When the oldest source snapshot the copy holds now was taken; NULL: none (status).
-    copy_snapshot_since timestamptz
+    exported_snapshot text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -300,8 +298,7 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS apply_rate_limit bigint,
     ADD COLUMN IF NOT EXISTS source_oid oid,
     ADD COLUMN IF NOT EXISTS target_oid oid,
-    ADD COLUMN IF NOT EXISTS exported_snapshot text,
-    ADD COLUMN IF NOT EXISTS copy_snapshot_since timestamptz;
+    ADD COLUMN IF NOT EXISTS exported_snapshot text;
 ALTER TABLE pgrepart.ranges
     ADD COLUMN IF NOT EXISTS lo_text text[],
     ADD COLUMN IF NOT EXISTS hi_text text[];
@@ -325,7 +322,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'copy_snapshot_since' AND NOT attisdropped)",
+                            AND attname = 'exported_snapshot' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -741,6 +738,34 @@ pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(Bounds,
             )
         })
         .collect())
+}
+
+/// Records the exported snapshot's `pg_current_snapshot()` (setup, while it is importable).
+pub async fn set_exported_snapshot(
+    client: &impl GenericClient,
+    id: i64,
+    snapshot: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET exported_snapshot = $2 WHERE id = $1",
+            &[&id, &snapshot],
+        )
+        .await
+        .map_err(|e| Error::db("recording the exported snapshot", e))?;
+    Ok(())
+}
+
+/// The exported snapshot's `pg_current_snapshot()`, if recorded.
+pub async fn exported_snapshot(client: &impl GenericClient, id: i64) -> Result<Option<String>> {
+    let row = client
+        .query_one(
+            "SELECT exported_snapshot FROM pgrepart.migrations WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| Error::db("reading the exported snapshot", e))?;
+    Ok(row.get(0))
 }
 
 /// Marks a copied range done, in the copy's own transaction; false when it was already done
