@@ -442,6 +442,13 @@ async fn a_key_of_kind_is_copied_in_ranges_and_resumed(kind: Kind) {
         let mut first = spawn(&args);
         let v = wait_copying(&url, &mut first).await;
         let total = inspect::int(&v, "ranges_total").unwrap();
+        // Each range on a snapshot of its own: the copy's oldest snapshot is young.
+        if let Some(age) = v.get("copy_snapshot_age_seconds").and_then(Value::as_f64) {
+            assert!(
+                age < 60.0,
+                "{kind:?}: the copy holds a snapshot {age} s old: {v}"
+            );
+        }
         assert!(total > 1, "{kind:?}: one range planned: {v}");
         let out = first.kill9().await;
         assert!(!out.status.success());
