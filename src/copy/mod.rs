@@ -234,7 +234,6 @@ pub async fn run_workers(
                 // One short source transaction per range: the xmin horizon and the table's
                 // ACCESS SHARE lock are held for this range only (docs/design.md §5).
                 snapshot::begin_range(&session, job.exported.as_ref()).await?;
-                crate::fault::pause("copy-range-snapshot").await;
                 let rows = copy_range(
                     &job,
                     &session,
