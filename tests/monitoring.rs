@@ -19,7 +19,7 @@ use support::{
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field docs/status.md documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 38] = [
+const DOCUMENTED_FIELDS: [&str; 39] = [
     "migration_id",
     "table",
     "target",
@@ -40,6 +40,7 @@ const DOCUMENTED_FIELDS: [&str; 38] = [
     "apply_rate_limit",
     "lag_bytes",
     "lag_seconds",
+    "copy_snapshot_age_seconds",
     "wal_retained_bytes",
     "wal_status",
     "safe_wal_size",

@@ -1,6 +1,7 @@
 //! TRUNCATE of the source: applied to the new table once the copy is done. Issued during the copy
-//! (slowed down with `--max-copy-rate`), it waits for the copy's snapshot transactions to end (they
-//! hold ACCESS SHARE on the table) and is then applied like any other.
+//! (slowed down with `--max-copy-rate`), it waits for the range being read (its transaction holds
+//! ACCESS SHARE on the table), commits between two ranges, and is applied once every range is
+//! copied (docs/design.md §5a).
 
 mod support;
 

@@ -14,6 +14,7 @@
 
 pub mod channel;
 pub mod compact;
+pub mod route;
 pub mod schema;
 pub mod sql;
 
@@ -77,8 +78,11 @@ pub enum Event {
 pub enum Router {
     /// One range holds every key.
     Single,
-    /// Ranges over an integer first key column.
+    /// Ranges over a single integer key column (or, recorded by an older pgrepart, an integer
+    /// first column): compared in Rust.
     Int(Vec<KeyRange>),
+    /// Ranges over any other key: the source is asked (`route`).
+    Ordered(route::ServerOrder),
 }
 
 impl Router {
@@ -86,6 +90,7 @@ impl Router {
         match self {
             Router::Single => 1,
             Router::Int(r) => r.len(),
+            Router::Ordered(o) => o.cuts.len() + 1,
         }
     }
 
@@ -108,6 +113,9 @@ impl Router {
                 })?;
                 Ok(range_index(ranges, k))
             }
+            Router::Ordered(_) => Err(Error::failed(
+                "a key ordered by the server is routed by its lookup",
+            )),
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct Applier {
     client: Client,
     shape: Shape,
     router: Router,
+    /// The source session routing keys that only the server can order (`Router::Ordered`).
+    lookup: Option<route::Lookup>,
     ranges: Vec<RangeState>,
     /// Expected (name, type oid) of the replicated columns; a Relation message must match.
     expected_columns: Vec<(String, u32)>,
@@ -214,6 +224,9 @@ pub struct Applier {
     max_queued_bytes: usize,
     /// See `ApplierConfig::key_pending`.
     key_pending: bool,
+    /// A TRUNCATE of the source arrived before every range was copied: it is applied when the
+    /// last range is, and no event is taken until then.
+    truncate_waiting: bool,
     hold_rx: watch::Receiver<Hold>,
     /// The hold being worked towards, whether it is reached, and the event kept aside at it.
     hold: Hold,
@@ -285,9 +298,14 @@ impl Applier {
                 queue: VecDeque::new(),
             })
             .collect();
+        let lookup = match &cfg.router {
+            Router::Ordered(o) => Some(route::Lookup::new(o.clone(), cfg.source.clone())),
+            _ => None,
+        };
         let applier = Applier {
             client,
             shape: cfg.shape,
+            lookup,
             router: cfg.router,
             ranges,
             stream_width: cfg.expected_columns.len(),
@@ -318,6 +336,7 @@ impl Applier {
             queued_bytes: 0,
             max_queued_bytes: cfg.max_queued_bytes.max(1),
             key_pending: cfg.key_pending,
+            truncate_waiting: false,
             hold_rx,
             hold: None,
             hold_reached: false,
@@ -478,7 +497,7 @@ impl Applier {
     /// False while the changes queued on unfinished ranges hold more than the cap, and while the
     /// primary key is not built.
     fn taking_events(&self) -> bool {
-        self.queued_bytes < self.max_queued_bytes && !self.key_pending
+        self.queued_bytes < self.max_queued_bytes && !self.key_pending && !self.truncate_waiting
     }
 
     fn finish_range(&mut self, range: usize) {
@@ -509,6 +528,12 @@ impl Applier {
         for q in queue {
             self.batch_push(q.key, q.op);
         }
+        if self.truncate_waiting && self.all_ranges_done() {
+            tracing::debug!("every range is copied; applying the TRUNCATE that waited for it");
+            self.truncate_waiting = false;
+            self.segments.push(Segment::Truncate);
+            self.batch_changes += 1;
+        }
     }
 
     fn batch_push(&mut self, key: Key, op: Op) {
@@ -523,8 +548,8 @@ impl Applier {
     }
 
     /// Routes one change: applied with the batch when its range is done, else queued on it.
-    fn route(&mut self, key: Key, op: Op) -> Result<()> {
-        let range = self.router.range_of(&key)?;
+    async fn route(&mut self, key: Key, op: Op) -> Result<()> {
+        let range = self.range_for(&key).await?;
         let state = &mut self.ranges[range];
         match gate(state.done, self.open_txn, self.applied.get()) {
             Gate::Apply => self.batch_push(key, op),
@@ -535,6 +560,17 @@ impl Applier {
             }
         }
         Ok(())
+    }
+
+    /// The range holding `key`: compared in Rust for integer keys, else asked of the source.
+    async fn range_for(&mut self, key: &Key) -> Result<usize> {
+        let all_done = self.lookup.is_some() && self.all_ranges_done();
+        match &mut self.lookup {
+            // Every range copied: any will do, none is asked.
+            Some(_) if all_done => Ok(0),
+            Some(lookup) => lookup.range_of(key).await,
+            None => self.router.range_of(key),
+        }
     }
 
     fn all_ranges_done(&self) -> bool {
@@ -563,12 +599,12 @@ impl Applier {
                 if self.is_ours(rel) {
                     let row = self.row(&new)?;
                     let key = self.key_of(&row)?;
-                    self.route(key, Op::Upsert(row))?;
+                    self.route(key, Op::Upsert(row)).await?;
                 }
             }
             PgOutput::Update { rel, old, new } => {
                 if self.is_ours(rel) {
-                    self.update(old, new)?;
+                    self.update(old, new).await?;
                 }
             }
             PgOutput::Delete { rel, old } => {
@@ -578,20 +614,25 @@ impl Applier {
                     };
                     let row = self.row(&tuple)?;
                     let key = self.key_of(&row)?;
-                    self.route(key, Op::Delete)?;
+                    self.route(key, Op::Delete).await?;
                 }
             }
             PgOutput::Truncate { rels, .. } => {
                 if self.relation_oid.is_some_and(|oid| rels.contains(&oid)) {
-                    if !self.all_ranges_done() {
-                        return Err(Error::failed(format!(
-                            "{}.{} was truncated on the source while it was being copied",
-                            self.source_name.0, self.source_name.1
-                        ))
-                        .with_hint("run `pgrepart abort` with the same --source and --table, then start the migration again"));
+                    if self.all_ranges_done() {
+                        self.segments.push(Segment::Truncate);
+                        self.batch_changes += 1;
+                    } else {
+                        // Committed between two ranges' snapshots: ranges copied before it hold
+                        // rows it removed, ranges copied after it hold only rows written after
+                        // it, which the stream sends after it. So it is applied once every range
+                        // is copied (and its queue applied), and nothing later is taken until
+                        // then (design.md §5).
+                        tracing::info!(
+                            "the source table was truncated during the copy; applied once every range is copied"
+                        );
+                        self.truncate_waiting = true;
                     }
-                    self.segments.push(Segment::Truncate);
-                    self.batch_changes += 1;
                 }
             }
             PgOutput::Message {
@@ -607,7 +648,7 @@ impl Applier {
         Ok(None)
     }
 
-    fn update(&mut self, old: Option<OldTuple>, new: TupleData) -> Result<()> {
+    async fn update(&mut self, old: Option<OldTuple>, new: TupleData) -> Result<()> {
         let row = self.row(&new)?;
         let partial = row.contains(&Value::Unchanged);
         let new_key = if self.shape.key.iter().any(|&k| row[k] == Value::Unchanged) {
@@ -631,17 +672,18 @@ impl Applier {
         };
         let moved = old_key.as_ref().filter(|k| **k != new_key);
         match (moved, partial) {
-            (None, false) => self.route(new_key, Op::Upsert(row)),
-            (None, true) => self.route(new_key, Op::Patch(row)),
+            (None, false) => self.route(new_key, Op::Upsert(row)).await,
+            (None, true) => self.route(new_key, Op::Patch(row)).await,
             (Some(old_key), false) => {
                 let old_key = old_key.clone();
-                self.route(old_key, Op::Delete)?;
-                self.route(new_key, Op::Upsert(row))
+                self.route(old_key, Op::Delete).await?;
+                self.route(new_key, Op::Upsert(row)).await
             }
             (Some(old_key), true) => {
+                let old_key = old_key.clone();
                 let (a, b) = (
-                    self.router.range_of(old_key)?,
-                    self.router.range_of(&new_key)?,
+                    self.range_for(&old_key).await?,
+                    self.range_for(&new_key).await?,
                 );
                 if !(self.ranges[a].done && self.ranges[b].done) {
                     return Err(Error::failed(
@@ -649,10 +691,7 @@ impl Applier {
                     )
                     .with_hint("run the same command again: the copy resumes and the change is applied once its range is copied"));
                 }
-                self.segments.push(Segment::KeyMove {
-                    old_key: old_key.clone(),
-                    row,
-                });
+                self.segments.push(Segment::KeyMove { old_key, row });
                 self.batch_changes += 1;
                 Ok(())
             }

@@ -40,6 +40,9 @@ pub struct Report {
     pub pause_in_effect: bool,
     /// Age of the oldest change not yet applied (0 when caught up), as measured by `run`.
     pub lag_seconds: Option<f64>,
+    /// Age of the oldest source snapshot the copy holds now (each range is read on a snapshot of
+    /// its own, so about one range's copy time); null when the copy holds none.
+    pub copy_snapshot_age_seconds: Option<f64>,
     pub copy_rows_per_s: Option<f64>,
     /// The copy's rate limit now (rows/s): the load governor's, or `--max-copy-rate`; null: none.
     pub copy_rate_limit: Option<i64>,
@@ -126,6 +129,11 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         Vec::new()
     };
     let live = |v: Option<f64>| if running { v } else { None };
+    let copy_snapshot_age_seconds = if m.phase == state::Phase::Copying && running {
+        copy_snapshot_age(client).await?
+    } else {
+        None
+    };
     let eta = match m.phase {
         state::Phase::Copying => live(m.copy_rows_per_s).and_then(|r| {
             crate::monitor::copy_eta_seconds(
@@ -157,6 +165,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         paused: m.paused,
         pause_in_effect: running && m.paused && m.pause_in_effect,
         lag_seconds: live(m.lag_seconds),
+        copy_snapshot_age_seconds,
         copy_rows_per_s: live(m.copy_rows_per_s),
         copy_rate_limit: if running && m.phase == state::Phase::Copying {
             m.copy_rate_limit
@@ -187,6 +196,21 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         default_partition,
         default_partition_rows_estimate,
     })
+}
+
+/// Seconds since the oldest transaction of the copy's source sessions that holds a snapshot began
+/// (the xmin horizon it holds back), if one does.
+async fn copy_snapshot_age(client: &Client) -> Result<Option<f64>> {
+    let row = client
+        .query_one(
+            "SELECT extract(epoch FROM now() - min(xact_start))::float8 FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'pgrepart copy source' \
+               AND backend_xmin IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading the copy's snapshots", e))?;
+    Ok(row.get(0))
 }
 
 async fn oldest_transactions(client: &Client) -> Result<Vec<String>> {
@@ -275,6 +299,9 @@ fn human(r: &Report) -> String {
         r.lag_seconds
             .map(|l| format!(", {l:.1} s"))
             .unwrap_or_default()
+            + &r.copy_snapshot_age_seconds
+                .map(|a| format!(" (copy snapshot {a:.1} s old)"))
+                .unwrap_or_default()
     );
     s += &format!(
         "  WAL retained     {}{}{}\n",

@@ -1,9 +1,10 @@
-//! The parallel snapshot copy: each worker holds one source transaction on the migration's
-//! snapshot and copies key ranges, highest first, with binary COPY straight into the target. A
-//! range's rows and its "done" mark commit in one target transaction.
+//! The parallel snapshot copy: each worker copies key ranges, highest first, each in a short
+//! source transaction of its own on a fresh snapshot checked against the slot's exported one
+//! (`snapshot`), with binary COPY straight into the target. A range's rows and its "done" mark
+//! commit in one target transaction.
 //!
 //! ```text
-//! source (REPEATABLE READ, SET TRANSACTION SNAPSHOT) ──COPY (SELECT ... WHERE range) TO STDOUT──┐
+//! source (REPEATABLE READ, one range) ──COPY (SELECT ... WHERE range) TO STDOUT─────────────────┐
 //!                                                                                                ▼
 //! target: BEGIN; COPY t_new FROM STDIN (binary); UPDATE pgrepart.ranges SET done; COMMIT ──► applier
 //! ```
@@ -11,6 +12,7 @@
 pub mod governor;
 pub mod indexes;
 pub mod ranges;
+pub mod snapshot;
 pub mod toast;
 
 use std::collections::VecDeque;
@@ -26,10 +28,12 @@ use crate::error::{Error, Result};
 use crate::pg::catalog::column_list;
 use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 use crate::state;
-use ranges::KeyRange;
+use ranges::Bounds;
 
-/// Opens `n` source sessions, each in a REPEATABLE READ transaction on `snapshot` (an exported
-/// snapshot name) or, without one, on a fresh snapshot of its own (resume).
+/// Opens `n` source sessions. With `snapshot` (an exported snapshot's name), each is in a
+/// REPEATABLE READ transaction that imports it (setup: planning reads under it, then the
+/// transactions end); without, they are idle, and each range opens its own transaction on a
+/// fresh snapshot (`snapshot::begin_range`).
 pub async fn open_sessions(
     config: &Config,
     n: usize,
@@ -38,28 +42,33 @@ pub async fn open_sessions(
     let mut sessions = Vec::with_capacity(n);
     for _ in 0..n {
         let client = crate::pg::connect(config, "pgrepart copy source").await?;
-        client
-            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .await
-            .map_err(|e| Error::db("starting a copy transaction", e))?;
-        match snapshot {
-            Some(name) => client
+        if let Some(name) = snapshot {
+            client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+                .map_err(|e| Error::db("starting a copy transaction", e))?;
+            client
                 .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", quote_literal(name)))
                 .await
-                .map_err(|e| Error::db("importing the slot's snapshot", e))?,
-            None => {
-                client
-                    .query_one("SELECT 1", &[])
-                    .await
-                    .map_err(|e| Error::db("taking a copy snapshot", e))?;
-            }
+                .map_err(|e| Error::db("importing the slot's snapshot", e))?;
         }
         sessions.push(client);
     }
     Ok(sessions)
 }
 
-/// min and max of an integer key column, under the session's snapshot; `None` when empty.
+/// Ends the sessions' transactions (the imported snapshot is recorded and the ranges planned).
+pub async fn end_transactions(sessions: &[Client]) -> Result<()> {
+    for s in sessions {
+        s.batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::db("ending the snapshot's transaction", e))?;
+    }
+    Ok(())
+}
+
+/// min and max of an integer key column, under the session's snapshot; `None` when empty (verify's
+/// ranges).
 pub async fn key_bounds(
     session: &Client,
     table: &QualifiedName,
@@ -82,14 +91,76 @@ pub async fn key_bounds(
     )
 }
 
+/// The key columns of `info` as the server compares them.
+pub fn key_columns(info: &crate::pg::catalog::TableInfo, key: &[String]) -> Vec<ranges::KeyColumn> {
+    key.iter()
+        .map(|name| {
+            let c = info.column(name).expect("key column exists");
+            ranges::KeyColumn {
+                name_sql: quote_ident(name),
+                type_sql: c.type_sql.clone(),
+                collation: c.collation.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Plans the copy's ranges (`count` at most) from a sample of the keys read under the session's
+/// snapshot in the server's order (`TABLESAMPLE` on a large table, every key on a small one).
+pub async fn plan_ranges(
+    session: &Client,
+    table: &QualifiedName,
+    key: &[ranges::KeyColumn],
+    estimated_rows: i64,
+    count: usize,
+) -> Result<Vec<Bounds>> {
+    if count <= 1 {
+        return Ok(vec![Bounds::ALL]);
+    }
+    let want = ranges::sample_size(count);
+    // Ordered by the table's columns (qualified: a bare name would be the text output column),
+    // so under their types' order and their collations.
+    let texts: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{}::text AS k{i}", c.name_sql))
+        .collect();
+    let order: Vec<String> = key.iter().map(|c| format!("t.{}", c.name_sql)).collect();
+    let sample = ranges::tablesample(estimated_rows, want).unwrap_or_default();
+    let sql = format!(
+        "SELECT {} FROM {} AS t {sample} ORDER BY {}",
+        texts.join(", "),
+        table.sql(),
+        order.join(", ")
+    );
+    let started = std::time::Instant::now();
+    let rows = session
+        .query(&sql, &[])
+        .await
+        .map_err(|e| Error::db("sampling the key to plan the copy's ranges", e))?;
+    let keys: Vec<ranges::Bound> = rows
+        .iter()
+        .map(|r| (0..key.len()).map(|i| r.get::<_, String>(i)).collect())
+        .collect();
+    let cuts = ranges::bounds_from_sample(&keys, count);
+    tracing::info!(
+        sampled_keys = keys.len(),
+        ranges = cuts.len() + 1,
+        whole_table = sample.is_empty(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "key ranges planned from a sample of the key"
+    );
+    Ok(ranges::ranges_from_cuts(cuts))
+}
+
 pub struct CopyJob {
     pub migration_id: i64,
     pub source: QualifiedName,
     pub target: QualifiedName,
     /// Replicated columns (generated columns are computed by the target).
     pub columns: Vec<String>,
-    /// The column ranges are cut on; unused when there is one range.
-    pub range_column: String,
+    /// The key columns ranges are cut on; unused when there is one range.
+    pub key: Vec<ranges::KeyColumn>,
     pub target_config: Config,
     /// The rows per second allowed over all workers (the user's cap, moved by the governor).
     pub limit: Arc<governor::RateLimit>,
@@ -97,6 +168,10 @@ pub struct CopyJob {
     pub toast_compression: Option<&'static str>,
     /// How many workers share the limit.
     pub workers: usize,
+    /// `pg_current_snapshot()` of the slot's exported snapshot: every range's fresh snapshot
+    /// must see what it counts as committed (`snapshot::begin_range`). `None`: recorded by an
+    /// older pgrepart, not checked.
+    pub exported: Option<snapshot::PgSnapshot>,
     /// Write transactions pgrepart commits, which the load governor leaves out of the workload.
     pub own_writes: Arc<AtomicU64>,
 }
@@ -124,7 +199,7 @@ async fn wait_while_paused(pause: &mut watch::Receiver<bool>) {
 pub async fn run_workers(
     job: Arc<CopyJob>,
     sessions: Vec<Client>,
-    pending: Vec<(usize, KeyRange)>,
+    pending: Vec<(usize, Bounds)>,
     done: mpsc::UnboundedSender<usize>,
     progress: Arc<CopyProgress>,
     stop: watch::Receiver<bool>,
@@ -156,6 +231,9 @@ pub async fn run_workers(
                 let next = queue.lock().expect("copy queue lock").pop_back();
                 let Some((range_no, range)) = next else { break };
                 wait_while_paused(&mut pause).await;
+                // One short source transaction per range: the xmin horizon and the table's
+                // ACCESS SHARE lock are held for this range only (docs/design.md §5).
+                snapshot::begin_range(&session, job.exported.as_ref()).await?;
                 let rows = copy_range(
                     &job,
                     &session,
@@ -166,11 +244,13 @@ pub async fn run_workers(
                     &mut pause,
                 )
                 .await?;
+                session
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| Error::db("ending a copy transaction", e))?;
                 tracing::info!(range = range_no, rows, "range copied");
                 let _ = done.send(range_no);
             }
-            // Ends the snapshot transaction.
-            let _ = session.batch_execute("COMMIT").await;
             Ok::<(), Error>(())
         });
     }
@@ -198,13 +278,13 @@ async fn copy_range(
     source: &Client,
     target: &mut Client,
     range_no: usize,
-    range: KeyRange,
+    range: Bounds,
     progress: &CopyProgress,
     pause: &mut watch::Receiver<bool>,
 ) -> Result<u64> {
     let cols = column_list(job.columns.iter().map(String::as_str));
     let filter = range
-        .where_sql(&quote_ident(&job.range_column))
+        .where_sql(&job.key)
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
     let out_sql = format!(

@@ -5,10 +5,18 @@
 //!        (keys < min)   min                      max    (keys > max: new inserts)
 //! ```
 //! The first range is open below and the last open above, so every key, including ones inserted
-//! after the snapshot, falls in exactly one range. Only integer keys are split; any other key type
-//! gets one range covering everything (its order cannot be reproduced reliably outside the server).
+//! after the snapshot, falls in exactly one range.
+//!
+//! Two forms of the same thing: [`KeyRange`], integer bounds on a single integer key (compared in
+//! Rust by the applier, and used by `verify`), and [`Bounds`], the bounds of any key with a btree
+//! order as the server's text of each key column (`'...'::type`), compared only by the server, as
+//! rows (`(a, b) >= ('1', '7')`) under each column's collation. Bounds are cut from a sample of the
+//! keys read in the server's order ([`bounds_from_sample`]), so ranges hold about as many rows each
+//! whatever the distribution of the keys.
 
 use serde::{Deserialize, Serialize};
+
+use crate::pg::ident::quote_literal;
 
 /// The type OIDs of the integer key columns that ranges are cut on (int8, int2, int4).
 pub const INT_TYPES: [u32; 3] = [20, 21, 23];
@@ -87,6 +95,164 @@ pub fn range_count(estimated_rows: i64, total_bytes: i64, jobs: usize) -> usize 
     let by_bytes = (total_bytes.max(0) / bytes_per_range(jobs)) as usize + 1;
     let count = by_rows.max(by_bytes).max(jobs * 2).min(MAX_RANGES);
     (count.div_ceil(jobs) * jobs).min(MAX_RANGES)
+}
+
+/// The key columns as the server compares them: quoted name, type (`format_type`) and the
+/// column's collation when it is not its type's default (already quoted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyColumn {
+    pub name_sql: String,
+    pub type_sql: String,
+    pub collation: Option<String>,
+}
+
+/// A key column as SQL: `expr` cast to the column's type, under its collation.
+fn typed(expr: &str, col: &KeyColumn) -> String {
+    match &col.collation {
+        Some(c) => format!("({expr})::{} COLLATE {c}", col.type_sql),
+        None => format!("({expr})::{}", col.type_sql),
+    }
+}
+
+/// `(a, b)` or `a`: the first `n` key columns of a row of the table.
+fn row_sql(key: &[KeyColumn], n: usize) -> String {
+    let cols: Vec<&str> = key[..n].iter().map(|c| c.name_sql.as_str()).collect();
+    if n == 1 {
+        cols[0].to_string()
+    } else {
+        format!("({})", cols.join(", "))
+    }
+}
+
+/// One bound: the text of the first key columns (all of them, or a prefix for bounds recorded by
+/// an older pgrepart on the first column only).
+pub type Bound = Vec<String>;
+
+/// `[lo, hi)` over the key in the server's order; `None` is unbounded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounds {
+    pub lo: Option<Bound>,
+    pub hi: Option<Bound>,
+}
+
+impl Bounds {
+    pub const ALL: Bounds = Bounds { lo: None, hi: None };
+
+    /// The WHERE condition selecting this range (`None` for ALL): the bounds as literals cast to
+    /// the key's types (COPY takes no parameters), compared as rows under the columns' collations.
+    pub fn where_sql(&self, key: &[KeyColumn]) -> Option<String> {
+        let side = |b: &Bound, op: &str| {
+            let n = b.len().min(key.len());
+            let vals: Vec<String> = b[..n]
+                .iter()
+                .zip(key)
+                .map(|(v, c)| typed(&quote_literal(v), c))
+                .collect();
+            let vals = if n == 1 {
+                vals[0].clone()
+            } else {
+                format!("({})", vals.join(", "))
+            };
+            format!("{} {op} {vals}", row_sql(key, n))
+        };
+        match (&self.lo, &self.hi) {
+            (None, None) => None,
+            (Some(lo), None) => Some(side(lo, ">=")),
+            (None, Some(hi)) => Some(side(hi, "<")),
+            (Some(lo), Some(hi)) => Some(format!("{} AND {}", side(lo, ">="), side(hi, "<"))),
+        }
+    }
+}
+
+impl From<KeyRange> for Bounds {
+    fn from(r: KeyRange) -> Self {
+        Bounds {
+            lo: r.lo.map(|v| vec![v.to_string()]),
+            hi: r.hi.map(|v| vec![v.to_string()]),
+        }
+    }
+}
+
+/// Integer ranges, when every bound is one integer (a single integer key, or ranges recorded by
+/// an older pgrepart on an integer first column): the applier then routes in Rust.
+pub fn as_int_ranges(ranges: &[Bounds]) -> Option<Vec<KeyRange>> {
+    let int = |b: &Option<Bound>| -> Option<Option<i64>> {
+        match b {
+            None => Some(None),
+            Some(v) if v.len() == 1 => v[0].parse().ok().map(Some),
+            Some(_) => None,
+        }
+    };
+    ranges
+        .iter()
+        .map(|r| {
+            Some(KeyRange {
+                lo: int(&r.lo)?,
+                hi: int(&r.hi)?,
+            })
+        })
+        .collect()
+}
+
+/// Contiguous ranges from cut points in ascending order: `(-inf, c1), [c1, c2), ..., [cn, +inf)`.
+pub fn ranges_from_cuts(cuts: Vec<Bound>) -> Vec<Bounds> {
+    let mut out = Vec::with_capacity(cuts.len() + 1);
+    let mut lo = None;
+    for c in cuts {
+        out.push(Bounds {
+            lo,
+            hi: Some(c.clone()),
+        });
+        lo = Some(c);
+    }
+    out.push(Bounds { lo, hi: None });
+    out
+}
+
+/// Cut points for `count` ranges of about equal rows (pure): `sample` is a sample of the table's
+/// keys, sorted by the server in the key's order (their text). The k-th cut is the sample's
+/// `k * len / count`-th key; equal neighbours are merged (a key's rows cannot be split), so
+/// heavily repeated prefixes give fewer ranges. An empty sample or `count <= 1` gives no cut (one
+/// range).
+pub fn bounds_from_sample(sample: &[Bound], count: usize) -> Vec<Bound> {
+    let count = count.min(sample.len());
+    if count <= 1 {
+        return Vec::new();
+    }
+    let mut cuts: Vec<Bound> = Vec::with_capacity(count - 1);
+    for k in 1..count {
+        let at = k * sample.len() / count;
+        let cut = &sample[at];
+        // The first key is no cut: nothing sampled is below it.
+        if at == 0 || cuts.last() == Some(cut) || *cut == sample[0] {
+            continue;
+        }
+        cuts.push(cut.clone());
+    }
+    cuts
+}
+
+/// How many keys to sample for `count` ranges: enough that each range's share is measured within
+/// a few percent, bounded so the sample stays a few megabytes.
+pub fn sample_size(count: usize) -> i64 {
+    (count as i64 * 200).clamp(2_000, 500_000)
+}
+
+/// The `TABLESAMPLE` clause that reads about `want` of `estimated_rows` rows, or none (every key)
+/// when the table is small or its size unknown. BERNOULLI picks rows (exact proportions, but
+/// reads every page); above `SYSTEM_ABOVE` rows SYSTEM picks whole pages.
+pub fn tablesample(estimated_rows: i64, want: i64) -> Option<String> {
+    const SYSTEM_ABOVE: i64 = 20_000_000;
+    if estimated_rows <= want.saturating_mul(2) {
+        return None;
+    }
+    let pct = (want as f64 * 100.0 / estimated_rows as f64).clamp(0.0001, 100.0);
+    let method = if estimated_rows > SYSTEM_ABOVE {
+        "SYSTEM"
+    } else {
+        "BERNOULLI"
+    };
+    Some(format!("TABLESAMPLE {method} ({pct:.6})"))
 }
 
 /// Index of the range holding `key`. `ranges` must come from `plan_ranges` (sorted, contiguous).
@@ -189,6 +355,113 @@ mod tests {
         assert_eq!(range_count(1_000_000, 0, 3) % 3, 0);
         assert_eq!(range_count(i64::MAX, i64::MAX, 2), MAX_RANGES);
         assert_eq!(range_count(i64::MAX, i64::MAX, 3), MAX_RANGES);
+    }
+
+    fn b(v: &[&str]) -> Bound {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn sample_cuts_balance_a_skewed_key() {
+        // 99 % of the keys are 1..=990, 1 % near 2^62: equal width would put nearly all in one range.
+        let mut keys: Vec<i64> = (1..=990).collect();
+        keys.extend((0..10).map(|i| (1i64 << 62) + i));
+        let sample: Vec<Bound> = keys.iter().map(|k| b(&[&k.to_string()])).collect();
+        let ranges = ranges_from_cuts(bounds_from_sample(&sample, 4));
+        assert_eq!(ranges.len(), 4);
+        let ints = as_int_ranges(&ranges).unwrap();
+        let mut per = vec![0; ints.len()];
+        for k in &keys {
+            per[range_index(&ints, *k)] += 1;
+        }
+        assert!(per.iter().all(|&n| n == 250), "{per:?}");
+    }
+
+    #[test]
+    fn sample_cuts_skip_repeated_keys_and_small_samples() {
+        assert!(bounds_from_sample(&[], 8).is_empty());
+        assert!(bounds_from_sample(&[b(&["a"])], 8).is_empty());
+        assert!(bounds_from_sample(&[b(&["a"]), b(&["b"])], 1).is_empty());
+        // Every sampled key equal: one range.
+        let same = vec![b(&["x"]); 100];
+        assert!(bounds_from_sample(&same, 10).is_empty());
+        // Two distinct values: one cut, at the second.
+        let mut two = vec![b(&["a"]); 50];
+        two.extend(vec![b(&["b"]); 50]);
+        assert_eq!(bounds_from_sample(&two, 10), vec![b(&["b"])]);
+        // Composite keys cut on whole rows.
+        let comp: Vec<Bound> = (0..9)
+            .map(|i| b(&[&(i / 3).to_string(), &(i % 3).to_string()]))
+            .collect();
+        assert_eq!(
+            bounds_from_sample(&comp, 3),
+            vec![b(&["1", "0"]), b(&["2", "0"])]
+        );
+    }
+
+    #[test]
+    fn bounds_become_typed_row_comparisons() {
+        let key = vec![
+            KeyColumn {
+                name_sql: "\"tenant\"".into(),
+                type_sql: "integer".into(),
+                collation: None,
+            },
+            KeyColumn {
+                name_sql: "\"name\"".into(),
+                type_sql: "text".into(),
+                collation: Some("\"en_US\"".into()),
+            },
+        ];
+        assert_eq!(Bounds::ALL.where_sql(&key), None);
+        let r = Bounds {
+            lo: Some(b(&["1", "o'k"])),
+            hi: Some(b(&["2", "a"])),
+        };
+        assert_eq!(
+            r.where_sql(&key).unwrap(),
+            "(\"tenant\", \"name\") >= (('1')::integer, ('o''k')::text COLLATE \"en_US\") \
+             AND (\"tenant\", \"name\") < (('2')::integer, ('a')::text COLLATE \"en_US\")"
+        );
+        // A bound on the first column only (recorded by an older pgrepart).
+        let old = Bounds {
+            lo: None,
+            hi: Some(b(&["5"])),
+        };
+        assert_eq!(old.where_sql(&key).unwrap(), "\"tenant\" < ('5')::integer");
+        assert_eq!(
+            as_int_ranges(std::slice::from_ref(&old)).unwrap(),
+            vec![KeyRange {
+                lo: None,
+                hi: Some(5)
+            }]
+        );
+        assert_eq!(as_int_ranges(&[r]), None);
+        assert_eq!(
+            Bounds::from(KeyRange {
+                lo: Some(-3),
+                hi: None
+            })
+            .lo,
+            Some(b(&["-3"]))
+        );
+    }
+
+    #[test]
+    fn samples_are_taken_only_from_large_tables() {
+        assert_eq!(tablesample(1000, 2000), None);
+        assert_eq!(tablesample(-1, 2000), None);
+        assert_eq!(
+            tablesample(1_000_000, 10_000).unwrap(),
+            "TABLESAMPLE BERNOULLI (1.000000)"
+        );
+        assert!(
+            tablesample(1_000_000_000, 10_000)
+                .unwrap()
+                .starts_with("TABLESAMPLE SYSTEM")
+        );
+        assert_eq!(sample_size(1), 2_000);
+        assert_eq!(sample_size(16_384), 500_000);
     }
 
     #[test]

@@ -57,13 +57,31 @@ pub struct Live {
     router: Router,
     done: Vec<bool>,
     /// Ranges to copy, lowest first (workers take from the end: highest keys first).
-    pending: Vec<(usize, ranges::KeyRange)>,
+    pending: Vec<(usize, ranges::Bounds)>,
     /// Source sessions of the copy, each in its snapshot's transaction.
     sessions: Vec<Client>,
     start: Lsn,
     /// The load governor's baseline, taken before the migration weighed on the source (none
     /// with `--max-impact 0`, or when it could not be measured).
     baseline: Option<copy::governor::Baseline>,
+}
+
+/// How the applier routes changes to `ranges`: one range needs no routing; integer bounds on an
+/// integer key are compared in Rust; anything else is compared by the source (`apply::route`).
+fn router_for(info: &TableInfo, key: &[String], ranges: &[ranges::Bounds]) -> Router {
+    if ranges.len() <= 1 {
+        return Router::Single;
+    }
+    let first = info.column(&key[0]).expect("key column exists");
+    if ranges::INT_TYPES.contains(&first.type_oid)
+        && let Some(int) = ranges::as_int_ranges(ranges)
+    {
+        return Router::Int(int);
+    }
+    match crate::apply::route::ServerOrder::new(copy::key_columns(info, key), ranges) {
+        Some(order) => Router::Ordered(order),
+        None => Router::Single,
+    }
 }
 
 /// Runs the migration to its end: attempts, each supervised, retried after a transient failure

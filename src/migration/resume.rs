@@ -11,7 +11,6 @@ use super::Live;
 use super::lock::{runner_name, try_run_lock};
 use super::setup::{Undo, key_columns};
 use super::slot::{confirmed_flush, finish_cleanup, slot_gone, slot_lost, slot_row};
-use crate::apply::Router;
 use crate::config::RunConfig;
 use crate::copy::{self, ranges};
 use crate::error::{Error, Result};
@@ -92,20 +91,15 @@ pub async fn resume(
     }
     check_target_columns(&control, &info, &m.target).await?;
     let saved = state::ranges(&control, m.id).await?;
-    let first_key = info.column(&key[0]).expect("key column exists");
-    let router = if saved.len() > 1
-        || (ranges::INT_TYPES.contains(&first_key.type_oid) && saved.len() == 1)
-    {
-        Router::Int(saved.iter().map(|(r, _)| *r).collect())
-    } else {
-        Router::Single
-    };
+    let bounds: Vec<ranges::Bounds> = saved.iter().map(|(r, _)| r.clone()).collect();
+    let router = super::router_for(&info, &key, &bounds);
     let done: Vec<bool> = saved.iter().map(|(_, d)| *d).collect();
-    let pending: Vec<(usize, ranges::KeyRange)> = saved
-        .iter()
+    let ranges_total = saved.len();
+    let pending: Vec<(usize, ranges::Bounds)> = saved
+        .into_iter()
         .enumerate()
         .filter(|(_, (_, d))| !d)
-        .map(|(i, (r, _))| (i, *r))
+        .map(|(i, (r, _))| (i, r))
         .collect();
     // `streaming` only once the indexes are built; otherwise the copy phase finishes them.
     let phase = if pending.is_empty() && m.indexes_built {
@@ -120,7 +114,7 @@ pub async fn resume(
     tracing::info!(
         migration = m.id,
         ranges_left = pending.len(),
-        ranges_total = saved.len(),
+        ranges_total,
         "resuming: finished ranges are kept, unfinished ones are copied again"
     );
     // Before the stream starts: its walsender would first decode what the slot kept, at full speed.

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, Config};
 
 use super::Live;
-use crate::apply::Router;
 use crate::config::{Prepared, RunConfig};
 use crate::copy::indexes::KeyTiming;
 use crate::copy::{self, ranges};
@@ -263,18 +262,22 @@ pub async fn setup_stream(
     // The snapshot lives until the next command on the replication connection: import it first.
     let sessions = copy::open_sessions(&prep.source, prep.jobs, Some(&slot.snapshot_name)).await?;
     crate::fault::pause("setup-snapshot-imported").await;
-    let first_key = info.column(&key[0]).expect("key column exists");
-    let router = if ranges::INT_TYPES.contains(&first_key.type_oid) {
-        let bounds = copy::key_bounds(&sessions[0], &prep.table, &key[0]).await?;
-        let count = ranges::range_count(info.estimated_rows, info.total_bytes, prep.jobs);
-        Router::Int(ranges::plan_ranges(bounds, count))
-    } else {
-        Router::Single
-    };
-    let planned = match &router {
-        Router::Int(r) => r.clone(),
-        Router::Single => vec![ranges::KeyRange::ALL],
-    };
+    // Recorded for every range's fresh snapshot to be checked against (docs/design.md §5).
+    let exported = copy::snapshot::current(&sessions[0]).await?;
+    state::set_exported_snapshot(&control, migration.id, &exported.to_string()).await?;
+    let key_sql = copy::key_columns(&info, key);
+    let count = ranges::range_count(info.estimated_rows, info.total_bytes, prep.jobs);
+    let planned = copy::plan_ranges(
+        &sessions[0],
+        &prep.table,
+        &key_sql,
+        info.estimated_rows,
+        count,
+    )
+    .await?;
+    let router = super::router_for(&info, key, &planned);
+    // From here each range reads on a fresh snapshot of its own.
+    copy::end_transactions(&sessions).await?;
     state::insert_ranges(&control, migration.id, &planned).await?;
     crate::fault::point("setup-ranges-recorded");
     let stream =

@@ -265,12 +265,21 @@ impl<'a> Supervisor<'a> {
             ));
         }
         if !pending.is_empty() {
+            let exported = state::exported_snapshot(&control, migration.id)
+                .await?
+                .and_then(|t| copy::snapshot::PgSnapshot::parse(&t));
+            if exported.is_none() {
+                tracing::warn!(
+                    "no exported snapshot recorded (a migration started by an older pgrepart): the ranges' snapshots are not checked against it"
+                );
+            }
             let job = Arc::new(CopyJob {
+                exported,
                 migration_id: migration.id,
                 source: prep.table.clone(),
                 target: migration.target.clone(),
                 columns: replicated.iter().map(|c| c.name.clone()).collect(),
-                range_column: key[0].clone(),
+                key: copy::key_columns(&info, &key),
                 target_config: prep.dbs.target.clone(),
                 limit: limit.clone(),
                 toast_compression,

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use tokio_postgres::{Client, GenericClient, Row};
 
-use crate::copy::ranges::KeyRange;
+use crate::copy::ranges::{Bound, Bounds, as_int_ranges};
 use crate::error::{Error, Result};
 use crate::pg::ident::QualifiedName;
 
@@ -110,15 +110,22 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     -- The identity of the source table and of the new table when the migration started: a resumed
     -- run refuses when either was dropped and recreated since (NULL: recorded by an older pgrepart).
     source_oid oid,
-    target_oid oid
+    target_oid oid,
+    -- pg_current_snapshot() of the slot's exported snapshot, read while it was importable: every
+    -- fresh copy snapshot must see what it counts as committed (docs/design.md §5).
+    exported_snapshot text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
 CREATE TABLE IF NOT EXISTS pgrepart.ranges (
     migration_id bigint NOT NULL REFERENCES pgrepart.migrations ON DELETE CASCADE,
     range_no int NOT NULL,
+    -- Integer bounds (a single integer key; ranges recorded by older versions), and the bounds
+    -- of any key as the text of each key column (NULL with NULL lo/hi: unbounded).
     lo bigint,
     hi bigint,
+    lo_text text[],
+    hi_text text[],
     done boolean NOT NULL DEFAULT false,
     rows_copied bigint NOT NULL DEFAULT 0,
     finished_at timestamptz,
@@ -290,7 +297,11 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS pending_matviews jsonb NOT NULL DEFAULT '[]',
     ADD COLUMN IF NOT EXISTS apply_rate_limit bigint,
     ADD COLUMN IF NOT EXISTS source_oid oid,
-    ADD COLUMN IF NOT EXISTS target_oid oid;
+    ADD COLUMN IF NOT EXISTS target_oid oid,
+    ADD COLUMN IF NOT EXISTS exported_snapshot text;
+ALTER TABLE pgrepart.ranges
+    ADD COLUMN IF NOT EXISTS lo_text text[],
+    ADD COLUMN IF NOT EXISTS hi_text text[];
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -311,7 +322,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'target_oid' AND NOT attisdropped)",
+                            AND attname = 'exported_snapshot' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -668,30 +679,46 @@ pub enum Request {
     Abort,
 }
 
-pub async fn insert_ranges(
-    client: &impl GenericClient,
-    id: i64,
-    ranges: &[KeyRange],
-) -> Result<()> {
-    // One statement, however many ranges.
-    let los: Vec<Option<i64>> = ranges.iter().map(|r| r.lo).collect();
-    let his: Vec<Option<i64>> = ranges.iter().map(|r| r.hi).collect();
+pub async fn insert_ranges(client: &impl GenericClient, id: i64, ranges: &[Bounds]) -> Result<()> {
+    // One statement, however many ranges. A bound is an array (one element per key column);
+    // arrays of arrays do not nest in a parameter, so each is sent as its array literal.
+    let text = |b: &Option<Bound>| b.as_ref().map(|v| array_literal(v));
+    let los: Vec<Option<String>> = ranges.iter().map(|r| text(&r.lo)).collect();
+    let his: Vec<Option<String>> = ranges.iter().map(|r| text(&r.hi)).collect();
+    // Integer bounds are also kept in lo/hi, where older readers (and verify) look.
+    let ints = as_int_ranges(ranges);
+    let int_lo: Vec<Option<i64>> = ints.as_ref().map_or(vec![None; ranges.len()], |r| {
+        r.iter().map(|r| r.lo).collect()
+    });
+    let int_hi: Vec<Option<i64>> = ints.as_ref().map_or(vec![None; ranges.len()], |r| {
+        r.iter().map(|r| r.hi).collect()
+    });
     client
         .execute(
-            "INSERT INTO pgrepart.ranges (migration_id, range_no, lo, hi) \
-             SELECT $1, (r.n - 1)::int, r.lo, r.hi FROM unnest($2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(lo, hi, n)",
-            &[&id, &los, &his],
+            "INSERT INTO pgrepart.ranges (migration_id, range_no, lo, hi, lo_text, hi_text) \
+             SELECT $1, (r.n - 1)::int, r.lo, r.hi, r.lo_text::text[], r.hi_text::text[] \
+             FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[]) WITH ORDINALITY AS r(lo, hi, lo_text, hi_text, n)",
+            &[&id, &int_lo, &int_hi, &los, &his],
         )
         .await
         .map_err(|e| Error::db("recording the key ranges", e))?;
     Ok(())
 }
 
-/// (range, done) in range order.
-pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(KeyRange, bool)>> {
+/// `{"a","b"}`: a text array's literal, every element quoted.
+fn array_literal(values: &[String]) -> String {
+    let quoted: Vec<String> = values
+        .iter()
+        .map(|v| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{{{}}}", quoted.join(","))
+}
+
+/// (range, done) in range order. Ranges recorded by an older pgrepart have integer bounds only.
+pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(Bounds, bool)>> {
     let rows = client
         .query(
-            "SELECT lo, hi, done FROM pgrepart.ranges WHERE migration_id = $1 ORDER BY range_no",
+            "SELECT lo, hi, lo_text, hi_text, done FROM pgrepart.ranges WHERE migration_id = $1 ORDER BY range_no",
             &[&id],
         )
         .await
@@ -699,15 +726,46 @@ pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(KeyRang
     Ok(rows
         .iter()
         .map(|r| {
+            let bound = |int: Option<i64>, text: Option<Vec<String>>| {
+                text.or_else(|| int.map(|v| vec![v.to_string()]))
+            };
             (
-                KeyRange {
-                    lo: r.get(0),
-                    hi: r.get(1),
+                Bounds {
+                    lo: bound(r.get(0), r.get(2)),
+                    hi: bound(r.get(1), r.get(3)),
                 },
-                r.get(2),
+                r.get(4),
             )
         })
         .collect())
+}
+
+/// Records the exported snapshot's `pg_current_snapshot()` (setup, while it is importable).
+pub async fn set_exported_snapshot(
+    client: &impl GenericClient,
+    id: i64,
+    snapshot: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET exported_snapshot = $2 WHERE id = $1",
+            &[&id, &snapshot],
+        )
+        .await
+        .map_err(|e| Error::db("recording the exported snapshot", e))?;
+    Ok(())
+}
+
+/// The exported snapshot's `pg_current_snapshot()`, if recorded.
+pub async fn exported_snapshot(client: &impl GenericClient, id: i64) -> Result<Option<String>> {
+    let row = client
+        .query_one(
+            "SELECT exported_snapshot FROM pgrepart.migrations WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| Error::db("reading the exported snapshot", e))?;
+    Ok(row.get(0))
 }
 
 /// Marks a copied range done, in the copy's own transaction; false when it was already done
@@ -755,6 +813,18 @@ pub async fn delete(client: &Client, id: i64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_are_recorded_as_array_literals() {
+        assert_eq!(
+            array_literal(&["1".into(), "a b".into()]),
+            "{\"1\",\"a b\"}"
+        );
+        assert_eq!(
+            array_literal(&["q\"uote".into(), "back\\slash".into(), "".into()]),
+            "{\"q\\\"uote\",\"back\\\\slash\",\"\"}"
+        );
+    }
 
     #[test]
     fn slot_names_differ_per_database_and_fit_the_server_limit() {
