@@ -149,6 +149,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub drop_old: bool,
 
+    /// Drop the foreign keys of other tables that reference this one and cannot be recreated onto
+    /// the new key (their table lacks the partition-key columns), inside the swap's transaction;
+    /// the statements that recreate them are printed. Without it such keys make the run refuse.
+    #[arg(long)]
+    pub drop_inbound_fks: bool,
+
     /// Cut over as soon as the copy is done and the lag is small (auto), or wait for
     /// `pgrepart cutover` (manual).
     #[arg(long, value_enum, default_value_t = CutoverMode::Auto)]

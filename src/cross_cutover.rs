@@ -217,6 +217,23 @@ pub fn target_statements(
             v.name_sql
         ));
     }
+    for fk in &carry.foreign_keys {
+        not_carried.push(format!(
+            "foreign key {} ({}) stays on the old table in the source database: once {} exists on the target, ALTER TABLE {t} ADD CONSTRAINT {} {} there",
+            quote_ident(&fk.name),
+            fk.definition,
+            fk.referenced,
+            quote_ident(&fk.name),
+            fk.definition
+        ));
+    }
+    for fk in &carry.inbound_foreign_keys {
+        not_carried.push(format!(
+            "foreign key {} of {} stays in the source database, referencing the old table",
+            quote_ident(&fk.name),
+            fk.table
+        ));
+    }
     not_carried.extend(carry.not_carried.iter().cloned());
     sql.push(crate::state::mark_target_committed_sql(
         plan.migration_id,

@@ -91,6 +91,16 @@ async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Resu
         }
         Some(m) if spec_of(&m)?.same_request(&prep.spec()) => {
             finish_cleanup(&source, &m).await?;
+            let mut control = control;
+            for line in crate::dependents::post_swap::finish(
+                &mut control,
+                m.id,
+                Duration::from_millis(args.lock_timeout_ms),
+            )
+            .await
+            {
+                println!("{line}");
+            }
             if m.pending_matviews.is_empty() {
                 println!(
                     "{} was already migrated (migration {}); nothing left to do",
@@ -102,7 +112,6 @@ async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Resu
                     "{} was already migrated (migration {}); rebuilding the materialized views left to do",
                     prep.table, m.id
                 );
-                let mut control = control;
                 let lock_timeout = Duration::from_millis(args.lock_timeout_ms);
                 for line in
                     cutover::rebuild_matviews(&mut control, m.id, &m.pending_matviews, lock_timeout)
@@ -230,6 +239,10 @@ async fn start_new(
         .await?
     } else {
         Vec::new()
+    };
+    facts.inbound_fks = preflight::InboundFkPolicy {
+        drop: args.drop_inbound_fks,
+        cross_db: prep.cross_db(),
     };
     let mut checks = preflight::evaluate(&facts, &prep.table, &prep.target);
     checks.extend(cross_checks);
@@ -1786,6 +1799,7 @@ async fn try_cutover(
             .filter(|c| c.identity == Some('a'))
             .map(|c| c.name.clone())
             .collect(),
+        drop_inbound_fks: args.drop_inbound_fks,
     };
     let cross = prep.cross_db().then(|| CrossPlan {
         migration_id: m.id,
