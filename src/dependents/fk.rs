@@ -211,10 +211,15 @@ pub fn inbound_report(fk: &InboundFk, action: &InboundAction) -> String {
             columns,
             referenced,
         } => format!(
-            "foreign key {} recreated at the swap as ({}) -> ({}) onto the new primary key (NOT VALID in the swap, validated right after it)",
+            "foreign key {} recreated at the swap as ({}) -> ({}) onto the new primary key (NOT VALID in the swap, validated right after it){}",
             fk.label(),
             columns.join(", "),
-            referenced.join(", ")
+            referenced.join(", "),
+            if fk.on_update == 'c' {
+                ""
+            } else {
+                "; ON UPDATE is not CASCADE, so changing the partition key of a referenced row is then refused"
+            }
         ),
         InboundAction::Drop { reason, recreate } => format!(
             "foreign key {} is dropped at the swap (--drop-inbound-fks: {reason}); once {} carries the partition key: {recreate}",

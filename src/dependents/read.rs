@@ -150,8 +150,8 @@ pub async fn new_table(
 }
 
 /// The names the swap renames, read after the table renames: the old table's indexes, the new
-/// table's and its partitions' indexes and constraints without an index, every relation name in
-/// the schema.
+/// table's and its partitions' indexes and constraints without an index (a partition's inherited
+/// ones are left out: renaming the parent's renames them), every relation name in the schema.
 pub async fn names(
     client: &impl GenericClient,
     table: &QualifiedName,
@@ -211,7 +211,7 @@ pub async fn names(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(t.relname), c.conname::text \
              FROM pg_partition_tree($1::text::regclass) pt JOIN pg_constraint c ON c.conrelid = pt.relid \
              JOIN pg_class t ON t.oid = pt.relid JOIN pg_namespace n ON n.oid = t.relnamespace \
-             WHERE c.contype NOT IN ('p', 'u', 'x') ORDER BY pt.level, 1, 2",
+             WHERE c.contype NOT IN ('p', 'u', 'x') AND (pt.level = 0 OR c.conislocal) ORDER BY pt.level, 1, 2",
             &[&table.sql()],
         )
         .await
