@@ -337,6 +337,7 @@ pub async fn attempt(
         lock_timeout: a.lock_timeout,
         drain_timeout: a.drain_timeout,
         fence_id: &a.fence_id,
+        pre_lock: &[],
     };
     let (stx, locked_at) =
         match crate::cutover::lock_fence_drain(source, flusher, fence, &spec).await? {

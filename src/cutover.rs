@@ -538,6 +538,11 @@ pub struct FenceSpec<'a> {
     pub lock_timeout: Duration,
     pub drain_timeout: Duration,
     pub fence_id: &'a str,
+    /// Tables (quoted, qualified) locked in SHARE ROW EXCLUSIVE mode before `table`: the tables
+    /// its foreign keys reference, which the swap adds keys onto. Taken first, they wait for the
+    /// transactions that delete or re-key referenced rows (and would need `table` for that)
+    /// instead of deadlocking with them; they let the key checks of inserts (ROW SHARE) through.
+    pub pre_lock: &'a [String],
 }
 
 /// Steps 2-4 of design.md §6 on the source: `SET LOCAL lock_timeout`, `LOCK TABLE` in ACCESS
@@ -560,9 +565,24 @@ pub async fn lock_fence_drain<'a>(
     ))
     .await
     .map_err(|e| Error::db("setting lock_timeout", e))?;
-    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", table.sql());
-    if let Err(e) = tx.batch_execute(&lock).await {
-        if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+    let mut locks = Vec::new();
+    if !a.pre_lock.is_empty() {
+        locks.push(format!(
+            "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+            a.pre_lock.join(", ")
+        ));
+    }
+    locks.push(format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        table.sql()
+    ));
+    for lock in locks {
+        let Err(e) = tx.batch_execute(&lock).await else {
+            continue;
+        };
+        if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+            || e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+        {
             let _ = tx.rollback().await;
             return Ok(Locked::Not(Outcome::LockTimeout));
         }
@@ -618,12 +638,15 @@ pub async fn attempt(
     a: Attempt<'_>,
 ) -> Result<Outcome> {
     crate::fault::point("cutover-before-lock");
+    // The tables the table's foreign keys reference, locked before it (see `FenceSpec::pre_lock`).
+    let referenced = crate::dependents::read::referenced_tables(control, &a.plan.source).await?;
     let spec = FenceSpec {
         table: &a.plan.source,
         server_major: a.server_major,
         lock_timeout: a.lock_timeout,
         drain_timeout: a.drain_timeout,
         fence_id: &a.fence_id,
+        pre_lock: &referenced,
     };
     let (tx, locked_at) = match lock_fence_drain(control, flusher, fence, &spec).await? {
         Locked::Drained { tx, locked_at } => (tx, locked_at),

@@ -234,3 +234,23 @@ pub async fn names(
         .collect();
     Ok((old_indexes, new_indexes, constraints, schema_names))
 }
+
+/// The tables `table`'s foreign keys reference (quoted, qualified, sorted; itself left out).
+pub async fn referenced_tables(
+    client: &impl GenericClient,
+    table: &QualifiedName,
+) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT DISTINCT quote_ident(n.nspname) || '.' || quote_ident(r.relname) \
+             FROM pg_constraint c JOIN pg_class r ON r.oid = c.confrelid \
+             JOIN pg_namespace n ON n.oid = r.relnamespace \
+             WHERE c.conrelid = to_regclass($1) AND c.contype = 'f' AND c.confrelid <> c.conrelid ORDER BY 1",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db(format!("reading the tables {table}'s foreign keys reference"), e))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect())
+}
