@@ -227,6 +227,13 @@ pub fn target_statements(
             fk.definition
         ));
     }
+    for (name, def) in &carry.not_valid_checks {
+        not_carried.push(format!(
+            "CHECK constraint {} ({def}) was NOT VALID on the source: ALTER TABLE {t} ADD CONSTRAINT {} {def} on the target",
+            quote_ident(name),
+            quote_ident(name)
+        ));
+    }
     for fk in &carry.inbound_foreign_keys {
         not_carried.push(format!(
             "foreign key {} of {} stays in the source database, referencing the old table",

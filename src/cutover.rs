@@ -185,6 +185,14 @@ pub fn carry_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) -
     let t = plan.source.sql();
     let old = plan.source.sibling(plan.old_name.clone()).sql();
     let mut sql = table_property_statements(&t, carry);
+    if plan.target_created {
+        for (name, def) in &carry.not_valid_checks {
+            sql.push(format!(
+                "ALTER TABLE {t} ADD CONSTRAINT {} {def}",
+                quote_ident(name)
+            ));
+        }
+    }
     for p in &carry.policies {
         let mut s = format!(
             "CREATE POLICY {} ON {t} AS {} FOR {} TO {}",
@@ -270,6 +278,13 @@ pub fn carry_summary(carry: &CarryOver) -> Vec<String> {
     }
     if !carry.statistics_targets.is_empty() {
         done.push("column statistics targets".into());
+    }
+    if !carry.not_valid_checks.is_empty() {
+        let names: Vec<&str> = carry.not_valid_checks.iter().map(|c| c.0.as_str()).collect();
+        done.push(format!(
+            "CHECK constraint(s) {} (NOT VALID, as on the old table)",
+            names.join(", ")
+        ));
     }
     if !carry.publications.is_empty() {
         done.push(format!("publication(s) {}", carry.publications.join(", ")));
@@ -717,7 +732,8 @@ pub async fn attempt(
             .map_err(|e| Error::db("swapping the tables", e))?;
     }
     let renamed =
-        crate::dependents::rename_indexes(&tx, &a.plan.source, &a.plan.target.name, &old).await?;
+        crate::dependents::rename_indexes(&tx, &a.plan.source, &a.plan.target.name, &old, &carry)
+            .await?;
     crate::fault::point("cutover-before-commit");
     tx.commit()
         .await
@@ -726,10 +742,8 @@ pub async fn attempt(
     for line in carry_summary(&carry) {
         println!("{line}");
     }
-    if renamed > 0 {
-        println!(
-            "indexes and constraints: the new table's carry the old names, the old table's end in _old ({renamed} renamed)"
-        );
+    for line in renamed {
+        println!("{line}");
     }
     for line in &deps.fks.report {
         println!("carried over: {line}");
@@ -881,6 +895,8 @@ mod tests {
             matviews: vec![],
             statistics_targets: vec![("region".into(), 500)],
             publications: vec!["analytics".into()],
+            object_comments: vec![],
+            not_valid_checks: vec![("positive".into(), "CHECK ((amount > (0)::numeric)) NOT VALID".into())],
             foreign_keys: vec![],
             inbound_foreign_keys: vec![],
             not_carried: vec!["materialized view public.mv keeps reading the old table".into()],
@@ -899,6 +915,7 @@ mod tests {
                 "ALTER TABLE \"public\".\"orders_flat\" ALTER COLUMN \"region\" SET STATISTICS 500",
                 "ALTER TABLE \"public\".\"orders_flat\" ENABLE ROW LEVEL SECURITY",
                 "ALTER TABLE \"public\".\"orders_flat\" FORCE ROW LEVEL SECURITY",
+                "ALTER TABLE \"public\".\"orders_flat\" ADD CONSTRAINT \"positive\" CHECK ((amount > (0)::numeric)) NOT VALID",
                 "CREATE POLICY \"own rows\" ON \"public\".\"orders_flat\" AS PERMISSIVE FOR SELECT TO app USING ((customer_id = 7))",
                 "CREATE TRIGGER audit AFTER INSERT ON public.orders_flat FOR EACH ROW EXECUTE FUNCTION audit()",
                 "ALTER TABLE \"public\".\"orders_flat\" DISABLE TRIGGER \"audit\"",

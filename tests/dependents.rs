@@ -293,10 +293,29 @@ async fn an_inbound_key_without_the_partition_key_is_refused_unless_dropped_and_
             .batch_execute(
                 "CREATE TABLE order_notes (note_id serial PRIMARY KEY, order_id bigint \
                    CONSTRAINT order_notes_order_id_fkey REFERENCES orders_flat (id) ON DELETE CASCADE, note text); \
-                 INSERT INTO order_notes (order_id, note) SELECT id, 'n' FROM orders_flat WHERE id % 10 = 0;",
+                 INSERT INTO order_notes (order_id, note) SELECT id, 'n' FROM orders_flat WHERE id % 10 = 0; \
+                 UPDATE orders_flat SET amount = 13.37 WHERE id = 3; \
+                 ALTER TABLE orders_flat ADD CONSTRAINT not_leet CHECK (amount <> 13.37) NOT VALID; \
+                 COMMENT ON INDEX orders_flat_customer_id_idx IS 'by customer'; \
+                 COMMENT ON CONSTRAINT orders_flat_pkey ON orders_flat IS 'the key'; \
+                 CREATE FUNCTION order_amount(o orders_flat) RETURNS numeric LANGUAGE sql AS 'SELECT o.amount';",
             )
             .await
             .unwrap();
+        let mut plan_args = seed_run_args(&url, &["--json"]);
+        plan_args[0] = "plan".into();
+        let plan = pgrepart(&plan_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let json: serde_json::Value = serde_json::from_slice(&plan.stdout)
+            .unwrap_or_else(|e| panic!("plan --json on PostgreSQL {major}: {e}: {}", output_text(&plan)));
+        let not_carried = json["not_carried_over"].to_string();
+        for wanted in [
+            "order_notes_order_id_fkey on public.order_notes cannot be kept",
+            "function order_amount(orders_flat) uses the table's row type",
+        ] {
+            assert!(not_carried.contains(wanted), "PostgreSQL {major}: plan does not list {wanted:?}: {not_carried}");
+        }
+        let carried = json["carried_over"].to_string();
+        assert!(carried.contains("CHECK constraint not_leet"), "PostgreSQL {major}: {carried}");
 
         let args = seed_run_args(&url, &[]);
         let refused = spawn(&args).wait_within(DEADLINE).await;
@@ -374,5 +393,24 @@ async fn an_inbound_key_without_the_partition_key_is_refused_unless_dropped_and_
             "PostgreSQL {major}: the key is not on the partitioned table"
         );
         compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+        // The NOT VALID check is there, NOT VALID, and holds new rows; the comments followed.
+        let (valid, comments): (bool, Vec<Option<String>>) = client
+            .query_one(
+                "SELECT (SELECT convalidated FROM pg_constraint WHERE conname = 'not_leet' AND conrelid = 'orders_flat'::regclass), \
+                        ARRAY[obj_description('orders_flat_customer_id_idx'::regclass, 'pg_class'), \
+                              (SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint \
+                               WHERE conname = 'orders_flat_pkey' AND conrelid = 'orders_flat'::regclass)]",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert!(!valid, "PostgreSQL {major}: not_leet is validated");
+        assert_eq!(comments, vec![Some("by customer".to_string()), Some("the key".to_string())]);
+        assert_eq!(
+            sqlstate_of(&client, "INSERT INTO orders_flat (order_date, customer_id, region, amount) VALUES (now(), 7, 'US', 13.37)").await,
+            Some("23514".to_string()),
+            "PostgreSQL {major}: the NOT VALID check does not hold new rows"
+        );
     }
 }

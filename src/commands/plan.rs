@@ -376,6 +376,16 @@ async fn carry_over_report(
             .into(),
     );
     let mut fk_no = Vec::new();
+    for (name, def) in &carry.not_valid_checks {
+        let line = format!("CHECK constraint {name} ({def})");
+        if matches!(target, Target::Generate { .. }) && !cross_db {
+            yes.push(format!(
+                "{line}: left out of the new table while it is filled (old rows may break it), added NOT VALID at the swap"
+            ));
+        } else {
+            fk_no.push(format!("{line}: add it on the new table"));
+        }
+    }
     for fk in &carry.foreign_keys {
         let line = format!("foreign key {} ({})", fk.name, fk.definition);
         if cross_db {

@@ -61,7 +61,7 @@ use tokio_postgres::GenericClient;
 
 use crate::error::{Error, Result};
 use crate::pg::catalog::CarryOver;
-use crate::pg::ident::QualifiedName;
+use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 use fk::{FkSwap, InboundAction};
 
 /// What the swap does with the table's dependents beyond `cutover::swap_statements`.
@@ -115,13 +115,15 @@ pub async fn prepare(
 }
 
 /// Renames the indexes and constraints (see `names`), in the swap's transaction after the table
-/// renames; returns how many were renamed.
+/// renames, then sets the old ones' comments on their namesakes. Returns the lines for the run's
+/// output.
 pub async fn rename_indexes(
     client: &impl GenericClient,
     final_name: &QualifiedName,
     working: &str,
     old: &QualifiedName,
-) -> Result<usize> {
+    carry: &CarryOver,
+) -> Result<Vec<String>> {
     let (old_ix, new_ix, constraints, schema_names) = read::names(client, final_name, old).await?;
     let sql = names::rename_statements(
         final_name,
@@ -131,11 +133,53 @@ pub async fn rename_indexes(
         &constraints,
         &schema_names,
     );
+    let ctx = |e| Error::db("renaming the indexes and constraints", e);
     for s in &sql {
-        client
-            .batch_execute(s)
-            .await
-            .map_err(|e| Error::db("renaming the indexes and constraints", e))?;
+        client.batch_execute(s).await.map_err(ctx)?;
     }
-    Ok(sql.len())
+    let mut lines = Vec::new();
+    if !sql.is_empty() {
+        lines.push(format!(
+            "carried over: index and constraint names (the new table's carry the old names, the old table's end in _old; {} renamed)",
+            sql.len()
+        ));
+    }
+    for (is_constraint, name, comment) in &carry.object_comments {
+        let (exists, stmt) = if *is_constraint {
+            (
+                "SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2)",
+                format!(
+                    "COMMENT ON CONSTRAINT {} ON {} IS {}",
+                    quote_ident(name),
+                    final_name.sql(),
+                    quote_literal(comment)
+                ),
+            )
+        } else {
+            (
+                "SELECT EXISTS (SELECT FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = $1::text::regclass AND c.relname = $2)",
+                format!(
+                    "COMMENT ON INDEX {} IS {}",
+                    final_name.sibling(name.clone()).sql(),
+                    quote_literal(comment)
+                ),
+            )
+        };
+        let there: bool = client
+            .query_one(exists, &[&final_name.sql(), name])
+            .await
+            .map_err(ctx)?
+            .get(0);
+        let kind = if *is_constraint { "constraint" } else { "index" };
+        if there {
+            client.batch_execute(&stmt).await.map_err(ctx)?;
+            lines.push(format!("carried over: comment on {kind} {name}"));
+        } else {
+            lines.push(format!(
+                "NOT carried over: comment on {kind} {name} (the new table has no {kind} of that name at the swap): {stmt}"
+            ));
+        }
+    }
+    Ok(lines)
 }

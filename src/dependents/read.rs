@@ -254,3 +254,84 @@ pub async fn referenced_tables(
         .map(|r| r.get(0))
         .collect())
 }
+
+/// What else is tied to the table (oid `oid`) that the swap leaves on the old table, one line
+/// each with what to do: CHECK constraints a partitioned table cannot take (NO INHERIT),
+/// exclusion constraints, a tablespace, inheritance children, functions whose bodies name the
+/// table (SQL-standard bodies), and every object that uses the table's row type (function
+/// arguments and results, other tables' columns, domains, ...): the type stays with the old
+/// table. Everything else that depends on the table is either carried or reported by
+/// `catalog::carry_over`.
+pub async fn not_carried(client: &impl GenericClient, oid: u32) -> Result<Vec<String>> {
+    let ctx = |e| Error::db("surveying what depends on the table", e);
+    let mut out = Vec::new();
+    for r in client
+        .query(
+            "SELECT conname::text, contype::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1 AND ((contype = 'c' AND connoinherit) OR contype = 'x') ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(ctx)?
+    {
+        let name: String = r.get(0);
+        let def: String = r.get(2);
+        out.push(if r.get::<_, String>(1) == "x" {
+            format!(
+                "exclusion constraint {name} ({def}): the new table has its index without the constraint; add it on the new table (with the partition-key columns compared by =)"
+            )
+        } else {
+            format!(
+                "CHECK constraint {name} ({def}) is NO INHERIT, which a partitioned table cannot have: add it on each partition"
+            )
+        });
+    }
+    for r in client
+        .query(
+            "SELECT t.spcname::text FROM pg_class c JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE c.oid = $1",
+            &[&oid],
+        )
+        .await
+        .map_err(ctx)?
+    {
+        let ts: String = r.get(0);
+        out.push(format!(
+            "tablespace {ts}: the new table's partitions are in the database's default tablespace; ALTER TABLE ... SET TABLESPACE {ts} on each"
+        ));
+    }
+    for r in client
+        .query(
+            "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid), d.classid = 'pg_class'::regclass \
+             FROM pg_depend d \
+             WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = $1 AND d.deptype = 'n' \
+               AND d.classid IN ('pg_class'::regclass, 'pg_proc'::regclass) ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(ctx)?
+    {
+        let what: String = r.get(0);
+        out.push(if r.get::<_, bool>(1) {
+            format!("{what} inherits from the table and stays a child of the old table")
+        } else {
+            format!("{what} names the table in its body and keeps using the old table: CREATE OR REPLACE it after the swap")
+        });
+    }
+    for r in client
+        .query(
+            "SELECT DISTINCT pg_describe_object(d.classid, d.objid, d.objsubid) FROM pg_class c \
+             JOIN pg_type t ON t.oid = c.reltype \
+             JOIN pg_depend d ON d.refclassid = 'pg_type'::regclass AND d.refobjid IN (t.oid, t.typarray) \
+             WHERE c.oid = $1 AND d.deptype = 'n' AND NOT (d.classid = 'pg_class'::regclass AND d.objid = c.oid) ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(ctx)?
+    {
+        let what: String = r.get(0);
+        out.push(format!(
+            "{what} uses the table's row type, which stays with the old table: recreate it with the new table's type"
+        ));
+    }
+    Ok(out)
+}

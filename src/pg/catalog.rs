@@ -553,6 +553,13 @@ pub struct CarryOver {
     pub statistics_targets: Vec<(String, i32)>,
     /// Quoted names of publications that list the table explicitly.
     pub publications: Vec<String>,
+    /// (is a constraint (else an index), name, comment) for the table's constraints and indexes:
+    /// set on the new table's namesakes after the index and constraint renames.
+    pub object_comments: Vec<(bool, String, String)>,
+    /// (name, definition ending in NOT VALID) of CHECK constraints the old table does not
+    /// guarantee for its existing rows: left out of the generated table (the copy would fail on
+    /// such rows), added NOT VALID at the swap (no scan; enforced from then on).
+    pub not_valid_checks: Vec<(String, String)>,
     /// The table's foreign keys onto other tables (see `dependents`).
     pub foreign_keys: Vec<crate::dependents::fk::OutboundFk>,
     /// Other tables' foreign keys onto the table (see `dependents`).
@@ -592,6 +599,34 @@ pub async fn carry_over(
         ));
     }
     out.inbound_foreign_keys = crate::dependents::read::inbound_fks(client, oid).await?;
+    out.not_carried
+        .extend(crate::dependents::read::not_carried(client, oid).await?);
+    out.object_comments = client
+        .query(
+            "SELECT true, conname::text, obj_description(oid, 'pg_constraint') FROM pg_constraint \
+             WHERE conrelid = $1 AND obj_description(oid, 'pg_constraint') IS NOT NULL \
+             UNION ALL \
+             SELECT false, c.relname::text, obj_description(c.oid, 'pg_class') FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = $1 AND obj_description(c.oid, 'pg_class') IS NOT NULL ORDER BY 1, 2",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("comments on constraints and indexes"), e))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    out.not_valid_checks = client
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1 AND contype = 'c' AND NOT convalidated AND NOT connoinherit ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("NOT VALID check constraints"), e))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     for r in client
         .query(
             "SELECT a.attname::text, col_description(a.attrelid, a.attnum), a.attstattarget::int, a.attacl IS NOT NULL \
