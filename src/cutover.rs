@@ -14,6 +14,17 @@
 //! Triggers are created only here, so they never fire while pgrepart applies changes to the new
 //! table during the migration.
 //!
+//! Foreign keys and names (see `dependents`): the tables the table's keys reference are locked
+//! SHARE ROW EXCLUSIVE before the table itself (a transaction deleting a referenced row then
+//! waits instead of deadlocking with the swap); after the drain those tables and the tables whose
+//! keys reference it are locked ACCESS EXCLUSIVE (under the same lock_timeout: busy means try
+//! again later). After the renames the old table's keys are dropped, each key onto another table
+//! is added NOT VALID on every partition, the inbound keys are recreated onto the new primary
+//! key NOT VALID (or dropped, `--drop-inbound-fks`), NOT VALID checks are added NOT VALID, the
+//! indexes and constraints take the old names (the old table's end in `_old`), and the
+//! validations left for after the commit are recorded in `pgrepart.post_swap_steps`; they run
+//! right after the commit, each in its own transaction, and a rerun finishes what is left.
+//!
 //! Materialized views over t are rebuilt after the COMMIT, never under the lock (their query may
 //! take minutes): for each, in one transaction of its own,
 //! ```text
@@ -34,6 +45,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+use crate::dependents::names::suffixed;
 use crate::error::{Error, Result};
 use crate::pg::catalog::{CarryOver, DependentMatView, Grant, OwnedSequence};
 use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
@@ -280,7 +292,11 @@ pub fn carry_summary(carry: &CarryOver) -> Vec<String> {
         done.push("column statistics targets".into());
     }
     if !carry.not_valid_checks.is_empty() {
-        let names: Vec<&str> = carry.not_valid_checks.iter().map(|c| c.0.as_str()).collect();
+        let names: Vec<&str> = carry
+            .not_valid_checks
+            .iter()
+            .map(|c| c.0.as_str())
+            .collect();
         done.push(format!(
             "CHECK constraint(s) {} (NOT VALID, as on the old table)",
             names.join(", ")
@@ -339,8 +355,6 @@ const DONE_PENDING_MATVIEW: &str = "UPDATE pgrepart.migrations SET pending_matvi
      FROM jsonb_array_elements(pending_matviews) WITH ORDINALITY AS x(e, n) \
      WHERE NOT (e->>'schema' = $2 AND e->>'name' = $3)) \
     WHERE id = $1";
-
-use crate::dependents::names::suffixed;
 
 pub fn matview_rebuild(mv: &DependentMatView) -> MatViewRebuild {
     let old = mv.name();

@@ -305,17 +305,27 @@ async fn an_inbound_key_without_the_partition_key_is_refused_unless_dropped_and_
         let mut plan_args = seed_run_args(&url, &["--json"]);
         plan_args[0] = "plan".into();
         let plan = pgrepart(&plan_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-        let json: serde_json::Value = serde_json::from_slice(&plan.stdout)
-            .unwrap_or_else(|e| panic!("plan --json on PostgreSQL {major}: {e}: {}", output_text(&plan)));
+        let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap_or_else(|e| {
+            panic!(
+                "plan --json on PostgreSQL {major}: {e}: {}",
+                output_text(&plan)
+            )
+        });
         let not_carried = json["not_carried_over"].to_string();
         for wanted in [
             "order_notes_order_id_fkey on public.order_notes cannot be kept",
             "function order_amount(orders_flat) uses the table's row type",
         ] {
-            assert!(not_carried.contains(wanted), "PostgreSQL {major}: plan does not list {wanted:?}: {not_carried}");
+            assert!(
+                not_carried.contains(wanted),
+                "PostgreSQL {major}: plan does not list {wanted:?}: {not_carried}"
+            );
         }
         let carried = json["carried_over"].to_string();
-        assert!(carried.contains("CHECK constraint not_leet"), "PostgreSQL {major}: {carried}");
+        assert!(
+            carried.contains("CHECK constraint not_leet"),
+            "PostgreSQL {major}: {carried}"
+        );
 
         let args = seed_run_args(&url, &[]);
         let refused = spawn(&args).wait_within(DEADLINE).await;
@@ -406,7 +416,10 @@ async fn an_inbound_key_without_the_partition_key_is_refused_unless_dropped_and_
             .map(|r| (r.get(0), r.get(1)))
             .unwrap();
         assert!(!valid, "PostgreSQL {major}: not_leet is validated");
-        assert_eq!(comments, vec![Some("by customer".to_string()), Some("the key".to_string())]);
+        assert_eq!(
+            comments,
+            vec![Some("by customer".to_string()), Some("the key".to_string())]
+        );
         assert_eq!(
             sqlstate_of(&client, "INSERT INTO orders_flat (order_date, customer_id, region, amount) VALUES (now(), 7, 'US', 13.37)").await,
             Some("23514".to_string()),

@@ -78,6 +78,16 @@ async fn run_once(prep: &Prepared, args: &RunArgs, streaming: &mut bool) -> Resu
             // Both sides committed; the process stopped before recording it.
             state::set_phase(&control, m.id, Phase::Done, None).await?;
             finish_cleanup(&source, &m).await?;
+            let mut control = control;
+            for line in crate::dependents::post_swap::finish(
+                &mut control,
+                m.id,
+                Duration::from_millis(args.lock_timeout_ms),
+            )
+            .await
+            {
+                println!("{line}");
+            }
             println!(
                 "{} was moved (migration {}); the cutover had committed on both sides, recorded now",
                 prep.table, m.id

@@ -346,6 +346,53 @@ pub fn fk_swap(
     out
 }
 
+/// Cross-database: the steps that carry the table's keys onto the target's tables of the same
+/// names, all after both commits (the target's copy of the table is then no longer written by the
+/// apply, and the application is pointed at it only once they are done): per leaf NOT VALID,
+/// then validated per leaf and set on the partitioned table, as in the same-database swap. Keys
+/// whose referenced table is not on the target (`present` is false) are reported, not carried.
+pub fn cross_db_steps(
+    outbound: &[(OutboundFk, bool)],
+    final_name: &QualifiedName,
+    leaves: &[String],
+) -> FkSwap {
+    let mut out = FkSwap::default();
+    for (fk, present) in outbound {
+        let name = quote_ident(&fk.name);
+        let label = format!("foreign key {} on {}", fk.name, final_name);
+        if !present {
+            out.not_carried.push(format!(
+                "{label} ({}): {} is not on the target; once it is: ALTER TABLE {} ADD CONSTRAINT {name} {}",
+                fk.definition,
+                fk.referenced,
+                final_name.sql(),
+                fk.definition
+            ));
+            continue;
+        }
+        for leaf in leaves {
+            out.post.push(PostSwapStep {
+                constraint: label.clone(),
+                what: format!("add {label} NOT VALID on partition {leaf}"),
+                sql: format!(
+                    "ALTER TABLE {leaf} ADD CONSTRAINT {name} {} NOT VALID",
+                    fk.definition
+                ),
+            });
+        }
+        let swap = fk_swap(
+            std::slice::from_ref(fk),
+            &[],
+            final_name,
+            final_name,
+            leaves,
+        );
+        out.post.extend(swap.post);
+        out.report.extend(swap.report);
+    }
+    out
+}
+
 /// The tables the swap must lock, besides the table itself, before it touches their foreign keys
 /// (quoted, qualified, sorted): dropping a foreign key takes ACCESS EXCLUSIVE on both its tables.
 pub fn tables_to_lock(
@@ -570,6 +617,42 @@ pub mod tests {
         assert_eq!(swap.statements.len(), 3);
         assert!(swap.post.is_empty());
         assert!(swap.report[0].contains("NOT VALID on the old table"));
+    }
+
+    #[test]
+    fn across_databases_a_key_is_carried_onto_the_targets_table_of_the_same_name_after_both_commits()
+     {
+        let fk = |name: &str, table: &str| OutboundFk {
+            name: name.into(),
+            definition: format!("FOREIGN KEY (x) REFERENCES {table}(id)"),
+            referenced: QualifiedName::new("public", table),
+            validated: true,
+        };
+        let leaves = vec!["\"public\".\"orders_flat_us\"".to_string()];
+        let out = cross_db_steps(
+            &[
+                (fk("a_fkey", "customers"), true),
+                (fk("b_fkey", "vendors"), false),
+            ],
+            &orders(),
+            &leaves,
+        );
+        let sql: Vec<&str> = out.post.iter().map(|p| p.sql.as_str()).collect();
+        assert_eq!(
+            sql,
+            vec![
+                "ALTER TABLE \"public\".\"orders_flat_us\" ADD CONSTRAINT \"a_fkey\" FOREIGN KEY (x) REFERENCES customers(id) NOT VALID",
+                "ALTER TABLE \"public\".\"orders_flat_us\" VALIDATE CONSTRAINT \"a_fkey\"",
+                "ALTER TABLE \"public\".\"orders_flat\" ADD CONSTRAINT \"a_fkey\" FOREIGN KEY (x) REFERENCES customers(id)",
+            ]
+        );
+        assert!(out.statements.is_empty());
+        assert_eq!(out.not_carried.len(), 1);
+        assert!(
+            out.not_carried[0].contains("public.vendors is not on the target"),
+            "{:?}",
+            out.not_carried
+        );
     }
 
     #[test]

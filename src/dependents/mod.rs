@@ -171,7 +171,11 @@ pub async fn rename_indexes(
             .await
             .map_err(ctx)?
             .get(0);
-        let kind = if *is_constraint { "constraint" } else { "index" };
+        let kind = if *is_constraint {
+            "constraint"
+        } else {
+            "index"
+        };
         if there {
             client.batch_execute(&stmt).await.map_err(ctx)?;
             lines.push(format!("carried over: comment on {kind} {name}"));

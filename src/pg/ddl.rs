@@ -343,6 +343,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_not_valid_check_is_left_for_the_swap_and_a_no_inherit_one_out() {
+        let mut t = orders_flat();
+        t.checks.push(CheckConstraint {
+            name: "small".into(),
+            definition: "CHECK ((amount < (1000)::numeric)) NOT VALID".into(),
+            no_inherit: false,
+        });
+        t.checks.push(CheckConstraint {
+            name: "only_here".into(),
+            definition: "CHECK ((amount > (1)::numeric)) NO INHERIT".into(),
+            no_inherit: true,
+        });
+        let sql = create_partitioned_table(
+            &t,
+            &QualifiedName::new("public", "orders_flat_new"),
+            &PartitionBy::parse("LIST (region)").unwrap(),
+            &["id".into()],
+            KeyClause::Declared,
+        );
+        assert!(sql.contains("amount_positive"), "{sql}");
+        assert!(
+            !sql.contains("small") && !sql.contains("only_here"),
+            "{sql}"
+        );
+    }
+
+    #[test]
     fn a_key_left_for_later_is_not_declared_but_its_columns_are_not_null() {
         let mut t = orders_flat();
         // A nullable partition column: the key would have made it NOT NULL.
