@@ -427,3 +427,69 @@ async fn an_inbound_key_without_the_partition_key_is_refused_unless_dropped_and_
         );
     }
 }
+
+/// Across databases the key onto `customers` is added on the target's `customers` after both
+/// commits (validated, on the partitioned table), and a key onto a table the target lacks is
+/// reported with the statement that adds it.
+#[tokio::test]
+async fn across_databases_a_key_is_carried_onto_the_targets_table_of_the_same_name() {
+    let major = test_majors()[0];
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let src_db = unique_name("depsrc");
+    let dst_db = unique_name("depdst");
+    let src_url = cluster.create_database(&src_db).await;
+    let dst_url = cluster.create_database(&dst_db).await;
+    let src = cluster.client(&src_db).await;
+    let dst = cluster.client(&dst_db).await;
+    create_shop(&src, 2_000).await;
+    src.batch_execute(
+        "DROP TABLE order_items; \
+         CREATE TABLE vendors (id int PRIMARY KEY); INSERT INTO vendors SELECT generate_series(1, 10); \
+         ALTER TABLE orders_flat ADD COLUMN vendor_id int REFERENCES vendors (id);",
+    )
+    .await
+    .unwrap();
+    dst.batch_execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+         INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100000) g;",
+    )
+    .await
+    .unwrap();
+    let out = spawn(&seed_run_args(&src_url, &["--target", &dst_url]))
+        .wait_within(DEADLINE)
+        .await;
+    let text = output_text(&out);
+    assert!(out.status.success(), "PostgreSQL {major}: {text}");
+    assert!(
+        text.contains("validated foreign key orders_flat_customer_id_fkey on public.orders_flat"),
+        "PostgreSQL {major}: {text}"
+    );
+    assert!(
+        text.contains("public.vendors is not on the target"),
+        "PostgreSQL {major}: the key onto vendors is not reported: {text}"
+    );
+    let valid: bool = dst
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_flat_customer_id_fkey' \
+             AND conrelid = 'orders_flat'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        valid,
+        "PostgreSQL {major}: the key is not validated on the target"
+    );
+    assert_eq!(
+        sqlstate_of(
+            &dst,
+            "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 999999, 'US')"
+        )
+        .await,
+        Some("23503".to_string()),
+        "PostgreSQL {major}: the target accepts an order of a missing customer"
+    );
+}
