@@ -110,17 +110,18 @@ pub fn inbound_actions(
         .iter()
         .map(|f| {
             let action = if facts.inbound_fks.cross_db {
-                let recreate = format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} {}",
-                    f.table.sql(),
-                    crate::pg::ident::quote_ident(&f.name),
-                    inbound_definition(f, &f.columns, &t.name, &f.referenced)
-                );
-                let reason = "the table moves to another database; the key stays in the source database, on the old table".to_string();
                 if facts.inbound_fks.drop {
-                    InboundAction::Drop { reason, recreate }
+                    InboundAction::LeftOnSource
                 } else {
-                    InboundAction::Refuse { reason, recreate }
+                    InboundAction::Refuse {
+                        reason: "the table moves to another database; the key would stay in the source database, on the old table".into(),
+                        recreate: format!(
+                            "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                            f.table.sql(),
+                            crate::pg::ident::quote_ident(&f.name),
+                            inbound_definition(f, &f.columns, &t.name, &f.referenced)
+                        ),
+                    }
                 }
             } else {
                 inbound_action(f, &key, &t.name, facts.inbound_fks.drop)

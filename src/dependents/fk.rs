@@ -63,6 +63,9 @@ pub enum InboundAction {
     Drop { reason: String, recreate: String },
     /// The run refuses (no `--drop-inbound-fks`).
     Refuse { reason: String, recreate: String },
+    /// Across databases with `--drop-inbound-fks`: left as it is in the source database,
+    /// referencing the old table there.
+    LeftOnSource,
 }
 
 /// The facts about the new table an inbound key is judged by.
@@ -226,6 +229,10 @@ pub fn inbound_report(fk: &InboundFk, action: &InboundAction) -> String {
             fk.label(),
             fk.table
         ),
+        InboundAction::LeftOnSource => format!(
+            "foreign key {} stays in the source database, referencing the old table (--drop-inbound-fks: the table moves to another database)",
+            fk.label()
+        ),
         InboundAction::Refuse { reason, recreate } => format!(
             "foreign key {} cannot be kept ({reason}): give {} the partition-key column(s) and it is recreated onto the new key, or pass --drop-inbound-fks to drop it at the swap and recreate it later with: {recreate}",
             fk.label(),
@@ -340,7 +347,9 @@ pub fn fk_swap(
                 ));
                 out.not_carried.push(inbound_report(fk, action));
             }
-            InboundAction::Refuse { .. } => out.not_carried.push(inbound_report(fk, action)),
+            InboundAction::Refuse { .. } | InboundAction::LeftOnSource => {
+                out.not_carried.push(inbound_report(fk, action))
+            }
         }
     }
     out
@@ -405,7 +414,12 @@ pub fn tables_to_lock(
         .chain(
             inbound
                 .iter()
-                .filter(|(_, a)| !matches!(a, InboundAction::Refuse { .. }))
+                .filter(|(_, a)| {
+                    !matches!(
+                        a,
+                        InboundAction::Refuse { .. } | InboundAction::LeftOnSource
+                    )
+                })
                 .map(|(f, _)| f.table.sql()),
         )
         .collect();
