@@ -315,6 +315,12 @@ pub struct MigrationArgs {
     #[arg(long, value_name = "N", help_heading = PARTITIONING)]
     pub max_partitions: Option<usize>,
 
+    /// Drop the foreign keys of other tables that reference this one and cannot be recreated onto
+    /// the new key (their table lacks the partition-key columns), inside the swap's transaction;
+    /// the statements that recreate them are printed. Without it such keys make the run refuse.
+    #[arg(long, help_heading = CUTOVER)]
+    pub drop_inbound_fks: bool,
+
     /// The name the old table gets at cutover [default: <table>_old].
     #[arg(long, value_name = "NAME", help_heading = CUTOVER)]
     pub old_name: Option<String>,

@@ -264,6 +264,8 @@ pub struct RunConfig {
     pub prep: Prepared,
     pub cutover: CutoverMode,
     pub drop_old: bool,
+    /// `--drop-inbound-fks` (see `dependents`).
+    pub drop_inbound_fks: bool,
     pub apply_sessions: u16,
     pub max_lag_bytes: u64,
     pub lock_timeout: Duration,
@@ -301,6 +303,7 @@ impl RunConfig {
             prep,
             cutover: args.cutover,
             drop_old: args.drop_old,
+            drop_inbound_fks: args.migration.drop_inbound_fks,
             apply_sessions: args.apply_sessions,
             max_lag_bytes: args.max_lag_bytes,
             lock_timeout: Duration::from_millis(args.lock_timeout_ms),

@@ -217,6 +217,20 @@ pub fn target_statements(
             v.name_sql
         ));
     }
+    for (name, def) in &carry.not_valid_checks {
+        not_carried.push(format!(
+            "CHECK constraint {} ({def}) was NOT VALID on the source: ALTER TABLE {t} ADD CONSTRAINT {} {def} on the target",
+            quote_ident(name),
+            quote_ident(name)
+        ));
+    }
+    for fk in &carry.inbound_foreign_keys {
+        not_carried.push(format!(
+            "foreign key {} of {} stays in the source database, referencing the old table",
+            quote_ident(&fk.name),
+            fk.table
+        ));
+    }
     not_carried.extend(carry.not_carried.iter().cloned());
     sql.push(crate::state::mark_target_committed_sql(
         plan.migration_id,
@@ -320,6 +334,7 @@ pub async fn attempt(
         lock_timeout: a.lock_timeout,
         drain_timeout: a.drain_timeout,
         fence_id: &a.fence_id,
+        pre_lock: &[],
     };
     let (stx, locked_at) =
         match crate::cutover::lock_fence_drain(source, flusher, fence, &spec).await? {
@@ -353,6 +368,33 @@ pub async fn attempt(
             .await
             .map_err(|e| Error::db("renaming the new table in the target", e))?;
     }
+    // The table's foreign keys, onto the target's tables of the same names: recorded here, done
+    // after both commits (see `dependents::fk::cross_db_steps`).
+    let mut fks = crate::dependents::fk::FkSwap::default();
+    if !a.plan.target_committed && !carry.foreign_keys.is_empty() {
+        let final_name = a.plan.final_name();
+        let mut outbound = Vec::new();
+        for fk in &carry.foreign_keys {
+            let present: bool = ttx
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&fk.referenced.sql()],
+                )
+                .await
+                .map_err(|e| Error::db("looking for the referenced tables on the target", e))?
+                .get(0);
+            outbound.push((fk.clone(), present));
+        }
+        let (leaves, _) =
+            crate::dependents::read::new_table(&ttx, &final_name, a.server_major).await?;
+        fks = crate::dependents::fk::cross_db_steps(&outbound, &final_name, &leaves);
+        for stmt in crate::dependents::post_swap::record_statements(a.plan.migration_id, &fks.post)
+        {
+            ttx.batch_execute(&stmt)
+                .await
+                .map_err(|e| Error::db("recording the foreign keys to add on the target", e))?;
+        }
+    }
     ttx.commit()
         .await
         .map_err(|e| Error::db("committing the target's side of the cutover", e))?;
@@ -379,8 +421,24 @@ pub async fn attempt(
     })?;
     crate::fault::point("cutover-after-source-commit");
     if !a.plan.target_committed {
-        for line in not_carried {
+        for line in not_carried.iter().chain(&fks.not_carried) {
             println!("NOT carried over: {line}");
+        }
+        for line in &fks.report {
+            println!("carried over: {line}");
+        }
+    }
+    for line in
+        crate::dependents::post_swap::finish(target, a.plan.migration_id, a.lock_timeout).await
+    {
+        println!("{line}");
+    }
+    for fk in &carry.foreign_keys {
+        if !a.plan.target_committed {
+            println!(
+                "NOT carried over: the old table keeps its foreign key {} onto {} in the source database: drop it there if rows of {} are deleted (its rows would hold them)",
+                fk.name, fk.referenced, fk.referenced
+            );
         }
     }
     Ok(Outcome::Done {

@@ -16,6 +16,7 @@ pub mod config;
 pub mod copy;
 pub mod cross_cutover;
 pub mod cutover;
+pub mod dependents;
 pub mod error;
 pub mod fault;
 pub mod lsn;

@@ -51,6 +51,84 @@ pub struct Facts {
     pub leaves_not_replicable: Vec<String>,
     /// The partitioned table the source is itself a partition of (`schema.name`).
     pub partition_of: Option<String>,
+    /// `--into`: the partitioned table's partition-key columns.
+    pub into_partition_key: Vec<String>,
+    /// What the run may do with foreign keys that reference the table (set by the caller).
+    pub inbound_fks: InboundFkPolicy,
+}
+
+/// What the run may do with foreign keys onto the table (see `dependents`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboundFkPolicy {
+    /// `--drop-inbound-fks`.
+    pub drop: bool,
+    /// `--target` is another database: the referencing tables stay on the source, so no key can
+    /// follow the table.
+    pub cross_db: bool,
+}
+
+/// What the swap would do with each foreign key onto the table (pure), given the new table's key.
+pub fn inbound_actions(
+    facts: &Facts,
+    target: &Target,
+) -> Vec<(
+    crate::dependents::fk::InboundFk,
+    crate::dependents::fk::InboundAction,
+)> {
+    use crate::dependents::fk::{InboundAction, NewKey, inbound_action, inbound_definition};
+    let Some(t) = &facts.table else {
+        return Vec::new();
+    };
+    let source_key: Vec<String> = t.key_index().map(|k| k.columns.clone()).unwrap_or_default();
+    let (primary_key, partition_key) = match target {
+        Target::Generate { by, .. } => (
+            crate::pg::ddl::target_primary_key(&source_key, by),
+            by.columns.clone(),
+        ),
+        Target::Into(_) => (
+            facts
+                .into
+                .as_ref()
+                .and_then(|i| i.indexes.iter().find(|x| x.is_primary))
+                .map(|x| x.columns.clone())
+                .unwrap_or_default(),
+            facts.into_partition_key.clone(),
+        ),
+    };
+    let key = NewKey {
+        primary_key,
+        partition_key: partition_key
+            .iter()
+            .map(|c| {
+                let ty = t.column(c).map(|c| c.type_sql.clone()).unwrap_or_default();
+                (c.clone(), ty)
+            })
+            .collect(),
+        server_major: facts.server.major(),
+    };
+    t.inbound_foreign_keys
+        .iter()
+        .map(|f| {
+            let action = if facts.inbound_fks.cross_db {
+                if facts.inbound_fks.drop {
+                    InboundAction::LeftOnSource
+                } else {
+                    InboundAction::Refuse {
+                        reason: "the table moves to another database; the key would stay in the source database, on the old table".into(),
+                        recreate: format!(
+                            "ALTER TABLE {} ADD CONSTRAINT {} {}",
+                            f.table.sql(),
+                            crate::pg::ident::quote_ident(&f.name),
+                            inbound_definition(f, &f.columns, &t.name, &f.referenced)
+                        ),
+                    }
+                }
+            } else {
+                inbound_action(f, &key, &t.name, facts.inbound_fks.drop)
+            };
+            (f.clone(), action)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -183,6 +261,12 @@ pub async fn gather(
             .get(0),
         None => None,
     };
+    let into_partition_key = match target {
+        Target::Into(name) => catalog::partition_key_columns(client, name)
+            .await?
+            .unwrap_or_default(),
+        Target::Generate { .. } => Vec::new(),
+    };
     let (into, into_has_rows) = match target {
         Target::Into(name) => {
             let into = catalog::table_info(client, name).await?;
@@ -215,6 +299,8 @@ pub async fn gather(
         source_partitions,
         leaves_not_replicable,
         partition_of,
+        into_partition_key,
+        inbound_fks: InboundFkPolicy::default(),
     })
 }
 
@@ -363,13 +449,28 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             )
         });
     }
-    checks.push(if t.inbound_foreign_keys.is_empty() {
+    let inbound = inbound_actions(facts, target);
+    let refused: Vec<String> = inbound
+        .iter()
+        .filter(|(_, a)| matches!(a, crate::dependents::fk::InboundAction::Refuse { .. }))
+        .map(|(f, a)| crate::dependents::fk::inbound_report(f, a))
+        .collect();
+    checks.push(if inbound.is_empty() {
         pass("foreign keys", "no foreign key references the table")
+    } else if refused.is_empty() {
+        pass(
+            "foreign keys",
+            inbound
+                .iter()
+                .map(|(f, a)| crate::dependents::fk::inbound_report(f, a))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     } else {
         fail(
             "foreign keys",
-            format!("foreign keys reference the table: {}", t.inbound_foreign_keys.join("; ")),
-            "a foreign key cannot point at the partitioned table through the old key alone: drop these constraints before the migration and recreate them on (key, partition key) afterwards",
+            refused.join("; "),
+            "a foreign key cannot point at the partitioned table through the old key alone: give the referencing table the partition-key column(s) (it is then recreated onto the new key at the swap), or pass --drop-inbound-fks",
         )
     });
     // Rules rewrite the application's writes before they reach the table. Recreated on the new
@@ -770,6 +871,8 @@ mod tests {
             source_partitions: vec![],
             leaves_not_replicable: vec![],
             partition_of: None,
+            into_partition_key: vec![],
+            inbound_fks: InboundFkPolicy::default(),
         }
     }
 
@@ -833,7 +936,16 @@ mod tests {
         assert_eq!(failures(&f, &t), vec!["replica identity"]);
 
         let mut f = facts();
-        f.table.as_mut().unwrap().inbound_foreign_keys = vec!["fk on items".into()];
+        let items = crate::dependents::fk::tests::order_items_fk(false);
+        f.table.as_mut().unwrap().inbound_foreign_keys = vec![items.clone()];
+        assert_eq!(failures(&f, &t), vec!["foreign keys"]);
+        f.inbound_fks.drop = true;
+        assert!(failures(&f, &t).is_empty());
+        let mut f = facts();
+        f.table.as_mut().unwrap().inbound_foreign_keys =
+            vec![crate::dependents::fk::tests::order_items_fk(true)];
+        assert!(failures(&f, &t).is_empty());
+        f.inbound_fks.cross_db = true;
         assert_eq!(failures(&f, &t), vec!["foreign keys"]);
 
         let mut f = facts();

@@ -81,6 +81,10 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             .await?,
         );
     }
+    facts.inbound_fks = preflight::InboundFkPolicy {
+        drop: args.migration.drop_inbound_fks,
+        cross_db: prep.cross_db(),
+    };
     let mut checks = preflight::evaluate(&facts, &prep.table, &prep.target);
     checks.extend(extra_checks);
 
@@ -151,7 +155,8 @@ pub async fn run(args: PlanArgs) -> Result<()> {
     if let Some(t) = usable {
         key_ranges = plan_key_ranges(&client, t, prep.jobs).await?;
         wal = Some(estimate_wal(&client, t, prep.jobs).await?);
-        (carried_over, not_carried_over) = carry_over_report(&client, t, &prep.target).await?;
+        (carried_over, not_carried_over) =
+            carry_over_report(&client, t, &prep.target, &facts, prep.cross_db()).await?;
         if let Target::Generate { name, by, .. } = &prep.target {
             for i in ddl::secondary_indexes(t, name, by) {
                 if let Some(w) = i.warning {
@@ -361,9 +366,50 @@ async fn carry_over_report(
     client: &Client,
     t: &TableInfo,
     target: &Target,
+    facts: &preflight::Facts,
+    cross_db: bool,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let carry = catalog::carry_over(client, &t.name, &[]).await?;
     let mut yes = vec![format!("owner ({})", t.owner)];
+    yes.push(
+        "index and constraint names (the new table's take the old names at the swap, the old table's end in _old)"
+            .into(),
+    );
+    let mut fk_no = Vec::new();
+    for (name, def) in &carry.not_valid_checks {
+        let line = format!("CHECK constraint {name} ({def})");
+        if matches!(target, Target::Generate { .. }) && !cross_db {
+            yes.push(format!(
+                "{line}: left out of the new table while it is filled (old rows may break it), added NOT VALID at the swap"
+            ));
+        } else {
+            fk_no.push(format!("{line}: add it on the new table"));
+        }
+    }
+    for fk in &carry.foreign_keys {
+        let line = format!("foreign key {} ({})", fk.name, fk.definition);
+        if cross_db {
+            yes.push(format!(
+                "{line}: onto {} in the target database after both commits (NOT VALID per partition, validated, then set on the partitioned table); reported as not carried when {} is not there",
+                fk.referenced, fk.referenced
+            ));
+        } else if fk.validated {
+            yes.push(format!(
+                "{line}: added NOT VALID on each partition in the swap (no scan), validated per partition right after it, then set on the partitioned table (attaches them, no scan)"
+            ));
+        } else {
+            yes.push(format!(
+                "{line}: NOT VALID on the old table, so added NOT VALID on each partition in the swap and left so"
+            ));
+        }
+    }
+    for (fk, action) in preflight::inbound_actions(facts, target) {
+        let line = crate::dependents::fk::inbound_report(&fk, &action);
+        match action {
+            crate::dependents::fk::InboundAction::Composite { .. } => yes.push(line),
+            _ => fk_no.push(line),
+        }
+    }
     if !t.grants.is_empty() {
         let mut grants: Vec<String> = t
             .grants
@@ -475,10 +521,6 @@ async fn carry_over_report(
     for r in &t.rules {
         no.push(format!("rule {r} (refused: see the rules check)"));
     }
-    for fk in &t.inbound_foreign_keys {
-        no.push(format!(
-            "foreign key {fk} (refused: see the foreign keys check)"
-        ));
-    }
+    no.extend(fk_no);
     Ok((yes, no))
 }

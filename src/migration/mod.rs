@@ -207,6 +207,8 @@ async fn prepare(
             // Both sides committed; the process stopped before recording it.
             state::set_phase(&control, m.id, Phase::Done, None).await?;
             slot::finish_cleanup(&source, &m).await?;
+            let mut control = control;
+            finish_post_swap_steps(cfg, &mut control, &m).await;
             println!(
                 "{} was moved (migration {}); the cutover had committed on both sides, recorded now",
                 prep.table, m.id
@@ -239,6 +241,8 @@ async fn finish_after_swap(
 ) -> Result<()> {
     let prep = &cfg.prep;
     slot::finish_cleanup(&source, &m).await?;
+    let mut control = control;
+    finish_post_swap_steps(cfg, &mut control, &m).await;
     if m.pending_matviews.is_empty() {
         println!(
             "{} was already migrated (migration {}); nothing left to do",
@@ -250,7 +254,6 @@ async fn finish_after_swap(
             "{} was already migrated (migration {}); rebuilding the materialized views left to do",
             prep.table, m.id
         );
-        let mut control = control;
         for line in crate::cutover::rebuild_matviews(
             &mut control,
             m.id,
@@ -268,6 +271,14 @@ async fn finish_after_swap(
         crate::cutover::drop_old(&source, &old).await?;
     }
     Ok(())
+}
+
+/// What a run stopped after the swap left of the post-swap steps (foreign keys validated and set
+/// on the partitioned table, see `crate::dependents`), done now; each says what it did.
+async fn finish_post_swap_steps(cfg: &RunConfig, control: &mut Client, m: &Migration) {
+    for line in crate::dependents::post_swap::finish(control, m.id, cfg.lock_timeout).await {
+        println!("{line}");
+    }
 }
 
 fn spec_of(m: &Migration) -> Result<StoredSpec> {

@@ -117,6 +117,10 @@ pub async fn start_new(
     } else {
         Vec::new()
     };
+    facts.inbound_fks = preflight::InboundFkPolicy {
+        drop: cfg.drop_inbound_fks,
+        cross_db: prep.cross_db(),
+    };
     let mut checks = preflight::evaluate(&facts, &prep.table, &prep.target);
     checks.extend(cross_checks);
     for c in checks.iter().filter(|c| c.status == Status::Warn) {

@@ -196,6 +196,7 @@ pub async fn try_cutover(
             .filter(|c| c.identity == Some('a'))
             .map(|c| c.name.clone())
             .collect(),
+        drop_inbound_fks: cfg.drop_inbound_fks,
     };
     let cross = prep.cross_db().then(|| CrossPlan {
         migration_id: m.id,

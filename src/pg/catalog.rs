@@ -130,7 +130,7 @@ pub struct TableInfo {
     pub sequences: Vec<OwnedSequence>,
     pub grants: Vec<Grant>,
     /// `constraint on other_table` for every foreign key that references this table.
-    pub inbound_foreign_keys: Vec<String>,
+    pub inbound_foreign_keys: Vec<crate::dependents::fk::InboundFk>,
     /// Storage parameters (`reloptions`, e.g. `fillfactor=70`), the TOAST table's prefixed with
     /// `toast.`. A partitioned table takes none: they go to each partition.
     pub storage_options: Vec<String>,
@@ -370,17 +370,7 @@ pub async fn table_info(client: &Client, name: &QualifiedName) -> Result<Option<
         .await
         .map_err(|e| Error::db(ctx("grants"), e))?;
 
-    let inbound_foreign_keys = client
-        .query(
-            "SELECT conname::text || ' on ' || conrelid::regclass::text FROM pg_constraint \
-             WHERE confrelid = $1 AND contype = 'f' AND conrelid <> $1 ORDER BY 1",
-            &[&oid],
-        )
-        .await
-        .map_err(|e| Error::db(ctx("foreign keys"), e))?
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    let inbound_foreign_keys = crate::dependents::read::inbound_fks(client, oid).await?;
 
     let rules = client
         .query(
@@ -575,6 +565,17 @@ pub struct CarryOver {
     pub statistics_targets: Vec<(String, i32)>,
     /// Quoted names of publications that list the table explicitly.
     pub publications: Vec<String>,
+    /// (is a constraint (else an index), name, comment) for the table's constraints and indexes:
+    /// set on the new table's namesakes after the index and constraint renames.
+    pub object_comments: Vec<(bool, String, String)>,
+    /// (name, definition ending in NOT VALID) of CHECK constraints the old table does not
+    /// guarantee for its existing rows: left out of the generated table (the copy would fail on
+    /// such rows), added NOT VALID at the swap (no scan; enforced from then on).
+    pub not_valid_checks: Vec<(String, String)>,
+    /// The table's foreign keys onto other tables (see `dependents`).
+    pub foreign_keys: Vec<crate::dependents::fk::OutboundFk>,
+    /// Other tables' foreign keys onto the table (see `dependents`).
+    pub inbound_foreign_keys: Vec<crate::dependents::fk::InboundFk>,
     /// What stays bound to the old table, each with what to do about it.
     pub not_carried: Vec<String>,
 }
@@ -602,6 +603,42 @@ pub async fn carry_over(
         rls_forced: row.get(3),
         ..Default::default()
     };
+    let (foreign_keys, self_refs) = crate::dependents::read::outbound_fks(client, oid).await?;
+    out.foreign_keys = foreign_keys;
+    for name in self_refs {
+        out.not_carried.push(format!(
+            "foreign key {name} references the table itself: recreate it on the new table (onto its key and partition key)"
+        ));
+    }
+    out.inbound_foreign_keys = crate::dependents::read::inbound_fks(client, oid).await?;
+    out.not_carried
+        .extend(crate::dependents::read::not_carried(client, oid).await?);
+    out.object_comments = client
+        .query(
+            "SELECT true, conname::text, obj_description(oid, 'pg_constraint') FROM pg_constraint \
+             WHERE conrelid = $1 AND obj_description(oid, 'pg_constraint') IS NOT NULL \
+             UNION ALL \
+             SELECT false, c.relname::text, obj_description(c.oid, 'pg_class') FROM pg_index i \
+             JOIN pg_class c ON c.oid = i.indexrelid \
+             WHERE i.indrelid = $1 AND obj_description(c.oid, 'pg_class') IS NOT NULL ORDER BY 1, 2",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("comments on constraints and indexes"), e))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    out.not_valid_checks = client
+        .query(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1 AND contype = 'c' AND NOT convalidated AND NOT connoinherit ORDER BY 1",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db(ctx("NOT VALID check constraints"), e))?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     for r in client
         .query(
             "SELECT a.attname::text, col_description(a.attrelid, a.attnum), a.attstattarget::int, a.attacl IS NOT NULL \

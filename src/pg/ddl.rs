@@ -120,7 +120,13 @@ fn create_table_sql(
             )
         })
         .collect();
-    for check in src.checks.iter().filter(|c| !c.no_inherit) {
+    // A NOT VALID check may be broken by rows the copy brings: it is added NOT VALID at the swap
+    // (cutover::carry_statements).
+    for check in src
+        .checks
+        .iter()
+        .filter(|c| !c.no_inherit && !c.definition.ends_with(" NOT VALID"))
+    {
         items.push(format!(
             "CONSTRAINT {} {}",
             quote_ident(&check.name),
@@ -333,6 +339,33 @@ pub(crate) mod tests {
              \"details\" text,\n    \
              CONSTRAINT \"amount_positive\" CHECK ((amount >= (0)::numeric)),\n    \
              PRIMARY KEY (\"id\", \"region\")\n) PARTITION BY LIST (\"region\")"
+        );
+    }
+
+    #[test]
+    fn a_not_valid_check_is_left_for_the_swap_and_a_no_inherit_one_out() {
+        let mut t = orders_flat();
+        t.checks.push(CheckConstraint {
+            name: "small".into(),
+            definition: "CHECK ((amount < (1000)::numeric)) NOT VALID".into(),
+            no_inherit: false,
+        });
+        t.checks.push(CheckConstraint {
+            name: "only_here".into(),
+            definition: "CHECK ((amount > (1)::numeric)) NO INHERIT".into(),
+            no_inherit: true,
+        });
+        let sql = create_partitioned_table(
+            &t,
+            &QualifiedName::new("public", "orders_flat_new"),
+            &PartitionBy::parse("LIST (region)").unwrap(),
+            &["id".into()],
+            KeyClause::Declared,
+        );
+        assert!(sql.contains("amount_positive"), "{sql}");
+        assert!(
+            !sql.contains("small") && !sql.contains("only_here"),
+            "{sql}"
         );
     }
 

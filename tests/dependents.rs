@@ -1,0 +1,495 @@
+//! Nothing tied to the table is silently lost at the swap: its foreign key onto `customers` is
+//! carried (NOT VALID per partition in the swap, validated and set on the partitioned table after
+//! it), the foreign key of `order_items` onto it is recreated onto the new primary key (the
+//! referencing table carries the partition-key column), indexes and constraints keep their names
+//! (the old table's end in `_old`), and a foreign key that cannot follow makes the run refuse
+//! unless `--drop-inbound-fks`.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use support::flow::{seed_run_args, spawn, spawn_with_env};
+use support::inspect::output_text;
+use support::program::pgrepart;
+use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, unique_name};
+
+const SEED_ROWS: usize = 40_000;
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// `customers` for every id the seed and the writers use (1..=100000) plus some for the churn,
+/// the seed table with its key onto them, and `order_items` (with the orders' region, kept in step
+/// by a trigger) referencing it.
+async fn create_shop(client: &tokio_postgres::Client, rows: usize) {
+    client
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+             INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100000) g;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("customers: {}", support::describe(&e)));
+    schema::create_seed_table(client, "orders_flat", rows).await;
+    client
+        .batch_execute(
+            "ALTER TABLE orders_flat ADD CONSTRAINT orders_flat_customer_id_fkey \
+               FOREIGN KEY (customer_id) REFERENCES customers (id) ON UPDATE CASCADE ON DELETE CASCADE DEFERRABLE; \
+             CREATE INDEX orders_flat_customer_id_idx ON orders_flat (customer_id); \
+             CREATE TABLE order_items (item_id bigserial PRIMARY KEY, order_id bigint NOT NULL, region text NOT NULL, qty int, \
+               CONSTRAINT order_items_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders_flat (id) ON UPDATE CASCADE ON DELETE CASCADE); \
+             INSERT INTO order_items (order_id, region, qty) SELECT id, region, 1 FROM orders_flat WHERE id % 5 = 0; \
+             CREATE FUNCTION order_items_follow_region() RETURNS trigger LANGUAGE plpgsql AS \
+               $$BEGIN UPDATE order_items SET region = NEW.region WHERE order_id = NEW.id; RETURN NULL; END$$; \
+             CREATE TRIGGER orders_flat_region AFTER UPDATE OF region ON orders_flat \
+               FOR EACH ROW EXECUTE FUNCTION order_items_follow_region();",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("shop schema: {}", support::describe(&e)));
+}
+
+/// Inserts a customer and an order of theirs, then deletes both, over and over: the stream then
+/// holds order INSERTs whose customer is gone by the time they are applied (nothing of it is left
+/// when it stops, so the writers' expected rows stay right).
+fn churn_customers(
+    url: String,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = support::cluster::connect(&url).await;
+        let mut n: i32 = 300_000;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let r = client
+                .batch_execute(&format!(
+                    "INSERT INTO customers VALUES ({n}, 'churn'); \
+                     INSERT INTO orders_flat (order_date, customer_id, region, amount) VALUES (now(), {n}, 'EU', 1)"
+                ))
+                .await;
+            if r.is_err() {
+                continue;
+            }
+            // Removing the customer cascades to its orders (old or new table, whichever is live).
+            loop {
+                if client
+                    .batch_execute(&format!("DELETE FROM customers WHERE id = {n}"))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+async fn sqlstate_of(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    client.batch_execute(sql).await.err().map(|e| {
+        e.code()
+            .map_or_else(|| e.to_string(), |c| c.code().to_string())
+    })
+}
+
+#[tokio::test]
+async fn foreign_keys_both_ways_and_names_follow_the_table_under_load() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("deps");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        create_shop(&client, SEED_ROWS).await;
+
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let churned = Arc::new(AtomicU64::new(0));
+        let churn = churn_customers(url.clone(), stop.clone(), churned.clone());
+
+        let mut plan_args = seed_run_args(&url, &[]);
+        plan_args[0] = "plan".into();
+        let plan = pgrepart(&plan_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let plan_text = output_text(&plan);
+        assert!(
+            plan.status.success(),
+            "plan on PostgreSQL {major}: {plan_text}"
+        );
+        assert!(
+            plan_text.contains("foreign key orders_flat_customer_id_fkey")
+                && plan_text.contains("order_items_order_id_fkey on public.order_items recreated at the swap as (order_id, region) -> (id, region)"),
+            "plan on PostgreSQL {major} does not say what happens to the foreign keys: {plan_text}"
+        );
+
+        let run = spawn(&seed_run_args(&url, &[]));
+        let out = run.wait_within(DEADLINE).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "pgrepart run failed on PostgreSQL {major}: {}\nserver log tail:\n{}",
+            output_text(&out),
+            support::program::tail(&cluster.server_log(), 3000)
+        );
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        stop.store(true, Ordering::Relaxed);
+        churn.await.unwrap();
+        let report = writers.stop().await;
+        eprintln!(
+            "PostgreSQL {major}: {}; {} customers churned",
+            report.summary(),
+            churned.load(Ordering::Relaxed)
+        );
+        eprintln!("PostgreSQL {major}: pgrepart said: {}", stdout.trim());
+        assert!(
+            churned.load(Ordering::Relaxed) > 0,
+            "no customer churn during the run"
+        );
+        report.assert_no_anomalies("during the migration");
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+
+        // The outbound key: on the partitioned table, validated, each partition's attached.
+        let fks: Vec<(String, String, bool, bool)> = client
+            .query(
+                "SELECT conrelid::regclass::text, pg_get_constraintdef(oid), convalidated, conparentid <> 0 \
+                 FROM pg_constraint WHERE conname = 'orders_flat_customer_id_fkey' ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let def = "FOREIGN KEY (customer_id) REFERENCES customers(id) ON UPDATE CASCADE ON DELETE CASCADE DEFERRABLE";
+        let expected: Vec<(String, String, bool, bool)> = [
+            ("orders_flat", false),
+            ("orders_flat_asia", true),
+            ("orders_flat_default", true),
+            ("orders_flat_eu", true),
+            ("orders_flat_us", true),
+        ]
+        .into_iter()
+        .map(|(t, attached)| (t.to_string(), def.to_string(), true, attached))
+        .collect();
+        assert_eq!(fks, expected, "PostgreSQL {major}: the key onto customers");
+        assert_eq!(
+            sqlstate_of(&client, "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 999999, 'US')").await,
+            Some("23503".to_string()),
+            "PostgreSQL {major}: an order of a missing customer is accepted"
+        );
+        assert_eq!(
+            sqlstate_of(
+                &client,
+                "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 7, 'US')"
+            )
+            .await,
+            None,
+            "PostgreSQL {major}: an order of an existing customer is refused"
+        );
+
+        // The inbound key: onto (id, region), validated, and enforced.
+        let (idef, ivalid): (String, bool) = client
+            .query_one(
+                "SELECT pg_get_constraintdef(oid), convalidated FROM pg_constraint \
+                 WHERE conname = 'order_items_order_id_fkey' AND conrelid = 'order_items'::regclass",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(
+            (idef.as_str(), ivalid),
+            (
+                "FOREIGN KEY (order_id, region) REFERENCES orders_flat(id, region) ON UPDATE CASCADE ON DELETE CASCADE",
+                true
+            ),
+            "PostgreSQL {major}: the key of order_items"
+        );
+        let (some_id, some_region): (i64, String) = client
+            .query_one(
+                "SELECT id, region FROM orders_flat ORDER BY id LIMIT 1",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        let other_region = if some_region == "US" { "EU" } else { "US" };
+        assert_eq!(
+            sqlstate_of(&client, &format!("INSERT INTO order_items (order_id, region, qty) VALUES ({some_id}, '{other_region}', 1)")).await,
+            Some("23503".to_string()),
+            "PostgreSQL {major}: an item of an order in another region is accepted"
+        );
+        assert_eq!(
+            sqlstate_of(&client, &format!("INSERT INTO order_items (order_id, region, qty) VALUES ({some_id}, '{some_region}', 1)")).await,
+            None,
+            "PostgreSQL {major}: an item of an existing order is refused"
+        );
+        // Nothing is tied to the old table any more.
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f' \
+                 AND (conrelid = 'orders_flat_old'::regclass OR confrelid = 'orders_flat_old'::regclass)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            left, 0,
+            "PostgreSQL {major}: foreign keys left on the old table"
+        );
+
+        // Names: the new table has the old ones, the old table's end in _old.
+        let names: Vec<(String, String)> = client
+            .query(
+                "SELECT indrelid::regclass::text, indexrelid::regclass::text FROM pg_index \
+                 WHERE indrelid IN ('orders_flat'::regclass, 'orders_flat_old'::regclass) ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let pair = |t: &str, i: &str| (t.to_string(), i.to_string());
+        assert_eq!(
+            names,
+            vec![
+                pair("orders_flat", "orders_flat_customer_id_idx"),
+                pair("orders_flat", "orders_flat_pkey"),
+                pair("orders_flat_old", "orders_flat_customer_id_idx_old"),
+                pair("orders_flat_old", "orders_flat_pkey_old"),
+            ],
+            "PostgreSQL {major}: index names"
+        );
+        let pending: i64 = client
+            .query_one("SELECT count(*) FROM pgrepart.post_swap_steps", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(pending, 0, "PostgreSQL {major}: post-swap steps left");
+        assert!(
+            stdout.contains("validated foreign key orders_flat_customer_id_fkey"),
+            "{stdout}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_inbound_key_without_the_partition_key_is_refused_unless_dropped_and_a_killed_run_finishes_the_validation()
+ {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let db = unique_name("depsdrop");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        create_shop(&client, 2_000).await;
+        client
+            .batch_execute(
+                "CREATE TABLE order_notes (note_id serial PRIMARY KEY, order_id bigint \
+                   CONSTRAINT order_notes_order_id_fkey REFERENCES orders_flat (id) ON DELETE CASCADE, note text); \
+                 INSERT INTO order_notes (order_id, note) SELECT id, 'n' FROM orders_flat WHERE id % 10 = 0; \
+                 UPDATE orders_flat SET amount = 13.37 WHERE id = 3; \
+                 ALTER TABLE orders_flat ADD CONSTRAINT not_leet CHECK (amount <> 13.37) NOT VALID; \
+                 COMMENT ON INDEX orders_flat_customer_id_idx IS 'by customer'; \
+                 COMMENT ON CONSTRAINT orders_flat_pkey ON orders_flat IS 'the key'; \
+                 CREATE FUNCTION order_amount(o orders_flat) RETURNS numeric LANGUAGE sql AS 'SELECT o.amount';",
+            )
+            .await
+            .unwrap();
+        let mut plan_args = seed_run_args(&url, &["--json"]);
+        plan_args[0] = "plan".into();
+        let plan = pgrepart(&plan_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let json: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap_or_else(|e| {
+            panic!(
+                "plan --json on PostgreSQL {major}: {e}: {}",
+                output_text(&plan)
+            )
+        });
+        let not_carried = json["not_carried_over"].to_string();
+        for wanted in [
+            "order_notes_order_id_fkey on public.order_notes cannot be kept",
+            "function order_amount(orders_flat) uses the table's row type",
+        ] {
+            assert!(
+                not_carried.contains(wanted),
+                "PostgreSQL {major}: plan does not list {wanted:?}: {not_carried}"
+            );
+        }
+        let carried = json["carried_over"].to_string();
+        assert!(
+            carried.contains("CHECK constraint not_leet"),
+            "PostgreSQL {major}: {carried}"
+        );
+
+        let args = seed_run_args(&url, &[]);
+        let refused = spawn(&args).wait_within(DEADLINE).await;
+        let text = output_text(&refused);
+        assert!(
+            !refused.status.success(),
+            "PostgreSQL {major}: run did not refuse: {text}"
+        );
+        assert!(
+            text.contains("order_notes_order_id_fkey on public.order_notes cannot be kept")
+                && text.contains("--drop-inbound-fks"),
+            "PostgreSQL {major}: the refusal does not name the key and the way out: {text}"
+        );
+        assert!(
+            support::inspect::slots(&client).await.is_empty(),
+            "PostgreSQL {major}: a refused run left a slot"
+        );
+
+        // Accepted with --drop-inbound-fks; stopped right after the swap's commit, before the
+        // keys are validated: the partitions enforce them already, and the rerun finishes.
+        let args = seed_run_args(&url, &["--drop-inbound-fks"]);
+        let first = spawn_with_env(&args, &[("PGREPART_TEST_FAULT", "cutover-after-commit")])
+            .wait_within(DEADLINE)
+            .await;
+        assert_eq!(
+            first.status.code(),
+            Some(86),
+            "PostgreSQL {major}: {}",
+            output_text(&first)
+        );
+        let unvalidated: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_constraint WHERE conname = 'orders_flat_customer_id_fkey' AND NOT convalidated",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            unvalidated, 4,
+            "PostgreSQL {major}: each partition has the key NOT VALID"
+        );
+        assert_eq!(
+            sqlstate_of(&client, "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 999999, 'EU')").await,
+            Some("23503".to_string()),
+            "PostgreSQL {major}: NOT VALID keys do not hold new rows"
+        );
+        let dropped: i64 = client
+            .query_one("SELECT count(*) FROM pg_constraint WHERE conrelid = 'order_notes'::regclass AND contype = 'f'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            dropped, 0,
+            "PostgreSQL {major}: the key of order_notes was not dropped"
+        );
+
+        let second = spawn(&args).wait_within(DEADLINE).await;
+        let text = output_text(&second);
+        assert!(second.status.success(), "PostgreSQL {major}: rerun: {text}");
+        assert!(
+            text.contains("validated foreign key orders_flat_customer_id_fkey"),
+            "PostgreSQL {major}: {text}"
+        );
+        let parent: bool = client
+            .query_one(
+                "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_flat_customer_id_fkey' AND conrelid = 'orders_flat'::regclass",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            parent,
+            "PostgreSQL {major}: the key is not on the partitioned table"
+        );
+        compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+        // The NOT VALID check is there, NOT VALID, and holds new rows; the comments followed.
+        let (valid, comments): (bool, Vec<Option<String>>) = client
+            .query_one(
+                "SELECT (SELECT convalidated FROM pg_constraint WHERE conname = 'not_leet' AND conrelid = 'orders_flat'::regclass), \
+                        ARRAY[obj_description('orders_flat_customer_id_idx'::regclass, 'pg_class'), \
+                              (SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint \
+                               WHERE conname = 'orders_flat_pkey' AND conrelid = 'orders_flat'::regclass)]",
+                &[],
+            )
+            .await
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert!(!valid, "PostgreSQL {major}: not_leet is validated");
+        assert_eq!(
+            comments,
+            vec![Some("by customer".to_string()), Some("the key".to_string())]
+        );
+        assert_eq!(
+            sqlstate_of(&client, "INSERT INTO orders_flat (order_date, customer_id, region, amount) VALUES (now(), 7, 'US', 13.37)").await,
+            Some("23514".to_string()),
+            "PostgreSQL {major}: the NOT VALID check does not hold new rows"
+        );
+    }
+}
+
+/// Across databases the key onto `customers` is added on the target's `customers` after both
+/// commits (validated, on the partitioned table), and a key onto a table the target lacks is
+/// reported with the statement that adds it.
+#[tokio::test]
+async fn across_databases_a_key_is_carried_onto_the_targets_table_of_the_same_name() {
+    let major = test_majors()[0];
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let src_db = unique_name("depsrc");
+    let dst_db = unique_name("depdst");
+    let src_url = cluster.create_database(&src_db).await;
+    let dst_url = cluster.create_database(&dst_db).await;
+    let src = cluster.client(&src_db).await;
+    let dst = cluster.client(&dst_db).await;
+    create_shop(&src, 2_000).await;
+    src.batch_execute(
+        "DROP TABLE order_items; \
+         CREATE TABLE vendors (id int PRIMARY KEY); INSERT INTO vendors SELECT generate_series(1, 10); \
+         ALTER TABLE orders_flat ADD COLUMN vendor_id int REFERENCES vendors (id);",
+    )
+    .await
+    .unwrap();
+    dst.batch_execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+         INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100000) g;",
+    )
+    .await
+    .unwrap();
+    let out = spawn(&seed_run_args(&src_url, &["--target", &dst_url]))
+        .wait_within(DEADLINE)
+        .await;
+    let text = output_text(&out);
+    assert!(out.status.success(), "PostgreSQL {major}: {text}");
+    assert!(
+        text.contains("validated foreign key orders_flat_customer_id_fkey on public.orders_flat"),
+        "PostgreSQL {major}: {text}"
+    );
+    assert!(
+        text.contains("public.vendors is not on the target"),
+        "PostgreSQL {major}: the key onto vendors is not reported: {text}"
+    );
+    let valid: bool = dst
+        .query_one(
+            "SELECT convalidated FROM pg_constraint WHERE conname = 'orders_flat_customer_id_fkey' \
+             AND conrelid = 'orders_flat'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        valid,
+        "PostgreSQL {major}: the key is not validated on the target"
+    );
+    assert_eq!(
+        sqlstate_of(
+            &dst,
+            "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 999999, 'US')"
+        )
+        .await,
+        Some("23503".to_string()),
+        "PostgreSQL {major}: the target accepts an order of a missing customer"
+    );
+}
