@@ -3,18 +3,23 @@
 
 use std::time::Duration;
 
-/// Parses sizes like `500MB`, `10GB`, `1TB`, `1048576` (bytes). Units are powers of 1024, as in
-/// PostgreSQL's settings (`kB`, `MB`, `GB`, `TB`; `K`, `KiB` and the like are taken too).
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+/// `"1.5 GB"` as (1.5, "GB"): the leading decimal number (finite) and the unit after it, trimmed.
+fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     let t = text.trim();
     let split = t
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size; write e.g. 500MB or 10GB"))?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+    let num: f64 = num.parse().ok().filter(|n: &f64| n.is_finite())?;
+    Some((num, unit.trim()))
+}
+
+/// Parses sizes like `500MB`, `10GB`, `1TB`, `1048576` (bytes). Units are powers of 1024, as in
+/// PostgreSQL's settings (`kB`, `MB`, `GB`, `TB`; `K`, `KiB` and the like are taken too).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let (num, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("{text:?} is not a size; write e.g. 500MB or 10GB"))?;
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1,
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
@@ -39,17 +44,9 @@ pub enum BareUnit {
 /// Parses durations with PostgreSQL's units, as in `SET lock_timeout = '3s'`: `us`, `ms`, `s`,
 /// `min`, `h`, `d` (a decimal part is allowed: `1.5s`); a bare number is in `bare`.
 pub fn parse_duration(text: &str, bare: BareUnit) -> std::result::Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite())
+    let (num, unit) = number_and_unit(text)
         .ok_or_else(|| format!("{text:?} is not a duration; write e.g. 500ms, 3s, 2min or 1h"))?;
-    let seconds_per_unit = match unit.trim() {
+    let seconds_per_unit = match unit {
         "" => match bare {
             BareUnit::Milliseconds => 0.001,
             BareUnit::Seconds => 1.0,
