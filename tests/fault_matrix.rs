@@ -143,24 +143,7 @@ impl Case {
     }
 
     async fn wait_held(&self, run: &mut Background, point: &str) {
-        let reached = self.marker(point, "reached");
-        let deadline = Instant::now() + DEADLINE;
-        while !reached.exists() {
-            if let Some(status) = run.try_status() {
-                panic!(
-                    "{}: the run ended ({status}) before reaching {point}:\n{}",
-                    self.context,
-                    tail(&run.stderr_so_far(), 4000)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: the run did not reach {point}:\n{}",
-                self.context,
-                tail(&run.stderr_so_far(), 4000)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_marker(&self.marker(point, "reached"), run, &self.context).await;
     }
 
     fn release(&self, point: &str) {
@@ -178,6 +161,28 @@ impl Case {
             .await
             .unwrap_or_else(|e| panic!("terminate: {}", support::describe(&e)))
             .len() as u64
+    }
+}
+
+/// Polls until the held run writes `reached` (a `<point>.reached` marker); panics with its
+/// stderr if it ends first or not within the deadline.
+async fn wait_marker(reached: &Path, run: &mut Background, context: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !reached.exists() {
+        if let Some(status) = run.try_status() {
+            panic!(
+                "{context}: the run ended ({status}) before reaching {}:\n{}",
+                reached.display(),
+                tail(&run.stderr_so_far(), 4000)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: the run did not reach {}:\n{}",
+            reached.display(),
+            tail(&run.stderr_so_far(), 4000)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -410,13 +415,12 @@ async fn copy_control_sessions_terminated_without_writers_copy_each_range_once()
         ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
     ];
     let mut run = spawn_with_env(&args, &env);
-    let reached: &Path = &hold.path().join("copy-range.reached");
-    let deadline = Instant::now() + DEADLINE;
-    while !reached.exists() {
-        assert!(run.try_status().is_none(), "the run ended before the copy");
-        assert!(Instant::now() < deadline, "the copy never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_marker(
+        &hold.path().join("copy-range.reached"),
+        &mut run,
+        "the copy",
+    )
+    .await;
     let admin = cluster.client("postgres").await;
     let ended = admin
         .query(

@@ -232,13 +232,9 @@ async fn identity_problem(
     if m.phase == state::Phase::Done || m.ranges_total == 0 {
         return Ok(None);
     }
-    let mut m = m.clone();
-    if m.target_committed_fence.is_some() {
-        m.target = m.final_name();
-    }
     match crate::pg::catalog::table_info(source, &m.source).await? {
         None => Ok(Some(format!("{} no longer exists on the source", m.source))),
-        Some(info) => crate::migration::resume::identity_problem(source, target, &m, &info).await,
+        Some(info) => crate::migration::resume::identity_problem(source, target, m, &info).await,
     }
 }
 

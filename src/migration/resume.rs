@@ -163,7 +163,8 @@ fn identity_refusal(m: &Migration, problem: String) -> Error {
 
 /// What makes the migration's tables no longer the ones it started on, if anything: the source
 /// table dropped and recreated (another OID), no longer in the publication (its changes are not
-/// streamed), or the new table replaced. Used by resume and by `status`.
+/// streamed), or the new table replaced (under its final name once a cross-database cutover
+/// committed in the target). Used by resume and by `status`.
 pub async fn identity_problem(
     source: &Client,
     control: &Client,
@@ -200,11 +201,15 @@ pub async fn identity_problem(
             m.source, m.publication_name
         )));
     }
-    match catalog::relation_oid(control, &m.target).await? {
-        None => Ok(Some(format!("the new table {} is gone", m.target))),
+    let new_table = if m.target_committed_fence.is_some() {
+        m.final_name()
+    } else {
+        m.target.clone()
+    };
+    match catalog::relation_oid(control, &new_table).await? {
+        None => Ok(Some(format!("the new table {new_table} is gone"))),
         Some(now) if m.target_oid.is_some_and(|oid| oid != now) => Ok(Some(format!(
-            "the new table {} was replaced since the migration started",
-            m.target
+            "the new table {new_table} was replaced since the migration started"
         ))),
         Some(_) => Ok(None),
     }
