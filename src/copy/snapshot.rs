@@ -28,6 +28,12 @@ pub struct PgSnapshot {
 
 impl PgSnapshot {
     /// Parses the text form of `pg_snapshot` (`10:20:10,14,15`, or `10:20:` with no xip).
+    ///
+    /// The xmin may exceed the xmax: the snapshot a replication slot exports is built from the
+    /// oldest running xid and the latest completed one, and with nothing running the first can be
+    /// one past the second (`1096:1095:` was seen on PostgreSQL 14). The server's visibility test
+    /// looks at the xmin first, so such a snapshot counts every id below its xmin as finished;
+    /// [`finished`](Self::finished) and [`running`](Self::running) follow the same order.
     pub fn parse(text: &str) -> Option<PgSnapshot> {
         let mut parts = text.trim().splitn(3, ':');
         let xmin = parts.next()?.parse().ok()?;
@@ -39,18 +45,23 @@ impl PgSnapshot {
                 .map(|x| x.parse().ok())
                 .collect::<Option<Vec<u64>>>()?,
         };
-        (xmin <= xmax).then_some(PgSnapshot { xmin, xmax, xip })
+        Some(PgSnapshot { xmin, xmax, xip })
+    }
+
+    /// The first id this snapshot counts as running whatever its xip says.
+    fn horizon(&self) -> u64 {
+        self.xmin.max(self.xmax)
     }
 
     /// Whether this snapshot counts `xid` as finished (committed, or aborted: for the condition
     /// they are alike, an aborted transaction is in no later snapshot's xip either).
     fn finished(&self, xid: u64) -> bool {
-        xid < self.xmax && !self.xip.contains(&xid)
+        xid < self.xmin || (xid < self.xmax && !self.xip.contains(&xid))
     }
 
     /// Whether this snapshot counts `xid` as still running (invisible).
     fn running(&self, xid: u64) -> bool {
-        xid >= self.xmax || self.xip.contains(&xid)
+        !self.finished(xid)
     }
 }
 
@@ -62,17 +73,18 @@ impl std::fmt::Display for PgSnapshot {
 }
 
 /// The first transaction that `exported` counts as committed and `fresh` does not see, if any
-/// (pure). Only ids below the exported xmax can be committed there; of those, the fresh snapshot
-/// misses the ones in its xip and the ones at or above its xmax.
+/// (pure). Only ids below the exported horizon can be committed there; of those, the fresh
+/// snapshot misses the ones in its xip and the ones at or above its own horizon.
 pub fn unseen_committed(exported: &PgSnapshot, fresh: &PgSnapshot) -> Option<u64> {
     let in_xip = fresh
         .xip
         .iter()
         .copied()
-        .filter(|&x| exported.finished(x))
+        .filter(|&x| exported.finished(x) && fresh.running(x))
         .min();
-    // A fresh xmax below the exported one (never in practice: snapshots only move forward).
-    let above = (fresh.xmax..exported.xmax).find(|&x| exported.finished(x) && fresh.running(x));
+    // A fresh horizon below the exported one (never in practice: snapshots only move forward).
+    let above =
+        (fresh.horizon()..exported.horizon()).find(|&x| exported.finished(x) && fresh.running(x));
     match (in_xip, above) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -169,7 +181,15 @@ mod tests {
         assert_eq!(s("10:20:10,14").to_string(), "10:20:10,14");
         assert_eq!(PgSnapshot::parse(""), None);
         assert_eq!(PgSnapshot::parse("10:20"), None);
-        assert_eq!(PgSnapshot::parse("20:10:"), None);
+        // A slot's exported snapshot with nothing running: xmin one past xmax.
+        assert_eq!(
+            s("1096:1095:"),
+            PgSnapshot {
+                xmin: 1096,
+                xmax: 1095,
+                xip: vec![]
+            }
+        );
         assert_eq!(PgSnapshot::parse("10:20:x"), None);
     }
 
@@ -194,6 +214,13 @@ mod tests {
             // A fresh xmax below the exported one: the ids between are unseen.
             ("100:110:108", "100:105:", Some(105)),
             ("100:106:105", "100:105:", None),
+            // An exported xmin one past its xmax counts the id between as finished: a fresh
+            // snapshot must see it, and does once its own horizon is past it.
+            ("1096:1095:", "1096:1096:", None),
+            ("1096:1095:", "1095:1095:", Some(1095)),
+            ("1096:1095:", "1095:1097:1095", Some(1095)),
+            // A fresh xmin above an xip entry: the server counts that id as finished.
+            ("100:110:", "108:110:104", None),
         ];
         for (exported, fresh, want) in cases {
             assert_eq!(
