@@ -93,6 +93,15 @@ pub enum Command {
     /// (needs the running `run`). Exit 0 when equal, 1 on differences (their keys are listed).
     #[command(after_help = VERIFY_EXAMPLES)]
     Verify(VerifyArgs),
+    /// Swap back during the rollback window (`run --rollback-window`): the old table takes its
+    /// name back, with every write made since the cutover; waits until it has. Exit 1 when
+    /// refused (conflicting rows, without --force).
+    #[command(after_help = REVERT_EXAMPLES)]
+    Revert(RevertArgs),
+    /// End the rollback window now: the reverse stream, its slot and publication go, and `run
+    /// --drop-old` takes effect; waits until it has.
+    #[command(after_help = FINISH_EXAMPLES)]
+    Finish(TableArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on standard output.
     #[command(after_help = COMPLETIONS_EXAMPLES)]
     Completions(CompletionsArgs),
@@ -148,6 +157,15 @@ const VERIFY_EXAMPLES: &str = "\
 Examples:
   pgrepart verify -d shop -t orders
   pgrepart verify -d shop -t orders --sample 5 --repair -j 4";
+
+const REVERT_EXAMPLES: &str = "\
+Examples:
+  pgrepart revert -d shop -t orders
+  pgrepart revert -d shop -t orders --force   # conflicting keys keep their newest row";
+
+const FINISH_EXAMPLES: &str = "\
+Examples:
+  pgrepart finish -d shop -t orders";
 
 const COMPLETIONS_EXAMPLES: &str = "\
 Examples:
@@ -249,6 +267,21 @@ pub struct TableArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct RevertArgs {
+    #[command(flatten)]
+    pub conn: SourceArgs,
+
+    /// The table being migrated, as name or schema.name.
+    #[arg(short, long)]
+    pub table: String,
+
+    /// Revert even when keys of the old table have more than one row in the new table: the
+    /// old table keeps the newest row of each (the others stay in the partitioned table).
+    #[arg(long, help_heading = CUTOVER)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct AbortArgs {
     #[command(flatten)]
     pub conn: SourceArgs,
@@ -321,6 +354,14 @@ pub struct MigrationArgs {
     #[arg(long, help_heading = CUTOVER)]
     pub drop_inbound_fks: bool,
 
+    /// After the cutover, keep applying every change of the new table back to the old one for
+    /// this long (2h, 3d; a bare number is seconds), so that `pgrepart revert` can swap back
+    /// without losing a write; `pgrepart finish` ends it sooner. `run` serves the window and
+    /// exits when it ends. Given again on a rerun, it sets the window's length anew (from the
+    /// cutover); 0: none. Same database only.
+    #[arg(long, value_name = "DURATION", value_parser = window_duration, help_heading = CUTOVER)]
+    pub rollback_window: Option<Duration>,
+
     /// The name the old table gets at cutover [default: <table>_old].
     #[arg(long, value_name = "NAME", help_heading = CUTOVER)]
     pub old_name: Option<String>,
@@ -358,7 +399,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = CutoverMode::Auto, help_heading = CUTOVER)]
     pub cutover: CutoverMode,
 
-    /// Drop the old table once the swap has committed (otherwise it is kept, with a comment).
+    /// Drop the old table once the swap has committed (otherwise it is kept, with a comment);
+    /// with --rollback-window, once the window has ended.
     #[arg(long, help_heading = CUTOVER)]
     pub drop_old: bool,
 
@@ -479,6 +521,11 @@ fn size_text(text: &str) -> Result<String, String> {
 fn millis(text: &str) -> Result<u64, String> {
     let d = parse_duration(text, BareUnit::Milliseconds)?;
     u64::try_from(d.as_millis()).map_err(|_| format!("{text:?} is out of range"))
+}
+
+/// `--rollback-window`: a duration, a bare number in seconds.
+fn window_duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text, BareUnit::Seconds)
 }
 
 /// `status --watch`: at least 100 ms.

@@ -266,6 +266,8 @@ pub struct RunConfig {
     pub drop_old: bool,
     /// `--drop-inbound-fks` (see `dependents`).
     pub drop_inbound_fks: bool,
+    /// `--rollback-window` (see `rollback`); `Some(0)`: none, recorded as such.
+    pub rollback_window: Option<Duration>,
     pub apply_sessions: u16,
     pub max_lag_bytes: u64,
     pub lock_timeout: Duration,
@@ -298,12 +300,19 @@ impl RunConfig {
                     .map_err(|e| Error::usage(format!("--max-retained-wal: {e}")))
             })
             .transpose()?;
+        if args.migration.rollback_window.is_some_and(|w| !w.is_zero()) && prep.cross_db() {
+            return Err(Error::refused(
+                "--rollback-window works in the same database only: with --target the reverse stream would have to run from the target back to the source, which pgrepart does not do yet",
+            )
+            .with_hint("run without --rollback-window, or migrate within the source database (see docs/limits.md)"));
+        }
         let metrics = args.metrics_addr.map(bind_metrics).transpose()?;
         Ok(RunConfig {
             prep,
             cutover: args.cutover,
             drop_old: args.drop_old,
             drop_inbound_fks: args.migration.drop_inbound_fks,
+            rollback_window: args.migration.rollback_window,
             apply_sessions: args.apply_sessions,
             max_lag_bytes: args.max_lag_bytes,
             lock_timeout: Duration::from_millis(args.lock_timeout_ms),

@@ -71,6 +71,19 @@ pub struct SwapPlan {
     /// `--drop-inbound-fks`: foreign keys onto the table that cannot follow it are dropped in
     /// the swap (see `dependents`).
     pub drop_inbound_fks: bool,
+    /// The cutover, or the revert (`crate::rollback`): the same swap the other way, where
+    /// `source` is the partitioned table under the final name, `target` the old table and
+    /// `old_name` the partitioned table's working name.
+    pub kind: SwapKind,
+    /// A rollback window follows the swap (`run --rollback-window`): the old table becomes the
+    /// reverse stream's target, stripped of what the swap carries (see `crate::rollback`).
+    pub window: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapKind {
+    Cutover,
+    Revert,
 }
 
 /// The statements of the swap, in order (pure). `carry` was read under the lock before the
@@ -150,11 +163,21 @@ pub fn swap_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) ->
         ));
     }
     sql.extend(carry_statements(plan, carry, replaced_at));
-    sql.push(format!(
-        "UPDATE pgrepart.migrations SET phase = 'done', phase_since = now(), finished_at = now(), updated_at = now(), \
-         last_error = NULL WHERE id = {}",
-        plan.migration_id
-    ));
+    let old = plan.source.sibling(plan.old_name.clone()).sql();
+    if plan.window || plan.kind == SwapKind::Revert {
+        sql.extend(crate::rollback::strip_statements(&old, carry));
+    }
+    sql.push(match plan.kind {
+        SwapKind::Cutover => format!(
+            "UPDATE pgrepart.migrations SET phase = 'done', phase_since = now(), finished_at = now(), updated_at = now(), \
+             last_error = NULL WHERE id = {}",
+            plan.migration_id
+        ),
+        SwapKind::Revert => crate::rollback::reverted_sql(plan.migration_id),
+    });
+    if plan.window {
+        sql.push(crate::rollback::window_start_sql(plan.migration_id));
+    }
     if !carry.matviews.is_empty() {
         let rebuilds: Vec<MatViewRebuild> = carry.matviews.iter().map(matview_rebuild).collect();
         sql.push(record_pending_matviews(plan.migration_id, &rebuilds));
@@ -254,13 +277,27 @@ pub fn carry_statements(plan: &SwapPlan, carry: &CarryOver, replaced_at: &str) -
             v.name_sql, v.definition
         ));
     }
-    let mut note = format!(
-        "Replaced at {replaced_at} by the partitioned table {} (pgrepart migration {}); kept as the original table.",
-        plan.source, plan.migration_id
-    );
-    if let Some(c) = &carry.table_comment {
-        note.push_str(&format!(" Original comment: {c}"));
-    }
+    let note = match plan.kind {
+        SwapKind::Cutover => {
+            let mut note = format!(
+                "Replaced at {replaced_at} by the partitioned table {} (pgrepart migration {}); kept as the original table.",
+                plan.source, plan.migration_id
+            );
+            if plan.window {
+                note.push_str(
+                    " Kept in step with it by pgrepart during the rollback window (pgrepart revert, pgrepart finish).",
+                );
+            }
+            if let Some(c) = &carry.table_comment {
+                note.push_str(&format!(" Original comment: {c}"));
+            }
+            note
+        }
+        SwapKind::Revert => format!(
+            "Reverted at {replaced_at}: {} is the original table again (pgrepart migration {}); this partitioned table is kept and no longer follows it.",
+            plan.source, plan.migration_id
+        ),
+    };
     sql.push(format!(
         "COMMENT ON TABLE {old} IS {}",
         quote_literal(&note)
@@ -809,6 +846,8 @@ mod tests {
             target_created: true,
             always_identity: vec![],
             drop_inbound_fks: false,
+            kind: SwapKind::Cutover,
+            window: false,
         }
     }
 

@@ -27,6 +27,7 @@ pub mod pg;
 pub mod preflight;
 pub mod protocol;
 pub mod replication;
+pub mod rollback;
 pub mod spec;
 pub mod state;
 pub mod stream;

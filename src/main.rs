@@ -73,6 +73,8 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Cutover(args) => commands::cutover::run(args).await,
             Command::Abort(args) => commands::abort::run(args).await,
+            Command::Revert(args) => commands::window::revert(args).await,
+            Command::Finish(args) => commands::window::finish(args).await,
             Command::Pause(args) => commands::pause::run(args, true).await,
             Command::Resume(args) => commands::pause::run(args, false).await,
             Command::Verify(args) => commands::verify::run(args).await,

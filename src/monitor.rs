@@ -50,6 +50,14 @@ pub struct Snapshot {
     pub copy_rows_per_s: f64,
     pub apply_changes_per_s: f64,
     pub paused: bool,
+    /// During a rollback window (phase `window`): seconds left, the reverse stream's figures,
+    /// and the conflicts now (see `crate::rollback`).
+    pub window_seconds_left: f64,
+    pub reverse_applied_changes: u64,
+    pub reverse_lag_bytes: u64,
+    pub reverse_lag_seconds: f64,
+    pub reverse_changes_per_s: f64,
+    pub reverse_conflicts: u64,
 }
 
 /// Seconds until the copy is done at the current rate.
@@ -66,7 +74,15 @@ pub fn prometheus_text(s: &Snapshot, table: &str) -> String {
         "table=\"{}\"",
         table.replace('\\', "\\\\").replace('"', "\\\"")
     );
-    let phases = ["copying", "streaming", "cutting_over", "done", "failed"];
+    let phases = [
+        "copying",
+        "streaming",
+        "cutting_over",
+        "done",
+        "failed",
+        "window",
+        "reverted",
+    ];
     let mut out = String::new();
     let mut metric = |name: &str, help: &str, kind: &str, value: f64| {
         out.push_str(&format!(
@@ -132,6 +148,42 @@ pub fn prometheus_text(s: &Snapshot, table: &str) -> String {
         "1 while paused.",
         "gauge",
         if s.paused { 1.0 } else { 0.0 },
+    );
+    metric(
+        "pgrepart_window_seconds_left",
+        "Seconds left in the rollback window (0 without one).",
+        "gauge",
+        s.window_seconds_left,
+    );
+    metric(
+        "pgrepart_reverse_applied_changes",
+        "Changes of the new table applied back to the old one during the rollback window.",
+        "counter",
+        s.reverse_applied_changes as f64,
+    );
+    metric(
+        "pgrepart_reverse_lag_bytes",
+        "WAL the reverse stream has not confirmed applied.",
+        "gauge",
+        s.reverse_lag_bytes as f64,
+    );
+    metric(
+        "pgrepart_reverse_lag_seconds",
+        "Age of the oldest change of the new table not yet applied back.",
+        "gauge",
+        s.reverse_lag_seconds,
+    );
+    metric(
+        "pgrepart_reverse_apply_changes_per_second",
+        "Reverse apply rate.",
+        "gauge",
+        s.reverse_changes_per_s,
+    );
+    metric(
+        "pgrepart_reverse_conflicts",
+        "Keys of the old table with more than one row in the new table.",
+        "gauge",
+        s.reverse_conflicts as f64,
     );
     out.push_str("# HELP pgrepart_phase 1 for the current phase.\n# TYPE pgrepart_phase gauge\n");
     for p in phases {
@@ -341,6 +393,27 @@ mod tests {
         assert_eq!(copy_eta_seconds(50, 150, 10.0), Some(10.0));
         assert_eq!(copy_eta_seconds(50, 150, 0.0), None);
         assert_eq!(copy_eta_seconds(200, 150, 10.0), Some(0.0));
+    }
+
+    #[test]
+    fn the_rollback_window_has_metrics_of_its_own() {
+        let s = Snapshot {
+            phase: "window",
+            window_seconds_left: 90.0,
+            reverse_lag_bytes: 7,
+            reverse_conflicts: 2,
+            ..Default::default()
+        };
+        let text = prometheus_text(&s, "t");
+        for line in [
+            "pgrepart_window_seconds_left{table=\"t\"} 90\n",
+            "pgrepart_reverse_lag_bytes{table=\"t\"} 7\n",
+            "pgrepart_reverse_conflicts{table=\"t\"} 2\n",
+            "pgrepart_phase{table=\"t\",phase=\"window\"} 1\n",
+            "pgrepart_phase{table=\"t\",phase=\"done\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]

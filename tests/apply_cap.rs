@@ -112,6 +112,7 @@ impl Harness {
                     key: vec![0],
                     partitioned: false,
                     route: vec![],
+                    narrow: None,
                 },
                 router,
                 done,

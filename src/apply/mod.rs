@@ -1146,6 +1146,43 @@ async fn apply_compacted(
             .await?;
         }
     }
+    if let (Some(narrow), Some(sql)) = (&shape.narrow, shape.narrow_update_sql())
+        && !new_rows.is_empty()
+    {
+        // The reverse stream: rows the new key did not find may have their old key held by
+        // another row (design.md §11).
+        let (kept, mut conflicts) = narrow_duplicates(new_rows, &narrow.key);
+        let params: Vec<Param> = (0..shape.columns.len())
+            .map(|c| texts(kept.iter().map(|row| value_bytes(&row[c]))))
+            .collect::<Result<_>>()?;
+        let found = found_positions(tx, cache, sql, &params, kept.len()).await?;
+        conflicts.extend(
+            kept.iter()
+                .zip(&found)
+                .filter(|(_, f)| **f)
+                .map(|(row, _)| narrow_key(row, &narrow.key)),
+        );
+        new_rows = keep_missed(kept, &found);
+        if !conflicts.is_empty() {
+            let record = shape
+                .record_conflicts_sql()
+                .expect("a narrow shape records conflicts");
+            let stmt = prepared(tx, cache, record).await?;
+            let params: Vec<Param> = (0..narrow.key.len())
+                .map(|j| texts(conflicts.iter().map(|k| k[j].clone())))
+                .collect::<Result<_>>()?;
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                params.iter().map(|p| p as _).collect();
+            tx.execute(&stmt, &refs)
+                .await
+                .map_err(|e| apply_error("recording conflicts", e))?;
+            // Counted, never the values: `pgrepart status` names the keys.
+            tracing::warn!(
+                conflicts = conflicts.len(),
+                "rows of the new table share the old table's key with another row: the newest is kept in the old table, the keys are recorded (see `pgrepart status`)"
+            );
+        }
+    }
     if !new_rows.is_empty() {
         let stmt = prepared(tx, cache, shape.copy_in_sql()).await?;
         let sink = tx
@@ -1264,6 +1301,35 @@ async fn found_positions(
     Ok(found)
 }
 
+/// The old key of a row (the reverse stream's `Narrow::key`), as the stream's text.
+fn narrow_key(row: &Row, narrow: &[usize]) -> Vec<Option<Bytes>> {
+    narrow.iter().map(|&k| value_bytes(&row[k])).collect()
+}
+
+/// Full images of one batch sharing an old key (pure): the last of each is kept, the old keys
+/// met more than once are returned as conflicts (the new table holds both rows; the old table
+/// can hold one).
+fn narrow_duplicates<'r>(
+    rows: Vec<&'r Row>,
+    narrow: &[usize],
+) -> (Vec<&'r Row>, Vec<Vec<Option<Bytes>>>) {
+    let mut last: HashMap<Vec<Option<Bytes>>, usize> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        last.insert(narrow_key(row, narrow), i);
+    }
+    let mut conflicts = Vec::new();
+    let mut kept = Vec::with_capacity(last.len());
+    for (i, row) in rows.into_iter().enumerate() {
+        let key = narrow_key(row, narrow);
+        if last.get(&key) == Some(&i) {
+            kept.push(row);
+        } else if !conflicts.contains(&key) {
+            conflicts.push(key);
+        }
+    }
+    (kept, conflicts)
+}
+
 fn keep_missed<T>(items: Vec<T>, found: &[bool]) -> Vec<T> {
     items
         .into_iter()
@@ -1376,5 +1442,32 @@ mod tests {
         assert_eq!(router.range_of(&key("20")).unwrap(), 2);
         assert!(router.range_of(&key("x")).is_err());
         assert_eq!(Router::Single.range_of(&key("x")).unwrap(), 0);
+    }
+
+    #[test]
+    fn images_sharing_an_old_key_keep_the_last_and_name_the_key_once() {
+        let row = |id: &str, region: &str| -> Row {
+            vec![
+                Value::Text(Bytes::from(id.to_string())),
+                Value::Text(Bytes::from(region.to_string())),
+            ]
+        };
+        let (a, b, c, d) = (
+            row("1", "US"),
+            row("2", "US"),
+            row("1", "EU"),
+            row("1", "FR"),
+        );
+        let (kept, conflicts) = narrow_duplicates(vec![&a, &b, &c, &d], &[0]);
+        assert_eq!(kept, vec![&b, &d]);
+        assert_eq!(conflicts, vec![vec![Some(Bytes::from("1"))]]);
+        // Distinct old keys: nothing is a conflict, order kept.
+        let (kept, conflicts) = narrow_duplicates(vec![&a, &b], &[0]);
+        assert_eq!(kept, vec![&a, &b]);
+        assert!(conflicts.is_empty());
+        // The whole new key as the old key: rows differ, nothing collides.
+        let (kept, conflicts) = narrow_duplicates(vec![&a, &c, &d], &[0, 1]);
+        assert_eq!(kept.len(), 3);
+        assert!(conflicts.is_empty());
     }
 }

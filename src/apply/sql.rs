@@ -20,6 +20,20 @@ pub struct Shape {
     /// there only, and the rows it misses (new rows, or rows whose partition key changed) are
     /// looked for by key alone.
     pub route: Vec<usize>,
+    /// The reverse stream's target (`crate::rollback`): the old table, whose key is a subset of
+    /// the stream's key. `None` for the forward apply.
+    pub narrow: Option<Narrow>,
+}
+
+/// The old table as the reverse stream's target: its key (`key`, indexes into `columns`) is a
+/// subset of the stream's (`Shape::key`, the new table's). Rows are found by the stream's key; a
+/// full image whose row is not found but whose old key another row holds replaces that row (the
+/// newest wins), and the old key is recorded as a conflict candidate for migration
+/// `migration_id` (docs/design.md §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Narrow {
+    pub key: Vec<usize>,
+    pub migration_id: i64,
 }
 
 impl Shape {
@@ -77,17 +91,58 @@ impl Shape {
     /// Parameters: one `text[]` per column, all of one length.
     pub fn update_rows_sql(&self) -> String {
         let mut cond = self.image_cond(&self.key);
-        if let [k] = self.key.as_slice() {
+        let narrow_single = match &self.narrow {
+            Some(n) if n.key.len() == 1 => Some(n.key[0]),
+            _ => None,
+        };
+        if let Some(k) = narrow_single.or(match self.key.as_slice() {
+            [k] => Some(*k),
+            _ => None,
+        }) {
             // Lets the planner see which keys are wanted: index scans rather than a hash join
             // over the whole table.
-            cond.push(format!(
-                "t.{} = ANY(${}::text[]::{}[])",
-                self.col(*k),
-                k + 1,
-                self.ty(*k)
-            ));
+            cond.push(self.any_cond(k));
         }
-        self.update_images_sql(&cond)
+        self.update_images_sql(&cond, &self.key)
+    }
+
+    fn any_cond(&self, k: usize) -> String {
+        format!(
+            "t.{} = ANY(${}::text[]::{}[])",
+            self.col(k),
+            k + 1,
+            self.ty(k)
+        )
+    }
+
+    /// The reverse stream only (`narrow`): full images found by the old table's key alone, each
+    /// replacing the row it finds (every column but that key set); returns the (1-based)
+    /// positions of the images found, like `update_rows_sql`, with the same parameters.
+    pub fn narrow_update_sql(&self) -> Option<String> {
+        let narrow = self.narrow.as_ref()?;
+        let mut cond = self.image_cond(&narrow.key);
+        if let [k] = narrow.key.as_slice() {
+            cond.push(self.any_cond(*k));
+        }
+        Some(self.update_images_sql(&cond, &narrow.key))
+    }
+
+    /// The reverse stream only: records old keys as conflict candidates. Parameters: one
+    /// `text[]` per old-key column.
+    pub fn record_conflicts_sql(&self) -> Option<String> {
+        let narrow = self.narrow.as_ref()?;
+        let n = narrow.key.len();
+        let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
+        let names: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+        let elems: Vec<String> = names.iter().map(|k| format!("d.{k}")).collect();
+        Some(format!(
+            "INSERT INTO pgrepart.reverse_conflicts (migration_id, key) SELECT {}, ARRAY[{}] \
+             FROM unnest({}) AS d({}) ON CONFLICT DO NOTHING",
+            narrow.migration_id,
+            elems.join(", "),
+            args.join(", "),
+            names.join(", ")
+        ))
     }
 
     /// The first attempt of `update_rows_sql` on a partitioned target: rows found by key and
@@ -98,7 +153,7 @@ impl Shape {
             return None;
         }
         let cols: Vec<usize> = self.key.iter().chain(&self.route).copied().collect();
-        Some(self.update_images_sql(&self.image_cond(&cols)))
+        Some(self.update_images_sql(&self.image_cond(&cols), &self.key))
     }
 
     /// `t.col = d.c<i>::type` for each column `i` of a full image.
@@ -109,12 +164,12 @@ impl Shape {
     }
 
     /// The UPDATE of full images (one `text[]` per column) of the rows matching `cond`, which
-    /// returns the positions of the images found.
-    fn update_images_sql(&self, cond: &[String]) -> String {
+    /// sets every column but `keep` and returns the positions of the images found.
+    fn update_images_sql(&self, cond: &[String], keep: &[usize]) -> String {
         let n = self.columns.len();
         let args: Vec<String> = (1..=n).map(|i| format!("${i}::text[]")).collect();
         let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
-        let mut set: Vec<usize> = (0..n).filter(|i| !self.key.contains(i)).collect();
+        let mut set: Vec<usize> = (0..n).filter(|i| !keep.contains(i)).collect();
         if set.is_empty() {
             set = (0..n).collect();
         }
@@ -238,7 +293,45 @@ mod tests {
             key,
             partitioned: false,
             route: vec![],
+            narrow: None,
         }
+    }
+
+    /// The reverse stream's target: the old table keyed by `id`, found by `(id, region)`.
+    fn reverse() -> Shape {
+        Shape {
+            target: QualifiedName::new("public", "orders_flat_old"),
+            narrow: Some(Narrow {
+                key: vec![0],
+                migration_id: 7,
+            }),
+            ..shape(vec![0, 1])
+        }
+    }
+
+    #[test]
+    fn the_reverse_stream_finds_rows_by_the_new_key_and_replaces_them_by_the_old_one() {
+        let s = reverse();
+        assert_eq!(
+            s.update_rows_sql(),
+            "UPDATE \"public\".\"orders_flat_old\" t SET \"amount\" = d.c2::numeric(10,2) \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS d(c0, c1, c2, n) \
+             WHERE t.\"id\" = d.c0::bigint AND t.\"region\" = d.c1::text AND t.\"id\" = ANY($1::text[]::bigint[]) RETURNING d.n"
+        );
+        assert_eq!(
+            s.narrow_update_sql().unwrap(),
+            "UPDATE \"public\".\"orders_flat_old\" t SET \"region\" = d.c1::text, \"amount\" = d.c2::numeric(10,2) \
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS d(c0, c1, c2, n) \
+             WHERE t.\"id\" = d.c0::bigint AND t.\"id\" = ANY($1::text[]::bigint[]) RETURNING d.n"
+        );
+        assert_eq!(
+            s.record_conflicts_sql().unwrap(),
+            "INSERT INTO pgrepart.reverse_conflicts (migration_id, key) SELECT 7, ARRAY[d.k0] \
+             FROM unnest($1::text[]) AS d(k0) ON CONFLICT DO NOTHING"
+        );
+        // The forward apply has neither.
+        assert_eq!(shape(vec![0]).narrow_update_sql(), None);
+        assert_eq!(shape(vec![0]).record_conflicts_sql(), None);
     }
 
     /// The seed's shape: partitioned by `region`, keyed by `id`.

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod run;
 pub mod status;
 pub mod verify;
+pub mod window;
 
 pub use crate::config::{Databases, Prepared, StoredSpec};
 use crate::error::{Error, Result};

@@ -16,8 +16,8 @@
 //!
 //! The engine is handed a checked [`RunConfig`], never raw arguments.
 
-mod lock;
-mod pipeline;
+pub(crate) mod lock;
+pub(crate) mod pipeline;
 pub mod resume;
 pub mod retry;
 mod setup;
@@ -154,6 +154,17 @@ async fn attempt(
     // source's control connection (the same database unless `--target` names another).
     let source = prep.dbs.connect_source("pgrepart source").await?;
     let control = prep.dbs.connect_state("pgrepart state").await?;
+    // A swap with an open rollback window (a run stopped during it): serve the window.
+    if let Some(m) = state::latest(&control, &prep.table)
+        .await?
+        .filter(crate::rollback::window_pending)
+    {
+        engaged.set(true);
+        return crate::rollback::serve(cfg, control, source, m, figures, interrupted).await;
+    }
+    if cfg.rollback_window.is_some_and(|w| !w.is_zero()) {
+        crate::rollback::refuse_foreign_keys(&source, &prep.table).await?;
+    }
     let undo = Mutex::new(Undo::default());
     let prepared = tokio::select! {
         biased;
@@ -179,8 +190,25 @@ async fn attempt(
             .with_hint("run the same command again to start (or resume)"));
         }
     };
+    if let Some(w) = cfg.rollback_window {
+        state::set_rollback_window(
+            &live.control,
+            live.migration.id,
+            crate::rollback::window_seconds(w),
+        )
+        .await?;
+    }
+    let id = live.migration.id;
     let supervisor = supervisor::Supervisor::start(cfg, live, figures).await?;
-    supervisor.run(interrupted).await
+    supervisor.run(interrupted).await?;
+    // The swap opened a rollback window: serve it until it ends.
+    let control = prep.dbs.connect_state("pgrepart state").await?;
+    let m = state::get(&control, id).await?;
+    if crate::rollback::window_pending(&m) {
+        let source = prep.dbs.connect_source("pgrepart source").await?;
+        return crate::rollback::serve(cfg, control, source, m, figures, interrupted).await;
+    }
+    Ok(())
 }
 
 /// What the state says to do: `Some(live)` to stream (a new migration set up, or one resumed),
@@ -216,6 +244,11 @@ async fn prepare(
             steps::print_point_at(prep, &m);
             Ok(None)
         }
+        Some(m) if m.phase == Phase::Reverted => Err(Error::refused(format!(
+            "migration {} of {} was reverted: the table is the original one again, the partitioned table is kept as {}",
+            m.id, prep.table, m.target
+        ))
+        .with_hint("`pgrepart abort` removes the partitioned table and the state; then `pgrepart run` starts again")),
         Some(m) if m.phase != Phase::Done => {
             resume::resume(cfg, control, source, m).await.map(Some)
         }

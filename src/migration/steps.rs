@@ -180,7 +180,7 @@ pub async fn try_cutover(
         .await
         .map_err(|e| Error::db("reading current_user", e))?
         .get(0);
-    let plan = SwapPlan {
+    let mut plan = SwapPlan {
         migration_id: m.id,
         source: m.source.clone(),
         target: m.target.clone(),
@@ -197,6 +197,8 @@ pub async fn try_cutover(
             .map(|c| c.name.clone())
             .collect(),
         drop_inbound_fks: cfg.drop_inbound_fks,
+        kind: cutover::SwapKind::Cutover,
+        window: false,
     };
     let cross = prep.cross_db().then(|| CrossPlan {
         migration_id: m.id,
@@ -213,6 +215,13 @@ pub async fn try_cutover(
         target_committed: m.target_committed_fence.is_some(),
         target_desc: prep.dbs.target_description(),
     });
+    // A rollback window: its publication and slot before the swap (slot creation waits for the
+    // transactions running then; never under the lock).
+    if !prep.cross_db() && state::get(&*control, m.id).await?.window.asked_s.is_some() {
+        crate::rollback::refuse_foreign_keys(source, &m.source).await?;
+        crate::rollback::prepare_reverse(source, m).await?;
+        plan.window = true;
+    }
     state::set_phase(&*control, m.id, Phase::CuttingOver, None).await?;
     // Tests: hold with the fence session open, before the table is locked.
     crate::fault::pause("cutover").await;

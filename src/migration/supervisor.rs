@@ -160,6 +160,7 @@ impl<'a> Supervisor<'a> {
                 .collect(),
             partitioned: partition_key.is_some(),
             route: vec![],
+            narrow: None,
         };
         shape.route = partition_key
             .iter()
@@ -551,6 +552,7 @@ impl<'a> Supervisor<'a> {
             copy_rows_per_s: copy_per_s.unwrap_or(0.0),
             apply_changes_per_s: apply_per_s.unwrap_or(0.0),
             paused: m.paused,
+            ..Default::default()
         };
         self.display.update(&snapshot);
         self.figures.send_replace(snapshot);
@@ -690,6 +692,10 @@ impl<'a> Supervisor<'a> {
                     prep.table.sibling(m.old_name.clone())
                 );
                 steps::print_point_at(prep, m);
+                if now.window.is_open() {
+                    // The old table follows the new one until the window ends; --drop-old then.
+                    return Ok(());
+                }
                 if self.cfg.drop_old {
                     crate::cutover::drop_old(&self.source, &prep.table.sibling(m.old_name.clone()))
                         .await?;

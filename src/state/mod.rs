@@ -27,6 +27,9 @@ pub enum Phase {
     Done,
     /// Set by `run` when it stops on an error; the slot and state are kept so a rerun resumes.
     Failed,
+    /// Set inside the revert's swap transaction: the old table has its name back, the new table
+    /// its working name (`run --rollback-window`, `pgrepart revert`).
+    Reverted,
 }
 
 impl Phase {
@@ -37,6 +40,7 @@ impl Phase {
             Phase::CuttingOver => "cutting_over",
             Phase::Done => "done",
             Phase::Failed => "failed",
+            Phase::Reverted => "reverted",
         }
     }
 
@@ -47,6 +51,7 @@ impl Phase {
             Phase::CuttingOver,
             Phase::Done,
             Phase::Failed,
+            Phase::Reverted,
         ]
         .into_iter()
         .find(|p| p.as_str() == s)
@@ -113,7 +118,23 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     target_oid oid,
     -- pg_current_snapshot() of the slot's exported snapshot, read while it was importable: every
     -- fresh copy snapshot must see what it counts as committed (docs/design.md §5).
-    exported_snapshot text
+    exported_snapshot text,
+    -- The rollback window (`run --rollback-window`): its length as asked (seconds; NULL: none);
+    -- set in the swap's transaction: its state ('open', then 'closed'), its end, and the position
+    -- the reverse stream starts at (docs/design.md §11).
+    rollback_window_s float8,
+    window_state text,
+    window_until timestamptz,
+    reverse_start_lsn pg_lsn,
+    -- Requests from `pgrepart finish` and `pgrepart revert [--force]`.
+    finish_requested boolean NOT NULL DEFAULT false,
+    revert_requested boolean NOT NULL DEFAULT false,
+    revert_force boolean NOT NULL DEFAULT false,
+    -- Live figures of the reverse stream, written every second by `run` during the window.
+    reverse_applied_changes bigint NOT NULL DEFAULT 0,
+    reverse_confirmed_lsn pg_lsn,
+    reverse_lag_seconds float8,
+    reverse_apply_per_s float8
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -130,6 +151,15 @@ CREATE TABLE IF NOT EXISTS pgrepart.ranges (
     rows_copied bigint NOT NULL DEFAULT 0,
     finished_at timestamptz,
     PRIMARY KEY (migration_id, range_no)
+);
+-- Keys of the old table whose row the reverse stream replaced by a row of the new table with
+-- another new key (or met twice in one batch): conflict candidates, checked again against the
+-- new table by `status` and under the revert's lock (docs/design.md §11).
+CREATE TABLE IF NOT EXISTS pgrepart.reverse_conflicts (
+    migration_id bigint NOT NULL REFERENCES pgrepart.migrations ON DELETE CASCADE,
+    key text[] NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, key)
 );
 ";
 
@@ -189,7 +219,39 @@ pub struct Migration {
     pub source_oid: Option<u32>,
     /// The new table's OID when the migration started.
     pub target_oid: Option<u32>,
+    /// The rollback window (see `crate::rollback`).
+    pub window: Window,
 }
+
+/// The rollback window of a migration, as recorded (`run --rollback-window`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Window {
+    /// The length asked for, in seconds (`None`: no window).
+    pub asked_s: Option<f64>,
+    /// `Some("open")` from the swap on, `Some("closed")` once the reverse stream is gone.
+    pub state: Option<String>,
+    /// Seconds until the window ends (negative once past), while a window is recorded.
+    pub seconds_left: Option<f64>,
+    /// Where the reverse stream starts: read in the swap's transaction.
+    pub reverse_start: Option<crate::lsn::Lsn>,
+    pub finish_requested: bool,
+    pub revert_requested: bool,
+    pub revert_force: bool,
+    pub reverse_applied_changes: i64,
+    pub reverse_confirmed: Option<crate::lsn::Lsn>,
+    pub reverse_lag_seconds: Option<f64>,
+    pub reverse_apply_per_s: Option<f64>,
+}
+
+impl Window {
+    /// The reverse stream runs (from the swap until `finish`, the revert or the window's end).
+    pub fn is_open(&self) -> bool {
+        self.state.as_deref() == Some(WINDOW_OPEN)
+    }
+}
+
+pub const WINDOW_OPEN: &str = "open";
+pub const WINDOW_CLOSED: &str = "closed";
 
 impl Migration {
     /// The new table's name once the swap is done: the source table's name, in the new table's
@@ -211,7 +273,10 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
        m.target_committed_fence,
        m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner,
-       m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit, m.source_oid, m.target_oid
+       m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit, m.source_oid, m.target_oid,
+       m.rollback_window_s, m.window_state, extract(epoch FROM m.window_until - now())::float8,
+       m.reverse_start_lsn::text, m.finish_requested, m.revert_requested, m.revert_force,
+       m.reverse_applied_changes, m.reverse_confirmed_lsn::text, m.reverse_lag_seconds, m.reverse_apply_per_s
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -258,6 +323,19 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         apply_rate_limit: r.get(39),
         source_oid: r.get(40),
         target_oid: r.get(41),
+        window: Window {
+            asked_s: r.get(42),
+            state: r.get(43),
+            seconds_left: r.get(44),
+            reverse_start: parse_lsn(r.get(45))?,
+            finish_requested: r.get(46),
+            revert_requested: r.get(47),
+            revert_force: r.get(48),
+            reverse_applied_changes: r.get(49),
+            reverse_confirmed: parse_lsn(r.get(50))?,
+            reverse_lag_seconds: r.get(51),
+            reverse_apply_per_s: r.get(52),
+        },
         pending_matviews: serde_json::from_value(r.get(38)).map_err(|e| {
             Error::failed(format!(
                 "unreadable pending_matviews in pgrepart.migrations: {e}"
@@ -298,7 +376,24 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS apply_rate_limit bigint,
     ADD COLUMN IF NOT EXISTS source_oid oid,
     ADD COLUMN IF NOT EXISTS target_oid oid,
-    ADD COLUMN IF NOT EXISTS exported_snapshot text;
+    ADD COLUMN IF NOT EXISTS exported_snapshot text,
+    ADD COLUMN IF NOT EXISTS rollback_window_s float8,
+    ADD COLUMN IF NOT EXISTS window_state text,
+    ADD COLUMN IF NOT EXISTS window_until timestamptz,
+    ADD COLUMN IF NOT EXISTS reverse_start_lsn pg_lsn,
+    ADD COLUMN IF NOT EXISTS finish_requested boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS revert_requested boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS revert_force boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS reverse_applied_changes bigint NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS reverse_confirmed_lsn pg_lsn,
+    ADD COLUMN IF NOT EXISTS reverse_lag_seconds float8,
+    ADD COLUMN IF NOT EXISTS reverse_apply_per_s float8;
+CREATE TABLE IF NOT EXISTS pgrepart.reverse_conflicts (
+    migration_id bigint NOT NULL REFERENCES pgrepart.migrations ON DELETE CASCADE,
+    key text[] NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, key)
+);
 ALTER TABLE pgrepart.ranges
     ADD COLUMN IF NOT EXISTS lo_text text[],
     ADD COLUMN IF NOT EXISTS hi_text text[];
@@ -322,7 +417,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'exported_snapshot' AND NOT attisdropped)",
+                            AND attname = 'reverse_apply_per_s' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -468,7 +563,7 @@ pub async fn set_phase(
         .execute(
             "UPDATE pgrepart.migrations SET phase = $2, last_error = $3, \
                phase_since = CASE WHEN phase = $2 THEN phase_since ELSE now() END, updated_at = now(), \
-               finished_at = CASE WHEN $2 = 'done' THEN now() END \
+               finished_at = CASE WHEN $2 IN ('done', 'reverted') THEN now() END \
              WHERE id = $1",
             &[&id, &phase.as_str(), &error],
         )
@@ -660,6 +755,9 @@ pub async fn request(client: &impl GenericClient, id: i64, what: Request) -> Res
     let column = match what {
         Request::Cutover => "cutover_requested",
         Request::Abort => "abort_requested",
+        Request::Finish => "finish_requested",
+        Request::Revert => "revert_requested",
+        Request::RevertForce => "revert_force = true, revert_requested",
     };
     client
         .execute(
@@ -677,6 +775,71 @@ pub async fn request(client: &impl GenericClient, id: i64, what: Request) -> Res
 pub enum Request {
     Cutover,
     Abort,
+    /// End the rollback window now (`pgrepart finish`).
+    Finish,
+    /// Swap back (`pgrepart revert`), with `--force` keeping the newest row of a conflicting key.
+    Revert,
+    RevertForce,
+}
+
+/// Withdraws a revert request (refused, or done): the run says why in `last_error`.
+pub async fn clear_revert_request(client: &impl GenericClient, id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET revert_requested = false, revert_force = false, updated_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| Error::db("recording the revert request", e))?;
+    Ok(())
+}
+
+/// Records the window's length asked for (`run --rollback-window`); during an open window, its
+/// end moves to the swap's time plus the new length.
+pub async fn set_rollback_window(
+    client: &impl GenericClient,
+    id: i64,
+    seconds: Option<f64>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET rollback_window_s = $2,                window_until = CASE WHEN window_state = 'open' THEN finished_at + $2 * interval '1 second' ELSE window_until END,                updated_at = now() WHERE id = $1",
+            &[&id, &seconds],
+        )
+        .await
+        .map_err(|e| Error::db("recording the rollback window", e))?;
+    Ok(())
+}
+
+/// Closes the window (its slot and publication are gone).
+pub async fn close_window(client: &impl GenericClient, id: i64) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET window_state = 'closed', finish_requested = false,                revert_requested = false, revert_force = false, updated_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(|e| Error::db("closing the rollback window", e))?;
+    Ok(())
+}
+
+/// The live figures of the reverse stream (every second during the window).
+pub async fn record_reverse_progress(
+    client: &impl GenericClient,
+    id: i64,
+    applied: i64,
+    confirmed: crate::lsn::Lsn,
+    lag_seconds: Option<f64>,
+    per_s: Option<f64>,
+) -> Result<()> {
+    client
+        .execute(
+            "UPDATE pgrepart.migrations SET reverse_applied_changes = $2, reverse_confirmed_lsn = $3::text::pg_lsn,                reverse_lag_seconds = $4, reverse_apply_per_s = $5, updated_at = now() WHERE id = $1",
+            &[&id, &applied, &confirmed.to_string(), &lag_seconds, &per_s],
+        )
+        .await
+        .map_err(|e| Error::db("recording the reverse stream's progress", e))?;
+    Ok(())
 }
 
 pub async fn insert_ranges(client: &impl GenericClient, id: i64, ranges: &[Bounds]) -> Result<()> {
@@ -850,6 +1013,7 @@ mod tests {
             Phase::CuttingOver,
             Phase::Done,
             Phase::Failed,
+            Phase::Reverted,
         ] {
             assert_eq!(Phase::parse(p.as_str()), Some(p));
             assert_eq!(

@@ -1,0 +1,705 @@
+//! The rollback window (`run --rollback-window`): after the swap, every change made to the new
+//! table is applied back to the old one, so that `pgrepart revert` can swap back without losing a
+//! write; `pgrepart finish` (or the window's end) stops it.
+//!
+//! ```text
+//! before the swap:  CREATE PUBLICATION <rev> FOR TABLE T_new (publish_via_partition_root)
+//!                   pg_create_logical_replication_slot(<rev>, 'pgoutput')   (waits for running txns)
+//! in the swap:      renames ... ; reverse_start_lsn = pg_current_wal_insert_lsn(); COMMIT
+//! window:           T (partitioned) ──<rev> from reverse_start_lsn──► applier ──► T_old (by T_old's key)
+//! revert:           lock T, fence, drain, swap back (the cutover's swap, reversed), COMMIT
+//! finish / end:     drop <rev> slot and publication; --drop-old now
+//! ```
+//! Why the stream starts exactly at the swap: docs/design.md §11.
+//!
+//! During the window the old table is the reverse stream's target: the swap moves its row
+//! triggers, policies, RLS switches and publication memberships to the new table (none of them
+//! fires or filters for pgrepart's writes), and the revert moves them back.
+
+pub mod conflicts;
+mod revert;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::Client;
+
+use crate::apply::sql::{Narrow, Shape};
+use crate::apply::{Applier, ApplierConfig, Router};
+use crate::config::RunConfig;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::migration::pipeline::{self, Pipeline};
+use crate::monitor::{Rate, Snapshot};
+use crate::pg::catalog::{self, CarryOver, TableInfo};
+use crate::pg::ident::{QualifiedName, quote_ident};
+use crate::replication::ReplicationClient;
+use crate::state::{self, Migration, Phase, Window};
+
+/// The reverse slot's (and publication's) name, from the forward one's:
+/// `pgrepart_r_<db oid>_<id>_<table>`, at most 63 bytes.
+pub fn reverse_name(slot: &str) -> String {
+    let rest = slot.strip_prefix("pgrepart_").unwrap_or(slot);
+    crate::pg::ident::truncate_ident(&format!("pgrepart_r_{rest}"))
+}
+
+/// What the window does next (pure): a revert asked for goes first, then `finish`, then the
+/// window's end; otherwise it streams on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowStep {
+    Stream,
+    Revert { force: bool },
+    Finish { why: &'static str },
+}
+
+pub fn window_step(w: &Window) -> WindowStep {
+    if w.revert_requested {
+        WindowStep::Revert {
+            force: w.revert_force,
+        }
+    } else if w.finish_requested {
+        WindowStep::Finish {
+            why: "`pgrepart finish`",
+        }
+    } else if w.seconds_left.is_some_and(|s| s <= 0.0) {
+        WindowStep::Finish {
+            why: "the window ended",
+        }
+    } else {
+        WindowStep::Stream
+    }
+}
+
+/// A migration whose window `run` must serve (or clean up after a revert that committed).
+pub fn window_pending(m: &Migration) -> bool {
+    matches!(m.phase, Phase::Done | Phase::Reverted) && m.window.is_open()
+}
+
+/// In the swap's transaction, after the renames (pure): the window opens, and the reverse
+/// stream's start is read while the transaction holds ACCESS EXCLUSIVE on both tables
+/// (design.md §11).
+pub fn window_start_sql(migration_id: i64) -> String {
+    format!(
+        "UPDATE pgrepart.migrations SET window_state = '{}', \
+         window_until = now() + coalesce(rollback_window_s, 0) * interval '1 second', \
+         reverse_start_lsn = pg_current_wal_insert_lsn(), finish_requested = false, \
+         revert_requested = false, revert_force = false WHERE id = {migration_id}",
+        state::WINDOW_OPEN
+    )
+}
+
+/// In the revert's transaction (pure): the phase, set with the swap.
+pub fn reverted_sql(migration_id: i64) -> String {
+    format!(
+        "UPDATE pgrepart.migrations SET phase = 'reverted', phase_since = now(), finished_at = now(), \
+         updated_at = now(), last_error = NULL, revert_requested = false, revert_force = false \
+         WHERE id = {migration_id}"
+    )
+}
+
+/// What the swap carried to the table now in use, taken off the table that steps aside (`old`,
+/// quoted), in the same transaction (pure): its row triggers and policies (which would fire or
+/// filter for the reverse stream's writes), its RLS switches, its publication memberships.
+/// The revert carries them back.
+pub fn strip_statements(old: &str, carry: &CarryOver) -> Vec<String> {
+    let mut sql = Vec::new();
+    for t in &carry.triggers {
+        sql.push(format!(
+            "DROP TRIGGER IF EXISTS {} ON {old}",
+            quote_ident(&t.name)
+        ));
+    }
+    for p in &carry.policies {
+        sql.push(format!(
+            "DROP POLICY IF EXISTS {} ON {old}",
+            quote_ident(&p.name)
+        ));
+    }
+    if carry.rls_forced {
+        sql.push(format!("ALTER TABLE {old} NO FORCE ROW LEVEL SECURITY"));
+    }
+    if carry.rls_enabled {
+        sql.push(format!("ALTER TABLE {old} DISABLE ROW LEVEL SECURITY"));
+    }
+    for p in &carry.publications {
+        sql.push(format!("ALTER PUBLICATION {p} DROP TABLE {old}"));
+    }
+    sql
+}
+
+/// The reverse applier's target (pure): the old table, rows found by the new table's key
+/// (`new_key`), replaced by the old one's (`old_key`, which must be part of the new key).
+/// `columns` are the new table's replicated columns (name, type) in stream order.
+pub fn reverse_shape(
+    columns: &[(String, String)],
+    new_key: &[String],
+    old_key: &[String],
+    old: QualifiedName,
+    migration_id: i64,
+) -> Result<Shape> {
+    let position = |name: &String| columns.iter().position(|(c, _)| c == name);
+    if let Some(missing) = old_key.iter().find(|k| !new_key.contains(k)) {
+        return Err(Error::refused(format!(
+            "the old table's key column {missing} is not part of the new table's key ({}): the reverse stream could not find the old table's rows",
+            new_key.join(", ")
+        ))
+        .with_hint("run without --rollback-window (or with --rollback-window 0)"));
+    }
+    let key: Option<Vec<usize>> = new_key.iter().map(position).collect();
+    let narrow: Option<Vec<usize>> = old_key.iter().map(position).collect();
+    let (Some(key), Some(narrow)) = (key, narrow) else {
+        return Err(Error::failed(
+            "a key column of the new table is not among its replicated columns",
+        ));
+    };
+    Ok(Shape {
+        target: old,
+        columns: columns.to_vec(),
+        key,
+        partitioned: false,
+        route: vec![],
+        narrow: Some(Narrow {
+            key: narrow,
+            migration_id,
+        }),
+    })
+}
+
+/// `--rollback-window` needs the table to have no foreign keys, either way: the revert does
+/// not move them back (docs/limits.md).
+pub async fn refuse_foreign_keys(client: &Client, table: &QualifiedName) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT string_agg(conname::text || ' on ' || conrelid::regclass::text, ', ' ORDER BY conname) \
+             FROM pg_constraint WHERE contype = 'f' \
+               AND (conrelid = $1::text::regclass OR confrelid = $1::text::regclass)",
+            &[&table.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the table's foreign keys", e))?;
+    if let Some(fks) = row.get::<_, Option<String>>(0) {
+        return Err(Error::refused(format!(
+            "--rollback-window is not supported for a table with foreign keys (to or from it): {fks}"
+        ))
+        .with_hint("run without --rollback-window (or with --rollback-window 0), or drop those foreign keys first"));
+    }
+    Ok(())
+}
+
+/// Before the swap: the reverse publication on the new table and the reverse slot, unless they
+/// exist (a cutover tried before). Creating the slot waits for the transactions running then,
+/// which is why it is never done inside the swap.
+pub async fn prepare_reverse(source: &Client, m: &Migration) -> Result<()> {
+    let name = reverse_name(&m.slot_name);
+    let has_publication: bool = source
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)",
+            &[&name],
+        )
+        .await
+        .map_err(|e| Error::db("looking for the reverse publication", e))?
+        .get(0);
+    if !has_publication {
+        source
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                quote_ident(&name),
+                m.target.sql()
+            ))
+            .await
+            .map_err(|e| Error::db("creating the reverse publication", e))?;
+    }
+    if slot_exists(source, &name).await? {
+        return Ok(());
+    }
+    tracing::info!(slot = %name, "creating the reverse slot for the rollback window (it waits for the transactions running now)");
+    source
+        .query_one(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')::text",
+            &[&name],
+        )
+        .await
+        .map_err(|e| Error::db("creating the reverse replication slot", e))?;
+    crate::fault::point("window-reverse-slot-created");
+    Ok(())
+}
+
+async fn slot_exists(source: &Client, slot: &str) -> Result<bool> {
+    Ok(crate::migration::slot::slot_row(source, slot)
+        .await?
+        .is_some())
+}
+
+/// Drops the reverse slot and publication (safe to repeat).
+pub async fn drop_reverse(source: &Client, m: &Migration) -> Result<()> {
+    let name = reverse_name(&m.slot_name);
+    crate::migration::slot::drop_slot(source, &name).await?;
+    source
+        .batch_execute(&format!(
+            "DROP PUBLICATION IF EXISTS {}",
+            quote_ident(&name)
+        ))
+        .await
+        .map_err(|e| Error::db("dropping the reverse publication", e))
+}
+
+/// The reverse stream's stages.
+struct Reverse {
+    pipeline: Pipeline,
+    shared: Arc<crate::apply::Shared>,
+    fence: watch::Receiver<Option<String>>,
+    received: Arc<crate::stream::Received>,
+    /// Kept so the applier's channel of finished ranges stays open.
+    _done: mpsc::UnboundedSender<usize>,
+}
+
+async fn start_reverse(
+    cfg: &RunConfig,
+    source: &Client,
+    m: &Migration,
+    new_info: &TableInfo,
+    old_info: &TableInfo,
+) -> Result<Reverse> {
+    let prep = &cfg.prep;
+    let name = reverse_name(&m.slot_name);
+    let key_of = |info: &TableInfo| -> Result<Vec<String>> {
+        info.key_index().map(|k| k.columns.clone()).ok_or_else(|| {
+            Error::failed(format!(
+                "{} has no primary key or replica identity index",
+                info.name
+            ))
+        })
+    };
+    let replicated = new_info.replicated_columns();
+    let shape = reverse_shape(
+        &replicated
+            .iter()
+            .map(|c| (c.name.clone(), c.type_sql.clone()))
+            .collect::<Vec<_>>(),
+        &key_of(new_info)?,
+        &key_of(old_info)?,
+        old_info.name.clone(),
+        m.id,
+    )?;
+    let reverse_start = m.window.reverse_start.ok_or_else(|| {
+        Error::failed(format!(
+            "migration {} has an open rollback window without its start position",
+            m.id
+        ))
+    })?;
+    let confirmed = crate::migration::slot::confirmed_flush(source, &name).await?;
+    // The server starts at the later of the two; so does the flush we report.
+    let start = reverse_start.max(confirmed);
+    let client = crate::pg::connect(&prep.source, "pgrepart reverse apply").await?;
+    client
+        .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
+        .await
+        .map_err(|e| Error::db("preparing the reverse apply session", e))?;
+    let (applier, handles) = Applier::new(
+        client,
+        ApplierConfig {
+            shape,
+            helpers: vec![],
+            router: Router::Single,
+            done: vec![true],
+            key_pending: false,
+            expected_columns: replicated
+                .iter()
+                .map(|c| (c.name.clone(), c.type_oid))
+                .collect(),
+            source: Some(prep.source.clone()),
+            source_name: (new_info.name.schema.clone(), new_info.name.name.clone()),
+            start,
+            max_batch: 20_000,
+            max_queued_bytes: crate::apply::DEFAULT_MAX_QUEUED_BYTES,
+            own_writes: Arc::new(AtomicU64::new(0)),
+        },
+    );
+    let repl = ReplicationClient::connect(&prep.source, "pgrepart reverse replication")
+        .await
+        .map_err(|e| Error::replication("opening the reverse replication connection", e))?;
+    let stream = crate::stream::start_stream(repl, &name, &name, start).await?;
+    tracing::info!(slot = %name, from = %start, "reverse stream started: changes to the new table go back to the old one");
+    let (mut pipeline, stop_rx) = Pipeline::new();
+    let (events_tx, events_rx) =
+        crate::apply::channel::event_channel(crate::apply::channel::DEFAULT_BUDGET);
+    let (_pause_tx, pause_rx) = watch::channel(false);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let received = Arc::new(crate::stream::Received::default());
+    pipeline.reader = Some(Pipeline::spawn_stage(crate::stream::read_stream(
+        stream,
+        crate::stream::Reopen {
+            source: prep.source.clone(),
+            slot: name.clone(),
+            publication: name,
+        },
+        events_tx,
+        handles.flush,
+        stop_rx.clone(),
+        Arc::new(crate::copy::governor::ApplyPace::new(None)),
+        pause_rx.clone(),
+        received.clone(),
+    )));
+    pipeline.applier = Some(Pipeline::spawn_stage(
+        applier.run(events_rx, done_rx, stop_rx, pause_rx),
+    ));
+    Ok(Reverse {
+        pipeline,
+        shared: handles.shared,
+        fence: handles.fence,
+        received,
+        _done: done_tx,
+    })
+}
+
+/// Serves the rollback window of `m` until `finish`, the window's end, or a revert; a signal
+/// stops it with the window left open (the same `run` command goes on).
+pub async fn serve(
+    cfg: &RunConfig,
+    control: Client,
+    mut source: Client,
+    m: Migration,
+    figures: &watch::Sender<Snapshot>,
+    interrupted: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    if !crate::migration::lock::try_run_lock(&control, m.id).await? {
+        return Err(Error::refused(format!(
+            "another `pgrepart run` serves the rollback window of migration {}",
+            m.id
+        ))
+        .with_hint("`pgrepart status` names it"));
+    }
+    state::set_runner(&control, m.id, Some(&crate::migration::lock::runner_name())).await?;
+    let old = m.source.sibling(m.old_name.clone());
+    if m.phase == Phase::Reverted {
+        // The revert committed; the run stopped before its cleanup.
+        drop_reverse(&source, &m).await?;
+        state::close_window(&control, m.id).await?;
+        println!(
+            "{} was reverted (migration {}); the reverse slot and publication are dropped now",
+            m.source, m.id
+        );
+        return Ok(());
+    }
+    if let Some(w) = cfg.rollback_window {
+        state::set_rollback_window(&control, m.id, window_seconds(w)).await?;
+    }
+    let final_name = m.final_name();
+    let new_info = catalog::table_info(&source, &final_name)
+        .await?
+        .ok_or_else(|| Error::failed(format!("the new table {final_name} is gone")))?;
+    let Some(old_info) = catalog::table_info(&source, &old).await? else {
+        return Err(Error::failed(format!(
+            "the old table {old} is gone: nothing to keep in step during the rollback window"
+        ))
+        .with_hint("`pgrepart finish` closes the window (with a `run` attached)"));
+    };
+    let m = state::get(&control, m.id).await?;
+    print_window_open(&m, &old);
+    let mut reverse = start_reverse(cfg, &source, &m, &new_info, &old_info).await?;
+    let applied_before = m.window.reverse_applied_changes;
+    let mut rate = Rate::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let reverse_slot = reverse_name(&m.slot_name);
+    let server_major = catalog::server_info(&source).await?.major();
+    let mut next_revert_try = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = interrupted.wait_for(|i| *i) => {
+                reverse.pipeline.shutdown().await;
+                let _ = state::set_runner(&control, m.id, None).await;
+                return Err(Error::failed(format!(
+                    "stopped by a signal during the rollback window of migration {}; the window stays open and the reverse slot keeps the changes", m.id
+                ))
+                .with_hint("run the same `pgrepart run` command again to go on (`pgrepart revert` and `pgrepart finish` need it running)"));
+            }
+            r = pipeline::join_some(&mut reverse.pipeline.reader), if reverse.pipeline.reader.is_some() => {
+                reverse.pipeline.reader = None;
+                reverse.pipeline.shutdown().await;
+                return Err(r.err().unwrap_or_else(|| Error::transient("the reverse stream ended")));
+            }
+            r = pipeline::join_some(&mut reverse.pipeline.applier), if reverse.pipeline.applier.is_some() => {
+                reverse.pipeline.applier = None;
+                reverse.pipeline.shutdown().await;
+                return Err(r.err().unwrap_or_else(|| Error::transient("the reverse apply ended")));
+            }
+            _ = tick.tick() => {}
+        }
+        let now = state::get(&control, m.id).await?;
+        let confirmed = Lsn(reverse.shared.flush_lsn.load(Ordering::Relaxed));
+        let applied =
+            applied_before + reverse.shared.applied_changes.load(Ordering::Relaxed) as i64;
+        let lag = match crate::migration::slot::lag_and_retained(&source, confirmed, &reverse_slot)
+            .await?
+        {
+            crate::migration::slot::SlotNow::Kept { lag, .. } => lag,
+            _ => {
+                reverse.pipeline.shutdown().await;
+                return Err(Error::failed(format!(
+                    "the reverse replication slot {reverse_slot} is gone or invalidated: the old table no longer follows the new one"
+                ))
+                .with_hint("`pgrepart revert` cannot be exact any more; `pgrepart finish` closes the window"));
+            }
+        };
+        let lag_seconds = Some(match reverse.received.oldest_unapplied(confirmed) {
+            Some(ts) => {
+                ((crate::protocol::copydata::pg_epoch_micros_now() - ts) as f64 / 1e6).max(0.0)
+            }
+            None => 0.0,
+        });
+        let per_s = rate.sample(Instant::now(), applied.max(0) as u64);
+        state::record_reverse_progress(&control, m.id, applied, confirmed, lag_seconds, per_s)
+            .await?;
+        figures.send_replace(Snapshot {
+            phase: "window",
+            reverse_applied_changes: applied.max(0) as u64,
+            reverse_lag_bytes: lag,
+            reverse_lag_seconds: lag_seconds.unwrap_or(0.0),
+            reverse_changes_per_s: per_s.unwrap_or(0.0),
+            window_seconds_left: now.window.seconds_left.unwrap_or(0.0).max(0.0),
+            reverse_conflicts: conflicts::open(&source, &now).await?.len() as u64,
+            ..Default::default()
+        });
+        match window_step(&now.window) {
+            WindowStep::Stream => {}
+            WindowStep::Finish { why } => {
+                reverse.pipeline.shutdown().await;
+                close(cfg, &control, &source, &now, why).await?;
+                let _ = state::set_runner(&control, m.id, None).await;
+                return Ok(());
+            }
+            WindowStep::Revert { .. } if Instant::now() < next_revert_try => {}
+            WindowStep::Revert { force } => {
+                if lag > cfg.max_lag_bytes {
+                    tracing::debug!(
+                        lag_bytes = lag,
+                        "waiting for the reverse lag to shrink before reverting"
+                    );
+                    continue;
+                }
+                let outcome = revert::try_revert(
+                    cfg,
+                    &mut source,
+                    &mut reverse.fence,
+                    server_major,
+                    &now,
+                    force,
+                )
+                .await?;
+                match outcome {
+                    revert::Outcome::Reverted { lock_held, lines } => {
+                        reverse.pipeline.shutdown().await;
+                        drop_reverse(&source, &now).await?;
+                        state::close_window(&control, m.id).await?;
+                        for line in lines {
+                            println!("{line}");
+                        }
+                        println!(
+                            "{} is the original table again (migration {} reverted): lock held {} ms; the partitioned table is kept as {}",
+                            m.source,
+                            m.id,
+                            lock_held.as_millis(),
+                            m.target
+                        );
+                        let _ = state::set_runner(&control, m.id, None).await;
+                        return Ok(());
+                    }
+                    revert::Outcome::Refused(msg) => {
+                        tracing::warn!("{msg}");
+                        state::set_error(&control, m.id, Some(&msg)).await?;
+                        state::clear_revert_request(&control, m.id).await?;
+                    }
+                    revert::Outcome::Later(msg) => {
+                        tracing::warn!("{msg}");
+                        state::set_error(&control, m.id, Some(&msg)).await?;
+                        next_revert_try = Instant::now() + Duration::from_secs(60);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `--rollback-window` as recorded: 0 is none.
+pub fn window_seconds(d: Duration) -> Option<f64> {
+    (!d.is_zero()).then(|| d.as_secs_f64())
+}
+
+fn print_window_open(m: &Migration, old: &QualifiedName) {
+    let left = m.window.seconds_left.unwrap_or(0.0).max(0.0);
+    println!(
+        "rollback window open for {} more: changes to {} are applied back to {old}; `pgrepart revert` swaps back, `pgrepart finish` ends the window",
+        human_seconds(left),
+        m.final_name()
+    );
+}
+
+/// "2h 5min 3s" (pure): whole seconds, the larger units only when present.
+pub fn human_seconds(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}min {s}s"),
+        _ => format!("{h}h {m}min {s}s"),
+    }
+}
+
+/// Ends the window: the reverse slot and publication go, then `--drop-old` takes effect.
+async fn close(
+    cfg: &RunConfig,
+    control: &Client,
+    source: &Client,
+    m: &Migration,
+    why: &str,
+) -> Result<()> {
+    drop_reverse(source, m).await?;
+    state::close_window(control, m.id).await?;
+    let old = m.source.sibling(m.old_name.clone());
+    println!(
+        "rollback window of migration {} closed ({why}): the reverse slot and publication are dropped; {old} no longer follows {}",
+        m.id,
+        m.final_name()
+    );
+    if cfg.drop_old && catalog::relation_exists(source, &old).await? {
+        crate::cutover::drop_old(source, &old).await?;
+    } else if !cfg.drop_old {
+        println!("the old table {old} is kept; drop it when you no longer need it");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::catalog::{Policy, Trigger};
+
+    #[test]
+    fn the_reverse_slot_is_named_after_the_forward_one_within_63_bytes() {
+        assert_eq!(
+            reverse_name("pgrepart_16384_1_orders_flat"),
+            "pgrepart_r_16384_1_orders_flat"
+        );
+        let long = reverse_name(&format!("pgrepart_1_2_{}", "x".repeat(50)));
+        assert_eq!(long.len(), 63);
+        assert!(long.starts_with("pgrepart_r_1_2_"));
+    }
+
+    #[test]
+    fn a_revert_request_goes_before_finish_and_the_windows_end() {
+        let mut w = Window {
+            state: Some("open".into()),
+            seconds_left: Some(30.0),
+            ..Default::default()
+        };
+        assert_eq!(window_step(&w), WindowStep::Stream);
+        w.seconds_left = Some(0.0);
+        assert_eq!(
+            window_step(&w),
+            WindowStep::Finish {
+                why: "the window ended"
+            }
+        );
+        w.finish_requested = true;
+        assert_eq!(
+            window_step(&w),
+            WindowStep::Finish {
+                why: "`pgrepart finish`"
+            }
+        );
+        w.revert_requested = true;
+        assert_eq!(window_step(&w), WindowStep::Revert { force: false });
+        w.revert_force = true;
+        assert_eq!(window_step(&w), WindowStep::Revert { force: true });
+    }
+
+    #[test]
+    fn the_reverse_shape_finds_rows_by_the_new_key_and_maps_them_to_the_old_one() {
+        let columns = vec![
+            ("region".to_string(), "text".to_string()),
+            ("id".to_string(), "bigint".to_string()),
+            ("amount".to_string(), "numeric".to_string()),
+        ];
+        let old = QualifiedName::new("public", "orders_flat_old");
+        let s = reverse_shape(
+            &columns,
+            &["id".into(), "region".into()],
+            &["id".into()],
+            old.clone(),
+            3,
+        )
+        .unwrap();
+        assert_eq!(s.key, vec![1, 0]);
+        assert_eq!(
+            s.narrow,
+            Some(Narrow {
+                key: vec![1],
+                migration_id: 3
+            })
+        );
+        assert_eq!(s.target, old);
+        // An old key outside the new one cannot be mapped: refused, naming the column.
+        let e = reverse_shape(
+            &columns,
+            &["id".into(), "region".into()],
+            &["amount".into()],
+            old,
+            3,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("amount"), "{e}");
+        assert_eq!(e.exit_code(), 1);
+    }
+
+    #[test]
+    fn the_window_opens_with_its_start_read_in_the_swap() {
+        let sql = window_start_sql(9);
+        assert!(sql.contains("reverse_start_lsn = pg_current_wal_insert_lsn()"));
+        assert!(sql.contains("window_state = 'open'"));
+        assert!(sql.ends_with("WHERE id = 9"));
+        assert!(reverted_sql(9).contains("phase = 'reverted'"));
+        assert_eq!(window_seconds(Duration::ZERO), None);
+        assert_eq!(window_seconds(Duration::from_secs(90)), Some(90.0));
+        assert_eq!(human_seconds(59.6), "1min 0s");
+        assert_eq!(human_seconds(7503.0), "2h 5min 3s");
+        assert_eq!(human_seconds(-3.0), "0s");
+    }
+
+    #[test]
+    fn the_table_that_steps_aside_loses_what_the_swap_carried() {
+        let carry = CarryOver {
+            rls_enabled: true,
+            rls_forced: true,
+            policies: vec![Policy {
+                name: "own rows".into(),
+                permissive: true,
+                command: "SELECT".into(),
+                roles: vec!["app".into()],
+                using: None,
+                with_check: None,
+            }],
+            triggers: vec![Trigger {
+                name: "audit".into(),
+                definition: String::new(),
+                enabled: 'O',
+            }],
+            publications: vec!["analytics".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            strip_statements("\"public\".\"t_old\"", &carry),
+            vec![
+                "DROP TRIGGER IF EXISTS \"audit\" ON \"public\".\"t_old\"",
+                "DROP POLICY IF EXISTS \"own rows\" ON \"public\".\"t_old\"",
+                "ALTER TABLE \"public\".\"t_old\" NO FORCE ROW LEVEL SECURITY",
+                "ALTER TABLE \"public\".\"t_old\" DISABLE ROW LEVEL SECURITY",
+                "ALTER PUBLICATION analytics DROP TABLE \"public\".\"t_old\"",
+            ]
+        );
+        assert!(strip_statements("t", &CarryOver::default()).is_empty());
+    }
+}
