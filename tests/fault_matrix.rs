@@ -17,6 +17,7 @@
 //! | streaming | (not held: changes applied) | state, source, replication, apply, probe |
 //! | verify | every verify session open, the applier held | state, source, replication, apply, verify |
 //! | cutover | the fence session open, before the lock | state, source, replication, apply, fence |
+//! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
 //!
 //! The copy cases run on a small table; each case has its own cluster.
 
@@ -390,6 +391,100 @@ matrix! {
     cutover_replication_connection_terminated: Cutover, Terminate("pgrepart replication");
     cutover_apply_sessions_terminated: Cutover, Terminate("pgrepart apply");
     cutover_fence_session_terminated: Cutover, Terminate("pgrepart fence");
+}
+
+/// The rollback window (`run --rollback-window`): a session of the run serving it terminated
+/// while the writers write to the partitioned table. The run goes on by itself (or the same
+/// command does), the old table ends equal to the writers' record, and `pgrepart finish` closes
+/// the window.
+async fn window_case(session: &'static str) {
+    let Some(major) = test_majors().first().copied() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let ctx = format!("PostgreSQL {major}, rollback window, {session} terminated");
+    let db = unique_name("window");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(100, DEADLINE).await;
+    let args = seed_run_args(&url, &["--rollback-window", "10min"]);
+    let mut run = spawn_with_env(&args, &[]);
+    let applied_back = |v: &Value| {
+        inspect::phase(v) == "done"
+            && v["window_state"] == "open"
+            && v["running"] == true
+            && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
+    };
+    let before = wait_status(&url, &run, DEADLINE, "changes applied back", applied_back).await;
+    let admin = cluster.client("postgres").await;
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&session],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("terminate: {}", support::describe(&e)))
+        .len();
+    assert!(
+        ended > 0,
+        "{ctx}: no session named '{session}' to terminate"
+    );
+    let applied_before = inspect::int(&before, "reverse_applied_changes").unwrap_or(0);
+    // Recovered: applying back again, past what it had applied.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = run.try_status() {
+            let out = run.wait_within(DEADLINE).await;
+            assert_eq!(status.code(), Some(1), "{ctx}: {}", output_text(&out));
+            run = spawn_with_env(&args, &[]);
+        }
+        let v = inspect::status_json(&url, "orders_flat").await;
+        if v.as_ref().is_some_and(|v| {
+            applied_back(v)
+                && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > applied_before
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: the window did not recover:\n{}",
+            tail(&run.stderr_so_far(), 6000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    writers.wait_for_more_ops(100, DEADLINE).await;
+    let report = writers.stop().await;
+    report.assert_no_anomalies(&ctx);
+    compare::wait_table_matches(&client, "orders_flat_old", &report.rows, DEADLINE).await;
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    let out = support::pgrepart(&["finish", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{ctx}: finish: {}", output_text(&out));
+    let out = run.wait_within(DEADLINE).await;
+    assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+    inspect::assert_no_slot_or_publication(&client).await;
+}
+
+macro_rules! window_matrix {
+    ($($name:ident: $session:expr;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                window_case($session).await;
+            }
+        )*
+    };
+}
+
+window_matrix! {
+    window_state_session_terminated: "pgrepart state";
+    window_source_session_terminated: "pgrepart source";
+    window_reverse_replication_connection_terminated: "pgrepart reverse replication";
+    window_reverse_apply_session_terminated: "pgrepart reverse apply";
 }
 
 /// The case a new user hit: no write load (so the primary key is left for after the copy), the

@@ -27,10 +27,14 @@ pub async fn run(args: AbortArgs) -> Result<()> {
             "migration {} of {table} has already cut over; there is nothing to abort",
             m.id
         ))
-        .with_hint(format!(
-            "the old table is {}; drop it when you no longer need it",
-            table.sibling(m.old_name.clone())
-        )));
+        .with_hint(if m.window.is_open() {
+            "its rollback window is open: `pgrepart revert` swaps back, `pgrepart finish` ends the window".to_string()
+        } else {
+            format!(
+                "the old table is {}; drop it when you no longer need it",
+                table.sibling(m.old_name.clone())
+            )
+        }));
     }
     if !args.yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         let question = format!(
@@ -117,6 +121,8 @@ pub async fn run(args: AbortArgs) -> Result<()> {
         ))
         .await
         .map_err(|e| Error::db("dropping the publication", e))?;
+    // A rollback window prepared before a cutover that did not happen, or left by a revert.
+    crate::rollback::drop_reverse(&source, &m).await?;
     if m.target_created {
         client
             .batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", m.target.sql()))

@@ -87,6 +87,21 @@ pub async fn run(args: PlanArgs) -> Result<()> {
     };
     let mut checks = preflight::evaluate(&facts, &prep.table, &prep.target);
     checks.extend(extra_checks);
+    if args.migration.rollback_window.is_some_and(|w| !w.is_zero())
+        && let Some(k) = facts.table.as_ref().and_then(|t| t.key_index())
+    {
+        let new_key = match &prep.target {
+            Target::Generate { by, .. } => Some(ddl::target_primary_key(&k.columns, by)),
+            _ => None,
+        };
+        let fks = crate::rollback::foreign_keys(&client, &prep.table).await?;
+        checks.push(crate::rollback::plan_check(
+            &k.columns,
+            new_key.as_deref(),
+            prep.cross_db(),
+            fks,
+        ));
+    }
 
     let mut statements = Vec::new();
     if let (

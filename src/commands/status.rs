@@ -79,6 +79,23 @@ pub struct Report {
     /// started on (the source table dropped and created again, taken out of the publication, the
     /// new table replaced); null otherwise. The fix is `pgrepart abort`, then `pgrepart run`.
     pub identity_problem: Option<String>,
+    /// The rollback window (`run --rollback-window`): null without one, "open" while the old
+    /// table follows the new one, "closed" once it has ended (or the migration was reverted).
+    pub window_state: Option<String>,
+    /// Seconds until the open window ends (`pgrepart finish` ends it sooner).
+    pub window_seconds_left: Option<f64>,
+    /// The reverse stream (new table back to the old one) while the window is open: WAL not
+    /// yet confirmed applied, the age of the oldest change not applied, changes applied, rate.
+    pub reverse_lag_bytes: Option<i64>,
+    pub reverse_lag_seconds: Option<f64>,
+    pub reverse_applied_changes: i64,
+    pub reverse_apply_changes_per_s: Option<f64>,
+    /// Keys of the old table (as `id=5`) that the new table holds more than one row of: the old
+    /// table keeps the newest; `pgrepart revert` refuses while there are any (`--force` keeps
+    /// the newest).
+    pub conflicts: Vec<String>,
+    pub revert_requested: bool,
+    pub finish_requested: bool,
 }
 
 /// `client` is the source database (the slot and its walsender); `m` was read from `target`.
@@ -133,6 +150,25 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         copy_snapshot_age(client).await?
     } else {
         None
+    };
+    let window_open = m.window.is_open() && m.phase == state::Phase::Done;
+    let reverse_lag_bytes = if window_open {
+        client
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&crate::rollback::reverse_name(&m.slot_name)],
+            )
+            .await
+            .map_err(|e| Error::db("reading the reverse replication slot", e))?
+            .and_then(|r| r.get(0))
+    } else {
+        None
+    };
+    let conflicts = if m.window.state.is_some() && m.phase == state::Phase::Done {
+        crate::rollback::conflicts::open(client, m).await?
+    } else {
+        Vec::new()
     };
     let eta = match m.phase {
         state::Phase::Copying => live(m.copy_rows_per_s).and_then(|r| {
@@ -195,6 +231,23 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
             .collect(),
         default_partition,
         default_partition_rows_estimate,
+        window_state: m.window.state.clone(),
+        window_seconds_left: window_open.then(|| m.window.seconds_left.unwrap_or(0.0).max(0.0)),
+        reverse_lag_bytes,
+        reverse_lag_seconds: if window_open {
+            live(m.window.reverse_lag_seconds)
+        } else {
+            None
+        },
+        reverse_applied_changes: m.window.reverse_applied_changes,
+        reverse_apply_changes_per_s: if window_open {
+            live(m.window.reverse_apply_per_s)
+        } else {
+            None
+        },
+        conflicts,
+        revert_requested: m.window.revert_requested,
+        finish_requested: m.window.finish_requested,
     })
 }
 
@@ -229,7 +282,7 @@ async fn identity_problem(
 ) -> Result<Option<String>> {
     // Before its ranges are recorded a migration is still setting up its publication and slot
     // (or a rerun sets them up again): nothing to hold them against yet.
-    if m.phase == state::Phase::Done || m.ranges_total == 0 {
+    if matches!(m.phase, state::Phase::Done | state::Phase::Reverted) || m.ranges_total == 0 {
         return Ok(None);
     }
     match crate::pg::catalog::table_info(source, &m.source).await? {
@@ -321,6 +374,44 @@ fn human(r: &Report) -> String {
             ""
         }
     );
+    if let Some(w) = &r.window_state {
+        let figures = match (w.as_str(), r.window_seconds_left) {
+            ("open", Some(left)) => format!(
+                "open, {} left; reverse lag {}{}, {} changes applied back{}",
+                duration(left),
+                opt(r.reverse_lag_bytes),
+                r.reverse_lag_seconds
+                    .map(|l| format!(", {l:.1} s"))
+                    .unwrap_or_default(),
+                r.reverse_applied_changes,
+                if r.revert_requested {
+                    "; revert requested"
+                } else if r.finish_requested {
+                    "; finish requested"
+                } else {
+                    ""
+                }
+            ),
+            (w, _) => w.to_string(),
+        };
+        s += &format!("  rollback window  {figures}\n");
+    }
+    if !r.conflicts.is_empty() {
+        let mut keys = r
+            .conflicts
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if r.conflicts.len() > 10 {
+            keys += &format!(", and {} more", r.conflicts.len() - 10);
+        }
+        s += &format!(
+            "  conflicts        {} key(s) with more than one row in the new table (the old table keeps the newest): {keys}\n",
+            r.conflicts.len()
+        );
+    }
     if r.target_committed {
         s += "  cutover          committed in the target, the source table not renamed yet: run the same `pgrepart run` again to finish\n";
     }
@@ -410,10 +501,11 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         print!("\x1b[2J\x1b[H{text}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        if reports
-            .iter()
-            .all(|r| r.phase == "done" || r.phase == "failed")
-        {
+        if reports.iter().all(|r| {
+            (r.phase == "done" && r.window_state.as_deref() != Some("open"))
+                || r.phase == "failed"
+                || r.phase == "reverted"
+        }) {
             return Ok(());
         }
         tokio::time::sleep(every).await;

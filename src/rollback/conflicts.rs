@@ -130,10 +130,13 @@ async fn shape_of(
     Ok(Some((key, columns.iter().map(|r| r.get(0)).collect())))
 }
 
-/// The conflicts of `m` now: each as `status` names it.
-pub async fn open(client: &impl GenericClient, m: &Migration) -> Result<Vec<String>> {
+/// The statements for `m` and the old key's column names; `None` when either table is gone.
+async fn statements(
+    client: &impl GenericClient,
+    m: &Migration,
+) -> Result<Option<(ConflictSql, Vec<String>)>> {
     let Some((key, columns)) = shape_of(client, m).await? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let sql = conflict_sql(
         &m.final_name(),
@@ -142,34 +145,42 @@ pub async fn open(client: &impl GenericClient, m: &Migration) -> Result<Vec<Stri
         &columns,
         m.id,
     );
-    let names: Vec<String> = key.iter().map(|k| k.0.clone()).collect();
+    Ok(Some((sql, key.into_iter().map(|k| k.0).collect())))
+}
+
+async fn open_keys(
+    client: &impl GenericClient,
+    sql: &ConflictSql,
+    names: &[String],
+) -> Result<Vec<String>> {
     let rows = client
         .query(&sql.open, &[])
         .await
         .map_err(|e| Error::db("reading the reverse stream's conflicts", e))?;
     Ok(rows
         .iter()
-        .map(|r| describe_key(&names, &r.get::<_, Vec<Option<String>>>(0)))
+        .map(|r| describe_key(names, &r.get::<_, Vec<Option<String>>>(0)))
         .collect())
+}
+
+/// The conflicts of `m` now: each as `status` names it.
+pub async fn open(client: &impl GenericClient, m: &Migration) -> Result<Vec<String>> {
+    match statements(client, m).await? {
+        Some((sql, names)) => open_keys(client, &sql, &names).await,
+        None => Ok(Vec::new()),
+    }
 }
 
 /// Under the revert's lock, with the reverse stream drained: the candidates that are no longer
 /// conflicts are copied again from the new table; returns the conflicts left.
 pub async fn settle(client: &impl GenericClient, m: &Migration) -> Result<Vec<String>> {
-    let Some((key, columns)) = shape_of(client, m).await? else {
+    let Some((sql, names)) = statements(client, m).await? else {
         return Ok(Vec::new());
     };
-    let sql = conflict_sql(
-        &m.final_name(),
-        &m.source.sibling(m.old_name.clone()),
-        &key,
-        &columns,
-        m.id,
-    );
     let ctx = |e| Error::db("settling the reverse stream's conflict candidates", e);
     client.batch_execute(&sql.delete).await.map_err(ctx)?;
     client.batch_execute(&sql.insert).await.map_err(ctx)?;
-    open(client, m).await
+    open_keys(client, &sql, &names).await
 }
 
 #[cfg(test)]

@@ -167,9 +167,8 @@ pub fn reverse_shape(
     })
 }
 
-/// `--rollback-window` needs the table to have no foreign keys, either way: the revert does
-/// not move them back (docs/limits.md).
-pub async fn refuse_foreign_keys(client: &Client, table: &QualifiedName) -> Result<()> {
+/// The foreign keys to or from `table` ("name on table, ..."), if any.
+pub async fn foreign_keys(client: &Client, table: &QualifiedName) -> Result<Option<String>> {
     let row = client
         .query_one(
             "SELECT string_agg(conname::text || ' on ' || conrelid::regclass::text, ', ' ORDER BY conname) \
@@ -179,13 +178,76 @@ pub async fn refuse_foreign_keys(client: &Client, table: &QualifiedName) -> Resu
         )
         .await
         .map_err(|e| Error::db("reading the table's foreign keys", e))?;
-    if let Some(fks) = row.get::<_, Option<String>>(0) {
+    Ok(row.get(0))
+}
+
+/// `--rollback-window` needs the table to have no foreign keys, either way: the revert does
+/// not move them back (docs/limits.md).
+pub async fn refuse_foreign_keys(client: &Client, table: &QualifiedName) -> Result<()> {
+    if let Some(fks) = foreign_keys(client, table).await? {
         return Err(Error::refused(format!(
             "--rollback-window is not supported for a table with foreign keys (to or from it): {fks}"
         ))
         .with_hint("run without --rollback-window (or with --rollback-window 0), or drop those foreign keys first"));
     }
     Ok(())
+}
+
+/// What `plan` says of `--rollback-window` (pure): `old_key` is the table's key, `new_key` the
+/// generated table's (`None` for an `--into` table), `fks` the foreign keys that refuse it.
+pub fn plan_check(
+    old_key: &[String],
+    new_key: Option<&[String]>,
+    cross_db: bool,
+    fks: Option<String>,
+) -> crate::preflight::Check {
+    use crate::preflight::{Check, Status};
+    let check = |status, detail: String, hint: Option<&str>| Check {
+        name: "rollback window",
+        status,
+        detail,
+        hint: hint.map(str::to_string),
+    };
+    if cross_db {
+        return check(
+            Status::Fail,
+            "--rollback-window works in the same database only (with --target the reverse stream would run from the target, which needs wal_level = logical there, back to the source: not done yet)".into(),
+            Some("run without --rollback-window, or migrate within the source database"),
+        );
+    }
+    if let Some(fks) = fks {
+        return check(
+            Status::Fail,
+            format!(
+                "--rollback-window is not supported for a table with foreign keys (to or from it): {fks}"
+            ),
+            Some("run without --rollback-window, or drop those foreign keys first"),
+        );
+    }
+    match new_key {
+        Some(new_key) if new_key.len() > old_key.len() => check(
+            Status::Warn,
+            format!(
+                "after the cutover the key is ({}), so a row may reuse a key ({}) another row has: the old table can hold only one of them. Such keys are conflicts: counted and named in `pgrepart status`, the old table keeps the newest, and `pgrepart revert` refuses while there are any (--force keeps the newest)",
+                new_key.join(", "),
+                old_key.join(", ")
+            ),
+            Some("make the application keep the old key unique during the window"),
+        ),
+        Some(_) => check(
+            Status::Pass,
+            "the key stays the same: every row of the new table fits the old one".into(),
+            None,
+        ),
+        None => check(
+            Status::Warn,
+            format!(
+                "rows of the new table that reuse a key ({}) another row has cannot all go back to the old table: they are conflicts (see `pgrepart status`)",
+                old_key.join(", ")
+            ),
+            None,
+        ),
+    }
 }
 
 /// Before the swap: the reverse publication on the new table and the reverse slot, unless they
@@ -289,6 +351,15 @@ async fn start_reverse(
             m.id
         ))
     })?;
+    // The walsender of an attempt that just ended may not have noticed yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while matches!(
+        crate::migration::slot::slot_row(source, &name).await?,
+        Some((true, _, _))
+    ) && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let confirmed = crate::migration::slot::confirmed_flush(source, &name).await?;
     // The server starts at the later of the two; so does the flush we report.
     let start = reverse_start.max(confirmed);
@@ -377,6 +448,19 @@ pub async fn serve(
         // The revert committed; the run stopped before its cleanup.
         drop_reverse(&source, &m).await?;
         state::close_window(&control, m.id).await?;
+        for line in crate::cutover::rebuild_matviews(
+            &mut source,
+            m.id,
+            &m.pending_matviews,
+            cfg.lock_timeout,
+        )
+        .await
+        {
+            println!(
+                "{}",
+                line.replace("on the new table", "on the original table")
+            );
+        }
         println!(
             "{} was reverted (migration {}); the reverse slot and publication are dropped now",
             m.source, m.id
@@ -577,6 +661,24 @@ async fn close(
 mod tests {
     use super::*;
     use crate::pg::catalog::{Policy, Trigger};
+
+    #[test]
+    fn plan_warns_of_conflicts_when_the_key_widens_and_refuses_what_cannot_work() {
+        use crate::preflight::Status;
+        let id = ["id".to_string()];
+        let wide = ["id".to_string(), "region".to_string()];
+        let c = plan_check(&id, Some(&wide), false, None);
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.detail.contains("(id, region)"), "{}", c.detail);
+        assert_eq!(plan_check(&id, Some(&id), false, None).status, Status::Pass);
+        assert_eq!(
+            plan_check(&id, Some(&wide), true, None).status,
+            Status::Fail
+        );
+        let c = plan_check(&id, None, false, Some("fk_customer on orders".into()));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("fk_customer"));
+    }
 
     #[test]
     fn the_reverse_slot_is_named_after_the_forward_one_within_63_bytes() {

@@ -795,7 +795,7 @@ pub async fn clear_revert_request(client: &impl GenericClient, id: i64) -> Resul
 }
 
 /// Records the window's length asked for (`run --rollback-window`); during an open window, its
-/// end moves to the swap's time plus the new length.
+/// end moves to the swap's time plus the new length (none: the window ends now).
 pub async fn set_rollback_window(
     client: &impl GenericClient,
     id: i64,
@@ -803,7 +803,7 @@ pub async fn set_rollback_window(
 ) -> Result<()> {
     client
         .execute(
-            "UPDATE pgrepart.migrations SET rollback_window_s = $2,                window_until = CASE WHEN window_state = 'open' THEN finished_at + $2 * interval '1 second' ELSE window_until END,                updated_at = now() WHERE id = $1",
+            "UPDATE pgrepart.migrations SET rollback_window_s = $2,                window_until = CASE WHEN window_state = 'open' THEN finished_at + coalesce($2, 0) * interval '1 second' ELSE window_until END,                updated_at = now() WHERE id = $1",
             &[&id, &seconds],
         )
         .await

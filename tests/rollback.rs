@@ -1,0 +1,508 @@
+//! The rollback window (`run --rollback-window`): after the cutover every write to the new table
+//! goes back to the old one, so that `pgrepart revert` swaps back with nothing lost (the old table
+//! then equals the writers' record row by row, its sequence continues, its grants, view, policy
+//! and trigger are its own again), and `pgrepart finish` ends the window (then `--drop-old`). A run
+//! killed during the window or inside the revert is finished by the same command; rows the old
+//! table cannot hold (an old key reused in another partition) are conflicts that `revert` refuses
+//! without `--force`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::flow::{seed_run_args, spawn, spawn_with_env, wait_not_running, wait_status};
+use support::inspect::{self, output_text};
+use support::{
+    Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
+};
+
+const SEED_ROWS: usize = 20_000;
+const DEADLINE: Duration = Duration::from_secs(180);
+
+fn window_args(url: &str, extra: &[&str]) -> Vec<String> {
+    let mut more = vec!["--rollback-window", "10min"];
+    more.extend_from_slice(extra);
+    seed_run_args(url, &more)
+}
+
+fn window_open(v: &Value) -> bool {
+    inspect::phase(v) == "done" && v["window_state"] == "open" && v["running"] == true
+}
+
+/// The seed table with what the swap carries: a grant, a view, a policy (RLS on), a trigger, a
+/// comment.
+async fn create_with_dependents(client: &tokio_postgres::Client, rows: usize) {
+    schema::create_seed_table(client, "orders_flat", rows).await;
+    client
+        .batch_execute(
+            "DO $$BEGIN CREATE ROLE app_reader; EXCEPTION WHEN duplicate_object THEN NULL; END$$; \
+             GRANT SELECT ON orders_flat TO app_reader; \
+             CREATE VIEW big_orders AS SELECT id, region, amount FROM orders_flat WHERE amount > 5000; \
+             ALTER TABLE orders_flat ENABLE ROW LEVEL SECURITY; \
+             CREATE POLICY readers ON orders_flat FOR SELECT TO app_reader USING (region <> 'ASIA'); \
+             CREATE TABLE audit (id bigint); \
+             CREATE FUNCTION audit_insert() RETURNS trigger LANGUAGE plpgsql AS \
+               $$BEGIN INSERT INTO audit VALUES (NEW.id); RETURN NULL; END$$; \
+             CREATE TRIGGER orders_audit AFTER INSERT ON orders_flat FOR EACH ROW EXECUTE FUNCTION audit_insert(); \
+             COMMENT ON TABLE orders_flat IS 'one row per order';",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("dependents: {}", support::describe(&e)));
+}
+
+/// A cluster of `major` with a database holding the seed table (with `create_with_dependents`
+/// when `dependents`); `None` without a major or when the server is missing (skipped).
+async fn seeded(
+    major: Option<u32>,
+    prefix: &str,
+    rows: usize,
+    dependents: bool,
+) -> Option<(Cluster, String, tokio_postgres::Client, String)> {
+    let major = major?;
+    let cluster = Cluster::start_or_skip(major)?;
+    let db = unique_name(prefix);
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    if dependents {
+        create_with_dependents(&client, rows).await;
+    } else {
+        schema::create_seed_table(&client, "orders_flat", rows).await;
+    }
+    Some((cluster, url, client, format!("PostgreSQL {major}")))
+}
+
+/// The first of the test majors.
+fn first_major() -> Option<u32> {
+    test_majors().first().copied()
+}
+
+async fn one_i64(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {}", support::describe(&e)))
+        .get(0)
+}
+
+/// What the revert must leave: the old table under the name with the writers' rows, its
+/// dependents and sequence, the partitioned table beside it, nothing of the window left.
+async fn check_reverted(
+    client: &tokio_postgres::Client,
+    url: &str,
+    report: &support::WritersReport,
+    ctx: &str,
+) {
+    assert_eq!(
+        inspect::relkind(client, "orders_flat").await,
+        Some('r'),
+        "{ctx}: orders_flat is not the original table again"
+    );
+    assert_eq!(
+        inspect::relkind(client, "orders_flat_repart").await,
+        Some('p'),
+        "{ctx}: the partitioned table is kept under its working name"
+    );
+    compare::assert_table_matches(client, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(client).await;
+    // Dependents are the original table's again.
+    let checks = [
+        (
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders_flat'::regclass AND tgname = 'orders_audit'",
+            1,
+        ),
+        (
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders_flat_repart'::regclass AND tgname = 'orders_audit'",
+            0,
+        ),
+        (
+            "SELECT count(*) FROM pg_policy WHERE polrelid = 'orders_flat'::regclass AND polname = 'readers'",
+            1,
+        ),
+        (
+            "SELECT count(*) FROM pg_class WHERE oid = 'orders_flat'::regclass AND relrowsecurity",
+            1,
+        ),
+        (
+            "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+             WHERE r.ev_class = 'big_orders'::regclass AND d.refobjid = 'orders_flat'::regclass",
+            1,
+        ),
+        (
+            "SELECT has_table_privilege('app_reader', 'orders_flat', 'SELECT')::int::bigint",
+            1,
+        ),
+        (
+            "SELECT count(*) FROM pg_class WHERE oid = 'orders_flat'::regclass \
+             AND obj_description(oid, 'pg_class') = 'one row per order'",
+            1,
+        ),
+        (
+            "SELECT count(*) FROM pg_index WHERE indrelid = 'orders_flat'::regclass \
+             AND indexrelid = 'orders_flat_pkey'::regclass",
+            1,
+        ),
+    ];
+    for (sql, want) in checks {
+        assert_eq!(one_i64(client, sql).await, want, "{ctx}: {sql}");
+    }
+    // The view reads the original table.
+    assert_eq!(
+        one_i64(client, "SELECT count(*) FROM big_orders").await,
+        one_i64(
+            client,
+            "SELECT count(*) FROM orders_flat WHERE amount > 5000"
+        )
+        .await,
+        "{ctx}: the view"
+    );
+    // The sequence is the original table's and continues past every id written.
+    let max_id = report.rows.keys().max().copied().unwrap_or(0);
+    let seq: Option<String> = client
+        .query_one("SELECT pg_get_serial_sequence('orders_flat', 'id')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        seq.is_some(),
+        "{ctx}: the sequence is owned by orders_flat.id"
+    );
+    let next: i64 = client
+        .query_one(
+            "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 1, 'EU') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: insert after the revert: {}", support::describe(&e)))
+        .get(0);
+    assert!(
+        next > max_id,
+        "{ctx}: id {next} reused (max written {max_id})"
+    );
+    let v = inspect::status_json(url, "orders_flat")
+        .await
+        .expect("status");
+    assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
+    assert_eq!(v["window_state"], "closed", "{ctx}: {v}");
+}
+
+#[tokio::test]
+async fn revert_under_load_gives_back_the_old_table_with_every_write() {
+    for major in test_majors() {
+        let Some((_cluster, url, client, ctx)) =
+            seeded(Some(major), "revert", SEED_ROWS, true).await
+        else {
+            continue;
+        };
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(200, DEADLINE).await;
+
+        let run = spawn(&window_args(&url, &[]));
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "the rollback window open",
+            window_open,
+        )
+        .await;
+        // The writers go on against the partitioned table; their changes go back.
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        wait_status(&url, &run, DEADLINE, "changes applied back", |v| {
+            inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
+        })
+        .await;
+        assert_eq!(
+            one_i64(
+                &client,
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders_flat_old'::regclass AND tgname = 'orders_audit'"
+            )
+            .await,
+            0,
+            "{ctx}: during the window the old table's trigger is the new table's"
+        );
+
+        // Revert while the writers write.
+        let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{ctx}: revert: {}", output_text(&out));
+        let out = run.wait_within(DEADLINE).await;
+        assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("is the original table again"),
+            "{ctx}: {}",
+            output_text(&out)
+        );
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        report.assert_no_anomalies(&ctx);
+        check_reverted(&client, &url, &report, &ctx).await;
+    }
+}
+
+#[tokio::test]
+async fn finish_ends_the_window_and_drops_the_old_table_then() {
+    let Some((_cluster, url, client, ctx)) = seeded(first_major(), "finish", SEED_ROWS, false).await
+    else {
+        return;
+    };
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let run = spawn(&window_args(&url, &["--drop-old"]));
+    wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "the rollback window open",
+        window_open,
+    )
+    .await;
+    assert_eq!(
+        inspect::relkind(&client, "orders_flat_old").await,
+        Some('r'),
+        "{ctx}: --drop-old waits for the window's end"
+    );
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    let report = writers.stop().await;
+    report.assert_no_anomalies(&ctx);
+    // The old table follows the new one exactly.
+    compare::wait_table_matches(&client, "orders_flat_old", &report.rows, DEADLINE).await;
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    assert!(
+        v["window_seconds_left"].as_f64().is_some_and(|s| s > 500.0),
+        "{ctx}: {v}"
+    );
+    assert!(v["reverse_lag_bytes"].as_i64().is_some(), "{ctx}: {v}");
+    assert_eq!(v["conflicts"], serde_json::json!([]), "{ctx}: {v}");
+
+    let out = pgrepart(&["finish", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{ctx}: finish: {}", output_text(&out));
+    let out = run.wait_within(DEADLINE).await;
+    assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+    assert_eq!(inspect::relkind(&client, "orders_flat_old").await, None);
+    assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('p'));
+    inspect::assert_no_slot_or_publication(&client).await;
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    assert_eq!(v["window_state"], "closed", "{ctx}: {v}");
+    // No window left to revert.
+    let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+}
+
+#[tokio::test]
+async fn a_run_killed_in_the_window_and_in_the_revert_is_finished_by_the_same_command() {
+    let Some((_cluster, url, client, ctx)) = seeded(first_major(), "killwin", SEED_ROWS, true).await
+    else {
+        return;
+    };
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let args = window_args(&url, &[]);
+
+    // Killed during the window: the window stays open, the reverse slot keeps the changes.
+    let run = spawn(&args);
+    wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "the rollback window open",
+        window_open,
+    )
+    .await;
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let _ = run.kill9().await;
+    wait_not_running(&url, DEADLINE).await;
+    writers.wait_for_more_ops(200, DEADLINE).await;
+
+    // Rerun, killed inside the revert with the table locked: nothing changed.
+    let run = spawn_with_env(&args, &[("PGREPART_TEST_FAULT", "revert-locked")]);
+    wait_status(&url, &run, DEADLINE, "the window served again", window_open).await;
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let revert = support::spawn_pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]);
+    let out = run.wait_within(DEADLINE).await;
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "{ctx}: stopped at revert-locked: {}",
+        output_text(&out)
+    );
+    let _ = revert.kill9().await;
+    wait_not_running(&url, DEADLINE).await;
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    assert_eq!(inspect::phase(&v), "done", "{ctx}: {v}");
+    assert_eq!(v["revert_requested"], true, "{ctx}: the request stays: {v}");
+    // Rerun: it reverts as asked, and is killed right after the revert's commit.
+    let run = spawn_with_env(&args, &[("PGREPART_TEST_FAULT", "revert-after-commit")]);
+    let out = run.wait_within(DEADLINE).await;
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "{ctx}: stopped at revert-after-commit: {}",
+        output_text(&out)
+    );
+    wait_not_running(&url, DEADLINE).await;
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
+    assert_eq!(v["window_state"], "open", "{ctx}: its cleanup is left: {v}");
+    // The revert committed; the same command cleans up what it left.
+    let out = spawn(&args).wait_within(DEADLINE).await;
+    assert!(
+        out.status.success(),
+        "{ctx}: cleanup run: {}",
+        output_text(&out)
+    );
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let report = writers.stop().await;
+    report.assert_no_anomalies(&ctx);
+    check_reverted(&client, &url, &report, &ctx).await;
+}
+
+#[tokio::test]
+async fn an_old_key_reused_in_another_partition_is_a_conflict_revert_refuses_without_force() {
+    let Some((_cluster, url, client, ctx)) = seeded(first_major(), "conflict", 2_000, false).await
+    else {
+        return;
+    };
+
+    let mut plan_args = window_args(&url, &[]);
+    plan_args[0] = "plan".into();
+    let plan = pgrepart(&plan_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let text = output_text(&plan);
+    assert!(plan.status.success(), "{ctx}: plan: {text}");
+    assert!(
+        text.contains("WARN") && text.contains("rollback window") && text.contains("conflicts"),
+        "{ctx}: plan warns of conflicts: {text}"
+    );
+
+    let run = spawn(&window_args(&url, &[]));
+    wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "the rollback window open",
+        window_open,
+    )
+    .await;
+    // Seeded regions: id 5 is US, id 6 is EU.
+    client
+        .batch_execute(
+            "INSERT INTO orders_flat (id, order_date, customer_id, region, amount) VALUES (5, now(), 1, 'EU', 1.00); \
+             INSERT INTO orders_flat (id, order_date, customer_id, region, amount) VALUES (6, now(), 1, 'US', 2.00); \
+             DELETE FROM orders_flat WHERE id = 6 AND region = 'EU';",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: {}", support::describe(&e)));
+    let v = wait_status(&url, &run, DEADLINE, "the conflict in status", |v| {
+        v["conflicts"] == serde_json::json!(["id=5"])
+    })
+    .await;
+    assert_eq!(v["window_state"], "open", "{v}");
+    // The old table keeps the newest row of id 5.
+    support::wait_until(
+        DEADLINE,
+        "the newest row of id 5 in the old table",
+        || async {
+            client
+                .query_one("SELECT region FROM orders_flat_old WHERE id = 5", &[])
+                .await
+                .is_ok_and(|r| r.get::<_, String>(0) == "EU")
+        },
+    )
+    .await;
+
+    let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{ctx}: refused: {text}");
+    assert!(
+        text.contains("id=5") && text.contains("--force"),
+        "{ctx}: names the key and the way out: {text}"
+    );
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    assert_eq!(inspect::phase(&v), "done", "{ctx}: nothing changed: {v}");
+    assert_eq!(v["window_state"], "open", "{v}");
+
+    let out = pgrepart(&[
+        "revert",
+        "--source",
+        &url,
+        "--table",
+        "orders_flat",
+        "--force",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{ctx}: --force: {}",
+        output_text(&out)
+    );
+    let out = run.wait_within(DEADLINE).await;
+    assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+    assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('r'));
+    let region = |id: i64| {
+        let client = &client;
+        async move {
+            client
+                .query_one("SELECT region FROM orders_flat WHERE id = $1", &[&id])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .ok()
+        }
+    };
+    assert_eq!(region(5).await.as_deref(), Some("EU"), "{ctx}: newest kept");
+    assert_eq!(
+        region(6).await.as_deref(),
+        Some("US"),
+        "{ctx}: a key no longer in conflict is copied again exactly"
+    );
+    assert_eq!(
+        one_i64(&client, "SELECT count(*) FROM orders_flat").await + 1,
+        one_i64(&client, "SELECT count(*) FROM orders_flat_repart").await,
+        "{ctx}: one row of id 5 stays in the partitioned table only"
+    );
+    inspect::assert_no_slot_or_publication(&client).await;
+}
+
+#[tokio::test]
+async fn a_window_that_cannot_work_is_refused_before_anything_is_made() {
+    let Some((cluster, url, client, ctx)) = seeded(first_major(), "refuse", 500, false).await
+    else {
+        return;
+    };
+    client
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY); \
+             INSERT INTO customers SELECT generate_series(1, 100000); \
+             ALTER TABLE orders_flat ADD CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);",
+        )
+        .await
+        .unwrap();
+    let before = inspect::relations(&client).await;
+
+    let out = pgrepart(
+        &window_args(&url, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("foreign keys") && text.contains("orders_customer_fk"),
+        "{text}"
+    );
+    inspect::assert_nothing_left_behind(&client, &before).await;
+
+    let other = cluster.create_database(&unique_name("other")).await;
+    let out = pgrepart(
+        &window_args(&url, &["--target", &other])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("same database only"), "{text}");
+    inspect::assert_nothing_left_behind(&client, &before).await;
+}
