@@ -464,7 +464,7 @@ async fn an_old_key_reused_in_another_partition_is_a_conflict_revert_refuses_wit
 
 #[tokio::test]
 async fn a_window_that_cannot_work_is_refused_before_anything_is_made() {
-    let Some((cluster, url, client, ctx)) = seeded(first_major(), "refuse", 500, false).await
+    let Some((cluster, url, client, _ctx)) = seeded(first_major(), "refuse", 500, false).await
     else {
         return;
     };

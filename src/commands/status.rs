@@ -165,7 +165,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
     } else {
         None
     };
-    let conflicts = if m.window.state.is_some() && m.phase == state::Phase::Done {
+    let conflicts = if window_open {
         crate::rollback::conflicts::open(client, m).await?
     } else {
         Vec::new()

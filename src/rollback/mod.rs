@@ -313,8 +313,10 @@ struct Reverse {
     shared: Arc<crate::apply::Shared>,
     fence: watch::Receiver<Option<String>>,
     received: Arc<crate::stream::Received>,
-    /// Kept so the applier's channel of finished ranges stays open.
+    /// Kept so the applier's channel of finished ranges, and the (never set) pause, stay open:
+    /// a closed one would wake the applier at once, forever.
     _done: mpsc::UnboundedSender<usize>,
+    _pause: watch::Sender<bool>,
 }
 
 async fn start_reverse(
@@ -396,7 +398,7 @@ async fn start_reverse(
     let (mut pipeline, stop_rx) = Pipeline::new();
     let (events_tx, events_rx) =
         crate::apply::channel::event_channel(crate::apply::channel::DEFAULT_BUDGET);
-    let (_pause_tx, pause_rx) = watch::channel(false);
+    let (pause_tx, pause_rx) = watch::channel(false);
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let received = Arc::new(crate::stream::Received::default());
     pipeline.reader = Some(Pipeline::spawn_stage(crate::stream::read_stream(
@@ -422,6 +424,7 @@ async fn start_reverse(
         fence: handles.fence,
         received,
         _done: done_tx,
+        _pause: pause_tx,
     })
 }
 

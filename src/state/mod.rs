@@ -803,7 +803,7 @@ pub async fn set_rollback_window(
 ) -> Result<()> {
     client
         .execute(
-            "UPDATE pgrepart.migrations SET rollback_window_s = $2,                window_until = CASE WHEN window_state = 'open' THEN finished_at + coalesce($2, 0) * interval '1 second' ELSE window_until END,                updated_at = now() WHERE id = $1",
+            "UPDATE pgrepart.migrations SET rollback_window_s = $2::float8,                window_until = CASE WHEN window_state = 'open' THEN finished_at + coalesce($2::float8, 0) * interval '1 second' ELSE window_until END,                updated_at = now() WHERE id = $1",
             &[&id, &seconds],
         )
         .await
