@@ -868,6 +868,58 @@ mod tests {
     }
 
     #[test]
+    fn a_swap_with_a_rollback_window_strips_the_old_table_and_opens_the_window() {
+        let mut p = plan();
+        p.window = true;
+        let sql = swap_statements(&p, &carry(), AT);
+        let old = "\"public\".\"orders_flat_old\"";
+        let strip = sql
+            .iter()
+            .position(|s| s == &format!("DROP TRIGGER IF EXISTS \"audit\" ON {old}"))
+            .expect("the old table's trigger goes");
+        let created = sql
+            .iter()
+            .position(|s| s.starts_with("CREATE TRIGGER audit"))
+            .unwrap();
+        assert!(created < strip, "{sql:?}");
+        assert!(sql.contains(&format!("ALTER PUBLICATION analytics DROP TABLE {old}")));
+        // The window's start is read last, after the renames, in the same transaction.
+        assert_eq!(sql.last().unwrap(), &crate::rollback::window_start_sql(7));
+        assert!(sql[sql.len() - 2].contains("SET phase = 'done'"));
+        // Without a window the old table keeps what it had.
+        let plain = swap_statements(&plan(), &carry(), AT);
+        assert!(!plain.iter().any(|s| s.starts_with("DROP TRIGGER")));
+    }
+
+    #[test]
+    fn the_revert_is_the_same_swap_the_other_way() {
+        let p = SwapPlan {
+            source: QualifiedName::new("public", "orders_flat"),
+            target: QualifiedName::new("public", "orders_flat_old"),
+            old_name: "orders_flat_repart".into(),
+            kind: SwapKind::Revert,
+            ..plan()
+        };
+        let sql = swap_statements(&p, &CarryOver::default(), AT);
+        assert_eq!(
+            &sql[..3],
+            &[
+                "ALTER TABLE \"public\".\"orders_flat\" RENAME TO \"orders_flat_repart\"".to_string(),
+                "ALTER TABLE \"public\".\"orders_flat_old\" RENAME TO \"orders_flat\"".to_string(),
+                "ALTER SEQUENCE public.orders_flat_id_seq OWNED BY \"public\".\"orders_flat\".\"id\"".to_string(),
+            ]
+        );
+        assert!(
+            sql.iter().any(|s| s.starts_with(
+                "COMMENT ON TABLE \"public\".\"orders_flat_repart\" IS 'Reverted at 2025-01-02 03:04:05 UTC"
+            )),
+            "{sql:?}"
+        );
+        assert_eq!(sql.last().unwrap(), &crate::rollback::reverted_sql(7));
+        assert!(!sql.iter().any(|s| s.contains("phase = 'done'")));
+    }
+
+    #[test]
     fn an_into_target_gets_the_serial_default_of_the_old_table() {
         let mut p = plan();
         p.target = QualifiedName::new("public", "orders_list");

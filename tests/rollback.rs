@@ -124,9 +124,14 @@ async fn check_reverted(
             1,
         ),
         (
-            "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+            "SELECT count(DISTINCT d.refobjid) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
              WHERE r.ev_class = 'big_orders'::regclass AND d.refobjid = 'orders_flat'::regclass",
             1,
+        ),
+        (
+            "SELECT count(*) FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+             WHERE r.ev_class = 'big_orders'::regclass AND d.refobjid = 'orders_flat_repart'::regclass",
+            0,
         ),
         (
             "SELECT has_table_privilege('app_reader', 'orders_flat', 'SELECT')::int::bigint",
