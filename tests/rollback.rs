@@ -246,7 +246,8 @@ async fn revert_under_load_gives_back_the_old_table_with_every_write() {
 
 #[tokio::test]
 async fn finish_ends_the_window_and_drops_the_old_table_then() {
-    let Some((_cluster, url, client, ctx)) = seeded(first_major(), "finish", SEED_ROWS, false).await
+    let Some((_cluster, url, client, ctx)) =
+        seeded(first_major(), "finish", SEED_ROWS, false).await
     else {
         return;
     };
@@ -296,7 +297,8 @@ async fn finish_ends_the_window_and_drops_the_old_table_then() {
 
 #[tokio::test]
 async fn a_run_killed_in_the_window_and_in_the_revert_is_finished_by_the_same_command() {
-    let Some((_cluster, url, client, ctx)) = seeded(first_major(), "killwin", SEED_ROWS, true).await
+    let Some((_cluster, url, client, ctx)) =
+        seeded(first_major(), "killwin", SEED_ROWS, true).await
     else {
         return;
     };

@@ -68,10 +68,12 @@ pub fn conflict_sql(
             cond("o", "c"),
             rows_of("n", "c")
         ),
+        // Driven by the candidates (a lateral probe of the new table's key for each), never a
+        // scan of the new table under the revert's lock.
         insert: format!(
-            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} n \
-             JOIN pgrepart.reverse_conflicts c ON c.migration_id = {migration_id} AND {} \
-             WHERE {} = 1",
+            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM pgrepart.reverse_conflicts c \
+             CROSS JOIN LATERAL (SELECT * FROM {} n WHERE {}) n \
+             WHERE c.migration_id = {migration_id} AND {} = 1",
             old.sql(),
             cols.join(", "),
             n_cols.join(", "),
@@ -174,10 +176,21 @@ pub async fn open(client: &impl GenericClient, m: &Migration) -> Result<Vec<Stri
 /// Under the revert's lock, with the reverse stream drained: the candidates that are no longer
 /// conflicts are copied again from the new table; returns the conflicts left.
 pub async fn settle(client: &impl GenericClient, m: &Migration) -> Result<Vec<String>> {
+    let ctx = |e| Error::db("settling the reverse stream's conflict candidates", e);
+    let any: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pgrepart.reverse_conflicts WHERE migration_id = $1)",
+            &[&m.id],
+        )
+        .await
+        .map_err(ctx)?
+        .get(0);
+    if !any {
+        return Ok(Vec::new());
+    }
     let Some((sql, names)) = statements(client, m).await? else {
         return Ok(Vec::new());
     };
-    let ctx = |e| Error::db("settling the reverse stream's conflict candidates", e);
     client.batch_execute(&sql.delete).await.map_err(ctx)?;
     client.batch_execute(&sql.insert).await.map_err(ctx)?;
     open_keys(client, &sql, &names).await
@@ -211,9 +224,9 @@ mod tests {
         assert_eq!(
             sql.insert,
             "INSERT INTO \"public\".\"orders_flat_old\" (\"id\", \"region\") OVERRIDING SYSTEM VALUE \
-             SELECT n.\"id\", n.\"region\" FROM \"public\".\"orders_flat\" n JOIN pgrepart.reverse_conflicts c \
-             ON c.migration_id = 4 AND n.\"id\" = c.key[1]::bigint \
-             WHERE (SELECT count(*) FROM \"public\".\"orders_flat\" m WHERE m.\"id\" = n.\"id\") = 1"
+             SELECT n.\"id\", n.\"region\" FROM pgrepart.reverse_conflicts c \
+             CROSS JOIN LATERAL (SELECT * FROM \"public\".\"orders_flat\" n WHERE n.\"id\" = c.key[1]::bigint) n \
+             WHERE c.migration_id = 4 AND (SELECT count(*) FROM \"public\".\"orders_flat\" m WHERE m.\"id\" = n.\"id\") = 1"
         );
     }
 
