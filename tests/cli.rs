@@ -256,6 +256,10 @@ async fn every_usage_error_exits_2_before_anything_is_created() {
             [&good[..], &["--target", &bad_port_target]].concat(),
         ),
         ("a bad --jobs", [&good[..], &["--jobs", "0"]].concat()),
+        (
+            "a rollback window that is no duration",
+            [&good[..], &["--rollback-window", "soon"]].concat(),
+        ),
     ];
     let run_only: Vec<(&str, Vec<&str>)> = vec![
         ("verify sample 0", vec!["--verify", "sample 0"]),
@@ -299,7 +303,9 @@ async fn every_usage_error_exits_2_before_anything_is_created() {
             argv.iter().map(|s| s.to_string()).collect(),
         ));
     }
-    for command in ["status", "cutover", "pause", "resume", "abort", "verify"] {
+    for command in [
+        "status", "cutover", "pause", "resume", "abort", "verify", "revert", "finish",
+    ] {
         all.push((
             format!("{command}: a table name that does not parse"),
             [command, "--source", &url, "--table", "a.b.c"]

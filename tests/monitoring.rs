@@ -19,7 +19,7 @@ use support::{
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field docs/status.md documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 39] = [
+const DOCUMENTED_FIELDS: [&str; 48] = [
     "migration_id",
     "table",
     "target",
@@ -59,6 +59,15 @@ const DOCUMENTED_FIELDS: [&str; 39] = [
     "default_partition_rows_estimate",
     "primary_key_pending",
     "identity_problem",
+    "window_state",
+    "window_seconds_left",
+    "reverse_lag_bytes",
+    "reverse_lag_seconds",
+    "reverse_applied_changes",
+    "reverse_apply_changes_per_s",
+    "conflicts",
+    "revert_requested",
+    "finish_requested",
 ];
 
 fn free_port() -> u16 {

@@ -217,10 +217,15 @@ pub async fn try_cutover(
     });
     // A rollback window: its publication and slot before the swap (slot creation waits for the
     // transactions running then; never under the lock).
-    if !prep.cross_db() && state::get(&*control, m.id).await?.window.asked_s.is_some() {
-        crate::rollback::refuse_foreign_keys(source, &m.source).await?;
-        crate::rollback::prepare_reverse(source, m).await?;
-        plan.window = true;
+    if !prep.cross_db() {
+        if state::get(&*control, m.id).await?.window.asked_s.is_some() {
+            crate::rollback::refuse_foreign_keys(source, &m.source).await?;
+            crate::rollback::prepare_reverse(source, m).await?;
+            plan.window = true;
+        } else {
+            // Made for a window asked for earlier, then withdrawn (`--rollback-window 0`).
+            crate::rollback::drop_reverse(source, m).await?;
+        }
     }
     state::set_phase(&*control, m.id, Phase::CuttingOver, None).await?;
     // Tests: hold with the fence session open, before the table is locked.
