@@ -18,6 +18,7 @@
 //! | verify | every verify session open, the applier held | state, source, replication, apply, verify |
 //! | cutover | the fence session open, before the lock | state, source, replication, apply, fence |
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
+//! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence |
 //!
 //! The copy cases run on a small table; each case has its own cluster.
 
@@ -485,6 +486,113 @@ window_matrix! {
     window_source_session_terminated: "pgrepart source";
     window_reverse_replication_connection_terminated: "pgrepart reverse replication";
     window_reverse_apply_session_terminated: "pgrepart reverse apply";
+}
+
+/// The revert (`pgrepart revert` during the rollback window), held with its fence session open
+/// before the lock: a session terminated there. The revert happens (by the run recovering, or by
+/// the same command run again, the request being kept), and the old table, back under its name,
+/// equals the writers' record.
+async fn revert_case(session: &'static str) {
+    let Some(major) = test_majors().first().copied() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let ctx = format!("PostgreSQL {major}, revert, {session} terminated");
+    let db = unique_name("revfault");
+    let url = cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(100, DEADLINE).await;
+    let hold = tempfile::tempdir().expect("hold dir");
+    let dir = hold.path().to_string_lossy().into_owned();
+    let env = [
+        ("PGREPART_TEST_HOLD", "revert"),
+        ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
+    ];
+    let args = seed_run_args(&url, &["--rollback-window", "10min"]);
+    let mut run = spawn_with_env(&args, &env);
+    wait_status(&url, &run, DEADLINE, "changes applied back", |v| {
+        v["window_state"] == "open" && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
+    })
+    .await;
+    let revert =
+        spawn_pgrepart_with_env(&["revert", "--source", &url, "--table", "orders_flat"], &[]);
+    wait_marker(&hold.path().join("revert.reached"), &mut run, &ctx).await;
+    let admin = cluster.client("postgres").await;
+    let ended = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+            &[&session],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("terminate: {}", support::describe(&e)))
+        .len();
+    assert!(
+        ended > 0,
+        "{ctx}: no session named '{session}' to terminate"
+    );
+    std::fs::write(hold.path().join("revert.release"), b"").expect("release marker");
+    let mut reruns = 0;
+    let out = loop {
+        let out = run.wait_within(DEADLINE).await;
+        if out.status.success() {
+            break out;
+        }
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "{ctx}: {text}");
+        assert!(
+            text.contains("error:") && text.contains("hint:"),
+            "{ctx}: a run that stops says why and what to do:\n{text}"
+        );
+        reruns += 1;
+        assert!(
+            reruns <= 2,
+            "{ctx}: the same command did not revert:\n{text}"
+        );
+        // The hold is passed once per directory: the rerun does not stop there.
+        run = spawn_with_env(&args, &env);
+    };
+    let _ = revert.wait_within(DEADLINE).await;
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    assert_eq!(
+        inspect::phase(&v),
+        "reverted",
+        "{ctx}: {v}\n{}",
+        output_text(&out)
+    );
+    writers.wait_for_more_ops(100, DEADLINE).await;
+    let report = writers.stop().await;
+    report.assert_no_anomalies(&ctx);
+    assert_eq!(
+        inspect::relkind(&client, "orders_flat").await,
+        Some('r'),
+        "{ctx}"
+    );
+    compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&client).await;
+}
+
+macro_rules! revert_matrix {
+    ($($name:ident: $session:expr;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                revert_case($session).await;
+            }
+        )*
+    };
+}
+
+revert_matrix! {
+    revert_state_session_terminated: "pgrepart state";
+    revert_source_session_terminated: "pgrepart source";
+    revert_reverse_replication_connection_terminated: "pgrepart reverse replication";
+    revert_reverse_apply_session_terminated: "pgrepart reverse apply";
+    revert_fence_session_terminated: "pgrepart fence";
 }
 
 /// The case a new user hit: no write load (so the primary key is left for after the copy), the
