@@ -568,7 +568,7 @@ pub async fn serve(
                     );
                     continue;
                 }
-                let outcome = revert::try_revert(
+                let outcome = match revert::try_revert(
                     cfg,
                     &mut source,
                     &mut reverse.fence,
@@ -576,7 +576,22 @@ pub async fn serve(
                     &now,
                     force,
                 )
-                .await?;
+                .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        // A stage that ended meanwhile is the cause, and says whether to retry.
+                        let cause = stage_error(&mut reverse.pipeline).await.unwrap_or(e);
+                        reverse.pipeline.shutdown().await;
+                        return Err(if cause.hint().is_some() {
+                            cause
+                        } else {
+                            cause.with_hint(
+                                "run the same `pgrepart run` command again: the revert request is kept",
+                            )
+                        });
+                    }
+                };
                 match outcome {
                     revert::Outcome::Reverted { lock_held, lines } => {
                         reverse.pipeline.shutdown().await;
@@ -609,6 +624,20 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// The error of a reverse stage that has ended (the reader's first: its end closes the applier's
+/// channel), if one has.
+async fn stage_error(p: &mut Pipeline) -> Option<Error> {
+    for stage in [&mut p.reader, &mut p.applier] {
+        if stage.as_ref().is_some_and(|t| t.is_finished())
+            && let Some(task) = stage.take()
+            && let Err(e) = pipeline::joined(task.await, "stage")
+        {
+            return Some(e);
+        }
+    }
+    None
 }
 
 /// `--rollback-window` as recorded: 0 is none.
