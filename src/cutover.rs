@@ -568,6 +568,20 @@ pub async fn drop_old(control: &Client, old: &QualifiedName) -> Result<()> {
     Ok(())
 }
 
+/// A fence id never used before by this migration (pure but for the clock and a counter): the
+/// migration, the process, the time in microseconds and a per-process sequence number, then
+/// `what`. An attempt that failed after writing its fence leaves that message in the WAL, and a
+/// stream resumed from an earlier position delivers it again: a later attempt of the same process
+/// must not take it for its own (it would swap before the changes written since were applied).
+pub fn fence_id(migration_id: i64, what: &str) -> String {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{migration_id}:{}:{micros}:{seq}{what}", std::process::id())
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done {
@@ -793,6 +807,11 @@ pub async fn attempt(
     for line in carry_summary(&carry) {
         println!("{line}");
     }
+    if a.plan.window
+        && let Some(line) = crate::rollback::strip_summary(&old.to_string(), &carry)
+    {
+        println!("{line}");
+    }
     for line in renamed {
         println!("{line}");
     }
@@ -917,6 +936,15 @@ mod tests {
         );
         assert_eq!(sql.last().unwrap(), &crate::rollback::reverted_sql(7));
         assert!(!sql.iter().any(|s| s.contains("phase = 'done'")));
+    }
+
+    #[test]
+    fn fence_ids_are_never_repeated_within_a_process() {
+        let a = fence_id(7, ":1");
+        let b = fence_id(7, ":1");
+        assert_ne!(a, b, "the same attempt number twice (a retried attempt)");
+        assert!(a.starts_with(&format!("7:{}:", std::process::id())), "{a}");
+        assert!(a.ends_with(":1"), "{a}");
     }
 
     #[test]

@@ -232,7 +232,7 @@ pub async fn try_cutover(
     crate::fault::pause("cutover").await;
     let mut backoff = Duration::from_millis(500);
     for attempt_no in 1..=cfg.cutover_attempts {
-        let fence_id = format!("{}:{}:{}", m.id, std::process::id(), attempt_no);
+        let fence_id = cutover::fence_id(m.id, &format!(":{attempt_no}"));
         let outcome = match &cross {
             Some(cross) => {
                 let outcome = cross_cutover::attempt(

@@ -129,6 +129,31 @@ pub fn strip_statements(old: &str, carry: &CarryOver) -> Vec<String> {
     sql
 }
 
+/// The line that says what `strip_statements` took off `table` (pure); `None` when nothing.
+pub fn strip_summary(table: &str, carry: &CarryOver) -> Option<String> {
+    let mut what = Vec::new();
+    if !carry.triggers.is_empty() {
+        let names: Vec<&str> = carry.triggers.iter().map(|t| t.name.as_str()).collect();
+        what.push(format!("trigger(s) {}", names.join(", ")));
+    }
+    if !carry.policies.is_empty() {
+        let names: Vec<&str> = carry.policies.iter().map(|p| p.name.as_str()).collect();
+        what.push(format!("policy(ies) {}", names.join(", ")));
+    }
+    if carry.rls_enabled {
+        what.push("row level security".into());
+    }
+    if !carry.publications.is_empty() {
+        what.push(format!("membership in {}", carry.publications.join(", ")));
+    }
+    (!what.is_empty()).then(|| {
+        format!(
+            "taken off {table} (now on the table in use, and moved back by a revert): {}",
+            what.join("; ")
+        )
+    })
+}
+
 /// The reverse applier's target (pure): the old table, rows found by the new table's key
 /// (`new_key`), replaced by the old one's (`old_key`, which must be part of the new key).
 /// `columns` are the new table's replicated columns (name, type) in stream order.
@@ -835,5 +860,10 @@ mod tests {
             ]
         );
         assert!(strip_statements("t", &CarryOver::default()).is_empty());
+        assert_eq!(
+            strip_summary("public.t_old", &carry).unwrap(),
+            "taken off public.t_old (now on the table in use, and moved back by a revert): trigger(s) audit; policy(ies) own rows; row level security; membership in analytics"
+        );
+        assert_eq!(strip_summary("t", &CarryOver::default()), None);
     }
 }

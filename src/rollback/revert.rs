@@ -72,7 +72,7 @@ pub async fn try_revert(
     crate::fault::pause("revert").await;
     let mut backoff = Duration::from_millis(500);
     for attempt_no in 1..=cfg.cutover_attempts {
-        let fence_id = format!("{}:{}:revert:{}", m.id, std::process::id(), attempt_no);
+        let fence_id = cutover::fence_id(m.id, &format!(":revert:{attempt_no}"));
         match attempt(
             source,
             &flusher,
@@ -185,6 +185,10 @@ async fn attempt(
         .into_iter()
         .map(|l| l.replace("on the new table", "on the original table"))
         .collect();
+    lines.extend(super::strip_summary(
+        &plan.source.sibling(plan.old_name.clone()).to_string(),
+        &carry,
+    ));
     if renamed > 0 {
         lines.push(format!(
             "carried back: index names ({renamed} renamed; the partitioned table's end in _repart)"
