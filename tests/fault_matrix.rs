@@ -394,33 +394,24 @@ matrix! {
     cutover_fence_session_terminated: Cutover, Terminate("pgrepart fence");
 }
 
-/// The rollback window (`run --rollback-window`): a session of the run serving it terminated
-/// while the writers write to the partitioned table. The run goes on by itself (or the same
-/// command does), the old table ends equal to the writers' record, and `pgrepart finish` closes
-/// the window.
-async fn window_case(session: &'static str) {
-    let Some(major) = test_majors().first().copied() else {
-        return;
-    };
-    let Some(cluster) = Cluster::start_or_skip(major) else {
-        return;
-    };
-    let ctx = format!("PostgreSQL {major}, rollback window, {session} terminated");
-    let db = unique_name("window");
+/// The first test major's cluster with the seed table and writers on it (the rollback window's
+/// cases); `None` when skipped.
+async fn seeded_with_writers(
+    prefix: &str,
+) -> Option<(Cluster, String, tokio_postgres::Client, Writers, u32)> {
+    let major = test_majors().first().copied()?;
+    let cluster = Cluster::start_or_skip(major)?;
+    let db = unique_name(prefix);
     let url = cluster.create_database(&db).await;
     let client = cluster.client(&db).await;
     schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
     let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
     writers.wait_for_more_ops(100, DEADLINE).await;
-    let args = seed_run_args(&url, &["--rollback-window", "10min"]);
-    let mut run = spawn_with_env(&args, &[]);
-    let applied_back = |v: &Value| {
-        inspect::phase(v) == "done"
-            && v["window_state"] == "open"
-            && v["running"] == true
-            && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
-    };
-    let before = wait_status(&url, &run, DEADLINE, "changes applied back", applied_back).await;
+    Some((cluster, url, client, writers, major))
+}
+
+/// `pg_terminate_backend` of every session named `session`; at least one must be there.
+async fn terminate_all(cluster: &Cluster, session: &str, ctx: &str) {
     let admin = cluster.client("postgres").await;
     let ended = admin
         .query(
@@ -435,6 +426,27 @@ async fn window_case(session: &'static str) {
         ended > 0,
         "{ctx}: no session named '{session}' to terminate"
     );
+}
+
+/// The rollback window (`run --rollback-window`): a session of the run serving it terminated
+/// while the writers write to the partitioned table. The run goes on by itself (or the same
+/// command does), the old table ends equal to the writers' record, and `pgrepart finish` closes
+/// the window.
+async fn window_case(session: &'static str) {
+    let Some((cluster, url, client, writers, major)) = seeded_with_writers("window").await else {
+        return;
+    };
+    let ctx = format!("PostgreSQL {major}, rollback window, {session} terminated");
+    let args = seed_run_args(&url, &["--rollback-window", "10min"]);
+    let mut run = spawn_with_env(&args, &[]);
+    let applied_back = |v: &Value| {
+        inspect::phase(v) == "done"
+            && v["window_state"] == "open"
+            && v["running"] == true
+            && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
+    };
+    let before = wait_status(&url, &run, DEADLINE, "changes applied back", applied_back).await;
+    terminate_all(&cluster, session, &ctx).await;
     let applied_before = inspect::int(&before, "reverse_applied_changes").unwrap_or(0);
     // Recovered: applying back again, past what it had applied.
     let deadline = Instant::now() + DEADLINE;
@@ -470,42 +482,34 @@ async fn window_case(session: &'static str) {
     inspect::assert_no_slot_or_publication(&client).await;
 }
 
-macro_rules! window_matrix {
-    ($($name:ident: $session:expr;)*) => {
+/// One test per session, each running `$case(session)`.
+macro_rules! session_cases {
+    ($case:ident { $($name:ident: $session:expr;)* }) => {
         $(
             #[tokio::test]
             async fn $name() {
-                window_case($session).await;
+                $case($session).await;
             }
         )*
     };
 }
 
-window_matrix! {
+session_cases!(window_case {
     window_state_session_terminated: "pgrepart state";
     window_source_session_terminated: "pgrepart source";
     window_reverse_replication_connection_terminated: "pgrepart reverse replication";
     window_reverse_apply_session_terminated: "pgrepart reverse apply";
-}
+});
 
 /// The revert (`pgrepart revert` during the rollback window), held with its fence session open
 /// before the lock: a session terminated there. The revert happens (by the run recovering, or by
 /// the same command run again, the request being kept), and the old table, back under its name,
 /// equals the writers' record.
 async fn revert_case(session: &'static str) {
-    let Some(major) = test_majors().first().copied() else {
-        return;
-    };
-    let Some(cluster) = Cluster::start_or_skip(major) else {
+    let Some((cluster, url, client, writers, major)) = seeded_with_writers("revfault").await else {
         return;
     };
     let ctx = format!("PostgreSQL {major}, revert, {session} terminated");
-    let db = unique_name("revfault");
-    let url = cluster.create_database(&db).await;
-    let client = cluster.client(&db).await;
-    schema::create_seed_table(&client, "orders_flat", SEED_ROWS).await;
-    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
-    writers.wait_for_more_ops(100, DEADLINE).await;
     let hold = tempfile::tempdir().expect("hold dir");
     let dir = hold.path().to_string_lossy().into_owned();
     let env = [
@@ -521,20 +525,7 @@ async fn revert_case(session: &'static str) {
     let revert =
         spawn_pgrepart_with_env(&["revert", "--source", &url, "--table", "orders_flat"], &[]);
     wait_marker(&hold.path().join("revert.reached"), &mut run, &ctx).await;
-    let admin = cluster.client("postgres").await;
-    let ended = admin
-        .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = $1 AND pid <> pg_backend_pid()",
-            &[&session],
-        )
-        .await
-        .unwrap_or_else(|e| panic!("terminate: {}", support::describe(&e)))
-        .len();
-    assert!(
-        ended > 0,
-        "{ctx}: no session named '{session}' to terminate"
-    );
+    terminate_all(&cluster, session, &ctx).await;
     std::fs::write(hold.path().join("revert.release"), b"").expect("release marker");
     let mut reruns = 0;
     let out = loop {
@@ -576,24 +567,13 @@ async fn revert_case(session: &'static str) {
     inspect::assert_no_slot_or_publication(&client).await;
 }
 
-macro_rules! revert_matrix {
-    ($($name:ident: $session:expr;)*) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                revert_case($session).await;
-            }
-        )*
-    };
-}
-
-revert_matrix! {
+session_cases!(revert_case {
     revert_state_session_terminated: "pgrepart state";
     revert_source_session_terminated: "pgrepart source";
     revert_reverse_replication_connection_terminated: "pgrepart reverse replication";
     revert_reverse_apply_session_terminated: "pgrepart reverse apply";
     revert_fence_session_terminated: "pgrepart fence";
-}
+});
 
 /// The case a new user hit: no write load (so the primary key is left for after the copy), the
 /// run's two control sessions terminated once the copy runs. The first attempt's workers must
