@@ -16,6 +16,7 @@ use tokio_postgres::Client;
 use super::Prepared;
 use crate::cli::PlanArgs;
 use crate::copy::ranges;
+use crate::dependents::inventory;
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, TableInfo};
 use crate::pg::ddl;
@@ -37,6 +38,9 @@ struct Plan {
     wal: Option<WalEstimate>,
     carried_over: Vec<String>,
     not_carried_over: Vec<String>,
+    /// Every object `pg_depend` ties to the table, and its catalog properties, each with what
+    /// the migration does with it.
+    dependents: Vec<inventory::Dependent>,
 }
 
 #[derive(Debug, Serialize)]
@@ -152,7 +156,10 @@ pub async fn run(args: PlanArgs) -> Result<()> {
     let mut wal = None;
     let mut carried_over = Vec::new();
     let mut not_carried_over = Vec::new();
+    let mut dependents = Vec::new();
     if let Some(t) = usable {
+        dependents =
+            dependents_inventory(&client, t, &prep.target, &facts, prep.cross_db()).await?;
         key_ranges = plan_key_ranges(&client, t, prep.jobs).await?;
         wal = Some(estimate_wal(&client, t, prep.jobs).await?);
         (carried_over, not_carried_over) =
@@ -177,6 +184,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         wal,
         carried_over,
         not_carried_over,
+        dependents,
     };
     let failed = plan
         .checks
@@ -246,6 +254,48 @@ fn print_human(plan: &Plan) {
             println!("  - {c}");
         }
     }
+    if !plan.dependents.is_empty() {
+        println!(
+            "\ndependents ({}: everything pg_depend ties to the table, and its own catalog entries):",
+            plan.dependents.len()
+        );
+        for l in inventory::lines(&plan.dependents) {
+            println!("  {l}");
+        }
+    }
+}
+
+/// The inventory of the table's dependents, with each inbound foreign key's fate as the run
+/// will decide it (widened, dropped or refused).
+async fn dependents_inventory(
+    client: &Client,
+    t: &TableInfo,
+    target: &Target,
+    facts: &preflight::Facts,
+    cross_db: bool,
+) -> Result<Vec<inventory::Dependent>> {
+    use crate::dependents::fk::InboundAction;
+    let mut items = inventory::survey(client, t.oid, &[], cross_db).await?;
+    let actions = preflight::inbound_actions(facts, target);
+    for d in items
+        .iter_mut()
+        .filter(|d| d.kind == inventory::Kind::InboundForeignKey)
+    {
+        let Some((fk, action)) = actions.iter().find(|(fk, _)| {
+            // pg_describe_object qualifies the table only when it is not on the search path.
+            d.object == format!("constraint {} on table {}", fk.name, fk.table)
+                || d.object == format!("constraint {} on table {}", fk.name, fk.table.name)
+        }) else {
+            continue;
+        };
+        d.fate = match action {
+            InboundAction::Composite { .. } => inventory::Fate::Carried,
+            InboundAction::Refuse { .. } => inventory::Fate::Refused,
+            InboundAction::Drop { .. } | InboundAction::LeftOnSource => inventory::Fate::NotCarried,
+        };
+        d.how = crate::dependents::fk::inbound_report(fk, action);
+    }
+    Ok(items)
 }
 
 /// Creates the target in a transaction that is always rolled back; returns how many existing rows

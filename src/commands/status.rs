@@ -68,6 +68,10 @@ pub struct Report {
     /// Materialized views over the table that the swap left to rebuild over the new one (the `run`
     /// stopped before, or their rebuild failed); running the same `run` again does them.
     pub pending_matviews: Vec<String>,
+    /// Steps the swap left for after its commit and not done yet (validating the foreign keys
+    /// it carried, setting them on the partitioned table), as `constraint: step`; running the same
+    /// `run` again does them. Until then the partitions enforce the keys for every new row.
+    pub pending_post_swap_steps: Vec<String>,
     /// The new table's DEFAULT partition (null without one) and the statistics' estimate of the
     /// rows in it: rows no other partition takes, a hint that partitions are missing.
     pub default_partition: Option<String>,
@@ -89,6 +93,11 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
     } else {
         m.target.clone()
     };
+    let pending_post_swap_steps = crate::dependents::post_swap::pending(target, m.id)
+        .await?
+        .into_iter()
+        .map(|(_, step)| format!("{}: {}", step.constraint, step.what))
+        .collect();
     let (default_partition, default_partition_rows_estimate) =
         match crate::pg::catalog::default_partition_estimate(target, &new_table).await? {
             Some((p, rows)) => (Some(p), Some(rows)),
@@ -193,6 +202,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
             .iter()
             .map(|mv| mv.matview().to_string())
             .collect(),
+        pending_post_swap_steps,
         default_partition,
         default_partition_rows_estimate,
     })
@@ -326,6 +336,12 @@ fn human(r: &Report) -> String {
     }
     if let (Some(p), Some(rows)) = (&r.default_partition, r.default_partition_rows_estimate) {
         s += &format!("  DEFAULT          {p}: ~{rows} rows (statistics estimate)\n");
+    }
+    if !r.pending_post_swap_steps.is_empty() {
+        s += &format!(
+            "  after the swap   still to do: {} (run the same `pgrepart run` again)\n",
+            r.pending_post_swap_steps.join("; ")
+        );
     }
     if !r.pending_matviews.is_empty() {
         s += &format!(
