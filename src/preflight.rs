@@ -185,7 +185,9 @@ pub async fn gather(
     let info = catalog::table_info(client, table).await?;
     let row = client
         .query_one(
-            "SELECT r.rolsuper OR r.rolreplication, \
+            "SELECT r.rolsuper OR r.rolreplication \
+                    OR CASE WHEN to_regrole('rds_replication') IS NULL THEN false \
+                            ELSE pg_has_role(current_user, to_regrole('rds_replication'), 'MEMBER') END, \
                     (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::bigint, \
                     (current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication))::bigint \
              FROM pg_roles r WHERE r.rolname = current_user",
@@ -339,12 +341,12 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
         )
     });
     checks.push(if facts.can_replicate {
-        pass("replication rights", "the role may replicate")
+        pass("replication rights", "the role may replicate (SUPERUSER, REPLICATION, or rds_replication)")
     } else {
         fail(
             "replication rights",
-            "the connecting role has neither REPLICATION nor SUPERUSER",
-            "ALTER ROLE <role> REPLICATION, or connect as a role that has it",
+            "the connecting role has neither REPLICATION nor SUPERUSER (nor, on RDS and Aurora, rds_replication)",
+            "ALTER ROLE <role> REPLICATION (on RDS and Aurora: GRANT rds_replication TO <role>), or connect as a role that has it",
         )
     });
     checks.push(if facts.free_slots > 0 && facts.free_wal_senders > 0 {

@@ -743,3 +743,62 @@ async fn no_default_refuses_a_row_outside_every_partition_and_leaves_nothing_beh
         );
     }
 }
+
+/// On RDS and Aurora the replication right is membership in `rds_replication`, not the
+/// REPLICATION attribute: the check accepts it where that role exists, and still refuses a role
+/// with none of them.
+#[tokio::test]
+async fn membership_in_rds_replication_counts_as_the_replication_right() {
+    let major = test_majors()[0];
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("rdsrepl");
+    cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    create_seed_table(&client, "orders_flat", 100).await;
+    client
+        .batch_execute(
+            "CREATE ROLE rds_replication NOLOGIN; \
+             CREATE ROLE rds_member LOGIN; GRANT rds_replication TO rds_member; \
+             CREATE ROLE plain_member LOGIN; \
+             GRANT CREATE ON SCHEMA public TO rds_member, plain_member; \
+             GRANT SELECT ON orders_flat TO rds_member, plain_member;",
+        )
+        .await
+        .unwrap();
+    let check_line = |role: &str| {
+        let url = format!("postgresql://{role}@127.0.0.1:{}/{db}", cluster.port());
+        async move {
+            let out = pgrepart(&[
+                "plan",
+                "--source",
+                &url,
+                "--table",
+                "orders_flat",
+                "--partition-by",
+                "HASH (id)",
+                "--modulus",
+                "2",
+            ])
+            .await;
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.contains("replication rights"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no replication rights check: {}",
+                        String::from_utf8_lossy(&out.stdout)
+                    )
+                })
+                .to_string()
+        }
+    };
+    let member = check_line("rds_member").await;
+    assert!(member.contains("[pass]"), "PostgreSQL {major}: {member}");
+    let plain = check_line("plain_member").await;
+    assert!(
+        plain.contains("[FAIL]") && plain.contains("rds_replication"),
+        "PostgreSQL {major}: {plain}"
+    );
+}
