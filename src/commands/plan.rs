@@ -19,7 +19,6 @@ use crate::copy::ranges;
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, TableInfo};
 use crate::pg::ddl;
-use crate::pg::ident::quote_ident;
 use crate::preflight::{self, Check, Status, Target};
 
 /// Assumed copy speed per worker, for the rough duration and WAL estimates.
@@ -33,10 +32,54 @@ struct Plan {
     ddl: Vec<String>,
     rows_estimate: Option<i64>,
     total_bytes: Option<i64>,
+    /// The copy's key ranges as `run` would cut them now (`None` without a usable table or key).
+    copy_ranges: Option<CopyRanges>,
+    /// Each range's bounds, for a single integer key (other keys' bounds are data, not shown).
     key_ranges: Vec<String>,
     wal: Option<WalEstimate>,
     carried_over: Vec<String>,
     not_carried_over: Vec<String>,
+}
+
+/// The ranges `run` would copy in parallel, planned by the same code from a sample of the key.
+#[derive(Debug, Serialize, PartialEq)]
+struct CopyRanges {
+    /// The key the ranges are cut on, in the server's order: `(name type, ...)`.
+    key: String,
+    count: usize,
+    /// Keys read to cut them, and whether that was every key (a small table) or a sample.
+    sampled_keys: usize,
+    whole_table: bool,
+    /// Rows per range, estimated from the sample (exact when every key was read).
+    rows_per_range_min: i64,
+    rows_per_range_max: i64,
+}
+
+impl CopyRanges {
+    /// One line for the human output (pure).
+    fn line(&self) -> String {
+        let how = if self.whole_table {
+            format!("counted over all {} keys", self.sampled_keys)
+        } else {
+            format!("estimated from a sample of {} keys", self.sampled_keys)
+        };
+        let ratio = if self.rows_per_range_min > 0 {
+            format!(
+                ", max/min {:.2}",
+                self.rows_per_range_max as f64 / self.rows_per_range_min as f64
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "{} key range{} on {}, copied in parallel: {} to {} rows each{ratio} ({how})",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.key,
+            self.rows_per_range_min,
+            self.rows_per_range_max,
+        )
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -149,11 +192,15 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         .as_ref()
         .filter(|t| matches!(t.relkind, 'r' | 'p'));
     let mut key_ranges = Vec::new();
+    let mut copy_ranges = None;
     let mut wal = None;
     let mut carried_over = Vec::new();
     let mut not_carried_over = Vec::new();
     if let Some(t) = usable {
-        key_ranges = plan_key_ranges(&client, t, prep.jobs).await?;
+        if let Some((ranges, bounds)) = plan_key_ranges(&client, t, prep.jobs).await? {
+            copy_ranges = Some(ranges);
+            key_ranges = bounds;
+        }
         wal = Some(estimate_wal(&client, t, prep.jobs).await?);
         (carried_over, not_carried_over) =
             carry_over_report(&client, t, &prep.target, &facts, prep.cross_db()).await?;
@@ -173,6 +220,7 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         total_bytes: facts.table.as_ref().map(|t| t.total_bytes),
         checks,
         ddl: statements,
+        copy_ranges,
         key_ranges,
         wal,
         carried_over,
@@ -218,12 +266,11 @@ fn print_human(plan: &Plan) {
             bytes / (1024 * 1024)
         );
     }
+    if let Some(r) = &plan.copy_ranges {
+        println!("{}", r.line());
+    }
     if !plan.key_ranges.is_empty() {
-        println!(
-            "key ranges copied in parallel ({}): {}",
-            plan.key_ranges.len(),
-            plan.key_ranges.join(" ")
-        );
+        println!("  bounds: {}", plan.key_ranges.join(" "));
     }
     if let Some(w) = &plan.wal {
         println!("WAL: {}", w.note);
@@ -281,44 +328,61 @@ async fn try_ddl(
     Ok(outside)
 }
 
-async fn plan_key_ranges(client: &Client, t: &TableInfo, jobs: usize) -> Result<Vec<String>> {
+/// The ranges `run` would cut now, by the same planner (`copy::plan_ranges_sampled`), read in a
+/// READ ONLY transaction that is rolled back; with the bounds themselves for an integer key.
+async fn plan_key_ranges(
+    client: &Client,
+    t: &TableInfo,
+    jobs: usize,
+) -> Result<Option<(CopyRanges, Vec<String>)>> {
     let Some(k) = t.key_index() else {
-        return Ok(vec![]);
+        return Ok(None);
     };
-    let Some(first) = t.column(&k.columns[0]) else {
-        return Ok(vec![]);
-    };
-    if !crate::copy::ranges::INT_TYPES.contains(&first.type_oid) {
-        return Ok(vec![format!(
-            "one range: the key {} ({}) is not an integer, so it is copied by one worker",
-            first.name, first.type_sql
-        )]);
+    if k.columns.iter().any(|c| t.column(c).is_none()) {
+        return Ok(None);
     }
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT min({c})::bigint, max({c})::bigint FROM {}",
-                t.name.sql(),
-                c = quote_ident(&first.name)
-            ),
-            &[],
-        )
-        .await
-        .map_err(|e| Error::db("reading the key's bounds", e))?;
-    let bounds = row
-        .get::<_, Option<i64>>(0)
-        .zip(row.get::<_, Option<i64>>(1));
+    let key = crate::copy::key_columns(t, &k.columns);
     let count = ranges::range_count(t.estimated_rows, t.total_bytes, jobs);
-    Ok(ranges::plan_ranges(bounds, count)
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| Error::db("starting the key sample's transaction", e))?;
+    let planned =
+        crate::copy::plan_ranges_sampled(client, &t.name, &key, t.estimated_rows, count).await;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(|e| Error::db("ending the key sample's transaction", e))?;
+    let planned = planned?;
+    let rows = planned.rows_per_range(t.estimated_rows);
+    let described: Vec<String> = k
+        .columns
         .iter()
-        .map(|r| {
-            format!(
-                "[{}, {})",
-                r.lo.map_or("-inf".into(), |v| v.to_string()),
-                r.hi.map_or("+inf".into(), |v| v.to_string())
-            )
-        })
-        .collect())
+        .filter_map(|c| t.column(c))
+        .map(|c| format!("{} {}", c.name, c.type_sql))
+        .collect();
+    let summary = CopyRanges {
+        key: format!("({})", described.join(", ")),
+        count: planned.ranges.len(),
+        sampled_keys: planned.sampled.iter().sum(),
+        whole_table: planned.whole_table,
+        rows_per_range_min: rows.iter().copied().min().unwrap_or(0),
+        rows_per_range_max: rows.iter().copied().max().unwrap_or(0),
+    };
+    let bounds = match ranges::as_int_ranges(&planned.ranges) {
+        Some(ints) if k.columns.len() == 1 => ints
+            .iter()
+            .map(|r| {
+                format!(
+                    "[{}, {})",
+                    r.lo.map_or("-inf".into(), |v| v.to_string()),
+                    r.hi.map_or("+inf".into(), |v| v.to_string())
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Some((summary, bounds)))
 }
 
 async fn estimate_wal(client: &Client, t: &TableInfo, jobs: usize) -> Result<WalEstimate> {
@@ -523,4 +587,34 @@ async fn carry_over_report(
     }
     no.extend(fk_no);
     Ok((yes, no))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CopyRanges;
+
+    #[test]
+    fn the_ranges_line_gives_their_count_and_balance() {
+        let mut r = CopyRanges {
+            key: "(k uuid)".into(),
+            count: 8,
+            sampled_keys: 2000,
+            whole_table: false,
+            rows_per_range_min: 24_000,
+            rows_per_range_max: 26_400,
+        };
+        assert_eq!(
+            r.line(),
+            "8 key ranges on (k uuid), copied in parallel: 24000 to 26400 rows each, max/min 1.10 (estimated from a sample of 2000 keys)"
+        );
+        r.count = 1;
+        r.whole_table = true;
+        r.rows_per_range_min = 0;
+        r.rows_per_range_max = 0;
+        r.sampled_keys = 0;
+        assert_eq!(
+            r.line(),
+            "1 key range on (k uuid), copied in parallel: 0 to 0 rows each (counted over all 0 keys)"
+        );
+    }
 }
