@@ -10,10 +10,14 @@
 #        composite  (tenant_id int, id bigint), tenant_id = row number % 50
 #        skewed     id bigint, 1% of the rows near 2^62 (the others 1..ROWS)
 #   3. for each, a whole `pgrepart run` (auto cutover, no load, --verify off) on a fresh copy,
-#      LIST-partitioned by region, timed; while it runs, the oldest transaction holding back the
+#      LIST-partitioned by region, timed, REPEAT times in turns (dense, uuid, composite, skewed,
+#      dense, ...), the median kept; while it runs, the oldest transaction holding back the
 #      database's xmin horizon (`now() - xact_start` of the oldest backend with a backend_xmin,
 #      from pg_stat_activity) is sampled every second; after it, the rows copied per range
 #      (`pgrepart.ranges`);
+#      Also, on each template, one range's read as the copy does it (the rows between two keys,
+#      1/30 of the table in the key's order, by the plan the server picks): the pages it touches
+#      (EXPLAIN (ANALYZE, BUFFERS)) against the heap's pages;
 #   4. a long copy: the uuid table again with the copy held to COPY_RATE rows/s (so the copy lasts
 #      ROWS / COPY_RATE seconds), the same samples;
 #   5. routing under a backlog: the uuid and dense tables again, the run stopped (SIGSTOP) during
@@ -28,13 +32,14 @@
 #
 # Usage: bench/keys.sh               (ROWS=1000000, about 10 minutes)
 #        ROWS=200000 bench/keys.sh   (a quick run)
-# Env: ROWS, COPY_RATE (15000; 0 skips step 4), BACKLOG (50000; 0 skips step 5), JOBS (pgrepart
-#      --jobs; default its own), MAJOR (15), KEEP=1 keeps the cluster, OUT=FILE also writes the
-#      table to FILE.
+# Env: ROWS, REPEAT (3), COPY_RATE (15000; 0 skips step 4), BACKLOG (50000; 0 skips step 5), JOBS (pgrepart
+#      --jobs; default its own), MAJOR (15), PGREPART_BIN (a pgrepart binary to use instead of
+#      building one), KEEP=1 keeps the cluster, OUT=FILE also writes the table to FILE.
 set -euo pipefail
 ROWS=${ROWS:-1000000}
 COPY_RATE=${COPY_RATE:-15000}
 BACKLOG=${BACKLOG:-50000}
+REPEAT=${REPEAT:-3}
 MAJOR=${MAJOR:-15}
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -58,9 +63,14 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
-log "building pgrepart (release)"
-cargo build --release --quiet
-PGREPART=$REPO/target/release/pgrepart
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD)
+if [ -n "${PGREPART_BIN:-}" ]; then
+    PGREPART=$PGREPART_BIN
+else
+    log "building pgrepart (release)"
+    cargo build --release --quiet
+    PGREPART=$REPO/target/release/pgrepart
+fi
 
 DIR=$(mktemp -d /tmp/pgrepart-keys.XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres "$DIR"
@@ -131,6 +141,25 @@ TABLE_MB=$(P tpl_dense -c "SELECT pg_total_relation_size('orders_flat') / 104857
 log "built in $(elapsed "$t0" "$(now)") s: orders_flat ${TABLE_MB} MB with indexes (dense)"
 P postgres -c CHECKPOINT
 
+# range_pages KIND: "TOUCHED HEAP_PAGES" for one range of 1/30 of KIND's rows, in the middle of the key.
+range_pages() {
+    local cols="id" lo hi
+    [ "$1" = composite ] && cols="tenant_id, id"
+    lo=$(P "tpl_$1" -c "SELECT ($cols) FROM orders_flat ORDER BY $cols OFFSET $(( ROWS / 2 )) LIMIT 1")
+    hi=$(P "tpl_$1" -c "SELECT ($cols) FROM orders_flat ORDER BY $cols OFFSET $(( ROWS / 2 + ROWS / 30 )) LIMIT 1")
+    local cast="::uuid"; [ "$1" = uuid ] || cast=""
+    local where="id >= '$lo'$cast AND id < '$hi'$cast"
+    [ "$1" = composite ] && where="(tenant_id, id) >= ($(echo "$lo" | tr -d '()')) AND (tenant_id, id) < ($(echo "$hi" | tr -d '()'))"
+    P "tpl_$1" -c "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM orders_flat WHERE $where" \
+        | python3 -c 'import json, sys; p = json.load(sys.stdin)[0]["Plan"]; print(p.get("Shared Hit Blocks", 0) + p.get("Shared Read Blocks", 0))'
+}
+declare -A PAGES
+HEAP_PAGES=$(P tpl_dense -c "SELECT pg_relation_size('orders_flat') / current_setting('block_size')::int")
+for k in dense uuid composite skewed; do
+    PAGES[$k]=$(range_pages "$k")
+    log "$k: one range of 1/30 of the rows touches ${PAGES[$k]} pages (the dense heap has $HEAP_PAGES)"
+done
+
 autovacuum_idle() { [ "$(P postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ]; }
 fresh() { # fresh DB KIND
     P postgres -c "CREATE DATABASE $1 TEMPLATE tpl_$2 STRATEGY FILE_COPY"
@@ -160,17 +189,20 @@ RUN_ARGS=(--table orders_flat --partition-by "LIST (region)"
   --cutover auto --verify off)
 [ -n "${JOBS:-}" ] && RUN_ARGS+=(--jobs "$JOBS")
 
-# Seconds between the log's "copying" and "copy finished" lines.
-copy_seconds() {
+# "COPY INDEX": seconds between the log's "copying" and "copy finished" lines, and from there to
+# "copy and indexes done" (the primary key and the secondary indexes built after the copy).
+phase_seconds() {
     python3 - "$1" <<'PY'
 import re, sys, datetime
 t = {}
 for line in open(sys.argv[1], errors="replace"):
     line = re.sub(r"\x1b\[[0-9;]*m", "", line)
-    m = re.match(r"(\S+Z)\s+INFO\s+(copying|copy finished)\b", line)
+    m = re.match(r"(\S+Z)\s+INFO\s+(copying|copy finished|copy and indexes done)\b", line)
     if m:
-        t.setdefault(m.group(2), datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")[:26] + "+00:00"))
-print(f"{(t['copy finished'] - t['copying']).total_seconds():.1f}" if len(t) == 2 else "-")
+        t.setdefault(m.group(2), datetime.datetime.fromisoformat(m.group(1)[:26] + "+00:00"))
+def span(a, b):
+    return f"{(t[b] - t[a]).total_seconds():.1f}" if a in t and b in t else "-"
+print(span("copying", "copy finished"), span("copy finished", "copy and indexes done"))
 PY
 }
 
@@ -188,7 +220,7 @@ run_keys() {
         || { cat "$DIR/$name.log" "$DIR/$name.out" >&2; exit 1; }
     T_RUN=$(elapsed "$t0" "$(now)")
     kill "$sampler"; wait "$sampler" 2>/dev/null || true
-    T_COPY=$(copy_seconds "$DIR/$name.log")
+    read -r T_COPY T_INDEX < <(phase_seconds "$DIR/$name.log")
     XMIN_MAX=$(max_of "$DIR/$name.xmin")
     P "$db" -c "SELECT array_to_string(lo_text, ',') FROM pgrepart.ranges WHERE lo_text IS NOT NULL ORDER BY range_no" >"$DIR/$name.cuts"
     read -r RANGES RANGE_MIN RANGE_MAX < <(P "$db" -F ' ' -c "SELECT count(*), min(rows_copied), max(rows_copied) FROM pgrepart.ranges")
@@ -197,21 +229,33 @@ run_keys() {
     old=$(P "$db" -c "SELECT count(*) FROM orders_flat_old")
     [ "$new" = "$old" ] && [ "$new" = "$ROWS" ] || { echo "$name: $new rows in the new table, $old in the old one" >&2; exit 1; }
     drop_db "$db"
-    log "$name: run ${T_RUN} s (copy ${T_COPY} s), $RANGES ranges of $RANGE_MIN to $RANGE_MAX rows, oldest xmin ${XMIN_MAX} s"
+    log "$name: run ${T_RUN} s (copy ${T_COPY} s, indexes ${T_INDEX} s), $RANGES ranges of $RANGE_MIN to $RANGE_MAX rows, oldest xmin ${XMIN_MAX} s"
 }
 
-declare -A RUN COPY XMIN NR RMIN RMAX
+# The median of a list of numbers.
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+declare -A RUNS COPIES INDEXES XMIN NR RMIN RMAX RUN COPY INDEX
+for i in $(seq 1 "$REPEAT"); do
+    for k in dense uuid composite skewed; do
+        log "run $i of $REPEAT: $k key"
+        run_keys "$k" "$k"
+        RUNS[$k]+=" $T_RUN"; COPIES[$k]+=" $T_COPY"; INDEXES[$k]+=" $T_INDEX"
+        # The oldest xmin over every repeat; the ranges of the last (each run samples anew).
+        XMIN[$k]=$(printf '%s\n' "$XMIN_MAX" "${XMIN[$k]:-0}" | sort -g | tail -1)
+        NR[$k]=$RANGES; RMIN[$k]=$RANGE_MIN; RMAX[$k]=$RANGE_MAX
+    done
+done
 for k in dense uuid composite skewed; do
-    log "run: $k key"
-    run_keys "$k" "$k"
-    RUN[$k]=$T_RUN; COPY[$k]=$T_COPY; XMIN[$k]=$XMIN_MAX; NR[$k]=$RANGES; RMIN[$k]=$RANGE_MIN; RMAX[$k]=$RANGE_MAX
+    # shellcheck disable=SC2086
+    RUN[$k]=$(median ${RUNS[$k]}); COPY[$k]=$(median ${COPIES[$k]}); INDEX[$k]=$(median ${INDEXES[$k]})
+    log "$k: runs${RUNS[$k]} s, median ${RUN[$k]} s"
 done
 
 LONG=""
 if [ "$COPY_RATE" != 0 ]; then
     log "long copy: uuid key, the copy held to $COPY_RATE rows/s"
     run_keys uuid_long uuid --max-copy-rate "$COPY_RATE"
-    LONG="| uuid, copy held to $COPY_RATE rows/s | ${T_RUN} s (copy ${T_COPY} s) | - | $XMIN_MAX s | $RANGES | $RANGE_MIN / $RANGE_MAX |"
+    LONG="| uuid, copy held to $COPY_RATE rows/s (one run) | ${T_RUN} s (copy ${T_COPY} s, indexes ${T_INDEX} s) | - | $XMIN_MAX s | $RANGES | $RANGE_MIN / $RANGE_MAX |"
 fi
 
 # backlog_run NAME KIND: the run stopped during the copy while BACKLOG UPDATEs commit, then let go;
@@ -230,7 +274,7 @@ SQL
     "$PGREPART" run --source "$(url "$db")" "${RUN_ARGS[@]}" --max-copy-rate 50000 --primary-key before-copy >"$DIR/$name.out" 2>"$DIR/$name.log" &
     local pid=$!
     PIDS+=("$pid")
-    copying() { grep -q "INFO.*copying" "$DIR/$name.log"; }
+    copying() { grep -q "INFO.*copying" "$DIR/$name.log" 2>/dev/null; }
     wait_until 120 "the copy to start" copying
     kill -STOP "$pid"
     PGOPTIONS="-c synchronous_commit=off" "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=42 \
@@ -284,13 +328,13 @@ SQL
 fi
 
 row() { # KIND LABEL
-    echo "| $2 | ${RUN[$1]} s (copy ${COPY[$1]} s) | $(ratio "${RUN[$1]}" "${RUN[dense]}") | ${XMIN[$1]} s | ${NR[$1]} | ${RMIN[$1]} / ${RMAX[$1]} ($(ratio "${RMAX[$1]}" "${RMIN[$1]}")) |"
+    echo "| $2 | ${RUN[$1]} s (copy ${COPY[$1]} s, indexes ${INDEX[$1]} s) | $(ratio "${RUN[$1]}" "${RUN[dense]}") | ${XMIN[$1]} s | ${NR[$1]} | ${RMIN[$1]} / ${RMAX[$1]} ($(ratio "${RMAX[$1]}" "${RMIN[$1]}")) | ${PAGES[$1]} |"
 }
 TABLE=$(cat <<EOF
-PostgreSQL $MAJOR, $ROWS rows (orders_flat, ${TABLE_MB} MB with indexes), pgrepart $(git -C "$REPO" rev-parse --short HEAD), $(nproc) cores
+PostgreSQL $MAJOR, $ROWS rows (orders_flat, ${TABLE_MB} MB with indexes), pgrepart $COMMIT, $(nproc) cores
 
-| run (auto cutover, no load, --verify off) | duration | × dense | oldest xmin held | ranges | rows per range min / max (max/min) |
-| --- | ---: | ---: | ---: | ---: | ---: |
+| run (auto cutover, no load, --verify off) | duration (median of $REPEAT) | × dense | oldest xmin held | ranges | rows per range min / max (max/min) | pages one range of 1/30 touches (the dense heap: $HEAP_PAGES) |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
 $(row dense "bigint key, dense")
 $(row uuid "uuid key")
 $(row composite "(tenant_id int, id bigint) key")
