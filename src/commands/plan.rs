@@ -53,6 +53,20 @@ struct CopyRanges {
     /// Rows per range, estimated from the sample (exact when every key was read).
     rows_per_range_min: i64,
     rows_per_range_max: i64,
+    /// `pg_stats.correlation` of the key's first column: how closely the table's physical order
+    /// follows the key (`None` before the table is analyzed).
+    key_correlation: Option<f64>,
+    /// The key's order is not the table's physical order: each range's rows lie on most of its
+    /// pages, which each range's read visits again (docs/limits.md).
+    scattered: bool,
+}
+
+/// Below this `|correlation|` a range's rows are taken to lie on most of the table's pages.
+const SCATTERED_BELOW: f64 = 0.5;
+
+/// Whether ranges over a key with this correlation to the physical order are scattered (pure).
+fn scattered(correlation: Option<f64>, ranges: usize) -> bool {
+    ranges > 1 && correlation.is_some_and(|c| c.abs() < SCATTERED_BELOW)
 }
 
 impl CopyRanges {
@@ -71,14 +85,21 @@ impl CopyRanges {
         } else {
             String::new()
         };
-        format!(
+        let mut line = format!(
             "{} key range{} on {}, copied in parallel: {} to {} rows each{ratio} ({how})",
             self.count,
             if self.count == 1 { "" } else { "s" },
             self.key,
             self.rows_per_range_min,
             self.rows_per_range_max,
-        )
+        );
+        if self.scattered {
+            line.push_str(&format!(
+                "\n  the key is not in the table's physical order (correlation {:.2}): each range's rows lie on most of the table's pages, and each range reads them again (docs/limits.md)",
+                self.key_correlation.unwrap_or(0.0)
+            ));
+        }
+        line
     }
 }
 
@@ -354,6 +375,16 @@ async fn plan_key_ranges(
         .await
         .map_err(|e| Error::db("ending the key sample's transaction", e))?;
     let planned = planned?;
+    let correlation: Option<f64> = client
+        .query_opt(
+            "SELECT correlation::float8 FROM pg_stats \
+             WHERE schemaname = $1 AND tablename = $2 AND attname = $3 \
+             ORDER BY inherited DESC LIMIT 1",
+            &[&t.name.schema, &t.name.name, &k.columns[0]],
+        )
+        .await
+        .map_err(|e| Error::db("reading the key's correlation", e))?
+        .and_then(|r| r.get(0));
     let rows = planned.rows_per_range(t.estimated_rows);
     let described: Vec<String> = k
         .columns
@@ -368,6 +399,8 @@ async fn plan_key_ranges(
         whole_table: planned.whole_table,
         rows_per_range_min: rows.iter().copied().min().unwrap_or(0),
         rows_per_range_max: rows.iter().copied().max().unwrap_or(0),
+        key_correlation: correlation,
+        scattered: scattered(correlation, planned.ranges.len()),
     };
     let bounds = match ranges::as_int_ranges(&planned.ranges) {
         Some(ints) if k.columns.len() == 1 => ints
@@ -591,7 +624,18 @@ async fn carry_over_report(
 
 #[cfg(test)]
 mod tests {
-    use super::CopyRanges;
+    use super::{CopyRanges, scattered};
+
+    #[test]
+    fn a_key_far_from_the_physical_order_is_scattered() {
+        assert!(scattered(Some(0.01), 8));
+        assert!(scattered(Some(-0.3), 8));
+        assert!(!scattered(Some(0.97), 8));
+        assert!(!scattered(Some(-0.9), 8));
+        // Not analyzed, or one range (read once whatever the order).
+        assert!(!scattered(None, 8));
+        assert!(!scattered(Some(0.0), 1));
+    }
 
     #[test]
     fn the_ranges_line_gives_their_count_and_balance() {
@@ -602,6 +646,8 @@ mod tests {
             whole_table: false,
             rows_per_range_min: 24_000,
             rows_per_range_max: 26_400,
+            key_correlation: Some(0.98),
+            scattered: false,
         };
         assert_eq!(
             r.line(),
@@ -616,5 +662,10 @@ mod tests {
             r.line(),
             "1 key range on (k uuid), copied in parallel: 0 to 0 rows each (counted over all 0 keys)"
         );
+        r.scattered = true;
+        r.key_correlation = Some(-0.012);
+        assert!(r.line().ends_with(
+            "\n  the key is not in the table's physical order (correlation -0.01): each range's rows lie on most of the table's pages, and each range reads them again (docs/limits.md)"
+        ));
     }
 }
