@@ -9,9 +9,11 @@
 //!
 //! ```text
 //! total(pace) = excess(pace) x rows left / pace
-//! excess(pace): learned from the seconds seen at about that pace (bands a factor of 2 apart);
-//!               between two known paces, a straight line; above the fastest known, the line
-//!               from the stream's floor (the excess with the copy held) through it
+//! excess(pace): learned from the seconds seen at about that pace (bands a factor of 2 apart,
+//!               forgotten after 20 s); between two known paces, a straight line; below the
+//!               slowest, the intercept: the stream's floor (the excess with the copy held), or
+//!               the least excess seen when that is higher; above the fastest, the line from
+//!               the intercept through it
 //! candidates:   half the pace now, the pace now, twice it (or none above the unlimited cap)
 //! ```
 //!
@@ -39,9 +41,15 @@ pub const START_RATE: u64 = 20_000;
 /// (a slower one this much less too): equal predictions do not make the pace swing.
 pub const HYSTERESIS: f64 = 0.05;
 /// A learned excess older than this many decisions (seconds) is forgotten: the workload changes.
-pub const FORGET_AFTER: u64 = 60;
-/// The weight of a new second in a band's learned excess.
+pub const FORGET_AFTER: u64 = 20;
+/// The weight of a new second in a band's learned excess, and in the smoothed readings.
 const LEARN_WEIGHT: f64 = 0.5;
+
+/// `x` folded into a running mean (pure): the readings a decision uses are smoothed over a few
+/// seconds, so that one second's noise (a probe's commit waiting for a core) cuts nothing.
+pub fn smoothed(before: Option<f64>, x: f64) -> f64 {
+    before.map_or(x, |b| b + LEARN_WEIGHT * (x - b))
+}
 
 /// What the application feels now, against what it felt without the migration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -278,7 +286,8 @@ impl Model {
             .map(|b| (b.rows_per_s, b.excess))
             .collect();
         known.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut below = (0.0, self.floor);
+        let intercept = self.intercept(&known);
+        let mut below = (0.0, intercept);
         for &(r, e) in &known {
             if rows_per_s <= r {
                 let (r0, e0) = below;
@@ -291,10 +300,24 @@ impl Model {
             }
             below = (r, e);
         }
-        // Above every known pace: the line from the floor through the fastest one.
+        // Above every known pace: the line from the intercept through the fastest one.
         match known.last() {
-            Some(&(r, e)) if r > 0.0 => (self.floor + (e - self.floor) * rows_per_s / r).max(0.0),
+            Some(&(r, e)) if r > 0.0 => (intercept + (e - intercept) * rows_per_s / r).max(0.0),
             _ => self.floor,
+        }
+    }
+
+    /// The excess at no pace at all: the floor measured with the migration held, or the least
+    /// excess seen at any pace when that is higher. What the application pays at the slowest
+    /// pace seen is not that pace's doing alone (the walsender still decodes what the copy wrote
+    /// before, the workload's latency wanders), and a line from the lower floor through it would
+    /// make every faster pace look over the ceiling: the copy would crawl for good.
+    fn intercept(&self, known: &[(f64, f64)]) -> f64 {
+        let least = known.iter().map(|&(_, e)| e).fold(f64::INFINITY, f64::min);
+        if least.is_finite() {
+            least.max(self.floor)
+        } else {
+            self.floor
         }
     }
 }
@@ -536,7 +559,8 @@ mod tests {
             20_000.0,
             1_000_000,
         );
-        // On the line, 40,000 rows/s costs 0.3 for half as long: less in total.
+        // Nothing says yet that the excess grows with the pace: 40,000 rows/s is predicted at
+        // 0.2, for half as long: less in total.
         assert_eq!(p.copy, Some(40_000));
         assert_eq!(
             p.reason.to_string(),
@@ -544,17 +568,31 @@ mod tests {
         );
         let total = p.predicted_total.unwrap();
         assert!(
-            (total - 0.3 * 1_000_000.0 / 40_000.0).abs() < 1e-6,
+            (total - 0.2 * 1_000_000.0 / 40_000.0).abs() < 1e-6,
             "{total}"
         );
+        // Seen at 40,000 rows/s: 0.3. On the line from the least excess seen (0.2) through it,
+        // 80,000 costs 0.4: within the ceiling, and less in total.
+        model.learn(40_000.0, 0.3);
+        let p = plan(
+            &model,
+            &reading(1.4, 600.0),
+            &CEIL,
+            Some(40_000),
+            40_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.copy, Some(80_000));
     }
 
     #[test]
     fn a_faster_pace_predicted_over_the_ceiling_is_not_taken() {
         let mut model = Model::default();
         model.learn_floor(0.1);
+        model.learn(10_000.0, 0.25);
         model.learn(20_000.0, 0.45);
-        // 40,000 would cost 0.8 on the line: over the ceiling of 0.5.
+        // 40,000 would cost 0.65 on the line: over the ceiling of 0.5; 10,000 costs more in
+        // total (0.25 for twice as long).
         let p = plan(
             &model,
             &reading(1.55, 600.0),
@@ -564,6 +602,24 @@ mod tests {
             1_000_000,
         );
         assert_eq!(p.copy, Some(20_000));
+    }
+
+    #[test]
+    fn a_copy_at_its_floor_with_the_application_paying_for_other_things_still_speeds_up() {
+        // At 500 rows/s the application pays 0.4 (the walsender decoding what the copy wrote
+        // before): not the slowest pace's doing, so 1,000 rows/s is not predicted at 0.75.
+        let mut model = Model::default();
+        model.learn_floor(0.05);
+        model.learn(500.0, 0.4);
+        let p = plan(
+            &model,
+            &reading(1.5, 600.0),
+            &CEIL,
+            Some(500),
+            500.0,
+            1_000_000,
+        );
+        assert_eq!(p.copy, Some(1_000));
     }
 
     #[test]
@@ -645,6 +701,12 @@ mod tests {
     }
 
     #[test]
+    fn readings_are_smoothed() {
+        assert_eq!(smoothed(None, 4.0), 4.0);
+        assert_eq!(smoothed(Some(1.0), 3.0), 2.0);
+    }
+
+    #[test]
     fn the_model_interpolates_extrapolates_and_forgets() {
         let mut m = Model::default();
         assert_eq!(m.predict(10_000.0), 0.0);
@@ -652,11 +714,12 @@ mod tests {
         assert_eq!(m.predict(10_000.0), 0.1);
         m.learn(10_000.0, 0.3);
         m.learn(40_000.0, 0.9);
-        // Between the floor and the first band, and between bands: straight lines.
-        assert!((m.predict(5_000.0) - 0.2).abs() < 1e-9);
+        // Below the slowest pace seen: its excess (the floor is lower, but the slowest pace's
+        // excess is not all its own); between bands, a straight line.
+        assert!((m.predict(5_000.0) - 0.3).abs() < 1e-9);
         assert!((m.predict(25_000.0) - 0.6).abs() < 1e-9);
-        // Beyond the fastest: the line from the floor through it.
-        assert!((m.predict(80_000.0) - 1.7).abs() < 1e-9);
+        // Beyond the fastest: the line from there through it.
+        assert!((m.predict(80_000.0) - 1.5).abs() < 1e-9);
         // A band learns a new second by half.
         m.learn(10_000.0, 0.5);
         assert!((m.predict(10_000.0) - 0.4).abs() < 1e-9);
