@@ -37,7 +37,8 @@
 #      SCENARIOS=tpcb runs only the TPC-B-like windows (bench/tpcb.sh: pgbench -b tpcb-like while
 #      pgbench_accounts is partitioned; TPCB_SCALE (20), TPCB_CLIENTS (4), TPCB_ALONE_S (20),
 #      TPCB_LIMIT (240), OLD_PGREPART=path adds the previous governor's binary, TPCB_OUT=FILE);
-#      SCENARIOS=all (the default) runs them after the rest.
+#      SCENARIOS=all (the default) runs them after the rest. PGREPART_BIN=path: that binary
+#      rather than a fresh release build.
 set -euo pipefail
 SCENARIOS=${SCENARIOS:-all}
 case "$SCENARIOS" in all|tpcb) ;; *) echo "SCENARIOS is all or tpcb" >&2; exit 2 ;; esac
@@ -70,9 +71,13 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
-log "building pgrepart (release)"
-cargo build --release --quiet
-PGREPART=$REPO/target/release/pgrepart
+if [ -n "${PGREPART_BIN:-}" ]; then
+    PGREPART=$PGREPART_BIN
+else
+    log "building pgrepart (release)"
+    cargo build --release --quiet
+    PGREPART=$REPO/target/release/pgrepart
+fi
 
 DIR=$(mktemp -d /tmp/pgrepart-bench.XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres "$DIR"

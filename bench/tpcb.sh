@@ -140,23 +140,24 @@ migration_window() {
     local mode=$1 name=$2 rate=$3 bin=$4; shift 4
     mig() { tpcb_migrate "$bin" "$1" "${EXTRA[@]}"; }
     EXTRA=("$@")
+    local key="${mode}_${name//-/_}"
     log "(tpcb) $mode loop, $name"
-    tpcb_window "${mode}_$name" "$rate" mig
+    tpcb_window "$key" "$rate" mig
     local done_text="done"
     [ "$TM_DONE" = 1 ] || done_text="NOT done after ${TPCB_LIMIT} s ($TM_COPIED)"
-    WINDOWS+=("$mode|$name|$W_FROM|$W_TO|$TM_SECONDS|$done_text")
+    WINDOWS+=("$mode|$name|$key|$W_FROM|$W_TO|$TM_SECONDS|$done_text")
     GOVLOG+=("$mode loop, $name:" "$(tpcb_governor_log)")
-    log "(tpcb) $mode, $name: ${TM_SECONDS} s, $(tpcb_stats "${mode}_$name"); $done_text"
+    log "(tpcb) $mode, $name: ${TM_SECONDS} s, $(tpcb_stats "$key") (tps, ms, worst 10 s ms, seconds); $done_text"
 }
-# row MODE NAME FROM TO SECONDS DONE REF_TPS REF_LAT: one line of the table.
+# row MODE NAME KEY FROM TO SECONDS DONE REF_TPS REF_LAT: one line of the table.
 row() {
     local tps lat worst n excess
-    W_FROM=$3; W_TO=$4
-    read -r tps lat worst n < <(tpcb_stats "$1_$2")
-    excess=$(tpcb_excess "$1_$2" "$8")
+    W_FROM=$4; W_TO=$5
+    read -r tps lat worst n < <(tpcb_stats "$3")
+    excess=$(tpcb_excess "$3" "$9")
     printf '| %s | %s | %s s | %s | %s | %s | %s ms | %s | %s ms | %s | %s | %s |\n' \
-        "$1" "$2" "$5" "$(ratio "$5" "$T_UNLOADED")" "$tps" "$(ratio "$tps" "$7")" \
-        "$lat" "$(ratio "$lat" "$8")" "$worst" "$(ratio "$worst" "$8")" "$excess" "$6"
+        "$1" "$2" "$6" "$(ratio "$6" "$T_UNLOADED")" "$tps" "$(ratio "$tps" "$8")" \
+        "$lat" "$(ratio "$lat" "$9")" "$worst" "$(ratio "$worst" "$9")" "$excess" "$7"
 }
 
 log "(tpcb) closed loop alone (the machine's capacity)"
@@ -192,9 +193,9 @@ echo
 echo "| loop | migration | duration | x unloaded | tps | x alone | mean latency | x alone | worst 10 s | x alone | excess ms x s | |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for w in "${WINDOWS[@]}"; do
-    IFS='|' read -r mode name from to secs done_text <<<"$w"
-    if [ "$mode" = open ]; then row "$mode" "$name" "$from" "$to" "$secs" "$done_text" "$O_TPS" "$O_LAT"
-    else row "$mode" "$name" "$from" "$to" "$secs" "$done_text" "$C_TPS" "$C_LAT"; fi
+    IFS='|' read -r mode name key from to secs done_text <<<"$w"
+    if [ "$mode" = open ]; then row "$mode" "$name" "$key" "$from" "$to" "$secs" "$done_text" "$O_TPS" "$O_LAT"
+    else row "$mode" "$name" "$key" "$from" "$to" "$secs" "$done_text" "$C_TPS" "$C_LAT"; fi
 done
 echo
 echo "the governor's first decisions:"

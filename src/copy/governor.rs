@@ -1116,6 +1116,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 ),
             }
             last_reason_kind = kind;
+            if plan.reason.over_a_ceiling() && plan.copy != limit {
+                model.note_cut();
+            }
             g.copy_limit.set(plan.copy);
             set_reason(reason);
             // During the copy the apply is paced only once the copy is at its floor: before

@@ -42,6 +42,10 @@ pub const START_RATE: u64 = 20_000;
 pub const HYSTERESIS: f64 = 0.05;
 /// A learned excess older than this many decisions (seconds) is forgotten: the workload changes.
 pub const FORGET_AFTER: u64 = 20;
+/// Decisions (seconds) after a cut for a ceiling before the next: the readings are smoothed, and
+/// the cut shows in them a second or two later; cutting again meanwhile would overshoot to the
+/// floor.
+pub const CUT_EVERY: u64 = 2;
 /// The weight of a new second in a band's learned excess, and in the smoothed readings.
 const LEARN_WEIGHT: f64 = 0.5;
 
@@ -239,6 +243,8 @@ pub struct Model {
     floor: f64,
     /// Decisions so far (the model's clock).
     now: u64,
+    /// The decision of the last cut for a ceiling.
+    last_cut: Option<u64>,
 }
 
 impl Model {
@@ -275,6 +281,16 @@ impl Model {
 
     pub fn floor(&self) -> f64 {
         self.floor
+    }
+
+    /// The copy's limit was cut for a ceiling now.
+    pub fn note_cut(&mut self) {
+        self.last_cut = Some(self.now);
+    }
+
+    /// A cut for a ceiling less than [`CUT_EVERY`] decisions ago.
+    pub fn cut_recently(&self) -> bool {
+        self.last_cut.is_some_and(|c| self.now - c < CUT_EVERY)
     }
 
     /// The excess predicted at `rows_per_s`.
@@ -354,6 +370,14 @@ pub fn plan(
             Reason::ReplicaLag { seconds, max } => max / seconds,
             _ => (1.0 + m) / (1.0 + reading.excess()),
         };
+        if model.cut_recently() && limit.is_some() {
+            // The last cut does not show in the readings yet.
+            return Plan {
+                copy: limit,
+                reason,
+                predicted_total: None,
+            };
+        }
         return ceiling_plan(factor.clamp(0.25, 0.7), reason);
     }
     // Within the ceiling: the candidate with the least total excess left.
@@ -511,6 +535,24 @@ mod tests {
             p.reason.to_string(),
             "paced: workload 200 tps under 400 tps"
         );
+    }
+
+    #[test]
+    fn a_cut_waits_for_the_last_one_to_show() {
+        let mut model = Model::default();
+        let over = reading(3.0, 600.0);
+        let p = plan(&model, &over, &CEIL, Some(40_000), 40_000.0, 1_000_000);
+        assert!(p.copy < Some(40_000));
+        model.note_cut();
+        model.learn(40_000.0, 1.9);
+        // A second later, still over: held where it is.
+        let q = plan(&model, &over, &CEIL, p.copy, 40_000.0, 1_000_000);
+        assert_eq!(q.copy, p.copy);
+        assert!(q.reason.over_a_ceiling());
+        // Two seconds later: cut again.
+        model.learn(20_000.0, 1.9);
+        let r = plan(&model, &over, &CEIL, p.copy, 20_000.0, 1_000_000);
+        assert!(r.copy < p.copy, "{r:?}");
     }
 
     #[test]
