@@ -682,10 +682,6 @@ pub async fn baseline(source: &Config) -> Result<Baseline> {
             statements_ms = st.sample(&client).await;
         }
     }
-    tracing::debug!(
-        statements = statements.is_some(),
-        "load governor: the application's statements are read from pg_stat_statements when it is installed"
-    );
     Ok(Baseline {
         client,
         at,
