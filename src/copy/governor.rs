@@ -1,36 +1,27 @@
-//! Keeps the migration from slowing the source's own workload: the copy first, then the apply.
+//! Keeps the migration from costing the source's own workload more than it must: the copy first,
+//! then the apply.
 //!
-//! The copy writes WAL as fast as two cores can produce it, and every commit of the application
-//! then waits for a WAL flush that carries the copy's data too: on the bench machine a workload of
-//! 800 transactions/s went from 2 ms to seconds a transaction while an unthrottled copy ran. So a
-//! probe session commits a one-row-sized write transaction (`pg_current_xact_id()`) five times a
-//! second, and the copy's rate follows two signals: the probe's latency (what an application that
-//! sends its transactions at its own pace sees) and the rate of the other sessions' write
-//! transactions (what an application that sends the next as soon as the last is done loses: on a
-//! machine with no idle core it slows by far more than one short probe shows).
+//! The copy writes WAL as fast as two cores can produce it, every commit of the application then
+//! waits for a WAL flush that carries the copy's data too, and for as long as the migration lasts
+//! the slot's walsender decodes the database's WAL. So the governor reads every second what the
+//! application feels, against a reference taken without the migration, and chooses the copy's
+//! pace in [`super::objective`]: within a ceiling on any moment (`--max-impact`,
+//! `--max-replica-lag`), the pace that costs the application least over the whole migration.
 //!
 //! ```text
-//! before the copy: baseline latency = median probe latency, baseline rate = other write
-//!                  transactions/s (over a second when there are some)
-//! every second:    latency = median probe latency, workload = other write transactions/s
-//!                  no workload (< MIN_WORKLOAD_XACTS, and none at the baseline)
-//!                                          → no limit (or the user's --max-copy-rate)
-//!                  latency > allowed, or workload < (1 - max impact) x baseline rate
-//!                                          → limit = the worse of allowed / latency and
-//!                                            workload / that floor (0.25 to 0.7)
-//!                                            x min(limit, rows the copy moved)
-//!                  latency and workload within half the impact
-//!                                          → limit = 1.15 x limit (no limit once above the
-//!                                            cap), not within 3 s of a slow-down
-//! after 5 s, then every 20 s:
-//!                  the copy and the apply are held, the slot's walsender left to stop
-//!                  decoding (0.4 to 3.4 s), and both baselines taken again over a second, so
-//!                  that a workload that changes by itself is not taken for the migration's doing
-//! allowed = baseline latency x (1 + max impact) + slack
-//! the apply:       slowed with the copy (floor 500 changes/s); raised first (the copy is raised
-//!                  only while the apply is not paced); let go once its pace no longer binds
-//!                  (the stream moved under half of it), and whenever `run` frees it (the
+//! before the slot: reference = the probe's median commit, the application's statements' mean
+//!                  (pg_stat_statements, where installed), the other write transactions/s
+//! every second:    the same, smoothed; the worst replay_lag of the physical standbys
+//!                  → objective::plan: the copy's limit and the reason shown by `status`
+//!                  the apply: paced only over a ceiling once the copy is at its floor or done
+//!                  (floor 500 changes/s); raised as the workload leaves room; the stream parked
+//!                  after 3 s over a ceiling at the floor; let go whenever `run` frees it (the
 //!                  cutover due, a verify waiting, the retained WAL near a limit)
+//! after 5 s, then every 20 s:
+//!                  the copy and the apply are held, the slot's walsender left to stop decoding
+//!                  (0.4 to 3.4 s), and the references taken again over a second: a change
+//!                  beyond the ceiling's band either way is the workload's own; the excess left
+//!                  is the walsender's, the floor of every pace
 //! ```
 //!
 //! The apply is paced where the stream is read: a reader that waits reads nothing, so the
@@ -412,11 +403,10 @@ impl Drop for PaceHold<'_> {
     }
 }
 
-/// The governor's decisions for the apply (pure). A workload that waits slows the apply along
-/// with the copy (a copy slowed alone from its start rate takes seconds to reach its floor, and
-/// the workload waits all along); the apply speeds up first again, the copy only once the apply
-/// is let go (a growing lag costs more than a slower copy: WAL kept on the source, a longer
-/// catch-up), which it is once its pace no longer holds it back.
+/// The governor's decisions for the apply (pure). A workload over a ceiling slows the apply once
+/// the copy is at its floor or done (before that, a slower copy costs the application less than a
+/// growing lag: the migration lasts until the lag is zero); the apply is let go once its pace no
+/// longer holds it back.
 #[derive(Debug, Clone)]
 pub struct ApplyController {
     /// The user's `--max-apply-rate`, if any: never exceeded.

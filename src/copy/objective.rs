@@ -293,8 +293,8 @@ impl Model {
         self.last_cut.is_some_and(|c| self.now - c < CUT_EVERY)
     }
 
-    /// The excess predicted at `rows_per_s`.
-    pub fn predict(&self, rows_per_s: f64) -> f64 {
+    /// The paces seen lately and their excess, slowest first.
+    fn known(&self) -> Vec<(f64, f64)> {
         let mut known: Vec<(f64, f64)> = self
             .bands
             .values()
@@ -302,6 +302,18 @@ impl Model {
             .map(|b| (b.rows_per_s, b.excess))
             .collect();
         known.sort_by(|a, b| a.0.total_cmp(&b.0));
+        known
+    }
+
+    /// What the application pays at no pace at all, as far as the governor can tell (see
+    /// `intercept`).
+    pub fn background(&self) -> f64 {
+        self.intercept(&self.known())
+    }
+
+    /// The excess predicted at `rows_per_s`.
+    pub fn predict(&self, rows_per_s: f64) -> f64 {
+        let known = self.known();
         let intercept = self.intercept(&known);
         let mut below = (0.0, intercept);
         for &(r, e) in &known {
@@ -354,7 +366,18 @@ pub fn plan(
         reason,
         predicted_total: None,
     };
-    let m = ceilings.max_impact;
+    // The ceiling the copy's pace can keep: `--max-impact`, or, when the application pays more
+    // than that even at the slowest pace seen lately (a walsender still decoding what the copy
+    // wrote before, other work on the machine), that much and half of `--max-impact` more.
+    // Cutting a pace that is not what the application pays for only makes the migration, and
+    // what the application pays all along, last longer.
+    let m = ceilings
+        .max_impact
+        .max(model.background() + ceilings.max_impact / 2.0);
+    let ceilings = &Ceilings {
+        max_impact: m,
+        ..*ceilings
+    };
     let over = ceiling_reason(reading, ceilings);
     // A standby's lag is a ceiling with or without a workload on the source.
     if !reading.busy() && !matches!(over, Some(Reason::ReplicaLag { .. })) {
@@ -538,19 +561,68 @@ mod tests {
     }
 
     #[test]
+    fn what_the_application_pays_at_the_slowest_pace_is_not_cut_for() {
+        // At 500 rows/s, and before at 2,000, the application paid 3 times its latency (another
+        // load on the machine): pacing the copy does not remove that. The ceiling is that and
+        // half of --max-impact more; the copy speeds up.
+        let mut model = Model::default();
+        model.learn_floor(0.1);
+        model.learn(500.0, 3.0);
+        model.learn(2_000.0, 3.1);
+        let p = plan(
+            &model,
+            &reading(4.0, 600.0),
+            &CEIL,
+            Some(2_000),
+            2_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.copy, Some(4_000), "{p:?}");
+        // A pace that adds more than that is cut, and the reason says against what.
+        let p = plan(
+            &model,
+            &reading(4.5, 600.0),
+            &CEIL,
+            Some(2_000),
+            2_000.0,
+            1_000_000,
+        );
+        assert!(p.copy < Some(2_000), "{p:?}");
+        assert!(
+            p.reason
+                .to_string()
+                .starts_with("paced: latency 4.5 ms over 4."),
+            "{}",
+            p.reason
+        );
+        // Without such a background the ceiling is --max-impact.
+        let mut quiet = Model::default();
+        quiet.learn(2_000.0, 0.1);
+        let p = plan(
+            &quiet,
+            &reading(1.7, 600.0),
+            &CEIL,
+            Some(2_000),
+            2_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.reason.to_string(), "paced: latency 1.7 ms over 1.6 ms");
+    }
+
+    #[test]
     fn a_cut_waits_for_the_last_one_to_show() {
         let mut model = Model::default();
         let over = reading(3.0, 600.0);
         let p = plan(&model, &over, &CEIL, Some(40_000), 40_000.0, 1_000_000);
         assert!(p.copy < Some(40_000));
         model.note_cut();
-        model.learn(40_000.0, 1.9);
+        model.learn(40_000.0, 0.1);
         // A second later, still over: held where it is.
         let q = plan(&model, &over, &CEIL, p.copy, 40_000.0, 1_000_000);
         assert_eq!(q.copy, p.copy);
         assert!(q.reason.over_a_ceiling());
         // Two seconds later: cut again.
-        model.learn(20_000.0, 1.9);
+        model.learn(20_000.0, 0.1);
         let r = plan(&model, &over, &CEIL, p.copy, 20_000.0, 1_000_000);
         assert!(r.copy < p.copy, "{r:?}");
     }
