@@ -72,7 +72,7 @@ tpcb_window() {
     "$PGBENCH" -n -b tpcb-like -h 127.0.0.1 -p "$PORT" -U postgres -c "$TPCB_CLIENTS" -j 2 \
         -T $(( TPCB_LEAD + TPCB_LIMIT + 60 )) -P 1 "${rate_args[@]}" "$db" >"$DIR/tpcb.$name.out" 2>&1 &
     pgb=$!
-    wait_until 30 "pgbench's lead" grep -q "^progress: $TPCB_LEAD\\." "$DIR/tpcb.$name.out"
+    wait_until 30 "pgbench's lead" grep -qs "^progress: $TPCB_LEAD\\." "$DIR/tpcb.$name.out"
     t0=$(now)
     if [ "$1" = : ]; then sleep "$TPCB_ALONE_S"; else "$@" "$db"; fi
     t1=$(now)
@@ -80,7 +80,7 @@ tpcb_window() {
     # The tail: the seconds after the migration, so that its last second is in the output.
     local last
     last=$(awk -v to="$W_TO" 'BEGIN { printf "%d", to + 5 }')
-    wait_until 60 "pgbench's tail" grep -q "^progress: $last\\." "$DIR/tpcb.$name.out"
+    wait_until 60 "pgbench's tail" grep -qs "^progress: $last\\." "$DIR/tpcb.$name.out"
     # (a background job of a script ignores SIGINT)
     kill -TERM "$pgb" 2>/dev/null || true
     wait "$pgb" 2>/dev/null || true

@@ -1082,10 +1082,8 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 ),
                 Decision::SlowedTo(n) if plan.reason.over_a_ceiling() => tracing::info!(
                     rows_per_s = n,
-                    latency_ms = format_args!("{:.2}", reading.latency_ms),
-                    allowed_ms = format_args!("{:.2}", reading.allowed_ms(g.max_impact)),
+                    excess_pct = (excess * 100.0).round() as u64,
                     workload_xacts_per_s = others.round() as u64,
-                    workload_floor = reading.xacts_floor(g.max_impact).round() as u64,
                     "copy slowed to {n} rows/s ({reason})"
                 ),
                 Decision::Released => tracing::info!(
