@@ -188,7 +188,7 @@ impl Controller {
     /// in force (ms, xacts).
     pub fn rebase(&mut self, baseline_ms: f64, baseline_xacts: f64) -> (f64, f64) {
         let (ms, xacts) = (baseline_ms.max(0.0), baseline_xacts.max(0.0));
-        self.baseline_ms = rebased(self.baseline_ms, ms, self.max_impact);
+        self.baseline_ms = rebased(self.baseline_ms, ms, self.max_impact, SLACK_MS);
         let within =
             xacts >= self.xacts_floor() && xacts <= self.baseline_xacts * (1.0 + self.max_impact);
         if !within {
@@ -228,9 +228,9 @@ impl Controller {
 /// few commits (on the bench machine the probe's median wandered from 0.3 to 1.2 ms with nothing
 /// changed, and a reference that followed it down held the copy at its floor for good). Beyond
 /// the band the workload has changed by itself, and the measure is the new reference.
-pub fn rebased(reference_ms: f64, measured_ms: f64, max_impact: f64) -> f64 {
-    let within = measured_ms <= reference_ms * (1.0 + max_impact) + SLACK_MS
-        && measured_ms >= reference_ms / (1.0 + max_impact) - SLACK_MS;
+pub fn rebased(reference_ms: f64, measured_ms: f64, max_impact: f64, slack_ms: f64) -> f64 {
+    let within = measured_ms <= reference_ms * (1.0 + max_impact) + slack_ms
+        && measured_ms >= reference_ms / (1.0 + max_impact) - slack_ms;
     if within { reference_ms } else { measured_ms }
 }
 
@@ -1234,7 +1234,12 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             };
             model.learn_floor(floor);
             statements_ref = match (statements_held, statements_ref) {
-                (Some(now), Some(reference)) => Some(rebased(reference, now, g.max_impact)),
+                (Some(now), Some(reference)) => Some(rebased(
+                    reference,
+                    now,
+                    g.max_impact,
+                    super::objective::STATEMENTS_SLACK_MS,
+                )),
                 (now, reference) => reference.or(now),
             };
             if !g.pace.is_free()
@@ -1316,10 +1321,13 @@ mod tests {
 
     #[test]
     fn a_latency_reference_keeps_the_walsenders_residue_out() {
-        assert_eq!(rebased(1.0, 1.3, 0.5), 1.0);
-        assert_eq!(rebased(1.0, 0.7, 0.5), 1.0);
-        assert_eq!(rebased(1.0, 0.5, 0.5), 0.5);
-        assert_eq!(rebased(1.0, 2.0, 0.5), 2.0);
+        assert_eq!(rebased(1.0, 1.3, 0.5, SLACK_MS), 1.0);
+        assert_eq!(rebased(1.0, 0.7, 0.5, SLACK_MS), 1.0);
+        assert_eq!(rebased(1.0, 0.5, 0.5, SLACK_MS), 0.5);
+        assert_eq!(rebased(1.0, 2.0, 0.5, SLACK_MS), 2.0);
+        // The statements' own slack: 0.1 ms statements at 0.2 ms have changed.
+        assert_eq!(rebased(0.1, 0.2, 0.5, 0.01), 0.2);
+        assert_eq!(rebased(0.1, 0.2, 0.5, SLACK_MS), 0.1);
     }
 
     fn reading(latency_ms: f64, xacts: f64) -> Reading {

@@ -31,6 +31,9 @@ pub const MIN_WORKLOAD_XACTS: f64 = 30.0;
 /// Added to the allowed latency: a reference of a few hundredths of a millisecond would
 /// otherwise make scheduling noise look like an impact.
 pub const SLACK_MS: f64 = 0.1;
+/// The slack of the application's statements' mean (ms): a statement takes a tenth of a
+/// millisecond where the probe's commit takes one, and the probe's slack would hide a doubling.
+pub const STATEMENTS_SLACK_MS: f64 = 0.01;
 /// The lowest pace the governor sets for the copy (rows/s): the copy always moves.
 pub const MIN_RATE: u64 = 500;
 /// Above this a limit is no limit (rows/s).
@@ -98,15 +101,26 @@ pub struct Ceilings {
     pub copy_cap: Option<u64>,
 }
 
+impl LatencyOf {
+    /// What is added to the allowed latency ([`SLACK_MS`], [`STATEMENTS_SLACK_MS`]).
+    pub fn slack_ms(self) -> f64 {
+        match self {
+            LatencyOf::Probe => SLACK_MS,
+            LatencyOf::Statements => STATEMENTS_SLACK_MS,
+        }
+    }
+}
+
 impl Reading {
     /// The source carries a write workload of its own (now or at the reference).
     pub fn busy(&self) -> bool {
         self.xacts >= MIN_WORKLOAD_XACTS || self.reference_xacts >= MIN_WORKLOAD_XACTS
     }
 
-    /// The latency's rise over its reference (less [`SLACK_MS`]), as a fraction of it.
+    /// The latency's rise over its reference (less its slack), as a fraction of it.
     pub fn latency_excess(&self) -> f64 {
-        (self.latency_ms - self.reference_ms - SLACK_MS).max(0.0) / self.reference_ms.max(0.001)
+        (self.latency_ms - self.reference_ms - self.latency_of.slack_ms()).max(0.0)
+            / self.reference_ms.max(0.001)
     }
 
     /// The throughput's fall, as the latency rise it means to clients that send their next
@@ -127,7 +141,7 @@ impl Reading {
 
     /// The highest latency the ceiling allows (ms).
     pub fn allowed_ms(&self, max_impact: f64) -> f64 {
-        self.reference_ms * (1.0 + max_impact) + SLACK_MS
+        self.reference_ms * (1.0 + max_impact) + self.latency_of.slack_ms()
     }
 
     /// The lowest workload rate the ceiling allows.
@@ -468,7 +482,7 @@ mod tests {
         Reading {
             latency_ms,
             reference_ms: 1.0,
-            latency_of: LatencyOf::Statements,
+            latency_of: LatencyOf::Probe,
             xacts,
             reference_xacts: 600.0,
             replica_lag_s: None,
@@ -499,6 +513,38 @@ mod tests {
         assert_eq!(r.throughput_excess(), 0.0);
         assert!(!r.busy());
         assert!((r.allowed_ms(0.5) - 1.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_statements_mean_has_a_slack_of_its_own() {
+        // 0.1 ms statements at 0.2 ms: twice their latency, over a 50% ceiling.
+        let r = Reading {
+            latency_ms: 0.2,
+            reference_ms: 0.1,
+            latency_of: LatencyOf::Statements,
+            ..reading(0.0, 600.0)
+        };
+        assert!(
+            (r.latency_excess() - 0.9).abs() < 1e-9,
+            "{}",
+            r.latency_excess()
+        );
+        assert!((r.allowed_ms(0.5) - 0.16).abs() < 1e-9);
+        let p = plan(
+            &Model::default(),
+            &r,
+            &CEIL,
+            Some(20_000),
+            20_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.reason.to_string(), "paced: latency 0.2 ms over 0.2 ms");
+        // The probe's slack would have hidden it.
+        let probe = Reading {
+            latency_of: LatencyOf::Probe,
+            ..r
+        };
+        assert_eq!(probe.latency_excess(), 0.0);
     }
 
     #[test]
@@ -538,7 +584,10 @@ mod tests {
             1e6 as u64,
         );
         assert_eq!(p.copy, Some((40_000.0 * 1.5 / 2.9) as u64));
-        assert_eq!(p.reason.to_string(), "paced: latency 3.0 ms over 1.6 ms");
+        assert_eq!(
+            p.reason.to_string(),
+            "paced: commit latency 3.0 ms over 1.6 ms"
+        );
         assert!(p.reason.over_a_ceiling());
         // A copy moving less than its limit is cut from what it moved; never below the floor.
         let p = plan(
@@ -597,7 +646,7 @@ mod tests {
         assert!(
             p.reason
                 .to_string()
-                .starts_with("paced: latency 4.5 ms over 4."),
+                .starts_with("paced: commit latency 4.5 ms over 4."),
             "{}",
             p.reason
         );
@@ -612,7 +661,10 @@ mod tests {
             2_000.0,
             1_000_000,
         );
-        assert_eq!(p.reason.to_string(), "paced: latency 1.7 ms over 1.6 ms");
+        assert_eq!(
+            p.reason.to_string(),
+            "paced: commit latency 1.7 ms over 1.6 ms"
+        );
     }
 
     #[test]
