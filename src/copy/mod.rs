@@ -11,6 +11,7 @@
 
 pub mod governor;
 pub mod indexes;
+pub mod objective;
 pub mod ranges;
 pub mod snapshot;
 pub mod toast;

@@ -113,7 +113,9 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     target_oid oid,
     -- pg_current_snapshot() of the slot's exported snapshot, read while it was importable: every
     -- fresh copy snapshot must see what it counts as committed (docs/design.md §5).
-    exported_snapshot text
+    exported_snapshot text,
+    -- Why the load governor holds the pace it does now (NULL: no governor).
+    governor_reason text
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -189,6 +191,8 @@ pub struct Migration {
     pub source_oid: Option<u32>,
     /// The new table's OID when the migration started.
     pub target_oid: Option<u32>,
+    /// Why the load governor holds the pace it does, as the running `run` last recorded it.
+    pub governor_reason: Option<String>,
 }
 
 impl Migration {
@@ -211,7 +215,8 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.total_bytes_estimate, m.rows_streamed, m.indexes_built, m.pause_in_effect,
        m.target_committed_fence,
        m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner,
-       m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit, m.source_oid, m.target_oid
+       m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit, m.source_oid, m.target_oid,
+       m.governor_reason
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -258,6 +263,7 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         apply_rate_limit: r.get(39),
         source_oid: r.get(40),
         target_oid: r.get(41),
+        governor_reason: r.get(42),
         pending_matviews: serde_json::from_value(r.get(38)).map_err(|e| {
             Error::failed(format!(
                 "unreadable pending_matviews in pgrepart.migrations: {e}"
@@ -298,7 +304,8 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS apply_rate_limit bigint,
     ADD COLUMN IF NOT EXISTS source_oid oid,
     ADD COLUMN IF NOT EXISTS target_oid oid,
-    ADD COLUMN IF NOT EXISTS exported_snapshot text;
+    ADD COLUMN IF NOT EXISTS exported_snapshot text,
+    ADD COLUMN IF NOT EXISTS governor_reason text;
 ALTER TABLE pgrepart.ranges
     ADD COLUMN IF NOT EXISTS lo_text text[],
     ADD COLUMN IF NOT EXISTS hi_text text[];
@@ -322,7 +329,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'exported_snapshot' AND NOT attisdropped)",
+                            AND attname = 'governor_reason' AND NOT attisdropped)",
             &[],
         )
         .await
@@ -539,6 +546,8 @@ pub struct LiveFigures {
     pub copy_rate_limit: Option<i64>,
     /// The apply's pace now (changes/s), if any.
     pub apply_rate_limit: Option<i64>,
+    /// Why the load governor holds the pace it does (none without a governor).
+    pub governor_reason: Option<String>,
 }
 
 pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigures) -> Result<()> {
@@ -546,9 +555,9 @@ pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigur
         .execute(
             "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, lag_seconds = $4, \
                copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), pause_in_effect = $9, \
-               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, copy_rate_limit = $11, apply_rate_limit = $12, updated_at = now() \
+               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, copy_rate_limit = $11, apply_rate_limit = $12, governor_reason = $13, updated_at = now() \
              WHERE id = $1",
-            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string()), &f.copy_rate_limit, &f.apply_rate_limit],
+            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string()), &f.copy_rate_limit, &f.apply_rate_limit, &f.governor_reason],
         )
         .await
         .map_err(|e| Error::db("recording progress", e))?;
