@@ -34,7 +34,14 @@
 #      WORKLOAD=0 skips (e), WORKLOAD_SECONDS (30) the length of each of its windows,
 #      JOBS (pgrepart --jobs; default: its own default, the number of cores),
 #      MAJOR (15), KEEP=1 keeps the cluster, OUT=FILE also writes the table to FILE.
+#      SCENARIOS=tpcb runs only the TPC-B-like windows (bench/tpcb.sh: pgbench -b tpcb-like while
+#      pgbench_accounts is partitioned; TPCB_SCALE (20), TPCB_CLIENTS (4), TPCB_ALONE_S (20),
+#      TPCB_LIMIT (240), OLD_PGREPART=path adds the previous governor's binary, TPCB_OUT=FILE);
+#      SCENARIOS=all (the default) runs them after the rest. PGREPART_BIN=path: that binary
+#      rather than a fresh release build.
 set -euo pipefail
+SCENARIOS=${SCENARIOS:-all}
+case "$SCENARIOS" in all|tpcb) ;; *) echo "SCENARIOS is all or tpcb" >&2; exit 2 ;; esac
 ROWS=${ROWS:-2000000}
 BACKLOG_UPDATES=${BACKLOG_UPDATES:-100000}
 BACKLOG_INSERTS=${BACKLOG_INSERTS:-5000}
@@ -64,9 +71,13 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
-log "building pgrepart (release)"
-cargo build --release --quiet
-PGREPART=$REPO/target/release/pgrepart
+if [ -n "${PGREPART_BIN:-}" ]; then
+    PGREPART=$PGREPART_BIN
+else
+    log "building pgrepart (release)"
+    cargo build --release --quiet
+    PGREPART=$REPO/target/release/pgrepart
+fi
 
 DIR=$(mktemp -d /tmp/pgrepart-bench.XXXXXX)
 [ "$(id -u)" = 0 ] && chown postgres "$DIR"
@@ -120,6 +131,17 @@ CREATE INDEX ON $1 (customer_id);
 SQL
 }
 
+# No autovacuum worker at work anywhere in the cluster (one vacuuming an earlier scenario's 2,000,000
+# fresh rows takes a core from the next timed step).
+autovacuum_idle() { [ "$(P postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ]; }
+drop_db() { P postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
+
+# SCENARIOS=tpcb: only the TPC-B-like windows (bench/tpcb.sh), on their own dataset.
+if [ "$SCENARIOS" = tpcb ]; then
+    . "$REPO/bench/tpcb.sh"
+    exit 0
+fi
+
 log "building the dataset (template database)"
 P postgres -c "CREATE DATABASE tpl"
 t0=$(now)
@@ -142,9 +164,6 @@ HEAP_MB=$(P tpl -c "SELECT pg_table_size('orders_flat') / 1048576")
 log "dataset built in $(elapsed "$t0" "$(now)") s: orders_flat ${TABLE_MB} MB with indexes (${HEAP_MB} MB heap + TOAST)"
 P tpl -c CHECKPOINT
 
-# No autovacuum worker at work anywhere in the cluster (one vacuuming an earlier scenario's 2,000,000
-# fresh rows takes a core from the next timed step).
-autovacuum_idle() { [ "$(P postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ]; }
 # fresh DB: a new database holding a pristine copy of the dataset, read once to warm the OS cache.
 fresh() {
     P postgres -c "CREATE DATABASE $1 TEMPLATE tpl STRATEGY FILE_COPY"
@@ -154,7 +173,6 @@ fresh() {
     sync
     wait_until 600 "autovacuum to finish" autovacuum_idle
 }
-drop_db() { P postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
 
 #####################################################################################
 # (a) the seed's backfill
@@ -600,3 +618,7 @@ echo "targets: run/INSERT-SELECT <= 0.6: $(verdict "$R_RUN" 0.6 le); apply >= 3x
 echo "pgrepart run (c), from its log:"
 echo "$PHASES"
 } | tee ${OUT:+"$OUT"}
+
+if [ "${TPCB:-1}" = 1 ]; then
+    . "$REPO/bench/tpcb.sh"
+fi

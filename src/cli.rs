@@ -438,12 +438,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "CHANGES_PER_S", value_parser = clap::value_parser!(u64).range(1..), help_heading = THROTTLING)]
     pub max_apply_rate: Option<u64>,
 
-    /// While the source has a write workload of its own, slow the copy down (and, once the copy is
-    /// at its floor or done, the apply, until the cutover is due) whenever a commit on the source
-    /// takes more than PCT% longer, or the workload's write transactions run more than PCT%
-    /// slower, than without the migration; 0 turns this off.
-    #[arg(long, value_name = "PCT", env = "PGREPART_MAX_IMPACT", default_value_t = 15, value_parser = clap::value_parser!(u32).range(0..=1000), help_heading = THROTTLING)]
+    /// The load governor's ceiling: at no moment may the migration make the application's
+    /// statements (or, from their rate, its transactions) take more than PCT% longer than without
+    /// it; under that ceiling the copy's pace is the one that costs the application least over
+    /// the whole migration (a short burst can cost less than a long crawl). 0 turns the governor
+    /// off.
+    #[arg(long, value_name = "PCT", env = "PGREPART_MAX_IMPACT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=1000), help_heading = THROTTLING)]
     pub max_impact: u32,
+
+    /// Slow the copy and the apply while a physical standby's replay_lag (pg_stat_replication)
+    /// is above this (e.g. 10s; a bare number is seconds). Needs the load governor.
+    #[arg(long, value_name = "DURATION", value_parser = positive_seconds, help_heading = THROTTLING)]
+    pub max_replica_lag: Option<std::time::Duration>,
 
     /// Pause the copy when the slot holds more WAL than this (e.g. 20GB), and stop cleanly at twice it.
     #[arg(long, value_name = "SIZE", value_parser = size_text, help_heading = THROTTLING)]
@@ -515,6 +521,15 @@ fn size_text(text: &str) -> Result<String, String> {
         0 => Err("must be above 0".into()),
         _ => Ok(text.to_string()),
     }
+}
+
+/// A duration above 0; a bare number is seconds.
+fn positive_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(text, BareUnit::Seconds)?;
+    if d.is_zero() {
+        return Err("must be above 0".into());
+    }
+    Ok(d)
 }
 
 /// Durations of the `*-ms` flags: in milliseconds, whatever unit was written.

@@ -275,8 +275,10 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     pub max_copy_rate: Option<u64>,
     pub max_apply_rate: Option<u64>,
-    /// The load governor's allowed impact in percent; 0: no governor.
+    /// The load governor's ceiling in percent; 0: no governor.
     pub max_impact: u32,
+    /// `--max-replica-lag`: the governor's ceiling on a physical standby's replay lag.
+    pub max_replica_lag: Option<Duration>,
     pub toast_compression: crate::copy::toast::ToastCompression,
     pub primary_key: crate::copy::indexes::KeyTiming,
     /// `--max-retained-wal` in bytes.
@@ -300,6 +302,12 @@ impl RunConfig {
                     .map_err(|e| Error::usage(format!("--max-retained-wal: {e}")))
             })
             .transpose()?;
+        if args.max_replica_lag.is_some() && args.max_impact == 0 {
+            return Err(Error::usage(
+                "--max-replica-lag needs the load governor, which --max-impact 0 turns off",
+            )
+            .with_hint("drop --max-impact 0 (or PGREPART_MAX_IMPACT=0), or --max-replica-lag"));
+        }
         if args.migration.rollback_window.is_some_and(|w| !w.is_zero()) && prep.cross_db() {
             return Err(Error::refused(
                 "--rollback-window works in the same database only: with --target the reverse stream would have to run from the target back to the source, which pgrepart does not do yet",
@@ -321,6 +329,7 @@ impl RunConfig {
             max_copy_rate: args.max_copy_rate,
             max_apply_rate: args.max_apply_rate,
             max_impact: args.max_impact,
+            max_replica_lag: args.max_replica_lag,
             toast_compression: args.toast_compression,
             primary_key: args.primary_key,
             max_retained_wal,
@@ -402,6 +411,50 @@ mod tests {
         assert!(dbs(Some("postgresql://u@h:5433/db")).cross);
         let p = prepared(&["--partition-by", "LIST (r)", "--partition", "a=DEFAULT"]).unwrap();
         assert!(!p.cross_db());
+    }
+
+    fn run_config(extra: &[&str]) -> Result<RunConfig> {
+        let mut argv = vec![
+            "pgrepart",
+            "run",
+            "--source",
+            "postgresql://u@h/db",
+            "--table",
+            "orders",
+            "--partition-by",
+            "LIST (r)",
+            "--partition",
+            "a=DEFAULT",
+        ];
+        argv.extend_from_slice(extra);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
+        match cli.command {
+            crate::cli::Command::Run(args) => RunConfig::from_args(&args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_replica_lag_ceiling_needs_the_governor_and_takes_units() {
+        let c = run_config(&["--max-impact", "50", "--max-replica-lag", "1min"]).unwrap();
+        assert_eq!(c.max_replica_lag, Some(Duration::from_secs(60)));
+        let c = run_config(&["--max-impact", "50", "--max-replica-lag", "10"]).unwrap();
+        assert_eq!(c.max_replica_lag, Some(Duration::from_secs(10)));
+        let e = run_config(&["--max-impact", "0", "--max-replica-lag", "10s"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        for bad in ["0", "0s", "ten"] {
+            let parsed = crate::cli::Cli::try_parse_from([
+                "pgrepart",
+                "run",
+                "--source",
+                "x",
+                "--table",
+                "t",
+                "--max-replica-lag",
+                bad,
+            ]);
+            assert!(parsed.is_err(), "--max-replica-lag {bad} parsed");
+        }
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct Snapshot {
     pub copy_rows_per_s: f64,
     pub apply_changes_per_s: f64,
     pub paused: bool,
+    /// The copy's rate limit now, if any (the ETA follows it).
+    pub copy_rate_limit: Option<u64>,
+    /// Why the load governor holds the pace it does.
+    pub governor: Option<String>,
     /// During a rollback window (phase `window`): seconds left, the reverse stream's figures,
     /// and the conflicts now (see `crate::rollback`).
     pub window_seconds_left: f64,
@@ -60,12 +64,22 @@ pub struct Snapshot {
     pub reverse_conflicts: u64,
 }
 
-/// Seconds until the copy is done at the current rate.
-pub fn copy_eta_seconds(rows_copied: u64, rows_total: u64, rows_per_s: f64) -> Option<f64> {
-    if rows_per_s <= 0.0 {
+/// Seconds until the copy is done at the pace it holds: the rate it moves, or its limit when
+/// that is lower (a limit just set below the rate of the last seconds is the pace from now on).
+pub fn copy_eta_seconds(
+    rows_copied: u64,
+    rows_total: u64,
+    rows_per_s: f64,
+    limit: Option<u64>,
+) -> Option<f64> {
+    let pace = match limit {
+        Some(l) if rows_per_s <= 0.0 || (l as f64) < rows_per_s => l as f64,
+        _ => rows_per_s,
+    };
+    if pace <= 0.0 {
         return None;
     }
-    Some(rows_total.saturating_sub(rows_copied) as f64 / rows_per_s)
+    Some(rows_total.saturating_sub(rows_copied) as f64 / pace)
 }
 
 /// Prometheus text exposition of a snapshot.
@@ -289,11 +303,15 @@ impl Display {
         let phase_changed = s.phase != self.phase;
         self.phase = s.phase;
         let detail = format!(
-            "applied {} changes ({:.0}/s), lag {} B{}",
+            "applied {} changes ({:.0}/s), lag {} B{}{}",
             s.applied_changes,
             s.apply_changes_per_s,
             s.lag_bytes,
-            if s.paused { ", PAUSED" } else { "" }
+            if s.paused { ", PAUSED" } else { "" },
+            s.governor
+                .as_deref()
+                .map(|g| format!(", {g}"))
+                .unwrap_or_default()
         );
         if let Some(bar) = &mut self.bar {
             if phase_changed {
@@ -331,7 +349,12 @@ impl Display {
         {
             self.last_line = Some(Instant::now());
             if s.phase == "copying" {
-                let eta = copy_eta_seconds(s.rows_copied, s.rows_total_estimate, s.copy_rows_per_s);
+                let eta = copy_eta_seconds(
+                    s.rows_copied,
+                    s.rows_total_estimate,
+                    s.copy_rows_per_s,
+                    s.copy_rate_limit,
+                );
                 tracing::info!(
                     rows = s.rows_copied,
                     of = s.rows_total_estimate,
@@ -339,6 +362,7 @@ impl Display {
                     eta_s = eta.map(|e| e as u64),
                     applied = s.applied_changes,
                     lag_bytes = s.lag_bytes,
+                    governor = s.governor.as_deref(),
                     "copying"
                 );
             } else {
@@ -349,6 +373,7 @@ impl Display {
                     lag_bytes = s.lag_bytes,
                     lag_s = s.lag_seconds,
                     paused = s.paused,
+                    governor = s.governor.as_deref(),
                     "progress"
                 );
             }
@@ -390,9 +415,24 @@ mod tests {
 
     #[test]
     fn eta_needs_a_rate() {
-        assert_eq!(copy_eta_seconds(50, 150, 10.0), Some(10.0));
-        assert_eq!(copy_eta_seconds(50, 150, 0.0), None);
-        assert_eq!(copy_eta_seconds(200, 150, 10.0), Some(0.0));
+        assert_eq!(copy_eta_seconds(50, 150, 10.0, None), Some(10.0));
+        assert_eq!(copy_eta_seconds(50, 150, 0.0, None), None);
+        assert_eq!(copy_eta_seconds(200, 150, 10.0, None), Some(0.0));
+    }
+
+    #[test]
+    fn the_eta_follows_the_pace_held() {
+        // A limit just set below the rate of the last seconds.
+        assert_eq!(
+            copy_eta_seconds(0, 100_000, 50_000.0, Some(1_000)),
+            Some(100.0)
+        );
+        // A limit the copy does not reach is not its pace.
+        assert_eq!(
+            copy_eta_seconds(0, 100_000, 500.0, Some(1_000)),
+            Some(200.0)
+        );
+        assert_eq!(copy_eta_seconds(0, 100_000, 0.0, Some(1_000)), Some(100.0));
     }
 
     #[test]

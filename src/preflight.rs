@@ -55,6 +55,8 @@ pub struct Facts {
     pub into_partition_key: Vec<String>,
     /// What the run may do with foreign keys that reference the table (set by the caller).
     pub inbound_fks: InboundFkPolicy,
+    /// `CREATE` grants the run needs and lacks, each as the GRANT that gives it.
+    pub missing_grants: Vec<String>,
 }
 
 /// What the run may do with foreign keys onto the table (see `dependents`).
@@ -185,7 +187,9 @@ pub async fn gather(
     let info = catalog::table_info(client, table).await?;
     let row = client
         .query_one(
-            "SELECT r.rolsuper OR r.rolreplication, \
+            "SELECT r.rolsuper OR r.rolreplication \
+                    OR CASE WHEN to_regrole('rds_replication') IS NULL THEN false \
+                            ELSE pg_has_role(current_user, to_regrole('rds_replication'), 'MEMBER') END, \
                     (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::bigint, \
                     (current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication))::bigint \
              FROM pg_roles r WHERE r.rolname = current_user",
@@ -285,7 +289,14 @@ pub async fn gather(
         }
         Target::Generate { .. } => (None, false),
     };
+    let mut missing_grants =
+        missing_database_create(client, "the publication and schema pgrepart").await?;
+    if let Target::Generate { name, .. } = target {
+        let owner = info.as_ref().map(|t| t.owner.as_str());
+        missing_grants.extend(missing_schema_create(client, &name.schema, owner).await?);
+    }
     Ok(Facts {
+        missing_grants,
         server,
         table: info,
         can_replicate: row.get(0),
@@ -339,12 +350,12 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
         )
     });
     checks.push(if facts.can_replicate {
-        pass("replication rights", "the role may replicate")
+        pass("replication rights", "the role may replicate (SUPERUSER, REPLICATION, or rds_replication)")
     } else {
         fail(
             "replication rights",
-            "the connecting role has neither REPLICATION nor SUPERUSER",
-            "ALTER ROLE <role> REPLICATION, or connect as a role that has it",
+            "the connecting role has neither REPLICATION nor SUPERUSER (nor, on RDS and Aurora, rds_replication)",
+            "ALTER ROLE <role> REPLICATION (on RDS and Aurora: GRANT rds_replication TO <role>), or connect as a role that has it",
         )
     });
     checks.push(if facts.free_slots > 0 && facts.free_wal_senders > 0 {
@@ -411,6 +422,29 @@ pub fn evaluate(facts: &Facts, table_name: &QualifiedName, target: &Target) -> V
             format!("pgrepart swaps whole tables: the new table would not be a partition of {parent}; repartition {parent} instead, or DETACH the partition first"),
         ));
     }
+    checks.push(if facts.missing_grants.is_empty() {
+        pass(
+            "create rights",
+            "the role may create the publication, the state schema and the new table",
+        )
+    } else {
+        fail(
+            "create rights",
+            format!(
+                "missing: {}",
+                facts
+                    .missing_grants
+                    .iter()
+                    .map(|g| g.split("  --").next().unwrap_or(g))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            format!(
+                "as a superuser or the owner: {}",
+                facts.missing_grants.join("; ")
+            ),
+        )
+    });
     checks.push(if facts.owns_table {
         pass("ownership", format!("the role may act as the owner ({})", t.owner))
     } else {
@@ -768,6 +802,15 @@ pub async fn gather_cross(
         }
     }
     facts.taken_names = taken;
+    let mut grants = missing_database_create(source, "the publication").await?;
+    grants.extend(
+        missing_database_create(target_db, "schema pgrepart, the migration's state").await?,
+    );
+    if let Target::Generate { name, .. } = target {
+        let owner = facts.table.as_ref().map(|t| t.owner.clone());
+        grants.extend(missing_schema_create(target_db, &name.schema, owner.as_deref()).await?);
+    }
+    facts.missing_grants = grants;
     if let Target::Into(name) = target {
         facts.into = catalog::table_info(target_db, name).await?;
         facts.into_has_rows = match &facts.into {
@@ -797,6 +840,64 @@ pub async fn gather_cross(
         }
     }
     Ok(cross_checks(&server, &missing_types))
+}
+
+/// `GRANT CREATE ON DATABASE` for the connecting role, when it lacks it (`for_what` says why).
+async fn missing_database_create(client: &Client, for_what: &str) -> Result<Vec<String>> {
+    let row = client
+        .query_one(
+            "SELECT has_database_privilege(current_database(), 'CREATE'), quote_ident(current_database()), quote_ident(current_user)",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("reading the role's grants on the database", e))?;
+    Ok(if row.get(0) {
+        Vec::new()
+    } else {
+        vec![format!(
+            "GRANT CREATE ON DATABASE {} TO {}  -- {for_what}",
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        )]
+    })
+}
+
+/// The grants on `schema` that creating the new table there needs and that are missing: CREATE
+/// for the connecting role, and for `owner` (the table's owner, who will own the new table).
+async fn missing_schema_create(
+    client: &Client,
+    schema: &str,
+    owner: Option<&str>,
+) -> Result<Vec<String>> {
+    let row = client
+        .query_one(
+            "SELECT to_regnamespace(quote_ident($1)) IS NULL, \
+                    to_regnamespace(quote_ident($1)) IS NULL OR (has_schema_privilege($1, 'USAGE') AND has_schema_privilege($1, 'CREATE')), \
+                    $2::text IS NULL OR to_regnamespace(quote_ident($1)) IS NULL OR to_regrole(quote_ident($2)) IS NULL \
+                      OR has_schema_privilege(to_regrole(quote_ident($2)), to_regnamespace(quote_ident($1)), 'CREATE'), \
+                    quote_ident(current_user), quote_ident($1), quote_ident($2)",
+            &[&schema, &owner],
+        )
+        .await
+        .map_err(|e| Error::db("reading the role's grants on the schema", e))?;
+    let (absent, mine, owners): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    let (me, schema_sql, owner_sql): (String, String, Option<String>) =
+        (row.get(3), row.get(4), row.get(5));
+    let mut out = Vec::new();
+    if absent {
+        return Ok(out);
+    }
+    if !mine {
+        out.push(format!(
+            "GRANT USAGE, CREATE ON SCHEMA {schema_sql} TO {me}  -- the new table and its partitions"
+        ));
+    }
+    if let (false, Some(o)) = (owners, owner_sql) {
+        out.push(format!(
+            "GRANT CREATE ON SCHEMA {schema_sql} TO {o}  -- the table's owner, who will own the new table"
+        ));
+    }
+    Ok(out)
 }
 
 async fn name_taken(client: &Client, n: &QualifiedName) -> Result<bool> {
@@ -873,6 +974,7 @@ mod tests {
             partition_of: None,
             into_partition_key: vec![],
             inbound_fks: InboundFkPolicy::default(),
+            missing_grants: vec![],
         }
     }
 

@@ -91,7 +91,7 @@ pub struct Reopen {
 
 impl Reopen {
     async fn open(&self, start: Lsn) -> Result<ReplicationStream> {
-        let repl = ReplicationClient::connect(&self.source, "pgrepart")
+        let repl = ReplicationClient::connect(&self.source, "pgrepart replication")
             .await
             .map_err(|e| Error::replication("opening the replication connection", e))?;
         start_stream(repl, &self.slot, &self.publication, start).await

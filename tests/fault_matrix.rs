@@ -11,7 +11,7 @@
 //! | phase | held at | sessions |
 //! | --- | --- | --- |
 //! | setup | the slot's snapshot imported by the copy sessions | state, source, replication, copy source, probe |
-//! | copy | a range's COPY in flight on both sides | state, source, replication, copy source, copy target, apply, probe |
+//! | copy | a range's COPY in flight on both sides | state, source, replication, copy source, copy target, apply, probe, route |
 //! | index build | an index session open, the parent locked | state, source, replication, apply, index, probe |
 //! | catch-up | the supervisor, as streaming begins | state, source, replication, apply, probe |
 //! | streaming | (not held: changes applied) | state, source, replication, apply, probe |
@@ -19,6 +19,12 @@
 //! | cutover | the fence session open, before the lock | state, source, replication, apply, fence |
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
 //! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence |
+//!
+//! `pgrepart route` lives only during the copy and only for keys other than a single integer: its
+//! case moves the table's primary key to `(customer_id, id)` first. Two sessions are not in the
+//! matrix because they live for one statement: `pgrepart cancel` (cancels index builds when a run
+//! stops) and the applier's `pgrepart source` that reads the table's definition when a column is
+//! added during the migration (tests/add_column.rs).
 //!
 //! The copy cases run on a small table; each case has its own cluster.
 
@@ -101,8 +107,25 @@ impl Case {
             .batch_execute("CREATE INDEX orders_flat_customer_idx ON orders_flat (customer_id)")
             .await
             .unwrap_or_else(|e| panic!("secondary index: {}", support::describe(&e)));
+        if matches!(fault, Fault::Terminate("pgrepart route")) {
+            // A key the server orders (not a single integer): its changes are routed to their
+            // copy range by the route session. The writers never change customer_id.
+            client
+                .batch_execute(
+                    "ALTER TABLE orders_flat DROP CONSTRAINT orders_flat_pkey, \
+                     ADD PRIMARY KEY (customer_id, id); \
+                     CREATE INDEX orders_flat_id_idx ON orders_flat (id)",
+                )
+                .await
+                .unwrap_or_else(|e| panic!("composite key: {}", support::describe(&e)));
+        }
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(100, DEADLINE).await;
+        let mut run_flags = vec!["--cutover", "manual"];
+        if matches!(fault, Fault::Terminate("pgrepart route")) {
+            // Changes are taken (and routed) during the copy only with the key declared first.
+            run_flags.extend(["--primary-key", "before-copy"]);
+        }
         let hold_dir = tempfile::Builder::new()
             .prefix("pgrepart-hold-")
             .tempdir()
@@ -124,7 +147,7 @@ impl Case {
             url: url.clone(),
             db,
             writers,
-            args: seed_run_args(&url, &["--cutover", "manual"]),
+            args: seed_run_args(&url, &run_flags),
             env,
             hold_dir,
             context: format!("PostgreSQL {major}, {phase:?} phase, {fault:?}"),
@@ -154,6 +177,23 @@ impl Case {
 
     async fn terminate(&self, application_name: &str) -> u64 {
         let client = self.cluster.client("postgres").await;
+        // Sessions opened on demand (the route session, at the first change to route) may come
+        // a moment after the phase is reached.
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let open: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&application_name],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("sessions: {}", support::describe(&e)))
+                .get(0);
+            if open > 0 || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         client
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -288,6 +328,26 @@ async fn matrix_case(phase: Phase, fault: Fault) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    if matches!(fault, Fault::Terminate("pgrepart route")) {
+        // Once every range is copied nothing is routed: the session is closed.
+        let admin = case.cluster.client("postgres").await;
+        support::wait_until(DEADLINE, "the route session to close after the copy", || async {
+            let v = inspect::status_json(&case.url, "orders_flat").await;
+            let copied = v.as_ref().is_some_and(|v| {
+                matches!(inspect::phase(v), "streaming" | "cutting_over" | "done")
+            });
+            let open: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgrepart route'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            copied && open == 0
+        })
+        .await;
+    }
     eprintln!(
         "{ctx}: {} after the fault; the run said:\n{}",
         if reruns == 0 {
@@ -359,6 +419,7 @@ matrix! {
     copy_copy_target_sessions_terminated: Copy, Terminate("pgrepart copy target");
     copy_apply_sessions_terminated: Copy, Terminate("pgrepart apply");
     copy_probe_session_terminated: Copy, Terminate("pgrepart probe");
+    copy_route_session_terminated: Copy, Terminate("pgrepart route");
     copy_server_restarted: Copy, Restart;
 
     index_build_state_session_terminated: IndexBuild, Terminate("pgrepart state");

@@ -1,9 +1,10 @@
-//! The load governor (`--max-impact`, 15 by default; the other tests turn it off): with no
-//! workload of its own on the source it never limits the copy; with one, the copy starts at its
-//! slow-start rate and is governed from the probe's commits, and the migration still ends with
-//! every row. The apply's pace (`--max-apply-rate`, which the governor moves too) holds until the
-//! cutover is due, and the cutover then catches up. A source that waits whatever the apply does
-//! (a test fault point) has its stream parked until the cutover.
+//! The load governor (`--max-impact`, 50 by default; these tests set 15, the other tests turn it
+//! off): with no workload of its own on the source it never limits the copy; with one, the copy
+//! starts at its slow-start rate and is governed from the probe's commits, and the migration still
+//! ends with every row. The apply's pace (`--max-apply-rate`, which the governor moves too) holds
+//! until the cutover is due, and the cutover then catches up. A source that waits whatever the
+//! apply does (a test fault point) has its stream parked until the cutover. The governor's reason
+//! reaches `status` (text and JSON), and the copy's ETA follows the limit it holds.
 
 mod support;
 
@@ -175,6 +176,79 @@ async fn status_shows_the_limit_the_copy_is_held_to() {
 }
 
 #[tokio::test]
+async fn status_shows_why_the_governor_holds_its_pace() {
+    let Some(major) = test_majors().into_iter().next() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let (url, _client) = seeded(&cluster, "gov_reason").await;
+    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    // At most 3,000 rows/s: the copy of 60,000 rows outlasts the governor's first decisions.
+    let run = spawn_with_env(
+        &seed_run_args(
+            &url,
+            &[
+                "--max-copy-rate",
+                "3000",
+                "--cutover",
+                "manual",
+                "--verify",
+                "off",
+            ],
+        ),
+        &GOVERNED,
+    );
+    const REASONS: [&str; 2] = ["full speed: ", "paced: "];
+    let copying = wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "status to show the governor's reason",
+        |v| inspect::phase(v) == "copying" && v["governor"].as_str().is_some(),
+    )
+    .await;
+    let reason = copying["governor"].as_str().unwrap().to_string();
+    assert!(
+        REASONS.iter().any(|r| reason.starts_with(r)),
+        "PostgreSQL {major}: an unexpected reason {reason:?}: {copying}"
+    );
+    // The ETA follows the limit: 3,000 rows/s at most, so at least what is left over 3,000.
+    let left = inspect::int(&copying, "rows_total_estimate").unwrap()
+        - inspect::int(&copying, "rows_streamed").unwrap();
+    if let Some(eta) = copying["eta_seconds"].as_f64() {
+        assert!(
+            eta + 1.0 >= left as f64 / 3_000.0,
+            "PostgreSQL {major}: an ETA of {eta} s for {left} rows at 3,000 rows/s at most: {copying}"
+        );
+    }
+    let text = support::pgrepart(&["status", "--source", &url, "--table", "orders_flat"]).await;
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("load governor")
+                && REASONS.iter().any(|r| l.contains(r))),
+        "PostgreSQL {major}: status text does not show the governor's reason:\n{text}"
+    );
+    // Streaming, it still says why the apply runs as it does.
+    let streaming = wait_status(&url, &run, DEADLINE, "the migration to stream", |v| {
+        inspect::phase(v) == "streaming" && v["governor"].as_str().is_some()
+    })
+    .await;
+    let reason = streaming["governor"].as_str().unwrap();
+    assert!(
+        REASONS.iter().any(|r| reason.starts_with(r)),
+        "PostgreSQL {major}: an unexpected reason {reason:?}: {streaming}"
+    );
+    drop(run);
+    writers.stop().await;
+    let out = support::pgrepart(&["abort", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+}
+
+#[tokio::test]
 async fn the_copy_is_held_while_the_source_is_measured_again() {
     let Some(major) = test_majors().into_iter().next() else {
         return;
@@ -339,4 +413,52 @@ async fn a_source_still_waiting_after_the_copy_has_the_stream_parked_until_the_c
     ));
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
     inspect::assert_no_slot_or_publication(&client).await;
+}
+
+#[tokio::test]
+async fn a_state_recorded_before_the_governors_reason_resumes() {
+    let Some(major) = test_majors().into_iter().next() else {
+        return;
+    };
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let (url, client) = seeded(&cluster, "gov_old_state").await;
+    let args = seed_run_args(&url, &["--cutover", "manual", "--verify", "off"]);
+    let run = spawn(&args);
+    wait_status(&url, &run, DEADLINE, "the migration to stream", |v| {
+        inspect::phase(v) == "streaming"
+    })
+    .await;
+    run.kill9().await;
+    // The state as a pgrepart without the governor's reason left it.
+    client
+        .batch_execute("ALTER TABLE pgrepart.migrations DROP COLUMN governor_reason")
+        .await
+        .unwrap();
+    // `status` reads it (and brings the column back), and a rerun resumes and cuts over.
+    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+    assert_eq!(inspect::phase(&v), "streaming", "{v}");
+    assert!(v["governor"].is_null(), "{v}");
+    let run = spawn(&args);
+    wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "the resumed migration to stream",
+        |v| inspect::phase(v) == "streaming" && v["running"] == serde_json::Value::Bool(true),
+    )
+    .await;
+    cut_over(&url, run, DEADLINE, format_args!("PostgreSQL {major}")).await;
+    compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+    let back: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'pgrepart.migrations'::regclass \
+               AND attname = 'governor_reason' AND NOT attisdropped)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(back, "PostgreSQL {major}: the state was not upgraded");
 }

@@ -2,7 +2,8 @@
 //! (tenant int, id bigint) key and a skewed bigint key (1 % of the keys near 2^62) are cut into
 //! several ranges from a sample of the key in the server's order, a run killed with SIGKILL during
 //! the copy is finished by the same command, and the new table equals what the writers left, row
-//! by row. The skewed key's ranges hold about as many rows each.
+//! by row. The skewed key's ranges hold about as many rows each. `plan` shows the ranges the run
+//! would cut, for every kind of key, and creates nothing.
 
 mod support;
 
@@ -348,10 +349,56 @@ fn run_args(url: &str) -> Vec<String> {
         // Slow enough to be killed with some ranges copied and some not.
         "--max-copy-rate",
         "8000",
+        // Changes are taken during the copy (so routed to their ranges), not after it.
+        "--primary-key",
+        "before-copy",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// `plan` with the run's partitions and workers.
+fn plan_args(url: &str, json: bool) -> Vec<String> {
+    let run = run_args(url);
+    let mut args = vec!["plan".to_string()];
+    // The run's arguments up to `--cutover` (source, table, partitions), then its workers.
+    let at = run.iter().position(|a| a == "--cutover").unwrap();
+    args.extend(run[1..at].iter().cloned());
+    args.extend(["--jobs".to_string(), "2".to_string()]);
+    if json {
+        args.push("--json".to_string());
+    }
+    args
+}
+
+/// Creates `kt` with `ROWS` rows of `kind`'s keys (a linguistic collation for text keys); `None`
+/// when the server has no such collation.
+async fn seed_table(
+    client: &Client,
+    kind: Kind,
+    seed: u64,
+) -> Option<(Arc<Table>, BTreeMap<Key, Rest>)> {
+    let collation = match kind {
+        Kind::Text => linguistic_collation(client).await?,
+        _ => String::new(),
+    };
+    let t = Arc::new(Table { kind, collation });
+    client.batch_execute(&t.create_sql()).await.unwrap();
+    let mut rng = Rng(seed | 1);
+    let mut rows = BTreeMap::new();
+    for n in 0..ROWS as u64 {
+        rows.insert(
+            kind.key(&mut rng, n),
+            (region(&mut rng), rng.below(1000) as i32),
+        );
+    }
+    let seeded: Vec<(Key, Rest)> = rows.clone().into_iter().collect();
+    for chunk in seeded.chunks(10_000) {
+        insert_rows(client, &t, chunk).await;
+    }
+    client.batch_execute("ANALYZE kt").await.unwrap();
+    Some((t, rows))
 }
 
 async fn wait_copying(url: &str, run: &mut Background) -> Value {
@@ -393,6 +440,13 @@ async fn linguistic_collation(client: &Client) -> Option<String> {
     None
 }
 
+fn test_seed(kind: Kind) -> u64 {
+    std::env::var("PGREPART_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9e37_79b9_7f4a_7c15u64 ^ kind as u64)
+}
+
 async fn a_key_of_kind_is_copied_in_ranges_and_resumed(kind: Kind) {
     for major in test_majors() {
         let Some(cluster) = Cluster::start_or_skip(major) else {
@@ -402,35 +456,11 @@ async fn a_key_of_kind_is_copied_in_ranges_and_resumed(kind: Kind) {
         let db = unique_name("keys");
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
-        let collation = match kind {
-            Kind::Text => match linguistic_collation(&client).await {
-                Some(c) => c,
-                None => {
-                    eprintln!("SKIPPED: no linguistic collation on PostgreSQL {major}");
-                    continue;
-                }
-            },
-            _ => String::new(),
+        let seed = test_seed(kind);
+        let Some((t, rows)) = seed_table(&client, kind, seed).await else {
+            eprintln!("SKIPPED: no linguistic collation on PostgreSQL {major}");
+            continue;
         };
-        let t = Arc::new(Table { kind, collation });
-        client.batch_execute(&t.create_sql()).await.unwrap();
-        let seed = std::env::var("PGREPART_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x9e37_79b9_7f4a_7c15u64 ^ kind as u64);
-        let mut rng = Rng(seed | 1);
-        let mut rows = BTreeMap::new();
-        for n in 0..ROWS as u64 {
-            rows.insert(
-                kind.key(&mut rng, n),
-                (region(&mut rng), rng.below(1000) as i32),
-            );
-        }
-        let seeded: Vec<(Key, Rest)> = rows.clone().into_iter().collect();
-        for chunk in seeded.chunks(10_000) {
-            insert_rows(&client, &t, chunk).await;
-        }
-        client.batch_execute("ANALYZE kt").await.unwrap();
         eprintln!(
             "PostgreSQL {major}, {kind:?}: seeded {} rows (seed {seed})",
             rows.len()
@@ -468,6 +498,15 @@ async fn a_key_of_kind_is_copied_in_ranges_and_resumed(kind: Kind) {
             "{kind:?}: the resumed run failed on PostgreSQL {major}: {}",
             output_text(&out)
         );
+        if !matches!(kind, Kind::SkewedInt) {
+            // The resumed copy's changes went to their ranges through the source, in batches.
+            let log = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                log.contains("the changes' keys were routed by the source"),
+                "{kind:?}: no change was routed during the copy:\n{}",
+                support::program::tail(&log, 4000)
+            );
+        }
         let expected = writer.stop().await;
         assert_eq!(inspect::relkind(&client, "kt").await, Some('p'), "{kind:?}");
         let got = read_table(&client, &t, "kt").await;
@@ -533,4 +572,95 @@ async fn a_composite_key_is_copied_in_ranges_and_a_killed_run_resumes() {
 #[tokio::test]
 async fn a_skewed_integer_key_gets_balanced_ranges_and_a_killed_run_resumes() {
     a_key_of_kind_is_copied_in_ranges_and_resumed(Kind::SkewedInt).await;
+}
+
+/// `plan` cuts every kind of key into the ranges the run would copy (the same planner), reports
+/// their balance in text and JSON, and creates nothing: no table, slot, publication or state.
+#[tokio::test]
+async fn plan_shows_the_ranges_of_every_kind_of_key_and_creates_nothing() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        for kind in [Kind::Uuid, Kind::Text, Kind::Composite, Kind::SkewedInt] {
+            let db = unique_name("plankeys");
+            let url = cluster.create_database(&db).await;
+            let client = cluster.client(&db).await;
+            let Some(_) = seed_table(&client, kind, test_seed(kind)).await else {
+                eprintln!("SKIPPED: {kind:?}: no linguistic collation on PostgreSQL {major}");
+                continue;
+            };
+            let before = inspect::relations(&client).await;
+            let args = plan_args(&url, true);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = support::pgrepart(&args).await;
+            assert!(out.status.success(), "{kind:?}: {}", output_text(&out));
+            let v: Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{kind:?}: plan --json: {e}: {}", output_text(&out)));
+            let r = &v["copy_ranges"];
+            let count = r["count"].as_u64().unwrap_or(0);
+            let (min, max) = (
+                r["rows_per_range_min"].as_i64().unwrap(),
+                r["rows_per_range_max"].as_i64().unwrap(),
+            );
+            assert!(count > 1, "{kind:?} on PostgreSQL {major}: one range: {r}");
+            assert!(
+                r["sampled_keys"].as_u64().unwrap() >= count,
+                "{kind:?}: {r}"
+            );
+            // Cut at the sample's quantiles: every kind of key, the skewed one too, balanced.
+            assert!(
+                min > 0 && max <= 2 * min,
+                "{kind:?} on PostgreSQL {major}: ranges not balanced: {r}"
+            );
+            let bounds = v["key_ranges"].as_array().unwrap();
+            match kind {
+                // An integer key's bounds are shown, one per range; other keys' are data.
+                Kind::SkewedInt => assert_eq!(bounds.len() as u64, count, "{v}"),
+                _ => assert!(bounds.is_empty(), "{kind:?}: {v}"),
+            }
+
+            let args = plan_args(&url, false);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = support::pgrepart(&args).await;
+            assert!(out.status.success(), "{kind:?}: {}", output_text(&out));
+            let text = String::from_utf8_lossy(&out.stdout);
+            let key = if let Kind::Composite = kind {
+                "(tenant integer, id bigint)"
+            } else {
+                "(k "
+            };
+            assert!(
+                text.contains(&format!("{count} key ranges on {key}")),
+                "{kind:?}: {text}"
+            );
+            assert!(text.contains("rows each"), "{kind:?}: {text}");
+            inspect::assert_nothing_left_behind(&client, &before).await;
+            eprintln!("PostgreSQL {major}, {kind:?}: plan shows {r}");
+            if let Kind::Uuid = kind {
+                // Seeded in key order: each range is a run of pages.
+                assert_eq!(r["scattered"], Value::Bool(false), "{r}");
+                // The same rows stored in another order: plan says each range reads most pages.
+                client
+                    .batch_execute(
+                        "CREATE TABLE kt_shuffled (LIKE kt INCLUDING ALL); \
+                         INSERT INTO kt_shuffled SELECT * FROM kt ORDER BY md5(k::text || 'x'); \
+                         ANALYZE kt_shuffled",
+                    )
+                    .await
+                    .unwrap();
+                let mut args = plan_args(&url, false);
+                let at = args.iter().position(|a| a == "--table").unwrap();
+                args[at + 1] = "kt_shuffled".into();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let out = support::pgrepart(&args).await;
+                assert!(out.status.success(), "{}", output_text(&out));
+                let text = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    text.contains("the key is not in the table's physical order"),
+                    "PostgreSQL {major}: {text}"
+                );
+            }
+        }
+    }
 }

@@ -19,7 +19,7 @@ use support::{
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field docs/status.md documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 48] = [
+const DOCUMENTED_FIELDS: [&str; 49] = [
     "migration_id",
     "table",
     "target",
@@ -38,6 +38,7 @@ const DOCUMENTED_FIELDS: [&str; 48] = [
     "applied_changes",
     "apply_changes_per_s",
     "apply_rate_limit",
+    "governor",
     "lag_bytes",
     "lag_seconds",
     "copy_snapshot_age_seconds",

@@ -743,3 +743,76 @@ async fn no_default_refuses_a_row_outside_every_partition_and_leaves_nothing_beh
         );
     }
 }
+
+/// On RDS and Aurora the replication right is membership in `rds_replication`, not the
+/// REPLICATION attribute: the check accepts it where that role exists, and still refuses a role
+/// with none of them. The CREATE grants a run needs are checked too, each with the GRANT.
+#[tokio::test]
+async fn plan_checks_the_replication_right_including_rds_replication_and_the_create_grants() {
+    let major = test_majors()[0];
+    let Some(cluster) = Cluster::start_or_skip(major) else {
+        return;
+    };
+    let db = unique_name("rdsrepl");
+    cluster.create_database(&db).await;
+    let client = cluster.client(&db).await;
+    create_seed_table(&client, "orders_flat", 100).await;
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE rds_replication NOLOGIN; \
+             CREATE ROLE rds_member LOGIN; GRANT rds_replication TO rds_member; \
+             CREATE ROLE plain_member LOGIN; \
+             GRANT CREATE ON DATABASE {db} TO rds_member; \
+             GRANT USAGE, CREATE ON SCHEMA public TO rds_member; \
+             GRANT SELECT ON orders_flat TO rds_member, plain_member;"
+        ))
+        .await
+        .unwrap();
+    let check_lines = |role: &str| {
+        let url = format!("postgresql://{role}@127.0.0.1:{}/{db}", cluster.port());
+        async move {
+            let out = pgrepart(&[
+                "plan",
+                "--source",
+                &url,
+                "--table",
+                "orders_flat",
+                "--partition-by",
+                "HASH (id)",
+                "--modulus",
+                "2",
+            ])
+            .await;
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = |name: &str| {
+                text.lines()
+                    .find(|l| l.contains(name))
+                    .unwrap_or_else(|| panic!("no {name} check: {text}"))
+                    .to_string()
+            };
+            (
+                line("replication rights"),
+                line("create rights"),
+                text.clone(),
+            )
+        }
+    };
+    let (repl, create, _) = check_lines("rds_member").await;
+    assert!(repl.contains("[pass]"), "PostgreSQL {major}: {repl}");
+    assert!(create.contains("[pass]"), "PostgreSQL {major}: {create}");
+    let (repl, create, text) = check_lines("plain_member").await;
+    assert!(
+        repl.contains("[FAIL]") && repl.contains("rds_replication"),
+        "PostgreSQL {major}: {repl}"
+    );
+    assert!(
+        create.contains("[FAIL]")
+            && text.contains(&format!("GRANT CREATE ON DATABASE {db} TO plain_member"))
+            && text.contains("GRANT USAGE, CREATE ON SCHEMA public TO plain_member"),
+        "PostgreSQL {major}: {text}"
+    );
+}

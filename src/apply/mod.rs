@@ -171,6 +171,14 @@ fn queued_bytes(key: &Key, op: &Op) -> usize {
     64 + key.iter().map(|k| k.len() + 32).sum::<usize>() + row
 }
 
+/// A change waiting for its range (`Applier::unrouted`), with the hold it would be queued under,
+/// taken when it arrived.
+struct Unrouted {
+    hold: Lsn,
+    key: Key,
+    op: Op,
+}
+
 struct RangeState {
     done: bool,
     queue: VecDeque<Queued>,
@@ -192,6 +200,9 @@ pub struct Applier {
     router: Router,
     /// The source session routing keys that only the server can order (`Router::Ordered`).
     lookup: Option<route::Lookup>,
+    /// Changes whose range the server is still to be asked for, in stream order: routed together
+    /// in one round trip (`resolve_routes`) before anything that depends on where they went.
+    unrouted: Vec<Unrouted>,
     ranges: Vec<RangeState>,
     /// Expected (name, type oid) of the replicated columns; a Relation message must match.
     expected_columns: Vec<(String, u32)>,
@@ -306,6 +317,7 @@ impl Applier {
             client,
             shape: cfg.shape,
             lookup,
+            unrouted: Vec::new(),
             router: cfg.router,
             ranges,
             stream_width: cfg.expected_columns.len(),
@@ -387,7 +399,10 @@ impl Applier {
                 Ok(()) = self.hold_rx.changed() => continue,
                 // A finished range next: its queue must be applied before later changes of its keys.
                 // Taken also while events are not, so that a full queue always drains.
-                Some(range) = range_done.recv() => self.finish_range(range),
+                Some(range) = range_done.recv() => {
+                    self.resolve_routes().await?;
+                    self.finish_range(range);
+                }
                 // Events last: not while paused, and only while the queues of unfinished ranges
                 // are under their cap.
                 event = events.recv(), if !paused && self.taking_events() && !self.hold_reached => {
@@ -398,6 +413,8 @@ impl Applier {
                         // Finished ranges first, here too: a range's copy always commits before
                         // any later event of the stream can depend on it being done.
                         while let Ok(range) = range_done.try_recv() {
+                            // Changes taken before it go first, to its queue or the batch.
+                            self.resolve_routes().await?;
                             self.finish_range(range);
                         }
                         match events.try_recv() {
@@ -528,6 +545,7 @@ impl Applier {
         for q in queue {
             self.batch_push(q.key, q.op);
         }
+        self.close_lookup_when_done();
         if self.truncate_waiting && self.all_ranges_done() {
             tracing::debug!("every range is copied; applying the TRUNCATE that waited for it");
             self.truncate_waiting = false;
@@ -547,11 +565,27 @@ impl Applier {
         }
     }
 
-    /// Routes one change: applied with the batch when its range is done, else queued on it.
+    /// Routes one change: applied with the batch when its range is done, else queued on it. A
+    /// key only the server orders waits in `unrouted` (in stream order) for the next round trip.
     async fn route(&mut self, key: Key, op: Op) -> Result<()> {
+        if self.lookup.is_some() && !self.all_ranges_done() {
+            let hold = self.open_txn.unwrap_or(self.applied.get());
+            self.unrouted.push(Unrouted { hold, key, op });
+            if self.unrouted.len() >= route::BATCH_KEYS {
+                self.resolve_routes().await?;
+            }
+            return Ok(());
+        }
         let range = self.range_for(&key).await?;
+        let hold = self.open_txn.unwrap_or(self.applied.get());
+        self.place(range, hold, key, op);
+        Ok(())
+    }
+
+    /// Puts a routed change in the batch or on its range's queue (`hold`: see `gate`).
+    fn place(&mut self, range: usize, hold: Lsn, key: Key, op: Op) {
         let state = &mut self.ranges[range];
-        match gate(state.done, self.open_txn, self.applied.get()) {
+        match gate(state.done, Some(hold), hold) {
             Gate::Apply => self.batch_push(key, op),
             Gate::Queue { hold } => {
                 self.queued_bytes += queued_bytes(&key, &op);
@@ -559,7 +593,44 @@ impl Applier {
                 self.shared.queued_changes.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Asks the server the ranges of the changes in `unrouted` (one round trip for the keys not
+    /// cached) and places them in stream order. Called before whatever depends on where they go:
+    /// a finished range, a batch applied, a key move, a TRUNCATE, a relation message.
+    async fn resolve_routes(&mut self) -> Result<()> {
+        if self.unrouted.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut self.unrouted);
+        let keys: Vec<Key> = changes.iter().map(|c| c.key.clone()).collect();
+        let lookup = self
+            .lookup
+            .as_mut()
+            .expect("unrouted changes have a lookup");
+        let ranges = lookup.ranges_of(&keys).await?;
+        for (c, range) in changes.into_iter().zip(ranges) {
+            self.place(range, c.hold, c.key, c.op);
+        }
         Ok(())
+    }
+
+    /// Every range copied: the routing session is closed (nothing is looked up any more).
+    fn close_lookup_when_done(&mut self) {
+        if self.all_ranges_done()
+            && let Some(lookup) = &mut self.lookup
+        {
+            let stats = lookup.stats();
+            if stats.round_trips > 0 {
+                tracing::info!(
+                    keys = stats.keys,
+                    round_trips = stats.round_trips,
+                    elapsed_ms = stats.micros / 1000,
+                    "every range copied: the changes' keys were routed by the source"
+                );
+            }
+            lookup.close();
+        }
     }
 
     /// The range holding `key`: compared in Rust for integer keys, else asked of the source.
@@ -594,7 +665,11 @@ impl Applier {
                 self.open_txn = None;
                 self.batch_commit = Some(end_lsn);
             }
-            PgOutput::Relation(rel) => self.check_relation(&rel).await?,
+            PgOutput::Relation(rel) => {
+                // Rows held are widened when columns are added: the unrouted ones too.
+                self.resolve_routes().await?;
+                self.check_relation(&rel).await?
+            }
             PgOutput::Insert { rel, new } => {
                 if self.is_ours(rel) {
                     let row = self.row(&new)?;
@@ -619,6 +694,7 @@ impl Applier {
             }
             PgOutput::Truncate { rels, .. } => {
                 if self.relation_oid.is_some_and(|oid| rels.contains(&oid)) {
+                    self.resolve_routes().await?;
                     if self.all_ranges_done() {
                         self.segments.push(Segment::Truncate);
                         self.batch_changes += 1;
@@ -681,6 +757,8 @@ impl Applier {
             }
             (Some(old_key), true) => {
                 let old_key = old_key.clone();
+                // The changes before it are placed first (it is a segment of its own).
+                self.resolve_routes().await?;
                 let (a, b) = (
                     self.range_for(&old_key).await?,
                     self.range_for(&new_key).await?,
@@ -900,6 +978,7 @@ impl Applier {
     }
 
     async fn apply_batch(&mut self) -> Result<()> {
+        self.resolve_routes().await?;
         if let Some(parts) = self.parallel_parts() {
             let changes = self.batch_changes as u64;
             let started = std::time::Instant::now();

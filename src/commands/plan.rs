@@ -16,10 +16,10 @@ use tokio_postgres::Client;
 use super::Prepared;
 use crate::cli::PlanArgs;
 use crate::copy::ranges;
+use crate::dependents::inventory;
 use crate::error::{Error, Result};
 use crate::pg::catalog::{self, TableInfo};
 use crate::pg::ddl;
-use crate::pg::ident::quote_ident;
 use crate::preflight::{self, Check, Status, Target};
 
 /// Assumed copy speed per worker, for the rough duration and WAL estimates.
@@ -33,10 +33,78 @@ struct Plan {
     ddl: Vec<String>,
     rows_estimate: Option<i64>,
     total_bytes: Option<i64>,
+    /// The copy's key ranges as `run` would cut them now (`None` without a usable table or key).
+    copy_ranges: Option<CopyRanges>,
+    /// Each range's bounds, for a single integer key (other keys' bounds are data, not shown).
     key_ranges: Vec<String>,
     wal: Option<WalEstimate>,
     carried_over: Vec<String>,
     not_carried_over: Vec<String>,
+    /// Every object `pg_depend` ties to the table, and its catalog properties, each with what
+    /// the migration does with it.
+    dependents: Vec<inventory::Dependent>,
+}
+
+/// The ranges `run` would copy in parallel, planned by the same code from a sample of the key.
+#[derive(Debug, Serialize, PartialEq)]
+struct CopyRanges {
+    /// The key the ranges are cut on, in the server's order: `(name type, ...)`.
+    key: String,
+    count: usize,
+    /// Keys read to cut them, and whether that was every key (a small table) or a sample.
+    sampled_keys: usize,
+    whole_table: bool,
+    /// Rows per range, estimated from the sample (exact when every key was read).
+    rows_per_range_min: i64,
+    rows_per_range_max: i64,
+    /// `pg_stats.correlation` of the key's first column: how closely the table's physical order
+    /// follows the key (`None` before the table is analyzed).
+    key_correlation: Option<f64>,
+    /// The key's order is not the table's physical order: each range's rows lie on most of its
+    /// pages, which each range's read visits again (docs/limits.md).
+    scattered: bool,
+}
+
+/// Below this `|correlation|` a range's rows are taken to lie on most of the table's pages.
+const SCATTERED_BELOW: f64 = 0.5;
+
+/// Whether ranges over a key with this correlation to the physical order are scattered (pure).
+fn scattered(correlation: Option<f64>, ranges: usize) -> bool {
+    ranges > 1 && correlation.is_some_and(|c| c.abs() < SCATTERED_BELOW)
+}
+
+impl CopyRanges {
+    /// One line for the human output (pure).
+    fn line(&self) -> String {
+        let how = if self.whole_table {
+            format!("counted over all {} keys", self.sampled_keys)
+        } else {
+            format!("estimated from a sample of {} keys", self.sampled_keys)
+        };
+        let ratio = if self.rows_per_range_min > 0 {
+            format!(
+                ", max/min {:.2}",
+                self.rows_per_range_max as f64 / self.rows_per_range_min as f64
+            )
+        } else {
+            String::new()
+        };
+        let mut line = format!(
+            "{} key range{} on {}, copied in parallel: {} to {} rows each{ratio} ({how})",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.key,
+            self.rows_per_range_min,
+            self.rows_per_range_max,
+        );
+        if self.scattered {
+            line.push_str(&format!(
+                "\n  the key is not in the table's physical order (correlation {:.2}): each range's rows lie on most of the table's pages, and each range reads them again (docs/limits.md)",
+                self.key_correlation.unwrap_or(0.0)
+            ));
+        }
+        line
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -164,11 +232,18 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         .as_ref()
         .filter(|t| matches!(t.relkind, 'r' | 'p'));
     let mut key_ranges = Vec::new();
+    let mut copy_ranges = None;
     let mut wal = None;
     let mut carried_over = Vec::new();
     let mut not_carried_over = Vec::new();
+    let mut dependents = Vec::new();
     if let Some(t) = usable {
-        key_ranges = plan_key_ranges(&client, t, prep.jobs).await?;
+        dependents =
+            dependents_inventory(&client, t, &prep.target, &facts, prep.cross_db()).await?;
+        if let Some((ranges, bounds)) = plan_key_ranges(&client, t, prep.jobs).await? {
+            copy_ranges = Some(ranges);
+            key_ranges = bounds;
+        }
         wal = Some(estimate_wal(&client, t, prep.jobs).await?);
         (carried_over, not_carried_over) =
             carry_over_report(&client, t, &prep.target, &facts, prep.cross_db()).await?;
@@ -188,10 +263,12 @@ pub async fn run(args: PlanArgs) -> Result<()> {
         total_bytes: facts.table.as_ref().map(|t| t.total_bytes),
         checks,
         ddl: statements,
+        copy_ranges,
         key_ranges,
         wal,
         carried_over,
         not_carried_over,
+        dependents,
     };
     let failed = plan
         .checks
@@ -233,12 +310,11 @@ fn print_human(plan: &Plan) {
             bytes / (1024 * 1024)
         );
     }
+    if let Some(r) = &plan.copy_ranges {
+        println!("{}", r.line());
+    }
     if !plan.key_ranges.is_empty() {
-        println!(
-            "key ranges copied in parallel ({}): {}",
-            plan.key_ranges.len(),
-            plan.key_ranges.join(" ")
-        );
+        println!("  bounds: {}", plan.key_ranges.join(" "));
     }
     if let Some(w) = &plan.wal {
         println!("WAL: {}", w.note);
@@ -261,6 +337,48 @@ fn print_human(plan: &Plan) {
             println!("  - {c}");
         }
     }
+    if !plan.dependents.is_empty() {
+        println!(
+            "\ndependents ({}: everything pg_depend ties to the table, and its own catalog entries):",
+            plan.dependents.len()
+        );
+        for l in inventory::lines(&plan.dependents) {
+            println!("  {l}");
+        }
+    }
+}
+
+/// The inventory of the table's dependents, with each inbound foreign key's fate as the run
+/// will decide it (widened, dropped or refused).
+async fn dependents_inventory(
+    client: &Client,
+    t: &TableInfo,
+    target: &Target,
+    facts: &preflight::Facts,
+    cross_db: bool,
+) -> Result<Vec<inventory::Dependent>> {
+    use crate::dependents::fk::InboundAction;
+    let mut items = inventory::survey(client, t.oid, &[], cross_db).await?;
+    let actions = preflight::inbound_actions(facts, target);
+    for d in items
+        .iter_mut()
+        .filter(|d| d.kind == inventory::Kind::InboundForeignKey)
+    {
+        let Some((fk, action)) = actions.iter().find(|(fk, _)| {
+            // pg_describe_object qualifies the table only when it is not on the search path.
+            d.object == format!("constraint {} on table {}", fk.name, fk.table)
+                || d.object == format!("constraint {} on table {}", fk.name, fk.table.name)
+        }) else {
+            continue;
+        };
+        d.fate = match action {
+            InboundAction::Composite { .. } => inventory::Fate::Carried,
+            InboundAction::Refuse { .. } => inventory::Fate::Refused,
+            InboundAction::Drop { .. } | InboundAction::LeftOnSource => inventory::Fate::NotCarried,
+        };
+        d.how = crate::dependents::fk::inbound_report(fk, action);
+    }
+    Ok(items)
 }
 
 /// Creates the target in a transaction that is always rolled back; returns how many existing rows
@@ -296,44 +414,73 @@ async fn try_ddl(
     Ok(outside)
 }
 
-async fn plan_key_ranges(client: &Client, t: &TableInfo, jobs: usize) -> Result<Vec<String>> {
+/// The ranges `run` would cut now, by the same planner (`copy::plan_ranges_sampled`), read in a
+/// READ ONLY transaction that is rolled back; with the bounds themselves for an integer key.
+async fn plan_key_ranges(
+    client: &Client,
+    t: &TableInfo,
+    jobs: usize,
+) -> Result<Option<(CopyRanges, Vec<String>)>> {
     let Some(k) = t.key_index() else {
-        return Ok(vec![]);
+        return Ok(None);
     };
-    let Some(first) = t.column(&k.columns[0]) else {
-        return Ok(vec![]);
-    };
-    if !crate::copy::ranges::INT_TYPES.contains(&first.type_oid) {
-        return Ok(vec![format!(
-            "one range: the key {} ({}) is not an integer, so it is copied by one worker",
-            first.name, first.type_sql
-        )]);
+    if k.columns.iter().any(|c| t.column(c).is_none()) {
+        return Ok(None);
     }
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT min({c})::bigint, max({c})::bigint FROM {}",
-                t.name.sql(),
-                c = quote_ident(&first.name)
-            ),
-            &[],
+    let key = crate::copy::key_columns(t, &k.columns);
+    let count = ranges::range_count(t.estimated_rows, t.total_bytes, jobs);
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| Error::db("starting the key sample's transaction", e))?;
+    let planned =
+        crate::copy::plan_ranges_sampled(client, &t.name, &key, t.estimated_rows, count).await;
+    client
+        .batch_execute("ROLLBACK")
+        .await
+        .map_err(|e| Error::db("ending the key sample's transaction", e))?;
+    let planned = planned?;
+    let correlation: Option<f64> = client
+        .query_opt(
+            "SELECT correlation::float8 FROM pg_stats \
+             WHERE schemaname = $1 AND tablename = $2 AND attname = $3 \
+             ORDER BY inherited DESC LIMIT 1",
+            &[&t.name.schema, &t.name.name, &k.columns[0]],
         )
         .await
-        .map_err(|e| Error::db("reading the key's bounds", e))?;
-    let bounds = row
-        .get::<_, Option<i64>>(0)
-        .zip(row.get::<_, Option<i64>>(1));
-    let count = ranges::range_count(t.estimated_rows, t.total_bytes, jobs);
-    Ok(ranges::plan_ranges(bounds, count)
+        .map_err(|e| Error::db("reading the key's correlation", e))?
+        .and_then(|r| r.get(0));
+    let rows = planned.rows_per_range(t.estimated_rows);
+    let described: Vec<String> = k
+        .columns
         .iter()
-        .map(|r| {
-            format!(
-                "[{}, {})",
-                r.lo.map_or("-inf".into(), |v| v.to_string()),
-                r.hi.map_or("+inf".into(), |v| v.to_string())
-            )
-        })
-        .collect())
+        .filter_map(|c| t.column(c))
+        .map(|c| format!("{} {}", c.name, c.type_sql))
+        .collect();
+    let summary = CopyRanges {
+        key: format!("({})", described.join(", ")),
+        count: planned.ranges.len(),
+        sampled_keys: planned.sampled.iter().sum(),
+        whole_table: planned.whole_table,
+        rows_per_range_min: rows.iter().copied().min().unwrap_or(0),
+        rows_per_range_max: rows.iter().copied().max().unwrap_or(0),
+        key_correlation: correlation,
+        scattered: scattered(correlation, planned.ranges.len()),
+    };
+    let bounds = match ranges::as_int_ranges(&planned.ranges) {
+        Some(ints) if k.columns.len() == 1 => ints
+            .iter()
+            .map(|r| {
+                format!(
+                    "[{}, {})",
+                    r.lo.map_or("-inf".into(), |v| v.to_string()),
+                    r.hi.map_or("+inf".into(), |v| v.to_string())
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Some((summary, bounds)))
 }
 
 async fn estimate_wal(client: &Client, t: &TableInfo, jobs: usize) -> Result<WalEstimate> {
@@ -538,4 +685,52 @@ async fn carry_over_report(
     }
     no.extend(fk_no);
     Ok((yes, no))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CopyRanges, scattered};
+
+    #[test]
+    fn a_key_far_from_the_physical_order_is_scattered() {
+        assert!(scattered(Some(0.01), 8));
+        assert!(scattered(Some(-0.3), 8));
+        assert!(!scattered(Some(0.97), 8));
+        assert!(!scattered(Some(-0.9), 8));
+        // Not analyzed, or one range (read once whatever the order).
+        assert!(!scattered(None, 8));
+        assert!(!scattered(Some(0.0), 1));
+    }
+
+    #[test]
+    fn the_ranges_line_gives_their_count_and_balance() {
+        let mut r = CopyRanges {
+            key: "(k uuid)".into(),
+            count: 8,
+            sampled_keys: 2000,
+            whole_table: false,
+            rows_per_range_min: 24_000,
+            rows_per_range_max: 26_400,
+            key_correlation: Some(0.98),
+            scattered: false,
+        };
+        assert_eq!(
+            r.line(),
+            "8 key ranges on (k uuid), copied in parallel: 24000 to 26400 rows each, max/min 1.10 (estimated from a sample of 2000 keys)"
+        );
+        r.count = 1;
+        r.whole_table = true;
+        r.rows_per_range_min = 0;
+        r.rows_per_range_max = 0;
+        r.sampled_keys = 0;
+        assert_eq!(
+            r.line(),
+            "1 key range on (k uuid), copied in parallel: 0 to 0 rows each (counted over all 0 keys)"
+        );
+        r.scattered = true;
+        r.key_correlation = Some(-0.012);
+        assert!(r.line().ends_with(
+            "\n  the key is not in the table's physical order (correlation -0.01): each range's rows lie on most of the table's pages, and each range reads them again (docs/limits.md)"
+        ));
+    }
 }

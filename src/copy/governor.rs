@@ -1,36 +1,27 @@
-//! Keeps the migration from slowing the source's own workload: the copy first, then the apply.
+//! Keeps the migration from costing the source's own workload more than it must: the copy first,
+//! then the apply.
 //!
-//! The copy writes WAL as fast as two cores can produce it, and every commit of the application
-//! then waits for a WAL flush that carries the copy's data too: on the bench machine a workload of
-//! 800 transactions/s went from 2 ms to seconds a transaction while an unthrottled copy ran. So a
-//! probe session commits a one-row-sized write transaction (`pg_current_xact_id()`) five times a
-//! second, and the copy's rate follows two signals: the probe's latency (what an application that
-//! sends its transactions at its own pace sees) and the rate of the other sessions' write
-//! transactions (what an application that sends the next as soon as the last is done loses: on a
-//! machine with no idle core it slows by far more than one short probe shows).
+//! The copy writes WAL as fast as two cores can produce it, every commit of the application then
+//! waits for a WAL flush that carries the copy's data too, and for as long as the migration lasts
+//! the slot's walsender decodes the database's WAL. So the governor reads every second what the
+//! application feels, against a reference taken without the migration, and chooses the copy's
+//! pace in [`super::objective`]: within a ceiling on any moment (`--max-impact`,
+//! `--max-replica-lag`), the pace that costs the application least over the whole migration.
 //!
 //! ```text
-//! before the copy: baseline latency = median probe latency, baseline rate = other write
-//!                  transactions/s (over a second when there are some)
-//! every second:    latency = median probe latency, workload = other write transactions/s
-//!                  no workload (< MIN_WORKLOAD_XACTS, and none at the baseline)
-//!                                          → no limit (or the user's --max-copy-rate)
-//!                  latency > allowed, or workload < (1 - max impact) x baseline rate
-//!                                          → limit = the worse of allowed / latency and
-//!                                            workload / that floor (0.25 to 0.7)
-//!                                            x min(limit, rows the copy moved)
-//!                  latency and workload within half the impact
-//!                                          → limit = 1.15 x limit (no limit once above the
-//!                                            cap), not within 3 s of a slow-down
-//! after 5 s, then every 20 s:
-//!                  the copy and the apply are held, the slot's walsender left to stop
-//!                  decoding (0.4 to 3.4 s), and both baselines taken again over a second, so
-//!                  that a workload that changes by itself is not taken for the migration's doing
-//! allowed = baseline latency x (1 + max impact) + slack
-//! the apply:       slowed with the copy (floor 500 changes/s); raised first (the copy is raised
-//!                  only while the apply is not paced); let go once its pace no longer binds
-//!                  (the stream moved under half of it), and whenever `run` frees it (the
+//! before the slot: reference = the probe's median commit, the application's statements' mean
+//!                  (pg_stat_statements, where installed), the other write transactions/s
+//! every second:    the same, smoothed; the worst replay_lag of the physical standbys
+//!                  → objective::plan: the copy's limit and the reason shown by `status`
+//!                  the apply: paced only over a ceiling once the copy is at its floor or done
+//!                  (floor 500 changes/s); raised as the workload leaves room; the stream parked
+//!                  after 3 s over a ceiling at the floor; let go whenever `run` frees it (the
 //!                  cutover due, a verify waiting, the retained WAL near a limit)
+//! after 5 s, then every 20 s:
+//!                  the copy and the apply are held, the slot's walsender left to stop decoding
+//!                  (0.4 to 3.4 s), and the references taken again over a second: a change
+//!                  beyond the ceiling's band either way is the workload's own; the excess left
+//!                  is the walsender's, the floor of every pace
 //! ```
 //!
 //! The apply is paced where the stream is read: a reader that waits reads nothing, so the
@@ -51,17 +42,8 @@ use tokio_postgres::{Client, Config, SimpleQueryMessage};
 use super::CopyProgress;
 use crate::error::{Error, Result};
 
-/// Write transactions per second, besides our own, from which the source counts as busy.
-pub const MIN_WORKLOAD_XACTS: f64 = 30.0;
-/// Added to the allowed latency: a baseline of a few hundredths of a millisecond would otherwise
-/// make scheduling noise look like an impact.
-pub const SLACK_MS: f64 = 0.1;
-/// The lowest limit the governor sets (rows/s): the copy always moves.
-pub const MIN_RATE: u64 = 500;
-/// Where the copy starts on a busy source (rows/s).
-pub const START_RATE: u64 = 20_000;
-/// Above this a limit is no limit.
-pub const UNLIMITED_ABOVE: u64 = 2_000_000;
+use super::objective::{Ceilings, LatencyOf, Model, Reading, Reason, smoothed};
+pub use super::objective::{MIN_RATE, MIN_WORKLOAD_XACTS, SLACK_MS, START_RATE, UNLIMITED_ABOVE};
 
 /// The copy's current rate limit, shared by its workers; 0 is none. While held, the workers move
 /// no rows (the governor measures the source without the copy).
@@ -152,23 +134,19 @@ impl Pacer {
     }
 }
 
-/// The governor's decisions, from the probe's figures (pure).
+/// The governor's references: the probe's commit latency and the other write transactions' rate
+/// without the migration (pure).
 #[derive(Debug, Clone)]
 pub struct Controller {
     baseline_ms: f64,
     /// Other write transactions per second without the copy.
     baseline_xacts: f64,
     max_impact: f64,
-    /// The user's `--max-copy-rate`, if any: never exceeded.
-    cap: Option<u64>,
-    limit: Option<u64>,
-    /// Decisions left before the limit may be raised again after a slow-down.
-    cooldown: u32,
 }
 
-/// Decisions (seconds) after a slow-down during which the limit is not raised.
+/// Decisions (seconds) after a slow-down of the apply during which it is not raised.
 pub const COOLDOWN: u32 = 3;
-/// The factor a limit grows by per second while the workload's commits are fast.
+/// The factor the apply's pace grows by per second while the workload has room.
 pub const RAISE: f64 = 1.15;
 
 /// The limit a copy starts with: [`START_RATE`] (or the user's cap, if lower) on a busy source,
@@ -191,41 +169,36 @@ pub enum Decision {
 }
 
 impl Controller {
-    /// `max_impact`: the allowed rise of the probe's latency, and the allowed fall of the other
-    /// write transactions' rate, as a fraction (0.15 for 15%). On a busy source (a baseline rate
-    /// of at least [`MIN_WORKLOAD_XACTS`]) the copy starts at [`START_RATE`] and speeds up while
-    /// the workload allows it, rather than starting at full speed and backing off once the
-    /// workload has already waited.
-    pub fn new(baseline_ms: f64, baseline_xacts: f64, max_impact: f64, cap: Option<u64>) -> Self {
-        let busy = baseline_xacts >= MIN_WORKLOAD_XACTS;
+    /// `max_impact`: the ceiling on the rise of the latency, and on the fall of the other write
+    /// transactions' rate seen as a rise of latency, as a fraction (0.5 for 50%).
+    pub fn new(baseline_ms: f64, baseline_xacts: f64, max_impact: f64) -> Self {
         Controller {
             baseline_ms: baseline_ms.max(0.0),
             baseline_xacts: baseline_xacts.max(0.0),
             max_impact: max_impact.max(0.0),
-            cap,
-            limit: start_limit(cap, busy),
-            cooldown: 0,
         }
     }
 
     /// New baselines, measured while the copy and the apply were held. The slot's walsender
     /// still runs then (woken at each of the source's WAL flushes, decoding what it can), so a
-    /// measure that the last baselines call within the allowed impact (commits a little longer,
-    /// a workload a little slower) is that residue of the migration, not a change of the
-    /// workload: the last baseline stays. Anything beyond the allowed impact, and any change for
-    /// the better, is the workload's own and becomes the baseline. Returns the baselines now in
-    /// force (ms, xacts).
+    /// measure that the last baselines call within the ceiling (commits a little longer, a
+    /// workload a little slower) is that residue of the migration, and one a little better is
+    /// a second's noise: the last baseline stays (see [`rebased`]). Anything beyond the ceiling's
+    /// band either way is the workload's own and becomes the baseline. Returns the baselines now
+    /// in force (ms, xacts).
     pub fn rebase(&mut self, baseline_ms: f64, baseline_xacts: f64) -> (f64, f64) {
         let (ms, xacts) = (baseline_ms.max(0.0), baseline_xacts.max(0.0));
-        let residue_ms = ms > self.baseline_ms && ms <= self.allowed_ms();
-        let residue_xacts = xacts < self.baseline_xacts && xacts >= self.xacts_floor();
-        if !residue_ms {
-            self.baseline_ms = ms;
-        }
-        if !residue_xacts {
+        self.baseline_ms = rebased(self.baseline_ms, ms, self.max_impact, SLACK_MS);
+        let within =
+            xacts >= self.xacts_floor() && xacts <= self.baseline_xacts * (1.0 + self.max_impact);
+        if !within {
             self.baseline_xacts = xacts;
         }
         (self.baseline_ms, self.baseline_xacts)
+    }
+
+    pub fn baseline_ms(&self) -> f64 {
+        self.baseline_ms
     }
 
     /// The other write transactions per second at the last baseline.
@@ -238,72 +211,56 @@ impl Controller {
         self.baseline_xacts >= MIN_WORKLOAD_XACTS
     }
 
-    pub fn limit(&self) -> Option<u64> {
-        self.limit
-    }
-
     pub fn allowed_ms(&self) -> f64 {
         self.baseline_ms * (1.0 + self.max_impact) + SLACK_MS
     }
 
-    /// The other write transactions' rate below which the workload counts as slowed.
+    /// The other write transactions' rate below which the workload counts as slowed beyond the
+    /// ceiling.
     pub fn xacts_floor(&self) -> f64 {
-        self.baseline_xacts * (1.0 - self.max_impact)
+        self.baseline_xacts / (1.0 + self.max_impact)
     }
+}
 
-    /// What the last second's figures say, before any limit is moved (pure).
-    pub fn signal(&self, latency_ms: f64, others_per_s: f64) -> Signal {
-        let allowed = self.allowed_ms();
-        let floor = self.xacts_floor();
-        // Only a workload seen at the baseline can be seen to fall.
-        let fallen = self.busy() && others_per_s < floor;
-        if others_per_s < MIN_WORKLOAD_XACTS && !self.busy() {
-            Signal::Idle
-        } else if latency_ms > allowed || fallen {
-            // In proportion to the excess: the workload is waiting now.
-            let by_latency = if latency_ms > allowed {
-                allowed / latency_ms
-            } else {
-                1.0
-            };
-            let by_rate = if fallen { others_per_s / floor } else { 1.0 };
-            Signal::Over(by_latency.min(by_rate).clamp(0.25, 0.7))
-        } else if latency_ms < self.baseline_ms * (1.0 + self.max_impact / 2.0) + SLACK_MS / 2.0
-            && (!self.busy() || others_per_s >= self.baseline_xacts * (1.0 - self.max_impact / 2.0))
-        {
-            Signal::Fine
+/// A latency reference measured again with the migration held (pure): a measure within the
+/// ceiling's band either way (up to `1 + max impact` times higher, or lower) keeps the last
+/// reference: above it, the residue of the slot's walsender; below it, the noise of one second's
+/// few commits (on the bench machine the probe's median wandered from 0.3 to 1.2 ms with nothing
+/// changed, and a reference that followed it down held the copy at its floor for good). Beyond
+/// the band the workload has changed by itself, and the measure is the new reference.
+pub fn rebased(reference_ms: f64, measured_ms: f64, max_impact: f64, slack_ms: f64) -> f64 {
+    let within = measured_ms <= reference_ms * (1.0 + max_impact) + slack_ms
+        && measured_ms >= reference_ms / (1.0 + max_impact) - slack_ms;
+    if within { reference_ms } else { measured_ms }
+}
+
+/// What a second's reading says for the apply (pure): over a ceiling, cut in proportion; within
+/// half of it, room to speed up.
+pub fn apply_signal(reading: &Reading, ceilings: &Ceilings) -> Signal {
+    let m = ceilings.max_impact;
+    let lagging = match (reading.replica_lag_s, ceilings.max_replica_lag_s) {
+        (Some(lag), Some(max)) if lag > max => Some((max / lag).clamp(0.25, 0.7)),
+        _ => None,
+    };
+    if !reading.busy() && lagging.is_none() {
+        return Signal::Idle;
+    }
+    let excess = if reading.busy() {
+        reading.excess()
+    } else {
+        0.0
+    };
+    if excess > m || lagging.is_some() {
+        let by_impact = if excess > m {
+            (1.0 + m) / (1.0 + excess)
         } else {
-            Signal::Within
-        }
-    }
-
-    /// One decision from the last second: the probe's median latency, the other write
-    /// transactions per second, and the rows per second the copy moved.
-    pub fn decide(&mut self, latency_ms: f64, others_per_s: f64, copy_rows_per_s: f64) -> Decision {
-        let before = self.limit;
-        self.cooldown = self.cooldown.saturating_sub(1);
-        self.limit = match self.signal(latency_ms, others_per_s) {
-            Signal::Idle => self.cap,
-            Signal::Over(factor) => {
-                let from = slow_from(self.limit, copy_rows_per_s);
-                let slowed = ((from * factor) as u64).max(MIN_RATE);
-                self.cooldown = COOLDOWN;
-                Some(self.cap.map_or(slowed, |c| c.min(slowed)))
-            }
-            Signal::Fine if self.cooldown == 0 => match self.limit {
-                None => None,
-                Some(l) => {
-                    let raised = raised(l);
-                    match self.cap {
-                        Some(c) if raised >= c => Some(c),
-                        None if raised > UNLIMITED_ABOVE => None,
-                        _ => Some(raised),
-                    }
-                }
-            },
-            Signal::Fine | Signal::Within => self.limit,
+            1.0
         };
-        decision(before, self.limit)
+        Signal::Over(by_impact.min(lagging.unwrap_or(1.0)).clamp(0.25, 0.7))
+    } else if excess <= m / 2.0 {
+        Signal::Fine
+    } else {
+        Signal::Within
     }
 }
 
@@ -320,15 +277,7 @@ pub enum Signal {
     Within,
 }
 
-/// What a slow-down starts from: what actually moved when that is below the limit (slowing a
-/// limit that does not bind would change nothing), else the limit; with no limit, what moved.
-fn slow_from(limit: Option<u64>, moved_per_s: f64) -> f64 {
-    match limit {
-        Some(l) if moved_per_s > 0.0 => (l as f64).min(moved_per_s),
-        Some(l) => l as f64,
-        None => moved_per_s,
-    }
-}
+use super::objective::slow_from;
 
 /// `limit` raised by [`RAISE`] (by one at least).
 fn raised(limit: u64) -> u64 {
@@ -454,11 +403,10 @@ impl Drop for PaceHold<'_> {
     }
 }
 
-/// The governor's decisions for the apply (pure). A workload that waits slows the apply along
-/// with the copy (a copy slowed alone from its start rate takes seconds to reach its floor, and
-/// the workload waits all along); the apply speeds up first again, the copy only once the apply
-/// is let go (a growing lag costs more than a slower copy: WAL kept on the source, a longer
-/// catch-up), which it is once its pace no longer holds it back.
+/// The governor's decisions for the apply (pure). A workload over a ceiling slows the apply once
+/// the copy is at its floor or done (before that, a slower copy costs the application less than a
+/// growing lag: the migration lasts until the lag is zero); the apply is let go once its pace no
+/// longer holds it back.
 #[derive(Debug, Clone)]
 pub struct ApplyController {
     /// The user's `--max-apply-rate`, if any: never exceeded.
@@ -687,6 +635,10 @@ pub struct Baseline {
     client: Client,
     at: Measured,
     quiet: bool,
+    /// The application's statements, where `pg_stat_statements` can be read.
+    statements: Option<Statements>,
+    /// Their mean latency over the baseline's second (ms), if they made enough calls.
+    statements_ms: Option<f64>,
 }
 
 impl Baseline {
@@ -709,10 +661,131 @@ pub async fn baseline(source: &Config) -> Result<Baseline> {
     // 0.28 ms sat below every later measure, 0.5 to 0.8 ms, and held the copy at its floor on
     // latency alone).
     let (mut at, quiet) = quick_look(&client).await?;
+    let mut statements = Statements::open(&client).await;
+    let mut statements_ms = None;
     if !quiet {
+        if let Some(st) = statements.as_mut() {
+            st.restart(&client).await;
+        }
         at = measure(&client, PROBES_PER_DECISION + 1, PROBE_EVERY, None).await?;
+        if let Some(st) = statements.as_mut() {
+            statements_ms = st.sample(&client).await;
+        }
     }
-    Ok(Baseline { client, at, quiet })
+    Ok(Baseline {
+        client,
+        at,
+        quiet,
+        statements,
+        statements_ms,
+    })
+}
+
+/// The application's own statements on the source, from `pg_stat_statements` (installed in the
+/// source database and loaded): the mean execution time per call of the source database's
+/// top-level statements between two samples, pgrepart's own left out.
+///
+/// `pg_stat_statements` keys its figures by role, database and query id, not by session, and
+/// pgrepart may connect as the application's own role; so pgrepart's statements are left out by
+/// their query ids, those its sessions (`application_name` `pgrepart ...`) are seen running in
+/// `pg_stat_activity` at each sample (every one of them repeats: copy, probe, figures). A
+/// statement of the application with the same query id as one of pgrepart's (`BEGIN`,
+/// `COMMIT`) is left out with it; it is not where the application waits (a commit's WAL flush
+/// comes after its statement's execution).
+pub struct Statements {
+    ours: std::collections::BTreeSet<i64>,
+    /// total_exec_time (ms) and calls at the last sample.
+    last: Option<(f64, i64)>,
+}
+
+/// Calls between two samples below which their mean is not a reading.
+pub const MIN_STATEMENT_CALLS: i64 = 20;
+
+impl Statements {
+    /// `None` where `pg_stat_statements` cannot be read (not installed in the source database,
+    /// not loaded, or no query ids).
+    async fn open(client: &Client) -> Option<Statements> {
+        let readable = client
+            .query_one(
+                "SELECT to_regclass('pg_stat_statements') IS NOT NULL \
+                    AND coalesce(current_setting('compute_query_id', true), 'auto') <> 'off'",
+                &[],
+            )
+            .await
+            .ok()?
+            .get::<_, bool>(0);
+        if !readable {
+            return None;
+        }
+        let mut st = Statements {
+            ours: Default::default(),
+            last: None,
+        };
+        st.totals(client).await.ok()?;
+        Some(st)
+    }
+
+    async fn totals(
+        &mut self,
+        client: &Client,
+    ) -> std::result::Result<(f64, i64), tokio_postgres::Error> {
+        let rows = client
+            .query(
+                "SELECT DISTINCT query_id FROM pg_stat_activity \
+                  WHERE application_name LIKE 'pgrepart%' AND query_id IS NOT NULL",
+                &[],
+            )
+            .await?;
+        self.ours.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        let ours: Vec<i64> = self.ours.iter().copied().collect();
+        let row = client
+            .query_one(
+                "SELECT coalesce(sum(total_exec_time), 0)::float8, coalesce(sum(calls), 0)::bigint \
+                   FROM pg_stat_statements \
+                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                    AND toplevel AND queryid <> ALL($1)",
+                &[&ours],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Starts a new window from now.
+    async fn restart(&mut self, client: &Client) {
+        self.last = self.totals(client).await.ok();
+    }
+
+    /// The statements' mean latency since the last sample (ms); `None` with too few calls, or
+    /// when the view could not be read.
+    async fn sample(&mut self, client: &Client) -> Option<f64> {
+        let now = self.totals(client).await.ok();
+        let before = std::mem::replace(&mut self.last, now);
+        statement_mean_ms(before?, now?)
+    }
+}
+
+/// The mean execution time per call between two samples of (total ms, calls) (pure); `None`
+/// with fewer than [`MIN_STATEMENT_CALLS`] calls, or after a reset of the figures.
+pub fn statement_mean_ms(before: (f64, i64), after: (f64, i64)) -> Option<f64> {
+    let calls = after.1 - before.1;
+    let ms = after.0 - before.0;
+    (calls >= MIN_STATEMENT_CALLS && ms >= 0.0).then(|| ms / calls as f64)
+}
+
+/// The worst `replay_lag` of the source's physical standbys (seconds): walsenders of no logical
+/// slot (a logical consumer, pgrepart's own included, is not a standby). `None` when none
+/// reports a lag (caught up and idle, or no standby).
+async fn replica_lag(client: &Client) -> Option<f64> {
+    client
+        .query_one(
+            "SELECT extract(epoch FROM max(r.replay_lag))::float8 FROM pg_stat_replication r \
+              WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots s \
+                                 WHERE s.active_pid = r.pid AND s.slot_type = 'logical')",
+            &[],
+        )
+        .await
+        .ok()?
+        .get(0)
 }
 
 /// Whether the source server commits (almost) no write transactions but ours: the first tenth of
@@ -752,6 +825,13 @@ pub struct Governed {
     pub own_writes: Option<Arc<AtomicU64>>,
     /// The source, to open the probe session again when it is lost.
     pub source: Config,
+    /// `--max-replica-lag`.
+    pub max_replica_lag: Option<Duration>,
+    /// The rows the copy had left when this attempt began (the planner's estimate less the
+    /// ranges already copied).
+    pub rows_to_copy: u64,
+    /// Why the pace is what it is now, for `status` and the progress line.
+    pub reason: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// A new probe session after `lost` (a transient error) ended the last one; the governing goes
@@ -803,19 +883,65 @@ fn limit_text(limit: Option<u64>, unit: &str) -> String {
     limit.map_or("none".to_string(), |l| format!("{l} {unit}"))
 }
 
+/// The reason shown while the copy is done (pure): the apply is paced only over a ceiling, and
+/// raised again as the workload leaves room.
+pub fn apply_reason(
+    reading: &Reading,
+    ceilings: &Ceilings,
+    apply_limit: Option<u64>,
+    parked: bool,
+) -> String {
+    if parked {
+        return "paced: stream parked, the workload waits even with the apply at its floor".into();
+    }
+    let over = super::objective::ceiling_reason(reading, ceilings);
+    if !reading.busy() && !matches!(over, Some(Reason::ReplicaLag { .. })) {
+        return Reason::NoWorkload.to_string();
+    }
+    match (over, apply_limit) {
+        (Some(r), _) => r.to_string(),
+        (None, Some(l)) => {
+            format!("paced: apply raised as the workload leaves room, {l} changes/s")
+        }
+        (None, None) => Reason::LeastTotalFull.to_string(),
+    }
+}
+
 async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let Baseline { mut client, at, .. } = base;
+    let Baseline {
+        mut client,
+        at,
+        mut statements,
+        statements_ms,
+        ..
+    } = base;
     let mut last_xid = at.xid;
     // The copy already runs at this start limit (set before it began: `Baseline::start_limit`).
-    let mut controller = Controller::new(at.latency_ms, at.others_per_s, g.max_impact, g.copy_cap);
+    let mut controller = Controller::new(at.latency_ms, at.others_per_s, g.max_impact);
+    let mut statements_ref = statements_ms;
+    let ceilings = Ceilings {
+        max_impact: g.max_impact,
+        max_replica_lag_s: g.max_replica_lag.map(|d| d.as_secs_f64()),
+        copy_cap: g.copy_cap,
+    };
+    let mut model = Model::default();
     let mut apply = ApplyController::new(g.apply_cap);
     tracing::info!(
         baseline_ms = format_args!("{:.2}", at.latency_ms),
+        statements_ms = statements_ms
+            .map(|m| format!("{m:.3}"))
+            .unwrap_or_else(|| "none".into()),
         workload_xacts_per_s = at.others_per_s.round() as u64,
-        start_limit = limit_text(controller.limit(), "rows/s"),
+        start_limit = limit_text(g.copy_limit.get(), "rows/s"),
         max_impact_pct = (g.max_impact * 100.0).round() as u64,
         "load governor: a commit on the source takes this long before the migration"
     );
+    let set_reason = |text: String| {
+        let mut r = g.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.as_deref() != Some(text.as_str()) {
+            *r = Some(text);
+        }
+    };
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut window = Vec::with_capacity(PROBES_PER_DECISION);
@@ -829,6 +955,10 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     let mut last_change_rate: f64;
     let mut parked: Option<Parked> = None;
     let mut rebase_now;
+    let mut last_reason_kind = String::new();
+    // The readings, smoothed over a few seconds: (probe ms, statements ms, workload xacts/s).
+    let (mut smooth_probe, mut smooth_statements, mut smooth_xacts) =
+        (None::<f64>, None::<f64>, None::<f64>);
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
@@ -844,6 +974,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 g.pace.set_parked(false);
                 apply.unparked();
             }
+            set_reason("full speed: the cutover is due".into());
             resync = true;
             continue;
         }
@@ -866,6 +997,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 g.pace.changes(),
                 own_writes(g),
             );
+            if let Some(st) = statements.as_mut() {
+                st.restart(&client).await;
+            }
             window.clear();
             window_start = Instant::now();
             continue;
@@ -893,28 +1027,90 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         let changes = g.pace.changes();
         let copy_rate = rows.saturating_sub(rows_before) as f64 / secs;
         let change_rate = changes.saturating_sub(changes_before) as f64 / secs;
-        let signal = controller.signal(latency, others);
-        // The apply speeds up first: the copy waits while the governor paces the apply.
-        if copying && !(signal == Signal::Fine && apply.pacing()) {
-            match controller.decide(latency, others, copy_rate) {
-                Decision::Unchanged => tracing::debug!(
-                    commit_ms = format_args!("{latency:.2}"),
+        // The application's own statements when they can be read, else the probe.
+        let statements_now = match statements.as_mut() {
+            Some(st) => st.sample(&client).await,
+            None => None,
+        };
+        let replica = match ceilings.max_replica_lag_s {
+            Some(_) => replica_lag(&client).await,
+            None => None,
+        };
+        let latency = *smooth_probe.insert(smoothed(smooth_probe, latency));
+        let others = *smooth_xacts.insert(smoothed(smooth_xacts, others));
+        let statements_now =
+            statements_now.map(|x| *smooth_statements.insert(smoothed(smooth_statements, x)));
+        let reading = match (statements_now, statements_ref) {
+            (Some(now), Some(reference)) if !crate::fault::enabled(SLOW_SOURCE_FAULT) => Reading {
+                latency_ms: now,
+                reference_ms: reference,
+                latency_of: LatencyOf::Statements,
+                xacts: others,
+                reference_xacts: controller.baseline_xacts(),
+                replica_lag_s: replica,
+            },
+            _ => Reading {
+                latency_ms: latency,
+                reference_ms: controller.baseline_ms(),
+                latency_of: LatencyOf::Probe,
+                xacts: others,
+                reference_xacts: controller.baseline_xacts(),
+                replica_lag_s: replica,
+            },
+        };
+        let excess = reading.excess();
+        let mut signal = apply_signal(&reading, &ceilings);
+        if copying {
+            model.learn(copy_rate, excess);
+            let limit = g.copy_limit.get();
+            let rows_left = g.rows_to_copy.saturating_sub(rows);
+            let plan =
+                super::objective::plan(&model, &reading, &ceilings, limit, copy_rate, rows_left);
+            let reason = plan.reason.to_string();
+            let kind = reason.split(" at ").next().unwrap_or_default().to_string();
+            let change = decision(limit, plan.copy);
+            let predicted_ms_s = plan
+                .predicted_total
+                .map(|t| format!("{:.0}", t * reading.reference_ms))
+                .unwrap_or_else(|| "-".into());
+            match change {
+                Decision::Unchanged if kind == last_reason_kind => tracing::debug!(
+                    latency_ms = format_args!("{:.2}", reading.latency_ms),
                     workload_xacts_per_s = others.round() as u64,
-                    limit = controller.limit().unwrap_or(0),
-                    "copy limit unchanged"
+                    limit = limit.unwrap_or(0),
+                    "copy limit unchanged ({reason})"
                 ),
-                Decision::SlowedTo(n) => tracing::info!(
+                Decision::SlowedTo(n) if plan.reason.over_a_ceiling() => tracing::info!(
                     rows_per_s = n,
-                    commit_ms = format_args!("{latency:.2}"),
-                    allowed_ms = format_args!("{:.2}", controller.allowed_ms()),
+                    excess_pct = (excess * 100.0).round() as u64,
                     workload_xacts_per_s = others.round() as u64,
-                    workload_floor = controller.xacts_floor().round() as u64,
-                    "copy slowed: the source's commits take longer, or its workload runs slower, than allowed"
+                    "copy slowed to {n} rows/s ({reason})"
                 ),
-                Decision::RaisedTo(n) => tracing::debug!(rows_per_s = n, "copy limit raised"),
-                Decision::Released => tracing::info!("copy limit lifted"),
+                Decision::Released => tracing::info!(
+                    predicted_excess_ms_s = predicted_ms_s,
+                    "copy limit lifted ({reason})"
+                ),
+                _ => tracing::info!(
+                    rows_per_s = limit_text(plan.copy, "rows/s"),
+                    excess_pct = (excess * 100.0).round() as u64,
+                    rows_left,
+                    predicted_excess_ms_s = predicted_ms_s,
+                    "copy limit {} ({reason})",
+                    limit_text(plan.copy, "rows/s")
+                ),
             }
-            g.copy_limit.set(controller.limit());
+            last_reason_kind = kind;
+            if plan.reason.over_a_ceiling() && plan.copy != limit {
+                model.note_cut();
+            }
+            g.copy_limit.set(plan.copy);
+            set_reason(reason);
+            // During the copy the apply is paced only once the copy is at its floor: before
+            // that, slowing the copy costs the application less than a growing lag.
+            let copy_at_floor = plan.copy.is_some_and(|l| l <= MIN_RATE);
+            if matches!(signal, Signal::Over(_)) && !copy_at_floor {
+                signal = Signal::Within;
+            }
         }
         rebase_now = false;
         if let Some(p) = parked {
@@ -934,10 +1130,12 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 Decision::Unchanged => {}
                 Decision::SlowedTo(n) => tracing::info!(
                     changes_per_s = n,
-                    commit_ms = format_args!("{latency:.2}"),
+                    latency_ms = format_args!("{:.2}", reading.latency_ms),
                     workload_xacts_per_s = others.round() as u64,
-                    workload_floor = controller.xacts_floor().round() as u64,
-                    "apply slowed: the source's commits take longer, or its workload runs slower, than allowed; the lag may grow"
+                    workload_floor = reading.xacts_floor(g.max_impact).round() as u64,
+                    "apply slowed to {n} changes/s ({}); the lag may grow",
+                    super::objective::ceiling_reason(&reading, &ceilings)
+                        .map_or("over the ceiling".to_string(), |r| r.to_string())
                 ),
                 Decision::RaisedTo(n) => tracing::debug!(changes_per_s = n, "apply pace raised"),
                 Decision::Released => tracing::info!(
@@ -958,12 +1156,20 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 g.pace.set_parked(true);
                 tracing::info!(
                     seconds = PARK_FOR.as_secs(),
-                    commit_ms = format_args!("{latency:.2}"),
+                    latency_ms = format_args!("{:.2}", reading.latency_ms),
                     workload_xacts_per_s = others.round() as u64,
-                    workload_floor = controller.xacts_floor().round() as u64,
+                    workload_floor = reading.xacts_floor(g.max_impact).round() as u64,
                     "stream parked: the workload waits even with the apply at its floor; the lag grows until the source leaves room"
                 );
             }
+        }
+        if !copying {
+            set_reason(apply_reason(
+                &reading,
+                &ceilings,
+                if apply.pacing() { apply.limit() } else { None },
+                parked.is_some(),
+            ));
         }
         decisions += 1;
         // The next window counts from here: its xids, rows and changes from the last probe's.
@@ -978,6 +1184,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
                 _ = settle(&client, &g.slot) => {}
+            }
+            if let Some(st) = statements.as_mut() {
+                st.restart(&client).await;
             }
             let again = match measure(
                 &client,
@@ -996,8 +1205,43 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 }
                 Err(e) => return Err(e),
             };
+            let statements_held = match statements.as_mut() {
+                Some(st) => st.sample(&client).await,
+                None => None,
+            };
             drop(holds);
+            let before = Reading {
+                latency_ms: again.latency_ms,
+                reference_ms: controller.baseline_ms(),
+                latency_of: LatencyOf::Probe,
+                xacts: again.others_per_s,
+                reference_xacts: controller.baseline_xacts(),
+                replica_lag_s: None,
+            };
             let (kept_ms, kept_xacts) = controller.rebase(again.latency_ms, again.others_per_s);
+            // The excess with the copy and the apply held: what the slot's walsender alone
+            // costs, the floor of every pace. Against the statements' reference when they are
+            // read, else against the probe's.
+            let floor = match (statements_held, statements_ref) {
+                (Some(now), Some(reference)) => Reading {
+                    latency_ms: now,
+                    reference_ms: reference,
+                    latency_of: LatencyOf::Statements,
+                    ..before
+                }
+                .excess(),
+                _ => before.excess(),
+            };
+            model.learn_floor(floor);
+            statements_ref = match (statements_held, statements_ref) {
+                (Some(now), Some(reference)) => Some(rebased(
+                    reference,
+                    now,
+                    g.max_impact,
+                    super::objective::STATEMENTS_SLACK_MS,
+                )),
+                (now, reference) => reference.or(now),
+            };
             if !g.pace.is_free()
                 && let Decision::SlowedTo(n) = apply.after_hold(last_change_rate)
             {
@@ -1008,7 +1252,11 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 measured_ms = format_args!("{:.2}", again.latency_ms),
                 measured_xacts_per_s = again.others_per_s.round() as u64,
                 baseline_ms = format_args!("{kept_ms:.2}"),
+                statements_ms = statements_ref
+                    .map(|m| format!("{m:.3}"))
+                    .unwrap_or_else(|| "none".into()),
                 workload_xacts_per_s = kept_xacts.round() as u64,
+                floor_excess_pct = (floor * 100.0).round() as u64,
                 "load governor: the source measured again with the migration held"
             );
             (last_xid, rows_before, changes_before, own_before) = (
@@ -1045,132 +1293,132 @@ mod tests {
     use super::*;
 
     #[test]
-    fn no_workload_means_no_limit_whatever_the_latency() {
-        let mut c = Controller::new(1.0, 0.0, 0.15, None);
-        assert_eq!(c.decide(50.0, 0.0, 100_000.0), Decision::Unchanged);
-        assert_eq!(c.limit(), None);
-        // The user's cap still holds.
-        let mut c = Controller::new(1.0, 0.0, 0.15, Some(10_000));
-        c.decide(50.0, 5.0, 100_000.0);
-        assert_eq!(c.limit(), Some(10_000));
-    }
-
-    #[test]
-    fn a_slowed_workload_slows_the_copy_in_proportion_down_to_the_floor() {
-        let mut c = Controller::new(2.0, 0.0, 0.15, None);
-        assert!((c.allowed_ms() - 2.4).abs() < 1e-9);
-        // Far over: a quarter of the current rate.
-        assert_eq!(c.decide(20.0, 800.0, 100_000.0), Decision::SlowedTo(25_000));
-        // Just over: at most 0.7 of it.
-        assert_eq!(c.decide(2.6, 800.0, 100_000.0), Decision::SlowedTo(17_500));
-        // In between: allowed / latency.
-        assert_eq!(c.decide(4.8, 800.0, 100_000.0), Decision::SlowedTo(8_750));
-        // A copy moving less than its limit is slowed from what it moved.
-        assert_eq!(c.decide(4.8, 800.0, 4_000.0), Decision::SlowedTo(2_000));
-        // A second in which it moved nothing (between ranges): from the limit.
-        assert_eq!(c.decide(4.8, 800.0, 0.0), Decision::SlowedTo(1_000));
-        for _ in 0..30 {
-            c.decide(10.0, 800.0, 100_000.0);
-        }
-        assert_eq!(c.limit(), Some(MIN_RATE));
-    }
-
-    #[test]
-    fn a_recovered_workload_lets_the_copy_speed_up_until_unlimited() {
-        let mut c = Controller::new(2.0, 0.0, 0.15, None);
-        c.decide(2.6, 800.0, 10_000.0);
-        assert_eq!(c.limit(), Some(7_000));
-        // Within the allowed band but above its lower half: hold.
-        assert_eq!(c.decide(2.4, 800.0, 6_000.0), Decision::Unchanged);
-        // Fast again, but within the cool-down after the slow-down: hold.
-        assert_eq!(c.decide(2.0, 800.0, 6_000.0), Decision::Unchanged);
-        assert_eq!(c.decide(2.0, 800.0, 6_000.0), Decision::RaisedTo(8_050));
-        for _ in 0..100 {
-            c.decide(2.0, 800.0, 0.0);
-        }
-        assert_eq!(c.limit(), None);
-    }
-
-    #[test]
-    fn raising_stops_at_the_users_cap() {
-        let mut c = Controller::new(2.0, 0.0, 0.15, Some(8_000));
-        assert_eq!(c.decide(2.6, 800.0, 8_000.0), Decision::SlowedTo(5_600));
-        for _ in 0..20 {
-            c.decide(1.0, 800.0, 0.0);
-        }
-        assert_eq!(c.limit(), Some(8_000));
-    }
-
-    #[test]
     fn a_busy_source_starts_the_copy_slowly() {
-        let c = Controller::new(2.0, 800.0, 0.15, None);
-        assert_eq!(c.limit(), Some(START_RATE));
-        let c = Controller::new(2.0, 800.0, 0.15, Some(5_000));
-        assert_eq!(c.limit(), Some(5_000));
-        let c = Controller::new(2.0, 0.0, 0.15, None);
-        assert_eq!(c.limit(), None);
-    }
-
-    #[test]
-    fn a_workload_running_slower_than_its_baseline_slows_the_copy() {
-        // 2,000 write transactions/s before the copy; 15% allowed: the floor is 1,700.
-        let mut c = Controller::new(2.0, 2_000.0, 0.15, None);
-        assert!((c.xacts_floor() - 1_700.0).abs() < 1e-9);
-        assert_eq!(c.limit(), Some(START_RATE));
-        // The commits are fast, but the workload lost a third: slowed by at most 0.7.
-        assert_eq!(c.decide(1.5, 1_300.0, 20_000.0), Decision::SlowedTo(14_000));
-        // Both signals: the worse one decides (allowed 2.4 / 4.8 = 0.5 against 1,360 / 1,700).
-        assert_eq!(c.decide(4.8, 1_360.0, 14_000.0), Decision::SlowedTo(7_000));
-        // Within the allowed fall but not within half of it: hold, even after the cool-down.
-        for _ in 0..COOLDOWN {
-            c.decide(1.5, 1_800.0, 7_000.0);
-        }
-        assert_eq!(c.decide(1.5, 1_800.0, 7_000.0), Decision::Unchanged);
-        // Back near its baseline: raised.
-        assert_eq!(c.decide(1.5, 1_900.0, 7_000.0), Decision::RaisedTo(8_050));
-        // A workload slowed to a trickle is still a workload, not an idle source.
-        assert!(matches!(
-            c.decide(1.5, 10.0, 8_000.0),
-            Decision::SlowedTo(_)
-        ));
-    }
-
-    #[test]
-    fn a_new_baseline_replaces_the_old_one() {
-        let mut c = Controller::new(2.0, 2_000.0, 0.15, None);
-        // The workload halved by itself: measured again with the copy held, it is the new normal.
-        assert!(matches!(
-            c.decide(2.0, 1_000.0, 20_000.0),
-            Decision::SlowedTo(_)
-        ));
-        assert_eq!(c.rebase(2.0, 1_000.0), (2.0, 1_000.0));
-        for _ in 0..COOLDOWN {
-            c.decide(2.0, 1_000.0, 10_000.0);
-        }
-        assert!(matches!(
-            c.decide(2.0, 1_000.0, 10_000.0),
-            Decision::RaisedTo(_)
-        ));
-        // A workload gone by the new baseline leaves the copy unlimited.
-        c.rebase(1.0, 0.0);
-        assert!(!c.busy());
-        assert_eq!(c.decide(1.0, 0.0, 10_000.0), Decision::Released);
+        assert_eq!(start_limit(None, true), Some(START_RATE));
+        assert_eq!(start_limit(Some(5_000), true), Some(5_000));
+        assert_eq!(start_limit(None, false), None);
+        assert_eq!(start_limit(Some(5_000), false), Some(5_000));
     }
 
     #[test]
     fn a_measure_within_the_allowed_impact_keeps_the_baseline_it_would_lower() {
         // Taken with the migration held but its walsender still woken by every flush: 5% fewer
         // transactions and commits 0.05 ms longer are the migration's residue.
-        let mut c = Controller::new(1.0, 3_000.0, 0.15, None);
+        let mut c = Controller::new(1.0, 3_000.0, 0.15);
         assert_eq!(c.rebase(1.05, 2_850.0), (1.0, 3_000.0));
-        assert_eq!(c.xacts_floor(), 3_000.0 * 0.85);
-        // Better figures are always the workload's own.
-        assert_eq!(c.rebase(0.8, 3_300.0), (0.8, 3_300.0));
-        // Beyond the allowed impact: the workload changed by itself.
-        assert_eq!(c.rebase(0.8, 2_000.0), (0.8, 2_000.0));
+        assert!((c.xacts_floor() - 3_000.0 / 1.15).abs() < 1e-9);
+        // A little better is a second's noise too.
+        assert_eq!(c.rebase(0.8, 3_300.0), (1.0, 3_000.0));
+        // Beyond the band either way: the workload changed by itself.
+        assert_eq!(c.rebase(0.5, 4_000.0), (0.5, 4_000.0));
+        assert_eq!(c.rebase(0.5, 2_000.0), (0.5, 2_000.0));
         assert_eq!(c.rebase(5.0, 2_000.0), (5.0, 2_000.0));
         // The rate and the latency are judged apart.
         assert_eq!(c.rebase(5.1, 500.0), (5.0, 500.0));
+        assert!(!Controller::new(1.0, 10.0, 0.15).busy());
+        assert!(c.busy());
+    }
+
+    #[test]
+    fn a_latency_reference_keeps_the_walsenders_residue_out() {
+        assert_eq!(rebased(1.0, 1.3, 0.5, SLACK_MS), 1.0);
+        assert_eq!(rebased(1.0, 0.7, 0.5, SLACK_MS), 1.0);
+        assert_eq!(rebased(1.0, 0.5, 0.5, SLACK_MS), 0.5);
+        assert_eq!(rebased(1.0, 2.0, 0.5, SLACK_MS), 2.0);
+        // The statements' own slack: 0.1 ms statements at 0.2 ms have changed.
+        assert_eq!(rebased(0.1, 0.2, 0.5, 0.01), 0.2);
+        assert_eq!(rebased(0.1, 0.2, 0.5, SLACK_MS), 0.1);
+    }
+
+    fn reading(latency_ms: f64, xacts: f64) -> Reading {
+        Reading {
+            latency_ms,
+            reference_ms: 1.0,
+            latency_of: LatencyOf::Probe,
+            xacts,
+            reference_xacts: 2_000.0,
+            replica_lag_s: None,
+        }
+    }
+
+    const CEIL: Ceilings = Ceilings {
+        max_impact: 0.5,
+        max_replica_lag_s: None,
+        copy_cap: None,
+    };
+
+    #[test]
+    fn the_apply_signal_follows_the_ceilings() {
+        assert_eq!(apply_signal(&reading(1.0, 2_000.0), &CEIL), Signal::Fine);
+        // Over half the ceiling, within it.
+        assert_eq!(apply_signal(&reading(1.4, 2_000.0), &CEIL), Signal::Within);
+        // Over it: in proportion, 0.25 to 0.7.
+        assert_eq!(
+            apply_signal(&reading(2.1, 2_000.0), &CEIL),
+            Signal::Over(0.7)
+        );
+        assert_eq!(
+            apply_signal(&reading(20.1, 2_000.0), &CEIL),
+            Signal::Over(0.25)
+        );
+        assert_eq!(
+            apply_signal(&reading(1.0, 1_000.0), &CEIL),
+            Signal::Over(0.7)
+        );
+        let idle = Reading {
+            reference_xacts: 0.0,
+            ..reading(50.0, 5.0)
+        };
+        assert_eq!(apply_signal(&idle, &CEIL), Signal::Idle);
+        // A lagging standby is a ceiling even on an idle source.
+        let lagging = Reading {
+            replica_lag_s: Some(40.0),
+            ..idle
+        };
+        let ceilings = Ceilings {
+            max_replica_lag_s: Some(10.0),
+            ..CEIL
+        };
+        assert_eq!(apply_signal(&lagging, &ceilings), Signal::Over(0.25));
+        assert_eq!(
+            apply_reason(&lagging, &ceilings, None, false),
+            "paced: replica lag 40 s over 10 s"
+        );
+    }
+
+    #[test]
+    fn the_reason_after_the_copy() {
+        assert_eq!(
+            apply_reason(&reading(1.0, 2_000.0), &CEIL, None, false),
+            "full speed: least total impact"
+        );
+        assert_eq!(
+            apply_reason(&reading(1.0, 2_000.0), &CEIL, Some(800), false),
+            "paced: apply raised as the workload leaves room, 800 changes/s"
+        );
+        assert_eq!(
+            apply_reason(&reading(3.0, 2_000.0), &CEIL, Some(800), false),
+            "paced: commit latency 3.0 ms over 1.6 ms"
+        );
+        assert!(
+            apply_reason(&reading(3.0, 2_000.0), &CEIL, Some(500), true).contains("stream parked")
+        );
+        let idle = Reading {
+            reference_xacts: 0.0,
+            ..reading(50.0, 5.0)
+        };
+        assert_eq!(
+            apply_reason(&idle, &CEIL, None, false),
+            "full speed: no workload"
+        );
+    }
+
+    #[test]
+    fn statements_mean_needs_enough_calls() {
+        assert_eq!(statement_mean_ms((100.0, 1_000), (160.0, 1_030)), Some(2.0));
+        assert_eq!(statement_mean_ms((100.0, 1_000), (160.0, 1_010)), None);
+        // The figures were reset.
+        assert_eq!(statement_mean_ms((100.0, 1_000), (10.0, 1_050)), None);
     }
 
     #[test]
@@ -1180,18 +1428,6 @@ mod tests {
         // Nothing but pgrepart: no workload, never below zero.
         assert_eq!(workload_rate(50, 10, 45, 1.0), 0.0);
         assert_eq!(workload_rate(400, 0, 0, 0.0), 400_000.0);
-    }
-
-    #[test]
-    fn signals_from_the_figures() {
-        let c = Controller::new(2.0, 2_000.0, 0.15, None);
-        assert_eq!(c.signal(2.0, 2_000.0), Signal::Fine);
-        // Within the allowed fall, not within half of it.
-        assert_eq!(c.signal(2.0, 1_800.0), Signal::Within);
-        assert_eq!(c.signal(2.0, 850.0), Signal::Over(0.5));
-        assert_eq!(c.signal(20.0, 2_000.0), Signal::Over(0.25));
-        let idle = Controller::new(2.0, 0.0, 0.15, None);
-        assert_eq!(idle.signal(50.0, 5.0), Signal::Idle);
     }
 
     #[test]

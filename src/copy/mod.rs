@@ -11,6 +11,7 @@
 
 pub mod governor;
 pub mod indexes;
+pub mod objective;
 pub mod ranges;
 pub mod snapshot;
 pub mod toast;
@@ -105,8 +106,35 @@ pub fn key_columns(info: &crate::pg::catalog::TableInfo, key: &[String]) -> Vec<
         .collect()
 }
 
+/// The copy's ranges and how the sample of the key they were cut from falls into them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangePlan {
+    pub ranges: Vec<Bounds>,
+    /// Sampled keys in each range (one count per range).
+    pub sampled: Vec<usize>,
+    /// Whether every key was read (a small table), not a `TABLESAMPLE`.
+    pub whole_table: bool,
+}
+
+impl RangePlan {
+    /// Rows expected in each range (pure): the range's share of the sample times the table's
+    /// rows (`estimated_rows`), or the counts themselves when every key was read.
+    pub fn rows_per_range(&self, estimated_rows: i64) -> Vec<i64> {
+        let total: usize = self.sampled.iter().sum();
+        if self.whole_table || total == 0 {
+            return self.sampled.iter().map(|&n| n as i64).collect();
+        }
+        let rows = estimated_rows.max(total as i64) as f64;
+        self.sampled
+            .iter()
+            .map(|&n| (n as f64 * rows / total as f64).round() as i64)
+            .collect()
+    }
+}
+
 /// Plans the copy's ranges (`count` at most) from a sample of the keys read under the session's
 /// snapshot in the server's order (`TABLESAMPLE` on a large table, every key on a small one).
+/// Reads only: `plan` calls it too.
 pub async fn plan_ranges(
     session: &Client,
     table: &QualifiedName,
@@ -114,8 +142,27 @@ pub async fn plan_ranges(
     estimated_rows: i64,
     count: usize,
 ) -> Result<Vec<Bounds>> {
+    Ok(
+        plan_ranges_sampled(session, table, key, estimated_rows, count)
+            .await?
+            .ranges,
+    )
+}
+
+/// [`plan_ranges`], with the sample's share of each range.
+pub async fn plan_ranges_sampled(
+    session: &Client,
+    table: &QualifiedName,
+    key: &[ranges::KeyColumn],
+    estimated_rows: i64,
+    count: usize,
+) -> Result<RangePlan> {
     if count <= 1 {
-        return Ok(vec![Bounds::ALL]);
+        return Ok(RangePlan {
+            ranges: vec![Bounds::ALL],
+            sampled: vec![0],
+            whole_table: false,
+        });
     }
     let want = ranges::sample_size(count);
     // Ordered by the table's columns (qualified: a bare name would be the text output column),
@@ -143,6 +190,7 @@ pub async fn plan_ranges(
         .map(|r| (0..key.len()).map(|i| r.get::<_, String>(i)).collect())
         .collect();
     let cuts = ranges::bounds_from_sample(&keys, count);
+    let sampled = ranges::sample_shares(&keys, &cuts);
     tracing::info!(
         sampled_keys = keys.len(),
         ranges = cuts.len() + 1,
@@ -150,7 +198,11 @@ pub async fn plan_ranges(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "key ranges planned from a sample of the key"
     );
-    Ok(ranges::ranges_from_cuts(cuts))
+    Ok(RangePlan {
+        ranges: ranges::ranges_from_cuts(cuts),
+        sampled,
+        whole_table: sample.is_empty(),
+    })
 }
 
 pub struct CopyJob {
@@ -407,7 +459,26 @@ fn copy_in_error(e: tokio_postgres::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::{BINARY_SIGNATURE, rows_in_message};
+    use super::{BINARY_SIGNATURE, Bounds, RangePlan, rows_in_message};
+
+    #[test]
+    fn rows_per_range_scale_the_sample_to_the_table() {
+        let plan = |sampled: Vec<usize>, whole_table| RangePlan {
+            ranges: vec![Bounds::ALL; sampled.len()],
+            sampled,
+            whole_table,
+        };
+        // A sample of 2,000 keys of a table of about 1,000,000 rows.
+        assert_eq!(
+            plan(vec![500, 700, 800], false).rows_per_range(1_000_000),
+            vec![250_000, 350_000, 400_000]
+        );
+        // Every key read: the counts are the rows.
+        assert_eq!(plan(vec![3, 4], true).rows_per_range(1_000_000), vec![3, 4]);
+        // An estimate below the sample (statistics not gathered yet): at least the sample.
+        assert_eq!(plan(vec![10, 30], false).rows_per_range(-1), vec![10, 30]);
+        assert_eq!(plan(vec![0], false).rows_per_range(500), vec![0]);
+    }
 
     fn header() -> Vec<u8> {
         let mut h = BINARY_SIGNATURE.to_vec();

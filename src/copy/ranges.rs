@@ -232,6 +232,30 @@ pub fn bounds_from_sample(sample: &[Bound], count: usize) -> Vec<Bound> {
     cuts
 }
 
+/// How many of the sampled keys fall in each range cut by `cuts` (pure): `sample` in the server's
+/// order and `cuts` from [`bounds_from_sample`] on it, so each cut is a sampled key and a range
+/// starts at the first sampled key equal to its cut. One count per range (`cuts.len() + 1`).
+pub fn sample_shares(sample: &[Bound], cuts: &[Bound]) -> Vec<usize> {
+    let mut starts = Vec::with_capacity(cuts.len());
+    let mut from = 0;
+    for cut in cuts {
+        let at = sample[from..]
+            .iter()
+            .position(|k| k == cut)
+            .map_or(sample.len(), |i| from + i);
+        starts.push(at);
+        from = at;
+    }
+    let mut shares = Vec::with_capacity(cuts.len() + 1);
+    let mut lo = 0;
+    for at in starts {
+        shares.push(at - lo);
+        lo = at;
+    }
+    shares.push(sample.len() - lo);
+    shares
+}
+
 /// How many keys to sample for `count` ranges: enough that each range's share is measured within
 /// a few percent, bounded so the sample stays a few megabytes.
 pub fn sample_size(count: usize) -> i64 {
@@ -375,6 +399,27 @@ mod tests {
             per[range_index(&ints, *k)] += 1;
         }
         assert!(per.iter().all(|&n| n == 250), "{per:?}");
+    }
+
+    #[test]
+    fn sample_shares_count_the_keys_of_each_range() {
+        let keys = |v: &[&str]| -> Vec<Bound> { v.iter().map(|k| b(&[k])).collect() };
+        // Repeated keys before a cut belong to the range the cut starts.
+        let sample = keys(&["a", "b", "b", "b", "c", "d", "d", "e"]);
+        let cuts = bounds_from_sample(&sample, 4);
+        assert_eq!(cuts, keys(&["b", "c", "d"]));
+        assert_eq!(sample_shares(&sample, &cuts), vec![1, 3, 1, 3]);
+        // No cut: one range holding everything; an empty sample: one empty range.
+        assert_eq!(sample_shares(&sample, &[]), vec![8]);
+        assert_eq!(sample_shares(&[], &[]), vec![0]);
+        // The skewed key's cuts share the sample evenly.
+        let mut ks: Vec<i64> = (1..=990).collect();
+        ks.extend((0..10).map(|i| (1i64 << 62) + i));
+        let sample: Vec<Bound> = ks.iter().map(|k| b(&[&k.to_string()])).collect();
+        let cuts = bounds_from_sample(&sample, 4);
+        assert_eq!(sample_shares(&sample, &cuts), vec![250; 4]);
+        // A cut that is not in the sample (never from bounds_from_sample) leaves its range empty.
+        assert_eq!(sample_shares(&keys(&["a", "b"]), &keys(&["x"])), vec![2, 0]);
     }
 
     #[test]

@@ -53,6 +53,7 @@
 //! See `names`: the new table's indexes take the old names, the old table's get `_old`.
 
 pub mod fk;
+pub mod inventory;
 pub mod names;
 pub mod post_swap;
 pub mod read;

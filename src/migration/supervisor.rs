@@ -84,6 +84,8 @@ pub struct Supervisor<'a> {
     pace: Arc<ApplyPace>,
     limit: Arc<RateLimit>,
     progress: Arc<CopyProgress>,
+    /// Why the load governor holds the pace it does (none without a governor).
+    governor_reason: Arc<std::sync::Mutex<Option<String>>>,
     /// `pgrepart pause` for every stage, and the copy's own pause (the retained-WAL guard).
     pause_tx: watch::Sender<bool>,
     copy_pause_tx: watch::Sender<bool>,
@@ -242,6 +244,7 @@ impl<'a> Supervisor<'a> {
         let progress = Arc::new(CopyProgress::default());
         let limit = Arc::new(RateLimit::new(cfg.max_copy_rate));
         let copying = Arc::new(AtomicBool::new(!pending.is_empty()));
+        let governor_reason = Arc::new(std::sync::Mutex::new(None));
         // From the baseline taken before the migration weighed on the source, both the copy and
         // the apply are governed until the run stops.
         if let Some(base) = baseline {
@@ -261,6 +264,9 @@ impl<'a> Supervisor<'a> {
                     slot: migration.slot_name.clone(),
                     own_writes: prep.same_cluster().then(|| own_writes.clone()),
                     source: prep.source.clone(),
+                    max_replica_lag: cfg.max_replica_lag,
+                    rows_to_copy: (migration.rows_estimate - migration.rows_copied).max(0) as u64,
+                    reason: governor_reason.clone(),
                 },
                 stop_rx.clone(),
             ));
@@ -324,6 +330,7 @@ impl<'a> Supervisor<'a> {
             pace,
             limit,
             progress,
+            governor_reason,
             pause_tx,
             copy_pause_tx,
             done_tx,
@@ -487,6 +494,11 @@ impl<'a> Supervisor<'a> {
             None if (self.pace.parked() || m.paused) && lag > 0 => None,
             None => Some(0.0),
         };
+        let governor_reason = self
+            .governor_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         state::record_progress(
             &self.control,
             self.migration.id,
@@ -510,6 +522,7 @@ impl<'a> Supervisor<'a> {
                 } else {
                     self.pace.limit().map(|l| l as i64)
                 },
+                governor_reason: governor_reason.clone(),
             },
         )
         .await?;
@@ -552,6 +565,8 @@ impl<'a> Supervisor<'a> {
             copy_rows_per_s: copy_per_s.unwrap_or(0.0),
             apply_changes_per_s: apply_per_s.unwrap_or(0.0),
             paused: m.paused,
+            copy_rate_limit: copying.then(|| self.limit.get()).flatten(),
+            governor: governor_reason,
             ..Default::default()
         };
         self.display.update(&snapshot);

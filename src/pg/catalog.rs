@@ -613,6 +613,13 @@ pub async fn carry_over(
     out.inbound_foreign_keys = crate::dependents::read::inbound_fks(client, oid).await?;
     out.not_carried
         .extend(crate::dependents::read::not_carried(client, oid).await?);
+    // What the survey does not know is reported too, whatever it is.
+    use crate::dependents::inventory::{Kind, survey};
+    for d in survey(client, oid, skip_publications, false).await? {
+        if d.kind == Kind::Unknown {
+            out.not_carried.push(format!("{}: {}", d.object, d.how));
+        }
+    }
     out.object_comments = client
         .query(
             "SELECT true, conname::text, obj_description(oid, 'pg_constraint') FROM pg_constraint \

@@ -119,6 +119,8 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     -- pg_current_snapshot() of the slot's exported snapshot, read while it was importable: every
     -- fresh copy snapshot must see what it counts as committed (docs/design.md §5).
     exported_snapshot text,
+    -- Why the load governor holds the pace it does now (NULL: no governor).
+    governor_reason text,
     -- The rollback window (`run --rollback-window`): its length as asked (seconds; NULL: none);
     -- set in the swap's transaction: its state ('open', then 'closed'), its end, and the position
     -- the reverse stream starts at (docs/design.md §11).
@@ -219,6 +221,8 @@ pub struct Migration {
     pub source_oid: Option<u32>,
     /// The new table's OID when the migration started.
     pub target_oid: Option<u32>,
+    /// Why the load governor holds the pace it does, as the running `run` last recorded it.
+    pub governor_reason: Option<String>,
     /// The rollback window (see `crate::rollback`).
     pub window: Window,
 }
@@ -274,6 +278,7 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.target_committed_fence,
        m.hold_at_lsn::text, coalesce(m.hold_expires_at <= now(), false), m.held_at_lsn::text, m.hold_owner,
        m.copy_rate_limit, m.pending_matviews, m.apply_rate_limit, m.source_oid, m.target_oid,
+       m.governor_reason,
        m.rollback_window_s, m.window_state, extract(epoch FROM m.window_until - now())::float8,
        m.reverse_start_lsn::text, m.finish_requested, m.revert_requested, m.revert_force,
        m.reverse_applied_changes, m.reverse_confirmed_lsn::text, m.reverse_lag_seconds, m.reverse_apply_per_s
@@ -323,18 +328,19 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
         apply_rate_limit: r.get(39),
         source_oid: r.get(40),
         target_oid: r.get(41),
+        governor_reason: r.get(42),
         window: Window {
-            asked_s: r.get(42),
-            state: r.get(43),
-            seconds_left: r.get(44),
-            reverse_start: parse_lsn(r.get(45))?,
-            finish_requested: r.get(46),
-            revert_requested: r.get(47),
-            revert_force: r.get(48),
-            reverse_applied_changes: r.get(49),
-            reverse_confirmed: parse_lsn(r.get(50))?,
-            reverse_lag_seconds: r.get(51),
-            reverse_apply_per_s: r.get(52),
+            asked_s: r.get(43),
+            state: r.get(44),
+            seconds_left: r.get(45),
+            reverse_start: parse_lsn(r.get(46))?,
+            finish_requested: r.get(47),
+            revert_requested: r.get(48),
+            revert_force: r.get(49),
+            reverse_applied_changes: r.get(50),
+            reverse_confirmed: parse_lsn(r.get(51))?,
+            reverse_lag_seconds: r.get(52),
+            reverse_apply_per_s: r.get(53),
         },
         pending_matviews: serde_json::from_value(r.get(38)).map_err(|e| {
             Error::failed(format!(
@@ -377,6 +383,7 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS source_oid oid,
     ADD COLUMN IF NOT EXISTS target_oid oid,
     ADD COLUMN IF NOT EXISTS exported_snapshot text,
+    ADD COLUMN IF NOT EXISTS governor_reason text,
     ADD COLUMN IF NOT EXISTS rollback_window_s float8,
     ADD COLUMN IF NOT EXISTS window_state text,
     ADD COLUMN IF NOT EXISTS window_until timestamptz,
@@ -417,7 +424,8 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname = 'reverse_apply_per_s' AND NOT attisdropped)",
+                            AND attname IN ('governor_reason', 'reverse_apply_per_s') AND NOT attisdropped \
+                            HAVING count(*) = 2)",
             &[],
         )
         .await
@@ -634,6 +642,8 @@ pub struct LiveFigures {
     pub copy_rate_limit: Option<i64>,
     /// The apply's pace now (changes/s), if any.
     pub apply_rate_limit: Option<i64>,
+    /// Why the load governor holds the pace it does (none without a governor).
+    pub governor_reason: Option<String>,
 }
 
 pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigures) -> Result<()> {
@@ -641,9 +651,9 @@ pub async fn record_progress(client: &impl GenericClient, id: i64, f: &LiveFigur
         .execute(
             "UPDATE pgrepart.migrations SET applied_changes = $2, confirmed_lsn = $3::text::pg_lsn, lag_seconds = $4, \
                copy_rows_per_s = $5, apply_changes_per_s = $6, copy_bytes = greatest(copy_bytes, $7), rows_streamed = greatest(rows_streamed, $8), pause_in_effect = $9, \
-               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, copy_rate_limit = $11, apply_rate_limit = $12, updated_at = now() \
+               held_at_lsn = CASE WHEN hold_at_lsn IS NULL THEN NULL ELSE $10::text::pg_lsn END, copy_rate_limit = $11, apply_rate_limit = $12, governor_reason = $13, updated_at = now() \
              WHERE id = $1",
-            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string()), &f.copy_rate_limit, &f.apply_rate_limit],
+            &[&id, &f.applied_changes, &f.confirmed.to_string(), &f.lag_seconds, &f.copy_rows_per_s, &f.apply_changes_per_s, &f.copy_bytes, &f.rows_streamed, &f.pause_in_effect, &f.held_at.map(|l| l.to_string()), &f.copy_rate_limit, &f.apply_rate_limit, &f.governor_reason],
         )
         .await
         .map_err(|e| Error::db("recording progress", e))?;

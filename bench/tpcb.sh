@@ -1,0 +1,203 @@
+# TPC-B-like windows of the benchmark (sourced by bench/run.sh, which sets up the server and the
+# helpers P, url, log, now, elapsed, ratio, wait_until, PGBENCH, PGREPART, DIR, PORT).
+#
+# pgbench's built-in TPC-B-like script (`pgbench -b tpcb-like`, scale TPCB_SCALE, TPCB_CLIENTS
+# clients) runs on the source while pgrepart partitions pgbench_accounts by HASH (aid) into 8
+# (default settings otherwise: auto cutover, the check before it). Two workloads:
+#   open loop:   `-R` at half the rate the closed loop reached alone (an application that sends its
+#                transactions at its own pace: its latency, scheduled start to end, is what moves);
+#   closed loop: as many transactions as the clients can make (the machine saturated: its
+#                throughput is what moves).
+# Each: the workload alone before and after (the reference is the mean of the two), then the
+# migration at default settings, with --max-impact 0, and with the previous governor
+# (OLD_PGREPART=path to its binary; skipped when unset). A migration not done after TPCB_LIMIT
+# seconds is stopped and aborted, and reported as such with the rows it copied.
+# Per migration, from pgbench's per-second progress lines over the migration's window:
+#   duration / the unloaded run's (the same migration, no workload);
+#   mean latency (weighted by transactions) / alone; the worst 10 s window / alone;
+#   the latency excess integrated over the window (ms x s: each second's mean latency less the
+#   alone latency, summed); throughput / alone.
+TPCB_SCALE=${TPCB_SCALE:-20}
+TPCB_CLIENTS=${TPCB_CLIENTS:-4}
+TPCB_ALONE_S=${TPCB_ALONE_S:-20}
+TPCB_LIMIT=${TPCB_LIMIT:-240}
+TPCB_LEAD=5
+TPCB_TAIL=5
+TPCB_ARGS=(--table pgbench_accounts --partition-by "HASH (aid)" --modulus 8 --cutover auto)
+
+log "(tpcb) pgbench -i -s $TPCB_SCALE (template database)"
+P postgres -c "CREATE DATABASE tpcb_tpl"
+"$PGBENCH" -i -q -s "$TPCB_SCALE" -h 127.0.0.1 -p "$PORT" -U postgres tpcb_tpl >"$DIR/tpcb.init" 2>&1
+P tpcb_tpl -c "VACUUM ANALYZE"
+P tpcb_tpl -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null 2>&1 || true
+
+tpcb_fresh() {
+    P postgres -c "CREATE DATABASE $1 TEMPLATE tpcb_tpl STRATEGY FILE_COPY"
+    P "$1" -c "SELECT sum(pg_prewarm(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = 'public' AND c.relkind IN ('r', 'i')" >/dev/null 2>&1 || true
+    P "$1" -c CHECKPOINT
+    sync
+    wait_until 600 "autovacuum to finish" autovacuum_idle
+}
+
+# tpcb_migrate BIN DB [extra...]: the migration in the foreground, at most TPCB_LIMIT s; sets
+# TM_SECONDS and TM_DONE (1 when it finished, else 0 and TM_COPIED, the rows it had copied).
+tpcb_migrate() {
+    local bin=$1 db=$2; shift 2
+    local t0 rc=0
+    t0=$(now)
+    env -u PGREPART_MAX_IMPACT timeout -s INT "$TPCB_LIMIT" "$bin" run --source "$(url "$db")" \
+        "${TPCB_ARGS[@]}" "$@" >"$DIR/tpcb.run.out" 2>"$DIR/tpcb.run.log" || rc=$?
+    TM_SECONDS=$(elapsed "$t0" "$(now)")
+    TM_DONE=1; TM_COPIED=""
+    if [ "$rc" != 0 ]; then
+        TM_DONE=0
+        TM_COPIED=$("$bin" status --source "$(url "$db")" --table pgbench_accounts --json 2>/dev/null \
+            | python3 -c 'import json, sys; v = json.load(sys.stdin); print("%s of %s rows copied" % (v.get("rows_copied"), v.get("rows_total_estimate")))' 2>/dev/null || echo "unknown")
+        "$bin" abort --yes --source "$(url "$db")" --table pgbench_accounts >/dev/null 2>&1 || true
+    fi
+}
+
+# tpcb_window NAME RATE HOOK...: pgbench on a fresh database (RATE: -R value, or 0 for a closed
+# loop); HOOK (a command, given the database) runs after TPCB_LEAD s, or the workload runs
+# TPCB_ALONE_S s with HOOK ":". Leaves pgbench's progress lines in $DIR/tpcb.NAME.out and the
+# hook's window (seconds from pgbench's start) in W_FROM, W_TO.
+tpcb_window() {
+    local name=$1 rate=$2; shift 2
+    local db="tpcb_$name" pgb t_pgb t0 t1
+    local rate_args=()
+    [ "$rate" != 0 ] && rate_args=(-R "$rate")
+    tpcb_fresh "$db"
+    t_pgb=$(now)
+    "$PGBENCH" -n -b tpcb-like -h 127.0.0.1 -p "$PORT" -U postgres -c "$TPCB_CLIENTS" -j 2 \
+        -T $(( TPCB_LEAD + TPCB_LIMIT + 60 )) -P 1 "${rate_args[@]}" "$db" >"$DIR/tpcb.$name.out" 2>&1 &
+    pgb=$!
+    wait_until 30 "pgbench's lead" grep -qs "^progress: $TPCB_LEAD\\." "$DIR/tpcb.$name.out"
+    t0=$(now)
+    if [ "$1" = : ]; then sleep "$TPCB_ALONE_S"; else "$@" "$db"; fi
+    t1=$(now)
+    W_FROM=$(elapsed "$t_pgb" "$t0"); W_TO=$(elapsed "$t_pgb" "$t1")
+    # The tail: the seconds after the migration, so that its last second is in the output.
+    local last
+    last=$(awk -v to="$W_TO" 'BEGIN { printf "%d", to + 5 }')
+    wait_until 60 "pgbench's tail" grep -qs "^progress: $last\\." "$DIR/tpcb.$name.out"
+    # (a background job of a script ignores SIGINT)
+    kill -TERM "$pgb" 2>/dev/null || true
+    wait "$pgb" 2>/dev/null || true
+    drop_db "$db"
+}
+
+# tpcb_stats NAME: "TPS LAT WORST10 SECONDS" over the window W_FROM..W_TO: transactions per
+# second, their mean latency (ms), the worst 10 s window's mean latency, and the seconds counted.
+tpcb_stats() {
+    awk -v from="$W_FROM" -v to="$W_TO" '
+        /^progress:/ { t = $2 + 0; if (t > from && t <= to + 1) { n++; tps[n] = $4; lat[n] = $7 } }
+        END {
+            if (!n) { print "0 0 0 0"; exit }
+            for (i = 1; i <= n; i++) { x += tps[i]; w += tps[i] * lat[i] }
+            worst = 0
+            for (i = 1; i <= n; i++) {
+                k = (n < 10) ? n : 10; if (i + k - 1 > n) break
+                sx = 0; sw = 0
+                for (j = i; j < i + k; j++) { sx += tps[j]; sw += tps[j] * lat[j] }
+                if (sx > 0 && sw / sx > worst) worst = sw / sx
+            }
+            printf "%.0f %.3f %.3f %d\n", x / n, (x > 0 ? w / x : 0), worst, n
+        }' "$DIR/tpcb.$1.out"
+}
+
+# tpcb_excess NAME ALONE_LAT: the latency excess integrated over the window (ms x s).
+tpcb_excess() {
+    awk -v from="$W_FROM" -v to="$W_TO" -v alone="$2" '
+        /^progress:/ { t = $2 + 0; if (t > from && t <= to + 1) s += $7 - alone }
+        END { printf "%.0f\n", s }' "$DIR/tpcb.$1.out"
+}
+
+# The governor's lines of the last migration, for the record.
+tpcb_governor_log() {
+    sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9T:.-]*Z +//' "$DIR/tpcb.run.log" \
+        | awk '/load governor|copy slowed|copy limit|apply slowed|apply pace|stream parked: the workload|unparked/ && n < 12 { print "    " $0; n++ }'
+}
+
+log "(tpcb) the migration with no workload"
+tpcb_fresh tpcb_unloaded
+tpcb_migrate "$PGREPART" tpcb_unloaded
+[ "$TM_DONE" = 1 ] || { echo "the unloaded migration did not finish: $TM_COPIED" >&2; cat "$DIR/tpcb.run.log" >&2; exit 1; }
+T_UNLOADED=$TM_SECONDS
+drop_db tpcb_unloaded
+log "(tpcb) unloaded: ${T_UNLOADED} s"
+
+# alone NAME RATE: sets A_TPS A_LAT.
+alone() {
+    tpcb_window "$1" "$2" :
+    read -r A_TPS A_LAT _ _ < <(tpcb_stats "$1")
+}
+WINDOWS=()
+GOVLOG=()
+# migration_window MODE NAME RATE BIN [extra...]: one migration under the workload; its window is
+# kept for the table (ratios against the mean of the alone windows before and after).
+migration_window() {
+    local mode=$1 name=$2 rate=$3 bin=$4; shift 4
+    mig() { tpcb_migrate "$bin" "$1" "${EXTRA[@]}"; }
+    EXTRA=("$@")
+    local key="${mode}_${name//-/_}"
+    log "(tpcb) $mode loop, $name"
+    tpcb_window "$key" "$rate" mig
+    local done_text="done"
+    [ "$TM_DONE" = 1 ] || done_text="NOT done after ${TPCB_LIMIT} s ($TM_COPIED)"
+    WINDOWS+=("$mode|$name|$key|$W_FROM|$W_TO|$TM_SECONDS|$done_text")
+    GOVLOG+=("$mode loop, $name:" "$(tpcb_governor_log)")
+    log "(tpcb) $mode, $name: ${TM_SECONDS} s, $(tpcb_stats "$key") (tps, ms, worst 10 s ms, seconds); $done_text"
+}
+# row MODE NAME KEY FROM TO SECONDS DONE REF_TPS REF_LAT: one line of the table.
+row() {
+    local tps lat worst n excess
+    W_FROM=$4; W_TO=$5
+    read -r tps lat worst n < <(tpcb_stats "$3")
+    excess=$(tpcb_excess "$3" "$9")
+    printf '| %s | %s | %s s | %s | %s | %s | %s ms | %s | %s ms | %s | %s | %s |\n' \
+        "$1" "$2" "$6" "$(ratio "$6" "$T_UNLOADED")" "$tps" "$(ratio "$tps" "$8")" \
+        "$lat" "$(ratio "$lat" "$9")" "$worst" "$(ratio "$worst" "$9")" "$excess" "$7"
+}
+
+log "(tpcb) closed loop alone (the machine's capacity)"
+alone closed_a1 0; C_TPS1=$A_TPS; C_LAT1=$A_LAT
+RATE_HALF=$(( C_TPS1 / 2 ))
+log "(tpcb) closed loop alone: $C_TPS1 tps, $C_LAT1 ms; the open loop runs at $RATE_HALF tps"
+
+log "(tpcb) open loop alone, before"
+alone open_a1 "$RATE_HALF"; O_TPS1=$A_TPS; O_LAT1=$A_LAT
+migration_window open default "$RATE_HALF" "$PGREPART"
+migration_window open max-impact-0 "$RATE_HALF" "$PGREPART" --max-impact 0
+if [ -n "${OLD_PGREPART:-}" ]; then migration_window open previous "$RATE_HALF" "$OLD_PGREPART"; fi
+log "(tpcb) open loop alone, after"
+alone open_a2 "$RATE_HALF"; O_TPS2=$A_TPS; O_LAT2=$A_LAT
+O_TPS=$(( (O_TPS1 + O_TPS2) / 2 ))
+O_LAT=$(awk -v a="$O_LAT1" -v b="$O_LAT2" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+
+migration_window closed default 0 "$PGREPART"
+migration_window closed max-impact-0 0 "$PGREPART" --max-impact 0
+if [ -n "${OLD_PGREPART:-}" ]; then migration_window closed previous 0 "$OLD_PGREPART"; fi
+log "(tpcb) closed loop alone, after"
+alone closed_a2 0; C_TPS2=$A_TPS; C_LAT2=$A_LAT
+C_TPS=$(( (C_TPS1 + C_TPS2) / 2 ))
+C_LAT=$(awk -v a="$C_LAT1" -v b="$C_LAT2" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+
+{
+echo
+echo "TPC-B-like (pgbench -b tpcb-like, scale $TPCB_SCALE, $TPCB_CLIENTS clients): pgbench_accounts ($(( TPCB_SCALE * 100000 )) rows) by HASH (aid) into 8; $(nproc) cores, PostgreSQL $("$BIN/postgres" -V | awk '{ print $3 }'), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "unloaded migration: ${T_UNLOADED} s"
+echo "open loop at ${RATE_HALF} tps, alone: before $O_TPS1 tps, $O_LAT1 ms; after $O_TPS2 tps, $O_LAT2 ms; the reference is the mean: $O_TPS tps, $O_LAT ms"
+echo "closed loop, alone: before $C_TPS1 tps, $C_LAT1 ms; after $C_TPS2 tps, $C_LAT2 ms; the reference is the mean: $C_TPS tps, $C_LAT ms"
+echo
+echo "| loop | migration | duration | x unloaded | tps | x alone | mean latency | x alone | worst 10 s | x alone | excess ms x s | |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+for w in "${WINDOWS[@]}"; do
+    IFS='|' read -r mode name key from to secs done_text <<<"$w"
+    if [ "$mode" = open ]; then row "$mode" "$name" "$key" "$from" "$to" "$secs" "$done_text" "$O_TPS" "$O_LAT"
+    else row "$mode" "$name" "$key" "$from" "$to" "$secs" "$done_text" "$C_TPS" "$C_LAT"; fi
+done
+echo
+echo "the governor's first decisions:"
+printf '%s\n' "${GOVLOG[@]}"
+} | tee ${TPCB_OUT:+"$TPCB_OUT"}
