@@ -759,7 +759,8 @@ async fn plan_checks_the_replication_right_including_rds_replication_and_the_cre
     create_seed_table(&client, "orders_flat", 100).await;
     client
         .batch_execute(&format!(
-            "CREATE ROLE rds_replication NOLOGIN; \
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC; \
+             CREATE ROLE rds_replication NOLOGIN; \
              CREATE ROLE rds_member LOGIN; GRANT rds_replication TO rds_member; \
              CREATE ROLE plain_member LOGIN; \
              GRANT CREATE ON DATABASE {db} TO rds_member; \
