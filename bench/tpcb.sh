@@ -30,6 +30,7 @@ P postgres -c "CREATE DATABASE tpcb_tpl"
 "$PGBENCH" -i -q -s "$TPCB_SCALE" -h 127.0.0.1 -p "$PORT" -U postgres tpcb_tpl >"$DIR/tpcb.init" 2>&1
 P tpcb_tpl -c "VACUUM ANALYZE"
 P tpcb_tpl -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null 2>&1 || true
+[ "${STATEMENTS:-1}" = 1 ] && P tpcb_tpl -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 
 tpcb_fresh() {
     P postgres -c "CREATE DATABASE $1 TEMPLATE tpcb_tpl STRATEGY FILE_COPY"

@@ -356,7 +356,8 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn prepared(extra: &[&str]) -> Result<Prepared> {
+    /// `pgrepart run --source ... --table orders` followed by `extra`, parsed.
+    fn run_args(extra: &[&str]) -> crate::cli::RunArgs {
         let mut argv = vec![
             "pgrepart",
             "run",
@@ -368,9 +369,13 @@ mod tests {
         argv.extend_from_slice(extra);
         let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
         match cli.command {
-            crate::cli::Command::Run(args) => Prepared::from_args(&args),
+            crate::cli::Command::Run(args) => args,
             _ => unreachable!(),
         }
+    }
+
+    fn prepared(extra: &[&str]) -> Result<Prepared> {
+        Prepared::from_args(&run_args(extra))
     }
 
     #[test]
@@ -414,24 +419,9 @@ mod tests {
     }
 
     fn run_config(extra: &[&str]) -> Result<RunConfig> {
-        let mut argv = vec![
-            "pgrepart",
-            "run",
-            "--source",
-            "postgresql://u@h/db",
-            "--table",
-            "orders",
-            "--partition-by",
-            "LIST (r)",
-            "--partition",
-            "a=DEFAULT",
-        ];
+        let mut argv = vec!["--partition-by", "LIST (r)", "--partition", "a=DEFAULT"];
         argv.extend_from_slice(extra);
-        let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
-        match cli.command {
-            crate::cli::Command::Run(args) => RunConfig::from_args(&args),
-            _ => unreachable!(),
-        }
+        RunConfig::from_args(&run_args(&argv))
     }
 
     #[test]
