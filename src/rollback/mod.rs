@@ -557,20 +557,27 @@ pub async fn serve(
                 .with_hint("`pgrepart revert` cannot be exact any more; `pgrepart finish` closes the window"));
             }
         };
-        let lag_seconds = Some(match reverse.received.oldest_unapplied(confirmed) {
+        let lag_seconds = match reverse.received.oldest_unapplied(confirmed) {
             Some(ts) => {
                 ((crate::protocol::copydata::pg_epoch_micros_now() - ts) as f64 / 1e6).max(0.0)
             }
             None => 0.0,
-        });
+        };
         let per_s = rate.sample(Instant::now(), applied.max(0) as u64);
-        state::record_reverse_progress(&control, m.id, applied, confirmed, lag_seconds, per_s)
-            .await?;
+        state::record_reverse_progress(
+            &control,
+            m.id,
+            applied,
+            confirmed,
+            Some(lag_seconds),
+            per_s,
+        )
+        .await?;
         figures.send_replace(Snapshot {
             phase: "window",
             reverse_applied_changes: applied.max(0) as u64,
             reverse_lag_bytes: lag,
-            reverse_lag_seconds: lag_seconds.unwrap_or(0.0),
+            reverse_lag_seconds: lag_seconds,
             reverse_changes_per_s: per_s.unwrap_or(0.0),
             window_seconds_left: now.window.seconds_left.unwrap_or(0.0).max(0.0),
             reverse_conflicts: conflicts::open(&source, &now).await?.len() as u64,
@@ -667,7 +674,7 @@ async fn stage_error(p: &mut Pipeline) -> Option<Error> {
 
 /// `--rollback-window` as recorded: 0 is none.
 pub fn window_seconds(d: Duration) -> Option<f64> {
-    (!d.is_zero()).then(|| d.as_secs_f64())
+    (!d.is_zero()).then_some(d.as_secs_f64())
 }
 
 fn print_window_open(m: &Migration, old: &QualifiedName) {
