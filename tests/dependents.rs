@@ -533,6 +533,7 @@ fn every_kind_sql(major: u32) -> String {
          COMMENT ON COLUMN orders_flat.amount IS 'in cents'; \
          COMMENT ON CONSTRAINT amount_floor ON orders_flat IS 'floor'; \
          COMMENT ON INDEX orders_flat_date_idx IS 'by date'; \
+         COMMENT ON CONSTRAINT orders_flat_customer_id_fkey ON orders_flat IS 'who bought it'; \
          ALTER TABLE orders_flat ALTER COLUMN region SET STATISTICS 500; \
          ALTER TABLE orders_flat SET (fillfactor = 90); \
          ALTER TABLE orders_flat REPLICA IDENTITY USING INDEX orders_flat_pkey; \
@@ -764,7 +765,9 @@ async fn every_kind_of_dependent_is_carried_or_named_and_the_inventory_misses_no
                    obj_description('orders_flat_date_idx'::regclass, 'pg_class') IS NOT DISTINCT FROM 'by date', \
                    (SELECT attstattarget::int FROM pg_attribute WHERE attrelid = 'orders_flat'::regclass AND attname = 'region') = 500, \
                    EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'orders_flat'::regclass AND conname = 'orders_flat_customer_id_fkey' AND convalidated), \
-                   EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'orders_flat'::regclass AND conname = 'amount_ceiling')]",
+                   EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'orders_flat'::regclass AND conname = 'amount_ceiling'), \
+                   EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'orders_flat'::regclass AND conname = 'orders_flat_customer_id_fkey' \
+                           AND obj_description(oid, 'pg_constraint') = 'who bought it')]",
                 &[],
             )
             .await
@@ -784,6 +787,7 @@ async fn every_kind_of_dependent_is_carried_or_named_and_the_inventory_misses_no
             "statistics target",
             "foreign key",
             "NOT VALID check",
+            "comment on the foreign key",
         ];
         for (ok, what) in carried.iter().zip(what) {
             assert!(

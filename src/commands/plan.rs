@@ -364,11 +364,11 @@ async fn dependents_inventory(
         .iter_mut()
         .filter(|d| d.kind == inventory::Kind::InboundForeignKey)
     {
-        let Some((fk, action)) = actions.iter().find(|(fk, _)| {
-            // pg_describe_object qualifies the table only when it is not on the search path.
-            d.object == format!("constraint {} on table {}", fk.name, fk.table)
-                || d.object == format!("constraint {} on table {}", fk.name, fk.table.name)
-        }) else {
+        // By the constraint's oid: pg_describe_object's text depends on the search path and quoting.
+        let Some((fk, action)) = actions
+            .iter()
+            .find(|(fk, _)| d.id.map(|(_, objid)| objid) == Some(fk.oid))
+        else {
             continue;
         };
         d.fate = match action {

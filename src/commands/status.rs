@@ -271,12 +271,15 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
 }
 
 /// Seconds since the oldest transaction of the copy's source sessions that holds a snapshot began
-/// (the xmin horizon it holds back), if one does.
+/// (the xmin horizon it holds back), if one does. The sessions are known by their
+/// `application_name` (after the user's own, see `pg::session_name`); two migrations copying in
+/// one database at once are not told apart.
 async fn copy_snapshot_age(client: &Client) -> Result<Option<f64>> {
     let row = client
         .query_one(
             "SELECT extract(epoch FROM now() - min(xact_start))::float8 FROM pg_stat_activity \
-             WHERE datname = current_database() AND application_name = 'pgrepart copy source' \
+             WHERE datname = current_database() AND (application_name = 'pgrepart copy source' \
+                    OR application_name LIKE '%: pgrepart copy source') \
                AND backend_xmin IS NOT NULL",
             &[],
         )

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pg::ident::{QualifiedName, quote_ident};
+use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 
 /// A foreign key of the table onto another table, as `pg_get_constraintdef` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,11 +16,17 @@ pub struct OutboundFk {
     pub referenced: QualifiedName,
     /// Whether the old table's constraint is validated (a NOT VALID one is carried NOT VALID).
     pub validated: bool,
+    /// The constraint's comment, set again once the key is on the partitioned table.
+    #[serde(default)]
+    pub comment: Option<String>,
 }
 
 /// A foreign key of another table onto this one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundFk {
+    /// The constraint's `pg_constraint.oid` (what the inventory matches it by).
+    #[serde(default)]
+    pub oid: u32,
     pub name: String,
     /// The referencing table.
     pub table: QualifiedName,
@@ -302,15 +308,34 @@ pub fn fk_swap(
                     fk.definition
                 ),
             });
+            if let Some(comment) = &fk.comment {
+                out.post.push(PostSwapStep {
+                    constraint: label.clone(),
+                    what: format!("comment on {label}"),
+                    sql: format!(
+                        "COMMENT ON CONSTRAINT {name} ON {} IS {}",
+                        final_name.sql(),
+                        quote_literal(comment)
+                    ),
+                });
+            }
             out.report.push(format!(
-                "{label} ({}) carried: on each partition NOT VALID in the swap, validated and set on the partitioned table after it",
-                fk.definition
+                "{label} ({}) carried{}: on each partition NOT VALID in the swap, validated and set on the partitioned table after it",
+                fk.definition,
+                if fk.comment.is_some() { " with its comment" } else { "" }
             ));
         } else {
             out.report.push(format!(
                 "{label} ({}) carried NOT VALID on each partition, as it was NOT VALID on the old table: VALIDATE it per partition, then add it on the partitioned table",
                 fk.definition
             ));
+            if let Some(comment) = &fk.comment {
+                out.not_carried.push(format!(
+                    "comment on {label}: the key is not on the partitioned table until it is added there; then: COMMENT ON CONSTRAINT {name} ON {} IS {}",
+                    final_name.sql(),
+                    quote_literal(comment)
+                ));
+            }
         }
     }
     for (fk, action) in inbound {
@@ -443,6 +468,7 @@ pub mod tests {
             table_columns.push(("region".into(), "text".into()));
         }
         InboundFk {
+            oid: 0,
             name: "order_items_order_id_fkey".into(),
             table: QualifiedName::new("public", "order_items"),
             table_partitioned: false,
@@ -588,6 +614,7 @@ pub mod tests {
             definition: "FOREIGN KEY (customer_id) REFERENCES customers(id) MATCH FULL ON UPDATE CASCADE ON DELETE SET NULL DEFERRABLE INITIALLY DEFERRED".into(),
             referenced: QualifiedName::new("public", "customers"),
             validated: true,
+            comment: None,
         };
         let leaves = vec![
             "\"public\".\"orders_flat_eu\"".to_string(),
@@ -623,6 +650,21 @@ pub mod tests {
             vec!["\"public\".\"customers\"".to_string()]
         );
 
+        // A comment follows the key onto the partitioned table, after the key is there.
+        let commented = OutboundFk {
+            comment: Some("who bought it".into()),
+            ..fk.clone()
+        };
+        let swap = fk_swap(&[commented.clone()], &[], &orders(), &old, &leaves);
+        assert_eq!(
+            swap.post.last().map(|p| p.sql.as_str()),
+            Some(
+                "COMMENT ON CONSTRAINT \"orders_flat_customer_id_fkey\" ON \"public\".\"orders_flat\" IS 'who bought it'"
+            )
+        );
+        assert!(swap.report[0].contains("with its comment"));
+        assert!(swap.not_carried.is_empty());
+
         let not_valid = OutboundFk {
             validated: false,
             ..fk
@@ -631,6 +673,24 @@ pub mod tests {
         assert_eq!(swap.statements.len(), 3);
         assert!(swap.post.is_empty());
         assert!(swap.report[0].contains("NOT VALID on the old table"));
+        assert!(swap.not_carried.is_empty());
+
+        // A NOT VALID key is not on the partitioned table, so neither can its comment be: named.
+        let swap = fk_swap(
+            &[OutboundFk {
+                validated: false,
+                ..commented
+            }],
+            &[],
+            &orders(),
+            &old,
+            &leaves,
+        );
+        assert!(swap.post.is_empty());
+        assert_eq!(swap.not_carried.len(), 1);
+        assert!(
+            swap.not_carried[0].starts_with("comment on foreign key orders_flat_customer_id_fkey")
+        );
     }
 
     #[test]
@@ -641,6 +701,7 @@ pub mod tests {
             definition: format!("FOREIGN KEY (x) REFERENCES {table}(id)"),
             referenced: QualifiedName::new("public", table),
             validated: true,
+            comment: None,
         };
         let leaves = vec!["\"public\".\"orders_flat_us\"".to_string()];
         let out = cross_db_steps(

@@ -292,6 +292,9 @@ pub struct Dependent {
     pub object: String,
     pub fate: Fate,
     pub how: String,
+    /// `(pg_class oid of its catalog, its oid)` for an object `pg_depend` names; none for a property.
+    #[serde(skip)]
+    pub id: Option<(u32, u32)>,
 }
 
 /// Classifies one object that `pg_depend` ties to the table (pure). `catalog` is its catalog
@@ -398,17 +401,18 @@ pub async fn survey(
              AND NOT (d.classid = 'pg_class'::regclass AND d.objid = $1)) \
          SELECT DISTINCT ON (o.classid, o.objid, o.objsubid) \
                 o.classid::regclass::text, coalesce({DETAIL_SQL}, ''), o.via_type, o.objsubid > 0, \
-                pg_describe_object(o.classid, o.objid, o.objsubid) \
+                pg_describe_object(o.classid, o.objid, o.objsubid), o.classid, o.objid \
          FROM o ORDER BY o.classid, o.objid, o.objsubid, o.via_type"
     );
     let mut out: Vec<Dependent> = Vec::new();
-    let mut push = |kind: Kind, object: String| {
+    let mut push_with = |kind: Kind, object: String, id: Option<(u32, u32)>| {
         let (fate, how) = kind.fate(cross_db);
         out.push(Dependent {
             kind,
             object,
             fate,
             how: how.to_string(),
+            id,
         });
     };
     for r in client
@@ -418,8 +422,13 @@ pub async fn survey(
     {
         let catalog: String = r.get(0);
         let detail: String = r.get(1);
-        push(classify(&catalog, &detail, r.get(2), r.get(3)), r.get(4));
+        push_with(
+            classify(&catalog, &detail, r.get(2), r.get(3)),
+            r.get(4),
+            Some((r.get(5), r.get(6))),
+        );
     }
+    let mut push = |kind: Kind, object: String| push_with(kind, object, None);
 
     let p = client
         .query_one(
@@ -739,6 +748,7 @@ mod tests {
                 object: object.into(),
                 fate,
                 how: how.into(),
+                id: None,
             }
         };
         let out = lines(&[

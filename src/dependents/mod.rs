@@ -146,6 +146,10 @@ pub async fn rename_indexes(
         ));
     }
     for (is_constraint, name, comment) in &carry.object_comments {
+        // An outbound key's comment goes with the key itself, after the swap (`fk::fk_swap`).
+        if *is_constraint && carry.foreign_keys.iter().any(|fk| &fk.name == name) {
+            continue;
+        }
         let (exists, stmt) = if *is_constraint {
             (
                 "SELECT EXISTS (SELECT FROM pg_constraint WHERE conrelid = $1::text::regclass AND conname = $2)",

@@ -18,7 +18,7 @@ pub async fn outbound_fks(
     let rows = client
         .query(
             "SELECT c.conname::text, pg_get_constraintdef(c.oid), rn.nspname::text, r.relname::text, \
-                    c.convalidated, c.confrelid = c.conrelid \
+                    c.convalidated, c.confrelid = c.conrelid, obj_description(c.oid, 'pg_constraint') \
              FROM pg_constraint c JOIN pg_class r ON r.oid = c.confrelid \
              JOIN pg_namespace rn ON rn.oid = r.relnamespace \
              WHERE c.conrelid = $1 AND c.contype = 'f' AND c.conparentid = 0 ORDER BY 1",
@@ -40,6 +40,7 @@ pub async fn outbound_fks(
             definition: def.trim_end_matches(" NOT VALID").to_string(),
             referenced: QualifiedName::new(r.get::<_, String>(2), r.get::<_, String>(3)),
             validated: r.get(4),
+            comment: r.get(6),
         });
     }
     Ok((fks, self_refs))
@@ -59,7 +60,7 @@ pub async fn inbound_fks(client: &impl GenericClient, oid: u32) -> Result<Vec<In
                     ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
                           WHERE a.attrelid = c.conrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum), \
                     c.confupdtype::text, c.confdeltype::text, c.confmatchtype::text, \
-                    c.condeferrable, c.condeferred, c.convalidated, pg_get_constraintdef(c.oid) \
+                    c.condeferrable, c.condeferred, c.convalidated, pg_get_constraintdef(c.oid), c.oid \
              FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid \
              JOIN pg_namespace n ON n.oid = t.relnamespace \
              WHERE c.confrelid = $1 AND c.contype = 'f' AND c.conrelid <> $1 AND c.conparentid = 0 \
@@ -75,6 +76,7 @@ pub async fn inbound_fks(client: &impl GenericClient, oid: u32) -> Result<Vec<In
             let names: Vec<String> = r.get(6);
             let types: Vec<String> = r.get(7);
             InboundFk {
+                oid: r.get(15),
                 name: r.get(0),
                 table: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
                 table_partitioned: r.get(3),
