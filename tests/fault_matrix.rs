@@ -16,7 +16,7 @@
 //! | catch-up | the supervisor, as streaming begins | state, source, replication, apply, probe |
 //! | streaming | (not held: changes applied) | state, source, replication, apply, probe |
 //! | verify | every verify session open, the applier held | state, source, replication, apply, verify |
-//! | cutover | the fence session open, before the lock | state, source, replication, apply, fence |
+//! | cutover | the fence session open, before the lock | state, source, replication, apply, fence; `pgrepart cutover`'s own, waiting |
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
 //! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence |
 //!
@@ -375,7 +375,20 @@ async fn matrix_case(phase: Phase, fault: Fault) {
         );
     }
     if let Some(c) = cutover {
-        let _ = c.wait_within(DEADLINE).await;
+        let out = c.wait_within(DEADLINE).await;
+        if matches!(fault, Fault::Terminate("pgrepart cutover")) {
+            // The request was recorded before its sessions went: the command opens them again
+            // and waits on for the swap instead of failing while the run performs it.
+            let text = output_text(&out);
+            assert!(
+                out.status.success() && text.contains("is now the partitioned table"),
+                "{ctx}: `pgrepart cutover` did not ride out the loss of its sessions:\n{text}"
+            );
+            assert!(
+                text.contains("opening it again"),
+                "{ctx}: `pgrepart cutover` did not say it lost a session:\n{text}"
+            );
+        }
     }
     // The writers go on against the new table (they write by name) after the cutover.
     case.writers.wait_for_more_ops(100, DEADLINE).await;
@@ -453,6 +466,7 @@ matrix! {
     cutover_replication_connection_terminated: Cutover, Terminate("pgrepart replication");
     cutover_apply_sessions_terminated: Cutover, Terminate("pgrepart apply");
     cutover_fence_session_terminated: Cutover, Terminate("pgrepart fence");
+    cutover_request_sessions_terminated: Cutover, Terminate("pgrepart cutover");
 }
 
 /// The first test major's cluster with the seed table and writers on it (the rollback window's

@@ -11,14 +11,14 @@ pub async fn run(args: TableArgs) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
     let table = super::table_arg(&args.table)?;
     // The state is in the target database; the slot (whether a `run` is attached) on the source.
-    let client = dbs.connect_state("pgrepart cutover").await?;
-    let source = dbs.connect_source("pgrepart cutover").await?;
-    let m = super::require_migration(&client, &table).await?;
+    let mut watch = super::Watch::open(&dbs, "pgrepart cutover", true).await?;
+    let client = &watch.state;
+    let m = super::require_migration(client, &table).await?;
     if m.phase == Phase::Done {
         println!("{table} was already cut over (migration {})", m.id);
         return Ok(());
     }
-    state::request(&client, m.id, Request::Cutover).await?;
+    state::request(client, m.id, Request::Cutover).await?;
     println!(
         "cutover requested for migration {}; waiting for `pgrepart run` to swap the tables",
         m.id
@@ -27,7 +27,23 @@ pub async fn run(args: TableArgs) -> Result<()> {
     let mut not_running_for = 0u32;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let m = state::get(&client, m.id).await?;
+        let polled = async {
+            let m = state::get(&watch.state, m.id).await?;
+            let source = watch.source.as_ref().expect("opened with the source");
+            let active = state::run_attached(&watch.state, m.id).await?
+                || crate::pg::catalog::slot_active(source, &m.slot_name).await?;
+            Ok::<_, Error>((m, active))
+        };
+        let (m, active) = match polled.await {
+            Ok(polled) => {
+                watch.ok();
+                polled
+            }
+            Err(e) => {
+                watch.recover(e).await?;
+                continue;
+            }
+        };
         if m.phase != last_phase {
             println!("phase: {}", m.phase.as_str());
             last_phase = m.phase;
@@ -62,8 +78,6 @@ pub async fn run(args: TableArgs) -> Result<()> {
             }
             _ => {}
         }
-        let active = state::run_attached(&client, m.id).await?
-            || crate::pg::catalog::slot_active(&source, &m.slot_name).await?;
         not_running_for = if active { 0 } else { not_running_for + 1 };
         // About 10 s without a run: nobody is there to do the swap.
         if not_running_for >= 20 {
