@@ -18,7 +18,7 @@
 //! | verify | every verify session open, the applier held | state, source, replication, apply, verify |
 //! | cutover | the fence session open, before the lock | state, source, replication, apply, fence; `pgrepart cutover`'s own, waiting |
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
-//! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence |
+//! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence; `pgrepart revert`'s own, waiting |
 //!
 //! `pgrepart route` lives only during the copy and only for keys other than a single integer: its
 //! case moves the table's primary key to `(customer_id, id)` first. Two sessions are not in the
@@ -622,7 +622,18 @@ async fn revert_case(session: &'static str) {
         // The hold is passed once per directory: the rerun does not stop there.
         run = spawn_with_env(&args, &env);
     };
-    let _ = revert.wait_within(DEADLINE).await;
+    let revert_out = revert.wait_within(DEADLINE).await;
+    if session == "pgrepart revert" {
+        // The request was recorded before its session went: the command opens it again and
+        // waits on for the swap back.
+        let text = output_text(&revert_out);
+        assert!(
+            revert_out.status.success()
+                && text.contains("is the original table again")
+                && text.contains("opening it again"),
+            "{ctx}: `pgrepart revert` did not ride out the loss of its session:\n{text}"
+        );
+    }
     let v = inspect::status_json(&url, "orders_flat").await.unwrap();
     assert_eq!(
         inspect::phase(&v),
@@ -648,6 +659,7 @@ session_cases!(revert_case {
     revert_reverse_replication_connection_terminated: "pgrepart reverse replication";
     revert_reverse_apply_session_terminated: "pgrepart reverse apply";
     revert_fence_session_terminated: "pgrepart fence";
+    revert_request_session_terminated: "pgrepart revert";
 });
 
 /// The case a new user hit: no write load (so the primary key is left for after the copy), the

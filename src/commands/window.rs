@@ -46,8 +46,9 @@ fn require_open_window(m: &Migration, table: &crate::pg::ident::QualifiedName) -
 }
 
 /// Waits for the `run` to act: `done` says when it has, `refused` when it refused.
+/// A session lost while waiting is opened again (see [`super::Watch`]).
 async fn wait_for_run(
-    client: &tokio_postgres::Client,
+    watch: &mut super::Watch<'_>,
     id: i64,
     done: impl Fn(&Migration) -> bool,
     refused: impl Fn(&Migration) -> Option<String>,
@@ -55,18 +56,28 @@ async fn wait_for_run(
     let mut not_running_for = 0u32;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let m = state::get(client, id).await?;
+        let polled = async {
+            let m = state::get(&watch.state, id).await?;
+            let attached = state::run_attached(&watch.state, id).await?;
+            Ok::<_, Error>((m, attached))
+        };
+        let (m, attached) = match polled.await {
+            Ok(polled) => {
+                watch.ok();
+                polled
+            }
+            Err(e) => {
+                watch.recover(e).await?;
+                continue;
+            }
+        };
         if done(&m) {
             return Ok(m);
         }
         if let Some(why) = refused(&m) {
             return Err(Error::refused(why));
         }
-        not_running_for = if state::run_attached(client, id).await? {
-            0
-        } else {
-            not_running_for + 1
-        };
+        not_running_for = if attached { 0 } else { not_running_for + 1 };
         // About 10 s without a run: nobody serves the window.
         if not_running_for >= 20 {
             return Err(Error::failed(format!(
@@ -80,8 +91,9 @@ async fn wait_for_run(
 pub async fn revert(args: RevertArgs) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
     let table = super::table_arg(&args.table)?;
-    let client = dbs.connect_state("pgrepart revert").await?;
-    let m = super::require_migration(&client, &table).await?;
+    let mut watch = super::Watch::open(&dbs, "pgrepart revert", false).await?;
+    let client = &watch.state;
+    let m = super::require_migration(client, &table).await?;
     require_open_window(&m, &table)?;
     client
         .execute(
@@ -95,13 +107,13 @@ pub async fn revert(args: RevertArgs) -> Result<()> {
     } else {
         Request::Revert
     };
-    state::request(&client, m.id, what).await?;
+    state::request(client, m.id, what).await?;
     println!(
         "revert requested for migration {}; waiting for `pgrepart run` to swap back",
         m.id
     );
     wait_for_run(
-        &client,
+        &mut watch,
         m.id,
         |m| m.phase == Phase::Reverted,
         |m| {
@@ -125,15 +137,16 @@ pub async fn revert(args: RevertArgs) -> Result<()> {
 pub async fn finish(args: TableArgs) -> Result<()> {
     let dbs = super::Databases::from_args(&args.conn)?;
     let table = super::table_arg(&args.table)?;
-    let client = dbs.connect_state("pgrepart finish").await?;
-    let m = super::require_migration(&client, &table).await?;
+    let mut watch = super::Watch::open(&dbs, "pgrepart finish", false).await?;
+    let client = &watch.state;
+    let m = super::require_migration(client, &table).await?;
     require_open_window(&m, &table)?;
-    state::request(&client, m.id, Request::Finish).await?;
+    state::request(client, m.id, Request::Finish).await?;
     println!(
         "finish requested for migration {}; waiting for `pgrepart run` to end the rollback window",
         m.id
     );
-    wait_for_run(&client, m.id, |m| !m.window.is_open(), |_| None).await?;
+    wait_for_run(&mut watch, m.id, |m| !m.window.is_open(), |_| None).await?;
     println!(
         "the rollback window of {table} is closed; the old table {} no longer follows it",
         table.sibling(m.old_name.clone())
