@@ -77,6 +77,7 @@ pub struct DependentsSwap {
 /// happens to each foreign key. Refuses when an inbound key can neither be widened nor dropped
 /// (one added after the run's preflight, without `--drop-inbound-fks`), and with a rollback window
 /// (`window`) a key the revert could not bring back (`rollback::fks::window_refusals`).
+#[allow(clippy::too_many_arguments)]
 pub async fn prepare(
     client: &impl GenericClient,
     carry: &CarryOver,
