@@ -37,11 +37,13 @@
 #      SCENARIOS=tpcb runs only the TPC-B-like windows (bench/tpcb.sh: pgbench -b tpcb-like while
 #      pgbench_accounts is partitioned; TPCB_SCALE (20), TPCB_CLIENTS (4), TPCB_ALONE_S (20),
 #      TPCB_LIMIT (240), OLD_PGREPART=path adds the previous governor's binary, TPCB_OUT=FILE);
-#      SCENARIOS=all (the default) runs them after the rest. PGREPART_BIN=path: that binary
+#      SCENARIOS=rollback runs only the rollback window's figures (bench/rollback.sh: the forward
+#      and the reverse apply of the same backlog, the cutover's and the revert's lock times).
+#      SCENARIOS=all (the default) runs the TPC-B-like windows after the rest. PGREPART_BIN=path: that binary
 #      rather than a fresh release build.
 set -euo pipefail
 SCENARIOS=${SCENARIOS:-all}
-case "$SCENARIOS" in all|tpcb) ;; *) echo "SCENARIOS is all or tpcb" >&2; exit 2 ;; esac
+case "$SCENARIOS" in all|tpcb|rollback) ;; *) echo "SCENARIOS is all, tpcb or rollback" >&2; exit 2 ;; esac
 ROWS=${ROWS:-2000000}
 BACKLOG_UPDATES=${BACKLOG_UPDATES:-100000}
 BACKLOG_INSERTS=${BACKLOG_INSERTS:-5000}
@@ -118,6 +120,61 @@ fresh() {
     sync
     wait_until 600 "autovacuum to finish" autovacuum_idle
 }
+
+# What `pgrepart run` is given in every scenario.
+RUN_ARGS=(--table orders_flat --partition-by "LIST (region)"
+  --partition "orders_flat_us=FOR VALUES IN ('US')" --partition "orders_flat_eu=FOR VALUES IN ('EU')"
+  --partition "orders_flat_asia=FOR VALUES IN ('ASIA')" --partition "orders_flat_default=DEFAULT")
+[ -n "${JOBS:-}" ] && RUN_ARGS+=(--jobs "$JOBS")
+
+# The backlog of (d) and of the rollback scenario: single-row UPDATEs, INSERTs and DELETEs.
+cat > "$DIR/upd.sql" <<SQL
+\set id random(1, $ROWS)
+UPDATE orders_flat SET amount = coalesce(amount, 0) + 1 WHERE id = :id;
+SQL
+cat > "$DIR/ins.sql" <<SQL
+\set c random(1, 5000)
+INSERT INTO orders_flat (order_date, customer_id, region, amount, details)
+VALUES (now(), :c, (ARRAY['US','EU','ASIA','LATAM'])[1 + :c % 4], 1.50, 'new');
+SQL
+cat > "$DIR/del.sql" <<SQL
+\set id random(1, $ROWS)
+DELETE FROM orders_flat WHERE id = :id;
+SQL
+chmod a+r "$DIR"/*.sql
+# backlog DB [MARKER [SEED]]: the same statements (same random seeds, SEED to SEED + 2, default 42)
+# on the database's orders_flat, then a marker row (id MARKER, default -1) written last; prints the
+# changes made (tuples updated/inserted/deleted).
+backlog() {
+    local db=$1 marker=${2:--1} seed=${3:-42}
+    P "$db" -c "SELECT pg_stat_reset()" >/dev/null
+    local per=$(( BACKLOG_UPDATES / CLIENTS )) i=$(( BACKLOG_INSERTS / CLIENTS )) d=$(( BACKLOG_DELETES / CLIENTS ))
+    local t0; t0=$(now)
+    # Only the making of the backlog skips the commit flush; the consumers run at default settings.
+    export PGOPTIONS="-c synchronous_commit=off"
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=$seed -c $CLIENTS -j 1 -t $per -f "$DIR/upd.sql" "$db" >"$DIR/pgbench.$db.upd" 2>&1
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=$(( seed + 1 )) -c $CLIENTS -j 1 -t $i -f "$DIR/ins.sql" "$db" >"$DIR/pgbench.$db.ins" 2>&1
+    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=$(( seed + 2 )) -c $CLIENTS -j 1 -t $d -f "$DIR/del.sql" "$db" >"$DIR/pgbench.$db.del" 2>&1
+    unset PGOPTIONS
+    P "$db" -c "INSERT INTO orders_flat (id, order_date, customer_id, region, amount, details) VALUES ($marker, now(), 0, 'US', 0, 'bench marker')"
+    log "backlog made in $(elapsed "$t0" "$(now)") s"
+    # pgbench's sessions report their statistics as they exit: wait for them (printed counts only).
+    # (summed over the partitions when orders_flat is partitioned: the rollback scenario's window)
+    local stats="FROM pg_stat_user_tables WHERE relid = 'orders_flat'::regclass OR relid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'orders_flat'::regclass)"
+    # The marker's insert is counted once psql's session, which ran after every pgbench one, has
+    # reported. (An UPDATE or DELETE of a row an earlier backlog deleted changes nothing.)
+    stats_in() { [ "$(P "$db" -c "SELECT sum(n_tup_ins) > $BACKLOG_INSERTS $stats")" = t ]; }
+    wait_until 30 "pgbench's statistics" stats_in
+    P "$db" -c "SELECT sum(n_tup_upd) || ' updates, ' || sum(n_tup_ins) || ' inserts, ' || sum(n_tup_del) || ' deletes' $stats"
+}
+# marker_in DB TABLE [MARKER]: the marker row is in TABLE.
+marker_in() { [ "$(P "$1" -c "SELECT count(*) FROM $2 WHERE id = ${3:--1}")" = 1 ]; }
+
+# SCENARIOS=rollback: only the rollback window's figures (bench/rollback.sh), on this dataset.
+if [ "$SCENARIOS" = rollback ]; then
+    . "$REPO/bench/rollback.sh"
+    exit 0
+fi
 
 #####################################################################################
 # (a) the seed's backfill
@@ -214,10 +271,6 @@ P nat_dst -c "VACUUM ANALYZE"
 
 #####################################################################################
 # (c) a whole pgrepart run
-RUN_ARGS=(--table orders_flat --partition-by "LIST (region)"
-  --partition "orders_flat_us=FOR VALUES IN ('US')" --partition "orders_flat_eu=FOR VALUES IN ('EU')"
-  --partition "orders_flat_asia=FOR VALUES IN ('ASIA')" --partition "orders_flat_default=DEFAULT")
-[ -n "${JOBS:-}" ] && RUN_ARGS+=(--jobs "$JOBS")
 
 # run_c DB OUT [args...]: a whole `pgrepart run` on a fresh DB; sets T_C, RSS_C_MB, LOCK_C_MS and
 # leaves its log in $DIR/OUT.log.
@@ -258,42 +311,7 @@ T_VERIFY=${T_VERIFY:-0}
 log "(c2) ${T_RUN_FULL} s (its check ${T_VERIFY} s)"
 
 #####################################################################################
-# (d) apply of a backlog
-cat > "$DIR/upd.sql" <<SQL
-\set id random(1, $ROWS)
-UPDATE orders_flat SET amount = coalesce(amount, 0) + 1 WHERE id = :id;
-SQL
-cat > "$DIR/ins.sql" <<SQL
-\set c random(1, 5000)
-INSERT INTO orders_flat (order_date, customer_id, region, amount, details)
-VALUES (now(), :c, (ARRAY['US','EU','ASIA','LATAM'])[1 + :c % 4], 1.50, 'new');
-SQL
-cat > "$DIR/del.sql" <<SQL
-\set id random(1, $ROWS)
-DELETE FROM orders_flat WHERE id = :id;
-SQL
-chmod a+r "$DIR"/*.sql
-# backlog DB: the same statements (same random seed) on the database's orders_flat, then a marker
-# row (id -1) written last; prints the changes made (tuples updated/inserted/deleted).
-backlog() {
-    local db=$1
-    P "$db" -c "SELECT pg_stat_reset()" >/dev/null
-    local per=$(( BACKLOG_UPDATES / CLIENTS )) i=$(( BACKLOG_INSERTS / CLIENTS )) d=$(( BACKLOG_DELETES / CLIENTS ))
-    local t0; t0=$(now)
-    # Only the making of the backlog skips the commit flush; the consumers run at default settings.
-    export PGOPTIONS="-c synchronous_commit=off"
-    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=42 -c $CLIENTS -j 1 -t $per -f "$DIR/upd.sql" "$db" >"$DIR/pgbench.$db.upd" 2>&1
-    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=43 -c $CLIENTS -j 1 -t $i -f "$DIR/ins.sql" "$db" >"$DIR/pgbench.$db.ins" 2>&1
-    "$PGBENCH" -n -h 127.0.0.1 -p "$PORT" -U postgres --random-seed=44 -c $CLIENTS -j 1 -t $d -f "$DIR/del.sql" "$db" >"$DIR/pgbench.$db.del" 2>&1
-    unset PGOPTIONS
-    P "$db" -c "INSERT INTO orders_flat (id, order_date, customer_id, region, amount, details) VALUES (-1, now(), 0, 'US', 0, 'bench marker')"
-    log "backlog made in $(elapsed "$t0" "$(now)") s"
-    # pgbench's sessions report their statistics as they exit: wait for them (printed counts only).
-    stats_in() { [ "$(P "$db" -c "SELECT n_tup_upd >= $BACKLOG_UPDATES AND n_tup_ins > $BACKLOG_INSERTS FROM pg_stat_user_tables WHERE relname = 'orders_flat'")" = t ]; }
-    wait_until 30 "pgbench's statistics" stats_in
-    P "$db" -c "SELECT n_tup_upd || ' updates, ' || n_tup_ins || ' inserts, ' || n_tup_del || ' deletes' FROM pg_stat_user_tables WHERE relname = 'orders_flat'"
-}
-marker_in() { [ "$(P "$1" -c "SELECT count(*) FROM $2 WHERE id = -1")" = 1 ]; }
+# (d) apply of a backlog (the backlog is made by `backlog`, defined above)
 
 log "(d) pgrepart apply: run --cutover manual, wait for streaming, SIGSTOP, backlog, SIGCONT"
 fresh pgr_apply

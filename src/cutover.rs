@@ -754,6 +754,7 @@ pub async fn attempt(
         &old,
         a.server_major,
         a.plan.drop_inbound_fks,
+        a.plan.window,
     )
     .await?;
     if !deps.lock.is_empty() {

@@ -469,36 +469,279 @@ async fn an_old_key_reused_in_another_partition_is_a_conflict_revert_refuses_wit
     inspect::assert_no_slot_or_publication(&client).await;
 }
 
+/// `customers` for every id the seed and the writers use, the seed table's key onto them (ON
+/// DELETE CASCADE), and `order_items` (with its order's region, kept in step by a trigger)
+/// referencing the seed table: the cutover moves both keys to the partitioned table, the
+/// revert moves them back.
+async fn create_shop(client: &tokio_postgres::Client, rows: usize) {
+    client
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+             INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100000) g;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("customers: {}", support::describe(&e)));
+    schema::create_seed_table(client, "orders_flat", rows).await;
+    client
+        .batch_execute(
+            "ALTER TABLE orders_flat ADD CONSTRAINT orders_flat_customer_id_fkey \
+               FOREIGN KEY (customer_id) REFERENCES customers (id) ON UPDATE CASCADE ON DELETE CASCADE; \
+             CREATE INDEX orders_flat_customer_id_idx ON orders_flat (customer_id); \
+             CREATE TABLE order_items (item_id bigserial PRIMARY KEY, order_id bigint NOT NULL, region text NOT NULL, qty int, \
+               CONSTRAINT order_items_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders_flat (id) ON UPDATE CASCADE ON DELETE CASCADE); \
+             INSERT INTO order_items (order_id, region, qty) SELECT id, region, 1 FROM orders_flat WHERE id % 5 = 0; \
+             CREATE FUNCTION order_items_follow_region() RETURNS trigger LANGUAGE plpgsql AS \
+               $$BEGIN UPDATE order_items SET region = NEW.region WHERE order_id = NEW.id; RETURN NULL; END$$; \
+             CREATE TRIGGER orders_flat_region AFTER UPDATE OF region ON orders_flat \
+               FOR EACH ROW EXECUTE FUNCTION order_items_follow_region();",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("shop schema: {}", support::describe(&e)));
+}
+
+/// Inserts a customer and an order of theirs into whichever table is in use, then deletes the
+/// customer (which cascades to the order), over and over, until `stop`; nothing of it is left
+/// when it stops.
+fn churn_customers(
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let client = support::cluster::connect(&url).await;
+        let (mut n, mut done) = (300_000i32, 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let r = client
+                .batch_execute(&format!(
+                    "INSERT INTO customers VALUES ({n}, 'churn'); \
+                     INSERT INTO orders_flat (order_date, customer_id, region, amount) VALUES (now(), {n}, 'EU', 1)"
+                ))
+                .await;
+            if r.is_err() {
+                continue;
+            }
+            while client
+                .batch_execute(&format!("DELETE FROM customers WHERE id = {n}"))
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            done += 1;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        done
+    })
+}
+
+/// (conrelid, confrelid, referencing columns, validated) of the constraints named `name`.
+async fn fk_rows(
+    client: &tokio_postgres::Client,
+    name: &str,
+) -> Vec<(String, String, Vec<String>, bool)> {
+    client
+        .query(
+            "SELECT conrelid::regclass::text, confrelid::regclass::text, \
+                    ARRAY(SELECT a.attname::text FROM unnest(conkey) k(n) \
+                          JOIN pg_attribute a ON a.attrelid = conrelid AND a.attnum = k.n), convalidated \
+             FROM pg_constraint WHERE conname = $1 ORDER BY 1, 2",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_revert_moves_the_foreign_keys_back_both_ways_under_load() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let ctx = format!("PostgreSQL {major}");
+        let db = unique_name("revertfk");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        create_shop(&client, SEED_ROWS).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = churn_customers(url.clone(), stop.clone());
+        writers.wait_for_more_ops(200, DEADLINE).await;
+
+        // `plan` says the keys come back at a revert.
+        let mut plan_args = window_args(&url, &[]);
+        plan_args[0] = "plan".into();
+        let out = pgrepart(&plan_args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let text = output_text(&out);
+        assert!(out.status.success(), "{ctx}: plan: {text}");
+        assert!(
+            !text.contains("cannot bring these foreign keys back"),
+            "{ctx}: plan: {text}"
+        );
+        let run = spawn(&window_args(&url, &[]));
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "the rollback window open",
+            window_open,
+        )
+        .await;
+        // During the window the old table has no key either way: the partitioned table has them.
+        assert_eq!(
+            one_i64(
+                &client,
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f' \
+                 AND (conrelid = 'orders_flat_old'::regclass OR confrelid = 'orders_flat_old'::regclass)"
+            )
+            .await,
+            0,
+            "{ctx}: the old table keeps no foreign key during the window"
+        );
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        wait_status(&url, &run, DEADLINE, "changes applied back", |v| {
+            inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
+        })
+        .await;
+
+        let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{ctx}: revert: {}", output_text(&out));
+        let out = run.wait_within(DEADLINE).await;
+        let text = output_text(&out);
+        assert!(out.status.success(), "{ctx}: run: {text}");
+        assert!(
+            text.contains("carried back: foreign key orders_flat_customer_id_fkey on public.orders_flat")
+                && text.contains("carried back: foreign key order_items_order_id_fkey on public.order_items points at public.orders_flat again as (order_id) -> (id)"),
+            "{ctx}: {text}"
+        );
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        stop.store(true, Ordering::Relaxed);
+        let churned = churn.await.expect("churn task");
+        assert!(churned > 0, "{ctx}: the customers' churn ran");
+        let report = writers.stop().await;
+        report.assert_no_anomalies(&ctx);
+        assert_eq!(
+            inspect::relkind(&client, "orders_flat").await,
+            Some('r'),
+            "{ctx}"
+        );
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        inspect::assert_no_slot_or_publication(&client).await;
+
+        // Both keys are the original table's again, validated; none is left on the partitioned
+        // table or its partitions.
+        assert_eq!(
+            fk_rows(&client, "orders_flat_customer_id_fkey").await,
+            vec![(
+                "orders_flat".to_string(),
+                "customers".to_string(),
+                vec!["customer_id".to_string()],
+                true
+            )],
+            "{ctx}: the key onto customers"
+        );
+        assert_eq!(
+            fk_rows(&client, "order_items_order_id_fkey").await,
+            vec![(
+                "order_items".to_string(),
+                "orders_flat".to_string(),
+                vec!["order_id".to_string()],
+                true
+            )],
+            "{ctx}: the key of order_items"
+        );
+        // And they hold: an item of no order, an order of no customer are refused; deleting a
+        // customer cascades to the original table.
+        let refused = |sql: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .batch_execute(sql)
+                    .await
+                    .err()
+                    .and_then(|e| e.code().map(|c| c.code().to_string()))
+            }
+        };
+        assert_eq!(
+            refused("INSERT INTO order_items (order_id, region) VALUES (-7, 'EU')")
+                .await
+                .as_deref(),
+            Some("23503"),
+            "{ctx}"
+        );
+        assert_eq!(
+            refused("INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 999999, 'EU')")
+                .await
+                .as_deref(),
+            Some("23503"),
+            "{ctx}"
+        );
+        client
+            .batch_execute(
+                "INSERT INTO customers VALUES (400000, 'last'); \
+                 INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 400000, 'US'); \
+                 DELETE FROM customers WHERE id = 400000;",
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            one_i64(
+                &client,
+                "SELECT count(*) FROM orders_flat WHERE customer_id = 400000"
+            )
+            .await,
+            0,
+            "{ctx}: the cascade reaches the original table"
+        );
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
+        assert_eq!(
+            v["pending_post_swap_steps"],
+            serde_json::json!([]),
+            "{ctx}: {v}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_window_that_cannot_work_is_refused_before_anything_is_made() {
     let Some((cluster, url, client, _ctx)) = seeded(first_major(), "refuse", 500, false).await
     else {
         return;
     };
+    // A key onto the table itself, and one of another table that cannot follow the new key
+    // (no region column), dropped at the cutover with --drop-inbound-fks: a revert could bring
+    // back neither.
     client
         .batch_execute(
-            "CREATE TABLE customers (id int PRIMARY KEY); \
-             INSERT INTO customers SELECT generate_series(1, 100000); \
-             ALTER TABLE orders_flat ADD CONSTRAINT orders_customer_fk FOREIGN KEY (customer_id) REFERENCES customers (id);",
+            "ALTER TABLE orders_flat ADD COLUMN parent_id bigint CONSTRAINT orders_parent_fk REFERENCES orders_flat (id); \
+             CREATE TABLE order_notes (order_id bigint CONSTRAINT order_notes_order_fk REFERENCES orders_flat (id), note text);",
         )
         .await
         .unwrap();
     let before = inspect::relations(&client).await;
 
-    let out = pgrepart(
-        &window_args(&url, &[])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    )
-    .await;
-    let text = output_text(&out);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(
-        text.contains("foreign keys") && text.contains("orders_customer_fk"),
-        "{text}"
-    );
-    inspect::assert_nothing_left_behind(&client, &before).await;
+    let args = window_args(&url, &["--drop-inbound-fks"]);
+    let mut plan_args = args.clone();
+    plan_args[0] = "plan".into();
+    for args in [plan_args, args] {
+        let out = pgrepart(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "{} {text}", args[0]);
+        assert!(
+            text.contains("cannot bring these foreign keys back")
+                && text.contains("foreign key orders_parent_fk references the table itself")
+                && text.contains("foreign key order_notes_order_fk on public.order_notes would be dropped at the cutover"),
+            "{} {text}",
+            args[0]
+        );
+        inspect::assert_nothing_left_behind(&client, &before).await;
+    }
 
     let other = cluster.create_database(&unique_name("other")).await;
     let out = pgrepart(

@@ -162,7 +162,11 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             Target::Generate { by, .. } => Some(ddl::target_primary_key(&k.columns, by)),
             _ => None,
         };
-        let fks = crate::rollback::foreign_keys(&client, &prep.table).await?;
+        let refused = crate::rollback::fks::window_refusals(
+            &crate::rollback::fks::self_references(&client, &prep.table).await?,
+            &preflight::inbound_actions(&facts, &prep.target),
+        );
+        let fks = (!refused.is_empty()).then(|| refused.join("; "));
         checks.push(crate::rollback::plan_check(
             &k.columns,
             new_key.as_deref(),

@@ -75,7 +75,9 @@ pub struct DependentsSwap {
 
 /// Reads the new table's partitions and key (in the swap, before the renames) and decides what
 /// happens to each foreign key. Refuses when an inbound key can neither be widened nor dropped
-/// (one added after the run's preflight, without `--drop-inbound-fks`).
+/// (one added after the run's preflight, without `--drop-inbound-fks`), and with a rollback window
+/// (`window`) a key the revert could not bring back (`rollback::fks::window_refusals`).
+#[allow(clippy::too_many_arguments)]
 pub async fn prepare(
     client: &impl GenericClient,
     carry: &CarryOver,
@@ -84,8 +86,9 @@ pub async fn prepare(
     old: &QualifiedName,
     server_major: u32,
     drop_inbound_fks: bool,
+    window: bool,
 ) -> Result<DependentsSwap> {
-    if carry.foreign_keys.is_empty() && carry.inbound_foreign_keys.is_empty() {
+    if carry.foreign_keys.is_empty() && carry.inbound_foreign_keys.is_empty() && !window {
         return Ok(DependentsSwap::default());
     }
     let (leaves, key) = read::new_table(client, working, server_major).await?;
@@ -97,6 +100,18 @@ pub async fn prepare(
             (f.clone(), a)
         })
         .collect();
+    if window {
+        // Keys added since the run's checks that a revert could not bring back.
+        let self_refs = crate::rollback::fks::self_references(client, final_name).await?;
+        let refused = crate::rollback::fks::window_refusals(&self_refs, &inbound);
+        if !refused.is_empty() {
+            return Err(Error::refused(format!(
+                "--rollback-window cannot bring these foreign keys back at a revert: {}",
+                refused.join("; ")
+            ))
+            .with_hint("run again without --rollback-window, or drop those foreign keys first"));
+        }
+    }
     let refused: Vec<String> = inbound
         .iter()
         .filter(|(_, a)| matches!(a, InboundAction::Refuse { .. }))

@@ -162,9 +162,6 @@ async fn attempt(
         engaged.set(true);
         return crate::rollback::serve(cfg, control, source, m, figures, interrupted).await;
     }
-    if cfg.rollback_window.is_some_and(|w| !w.is_zero()) {
-        crate::rollback::refuse_foreign_keys(&source, &prep.table).await?;
-    }
     let undo = Mutex::new(Undo::default());
     let prepared = tokio::select! {
         biased;

@@ -127,6 +127,14 @@ pub async fn start_new(
         tracing::warn!(check = c.name, "{}", c.detail);
     }
     preflight::refuse_on_failure(&checks)?;
+    if cfg.rollback_window.is_some_and(|w| !w.is_zero()) {
+        crate::rollback::refuse_foreign_keys(
+            &source,
+            &prep.table,
+            &preflight::inbound_actions(&facts, &prep.target),
+        )
+        .await?;
+    }
     // Before the slot exists, so without the cost of its decoding.
     let baseline = super::governor_baseline(cfg, &prep.source).await;
     let info = facts

@@ -219,7 +219,8 @@ pub async fn try_cutover(
     // transactions running then; never under the lock).
     if !prep.cross_db() {
         if state::get(&*control, m.id).await?.window.asked_s.is_some() {
-            crate::rollback::refuse_foreign_keys(source, &m.source).await?;
+            // The keys onto the table are judged in the swap, with the new table's key.
+            crate::rollback::refuse_foreign_keys(source, &m.source, &[]).await?;
             crate::rollback::prepare_reverse(source, m).await?;
             plan.window = true;
         } else {

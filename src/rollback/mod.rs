@@ -14,9 +14,11 @@
 //!
 //! During the window the old table is the reverse stream's target: the swap moves its row
 //! triggers, policies, RLS switches and publication memberships to the new table (none of them
-//! fires or filters for pgrepart's writes), and the revert moves them back.
+//! fires or filters for pgrepart's writes), and the revert moves them back; so it does with the
+//! foreign keys both ways, which the cutover moves to the new table (see `fks`).
 
 pub mod conflicts;
+pub mod fks;
 mod revert;
 
 use std::sync::Arc;
@@ -192,34 +194,30 @@ pub fn reverse_shape(
     })
 }
 
-/// The foreign keys to or from `table` ("name on table, ..."), if any.
-pub async fn foreign_keys(client: &Client, table: &QualifiedName) -> Result<Option<String>> {
-    let row = client
-        .query_one(
-            "SELECT string_agg(conname::text || ' on ' || conrelid::regclass::text, ', ' ORDER BY conname) \
-             FROM pg_constraint WHERE contype = 'f' \
-               AND (conrelid = $1::text::regclass OR confrelid = $1::text::regclass)",
-            &[&table.sql()],
-        )
-        .await
-        .map_err(|e| Error::db("reading the table's foreign keys", e))?;
-    Ok(row.get(0))
-}
-
-/// `--rollback-window` needs the table to have no foreign keys, either way: the revert does
-/// not move them back (docs/limits.md).
-pub async fn refuse_foreign_keys(client: &Client, table: &QualifiedName) -> Result<()> {
-    if let Some(fks) = foreign_keys(client, table).await? {
-        return Err(Error::refused(format!(
-            "--rollback-window is not supported for a table with foreign keys (to or from it): {fks}"
-        ))
-        .with_hint("run without --rollback-window (or with --rollback-window 0), or drop those foreign keys first"));
+/// `--rollback-window` refuses foreign keys a revert could not bring back (see `fks`), naming
+/// each. `inbound` are the keys onto the table with what the cutover would do with each.
+pub async fn refuse_foreign_keys(
+    client: &Client,
+    table: &QualifiedName,
+    inbound: &[(
+        crate::dependents::fk::InboundFk,
+        crate::dependents::fk::InboundAction,
+    )],
+) -> Result<()> {
+    let refused = fks::window_refusals(&fks::self_references(client, table).await?, inbound);
+    if refused.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::refused(format!(
+        "--rollback-window cannot bring these foreign keys back at a revert: {}",
+        refused.join("; ")
+    ))
+    .with_hint("run without --rollback-window (or with --rollback-window 0), or drop those foreign keys first"))
 }
 
 /// What `plan` says of `--rollback-window` (pure): `old_key` is the table's key, `new_key` the
-/// generated table's (`None` for an `--into` table), `fks` the foreign keys that refuse it.
+/// generated table's (`None` for an `--into` table), `fks` the foreign keys that refuse it
+/// (`fks::window_refusals`).
 pub fn plan_check(
     old_key: &[String],
     new_key: Option<&[String]>,
@@ -243,9 +241,7 @@ pub fn plan_check(
     if let Some(fks) = fks {
         return check(
             Status::Fail,
-            format!(
-                "--rollback-window is not supported for a table with foreign keys (to or from it): {fks}"
-            ),
+            format!("--rollback-window cannot bring these foreign keys back at a revert: {fks}"),
             Some("run without --rollback-window, or drop those foreign keys first"),
         );
     }
@@ -476,6 +472,11 @@ pub async fn serve(
         // The revert committed; the run stopped before its cleanup.
         drop_reverse(&source, &m).await?;
         state::close_window(&control, m.id).await?;
+        // The foreign keys moved back, validated now if the run stopped before.
+        for line in crate::dependents::post_swap::finish(&mut source, m.id, cfg.lock_timeout).await
+        {
+            println!("{line}");
+        }
         for line in crate::cutover::rebuild_matviews(
             &mut source,
             m.id,
@@ -739,7 +740,7 @@ mod tests {
             plan_check(&id, Some(&wide), true, None).status,
             Status::Fail
         );
-        let c = plan_check(&id, None, false, Some("fk_customer on orders".into()));
+        let c = plan_check(&id, None, false, Some("foreign key fk_customer ...".into()));
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains("fk_customer"));
     }

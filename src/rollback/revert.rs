@@ -3,7 +3,8 @@
 //! name), the fence through the reverse stream, the wait for the reverse apply to reach it, the
 //! conflict candidates settled, then `cutover::swap_statements` with the roles exchanged: the old
 //! table takes the name back with the sequence, grants, comments, RLS, policies, triggers,
-//! publications and views; the partitioned table its working name; phase `reverted`; COMMIT.
+//! publications and views, and the foreign keys both ways (NOT VALID, validated after the commit:
+//! `super::fks`); the partitioned table its working name; phase `reverted`; COMMIT.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -150,13 +151,37 @@ async fn attempt(
     }
     let reverse = super::reverse_name(&m.slot_name);
     let mut carry = crate::pg::catalog::carry_over(&tx, &plan.source, &[reverse]).await?;
-    if !carry.foreign_keys.is_empty() || !carry.inbound_foreign_keys.is_empty() {
-        let _ = tx.rollback().await;
-        return Ok(Step::Done(Outcome::Refused(format!(
-            "revert refused: foreign keys were added to or onto {} during the rollback window; the revert does not move them back",
-            plan.source
-        ))));
+    let repart = plan.source.sibling(plan.old_name.clone());
+    let fk_facts = super::fks::read_facts(&tx, &plan.source, &plan.target, server_major).await?;
+    let fks = match super::fks::revert_fks(&fk_facts, &repart, &plan.source) {
+        Ok(fks) => fks,
+        Err(keys) => {
+            let _ = tx.rollback().await;
+            return Ok(Step::Done(Outcome::Refused(format!(
+                "revert refused: the old table cannot take these foreign keys back: {}",
+                keys.join("; ")
+            ))));
+        }
+    };
+    if !fks.lock.is_empty() {
+        // The keys' other tables, under the same lock_timeout: a busy one means trying again.
+        let lock = format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            fks.lock.join(", ")
+        );
+        if let Err(e) = tx.batch_execute(&lock).await {
+            if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+                || e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED)
+            {
+                let _ = tx.rollback().await;
+                return Ok(Step::Retry("a table a foreign key ties to is in use"));
+            }
+            return Err(Error::db("locking the tables the foreign keys tie to", e));
+        }
     }
+    // The keys are moved by `fks`, not by the swap's carry-over.
+    carry.foreign_keys.clear();
+    carry.inbound_foreign_keys.clear();
     // The old table kept its CHECK constraints; the identity columns keep their own kind.
     carry.not_valid_checks.clear();
     let reverted_at = crate::partitioning::Date::format_unix_utc(
@@ -164,17 +189,17 @@ async fn attempt(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
     );
-    for stmt in swap_statements(plan, &carry, &reverted_at) {
+    let post = crate::dependents::post_swap::record_statements(m.id, &fks.post);
+    for stmt in swap_statements(plan, &carry, &reverted_at)
+        .into_iter()
+        .chain(fks.statements.iter().cloned())
+        .chain(post)
+    {
         tx.batch_execute(&stmt)
             .await
             .map_err(|e| Error::db("swapping the tables back", e))?;
     }
-    let renamed = rename_indexes_back(
-        &tx,
-        &plan.source,
-        &plan.source.sibling(plan.old_name.clone()),
-    )
-    .await?;
+    let renamed = rename_indexes_back(&tx, &plan.source, &repart).await?;
     crate::fault::point("revert-before-commit");
     tx.commit()
         .await
@@ -200,6 +225,10 @@ async fn attempt(
             open.len(),
             list(&open, 10)
         ));
+    }
+    lines.extend(fks.report.iter().map(|l| format!("carried back: {l}")));
+    if !fks.post.is_empty() {
+        lines.extend(crate::dependents::post_swap::finish(source, m.id, cfg.lock_timeout).await);
     }
     let rebuilds: Vec<MatViewRebuild> = carry.matviews.iter().map(matview_rebuild).collect();
     lines.extend(
