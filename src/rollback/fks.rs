@@ -33,7 +33,7 @@ use crate::dependents::fk::{
     InboundAction, InboundFk, OutboundFk, PostSwapStep, inbound_definition,
 };
 use crate::error::{Error, Result};
-use crate::pg::ident::{QualifiedName, quote_ident};
+use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 
 /// Why a window cannot be opened for the table's foreign keys (pure): one entry per key, naming
 /// it. `self_refs` are the table's keys onto itself; `inbound` the keys onto it with what the
@@ -128,6 +128,13 @@ pub fn revert_fks(
             original.sql(),
             fk.definition
         ));
+        if let Some(comment) = &fk.comment {
+            out.statements.push(format!(
+                "COMMENT ON CONSTRAINT {name} ON {} IS {}",
+                original.sql(),
+                quote_literal(comment)
+            ));
+        }
         lock.insert(fk.referenced.sql());
         if fk.validated {
             out.post.push(PostSwapStep {
@@ -304,6 +311,7 @@ mod tests {
 
     fn inbound(columns: &[&str], referenced: &[&str]) -> InboundFk {
         InboundFk {
+            oid: 0,
             name: "items_order_fkey".into(),
             table: QualifiedName::new("public", "items"),
             table_partitioned: false,
@@ -327,6 +335,7 @@ mod tests {
                 definition: "FOREIGN KEY (customer_id) REFERENCES customers(id)".into(),
                 referenced: QualifiedName::new("public", "customers"),
                 validated: true,
+                comment: Some("who bought it".into()),
             }],
             self_refs: vec![],
             inbound: vec![inbound(&["order_id", "region"], &["id", "region"])],
@@ -348,6 +357,7 @@ mod tests {
                 "ALTER TABLE \"public\".\"orders_repart\" DROP CONSTRAINT IF EXISTS \"orders_customer_fkey\"",
                 "ALTER TABLE public.orders_us DROP CONSTRAINT IF EXISTS \"orders_customer_fkey\"",
                 "ALTER TABLE \"public\".\"orders\" ADD CONSTRAINT \"orders_customer_fkey\" FOREIGN KEY (customer_id) REFERENCES customers(id) NOT VALID",
+                "COMMENT ON CONSTRAINT \"orders_customer_fkey\" ON \"public\".\"orders\" IS 'who bought it'",
                 "ALTER TABLE \"public\".\"items\" DROP CONSTRAINT \"items_order_fkey\"",
                 "ALTER TABLE \"public\".\"items\" ADD CONSTRAINT \"items_order_fkey\" FOREIGN KEY (\"order_id\") REFERENCES \"public\".\"orders\" (\"id\") ON UPDATE NO ACTION ON DELETE CASCADE NOT VALID",
             ]
