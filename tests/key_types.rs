@@ -642,6 +642,8 @@ async fn plan_shows_the_ranges_of_every_kind_of_key_and_creates_nothing() {
                 r["bytes_per_range_max"].as_i64().unwrap() > 0,
                 "{kind:?}: {r}"
             );
+            // Rows of about one size: cut on rows alone.
+            assert_eq!(r["cut_on_bytes"], Value::Bool(false), "{kind:?}: {r}");
             if let Kind::Composite = kind {
                 plan_balances_large_rows_that_cluster_in_the_key(&client, &url, major).await;
             }
@@ -714,6 +716,11 @@ async fn plan_balances_large_rows_that_cluster_in_the_key(client: &Client, url: 
     );
     let bytes_max = r["bytes_per_range_max"].as_i64().unwrap();
     assert!(count >= 8, "PostgreSQL {major}: {r}");
+    assert_eq!(
+        r["cut_on_bytes"],
+        Value::Bool(true),
+        "PostgreSQL {major}: {r}"
+    );
     // Cut on rows alone, one range would hold about half the bytes (1/2 of them on 1/50 of the
     // rows); cut on both, about 2/16 at most, a sample's error aside.
     assert!(

@@ -60,6 +60,9 @@ struct CopyRanges {
     /// Bytes of row data in the largest range, estimated from the sample: ranges are cut on rows
     /// and bytes together (`ranges::bounds_from_sized_sample`).
     bytes_per_range_max: i64,
+    /// Cut on rows and bytes together, the large rows being clustered in the key
+    /// (`ranges::choose_cuts`); else on rows alone.
+    cut_on_bytes: bool,
     /// `pg_stats.correlation` of the key's first column: how closely the table's physical order
     /// follows the key (`None` before the table is analyzed).
     key_correlation: Option<f64>,
@@ -92,8 +95,13 @@ impl CopyRanges {
         } else {
             String::new()
         };
+        let on = if self.cut_on_bytes {
+            ", cut on rows and bytes (the large rows are together in the key)"
+        } else {
+            ""
+        };
         let mut line = format!(
-            "{} key range{} on {}, copied in parallel: {} to {} rows each{ratio}, at most {} of rows each ({how})",
+            "{} key range{} on {}, copied in parallel: {} to {} rows each{ratio}, at most {} of rows each{on} ({how})",
             self.count,
             if self.count == 1 { "" } else { "s" },
             self.key,
@@ -470,6 +478,7 @@ async fn plan_key_ranges(
         rows_per_range_min: rows.iter().copied().min().unwrap_or(0),
         rows_per_range_max: rows.iter().copied().max().unwrap_or(0),
         bytes_per_range_max: bytes.iter().copied().max().unwrap_or(0),
+        cut_on_bytes: planned.on_bytes,
         key_correlation: correlation,
         scattered: scattered(correlation, planned.ranges.len()),
     };
@@ -718,6 +727,7 @@ mod tests {
             rows_per_range_min: 24_000,
             rows_per_range_max: 26_400,
             bytes_per_range_max: 3_984_588,
+            cut_on_bytes: false,
             key_correlation: Some(0.98),
             scattered: false,
         };
@@ -731,9 +741,10 @@ mod tests {
         r.rows_per_range_max = 0;
         r.sampled_keys = 0;
         r.bytes_per_range_max = 0;
+        r.cut_on_bytes = true;
         assert_eq!(
             r.line(),
-            "1 key range on (k uuid), copied in parallel: 0 to 0 rows each, at most 0 B of rows each (counted over all 0 keys)"
+            "1 key range on (k uuid), copied in parallel: 0 to 0 rows each, at most 0 B of rows each, cut on rows and bytes (the large rows are together in the key) (counted over all 0 keys)"
         );
         r.scattered = true;
         r.key_correlation = Some(-0.012);

@@ -114,6 +114,9 @@ pub struct RangePlan {
     pub sampled: Vec<usize>,
     /// The sampled rows' stored bytes in each range (`pg_column_size` of each row).
     pub sampled_bytes: Vec<u64>,
+    /// Cut on rows and bytes together (large rows clustered in the key), not on rows alone
+    /// (`ranges::choose_cuts`).
+    pub on_bytes: bool,
     /// Whether every key was read (a small table), not a `TABLESAMPLE`.
     pub whole_table: bool,
 }
@@ -178,6 +181,7 @@ pub async fn plan_ranges_sampled(
             ranges: vec![Bounds::ALL],
             sampled: vec![0],
             sampled_bytes: vec![0],
+            on_bytes: false,
             whole_table: false,
         });
     }
@@ -211,7 +215,7 @@ pub async fn plan_ranges_sampled(
         .iter()
         .map(|r| r.get::<_, Option<i64>>(key.len()).unwrap_or(0).max(0) as u64)
         .collect();
-    let cuts = ranges::bounds_from_sized_sample(&keys, &bytes, count);
+    let (cuts, by_bytes) = ranges::choose_cuts(&keys, &bytes, count);
     let sampled = ranges::sample_shares(&keys, &cuts);
     let sampled_bytes = ranges::sample_bytes(&keys, &bytes, &cuts);
     tracing::info!(
@@ -219,13 +223,15 @@ pub async fn plan_ranges_sampled(
         sampled_bytes = bytes.iter().sum::<u64>(),
         ranges = cuts.len() + 1,
         whole_table = sample.is_empty(),
+        on_bytes = by_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "key ranges planned from a sample of the key (balanced on rows and bytes)"
+        "key ranges planned from a sample of the key"
     );
     Ok(RangePlan {
         ranges: ranges::ranges_from_cuts(cuts),
         sampled,
         sampled_bytes,
+        on_bytes: by_bytes,
         whole_table: sample.is_empty(),
     })
 }
@@ -491,6 +497,7 @@ mod tests {
         let plan = |sampled: Vec<usize>, whole_table| RangePlan {
             ranges: vec![Bounds::ALL; sampled.len()],
             sampled_bytes: vec![0; sampled.len()],
+            on_bytes: false,
             sampled,
             whole_table,
         };
@@ -512,6 +519,7 @@ mod tests {
             ranges: vec![Bounds::ALL; 2],
             sampled: vec![1_000, 1_000],
             sampled_bytes: vec![100_000, 4_000_000],
+            on_bytes: true,
             whole_table: false,
         };
         // 2,000 sampled rows of 1,000,000: each sampled byte stands for 500.
