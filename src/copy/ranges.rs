@@ -12,7 +12,8 @@
 //! order as the server's text of each key column (`'...'::type`), compared only by the server, as
 //! rows (`(a, b) >= ('1', '7')`) under each column's collation. Bounds are cut from a sample of the
 //! keys read in the server's order ([`bounds_from_sample`]), so ranges hold about as many rows each
-//! whatever the distribution of the keys.
+//! whatever the distribution of the keys; where large rows are together in the key, on rows and
+//! bytes together ([`choose_cuts`]).
 
 use serde::{Deserialize, Serialize};
 
