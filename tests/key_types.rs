@@ -3,7 +3,8 @@
 //! several ranges from a sample of the key in the server's order, a run killed with SIGKILL during
 //! the copy is finished by the same command, and the new table equals what the writers left, row
 //! by row. The skewed key's ranges hold about as many rows each. `plan` shows the ranges the run
-//! would cut, for every kind of key, and creates nothing.
+//! would cut, for every kind of key, and creates nothing; over large rows clustered in the key it
+//! cuts on bytes as well as rows.
 
 mod support;
 
@@ -637,6 +638,15 @@ async fn plan_shows_the_ranges_of_every_kind_of_key_and_creates_nothing() {
             assert!(text.contains("rows each"), "{kind:?}: {text}");
             inspect::assert_nothing_left_behind(&client, &before).await;
             eprintln!("PostgreSQL {major}, {kind:?}: plan shows {r}");
+            assert!(
+                r["bytes_per_range_max"].as_i64().unwrap() > 0,
+                "{kind:?}: {r}"
+            );
+            // Rows of about one size: cut on rows alone.
+            assert_eq!(r["cut_on_bytes"], Value::Bool(false), "{kind:?}: {r}");
+            if let Kind::Composite = kind {
+                plan_balances_large_rows_that_cluster_in_the_key(&client, &url, major).await;
+            }
             if let Kind::Uuid = kind {
                 // Seeded in key order: each range is a run of pages.
                 assert_eq!(r["scattered"], Value::Bool(false), "{r}");
@@ -663,4 +673,63 @@ async fn plan_shows_the_ranges_of_every_kind_of_key_and_creates_nothing() {
             }
         }
     }
+}
+
+/// The same rows with a 1,504-byte note on the lowest 2 % of the keys (one tenant's first rows):
+/// those rows hold about half the bytes. Cut on rows alone, the range holding them would hold half
+/// the table's bytes; cut on rows and bytes together, no range holds much more than twice its
+/// share of either, and the ranges of the large rows hold fewer rows.
+async fn plan_balances_large_rows_that_cluster_in_the_key(client: &Client, url: &str, major: u32) {
+    client
+        .batch_execute(
+            "CREATE TABLE kt_heavy (LIKE kt INCLUDING ALL, note text); \
+             INSERT INTO kt_heavy SELECT tenant, id, region, v, CASE WHEN n <= (SELECT count(*) / 50 FROM kt) THEN \
+               (SELECT string_agg(md5(k.id::text || j::text), '') FROM generate_series(1, 47) j) END \
+             FROM (SELECT kt.*, row_number() OVER (ORDER BY tenant, id) AS n FROM kt) AS k; \
+             ANALYZE kt_heavy",
+        )
+        .await
+        .unwrap();
+    let total: i64 = client
+        .query_one(
+            "SELECT sum(pg_column_size(t.*))::bigint FROM kt_heavy AS t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut args = plan_args(url, true);
+    let at = args.iter().position(|a| a == "--table").unwrap();
+    args[at + 1] = "kt_heavy".into();
+    // 16 ranges: each one's share of the bytes is 1/16.
+    let at = args.iter().position(|a| a == "--jobs").unwrap();
+    args[at + 1] = "8".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = support::pgrepart(&args).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &v["copy_ranges"];
+    let count = r["count"].as_i64().unwrap();
+    let (min, max) = (
+        r["rows_per_range_min"].as_i64().unwrap(),
+        r["rows_per_range_max"].as_i64().unwrap(),
+    );
+    let bytes_max = r["bytes_per_range_max"].as_i64().unwrap();
+    assert!(count >= 8, "PostgreSQL {major}: {r}");
+    assert_eq!(
+        r["cut_on_bytes"],
+        Value::Bool(true),
+        "PostgreSQL {major}: {r}"
+    );
+    // Cut on rows alone, one range would hold about half the bytes (1/2 of them on 1/50 of the
+    // rows); cut on both, about 2/16 at most, a sample's error aside.
+    assert!(
+        bytes_max * 4 <= total,
+        "PostgreSQL {major}: a range holds {bytes_max} of {total} bytes: {r}"
+    );
+    assert!(
+        max >= 3 * min,
+        "PostgreSQL {major}: the large rows' ranges hold as many rows as the others: {r}"
+    );
+    eprintln!("PostgreSQL {major}: large rows clustered in the key, {total} bytes: plan shows {r}");
 }

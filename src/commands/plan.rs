@@ -57,6 +57,12 @@ struct CopyRanges {
     /// Rows per range, estimated from the sample (exact when every key was read).
     rows_per_range_min: i64,
     rows_per_range_max: i64,
+    /// Bytes of row data in the largest range, estimated from the sample: ranges are cut on rows
+    /// and bytes together (`ranges::bounds_from_sized_sample`).
+    bytes_per_range_max: i64,
+    /// Cut on rows and bytes together, the large rows being clustered in the key
+    /// (`ranges::choose_cuts`); else on rows alone.
+    cut_on_bytes: bool,
     /// `pg_stats.correlation` of the key's first column: how closely the table's physical order
     /// follows the key (`None` before the table is analyzed).
     key_correlation: Option<f64>,
@@ -89,13 +95,19 @@ impl CopyRanges {
         } else {
             String::new()
         };
+        let on = if self.cut_on_bytes {
+            ", cut on rows and bytes (the large rows are together in the key)"
+        } else {
+            ""
+        };
         let mut line = format!(
-            "{} key range{} on {}, copied in parallel: {} to {} rows each{ratio} ({how})",
+            "{} key range{} on {}, copied in parallel: {} to {} rows each{ratio}, at most {} of rows each{on} ({how})",
             self.count,
             if self.count == 1 { "" } else { "s" },
             self.key,
             self.rows_per_range_min,
             self.rows_per_range_max,
+            crate::commands::status::bytes(self.bytes_per_range_max),
         );
         if self.scattered {
             line.push_str(&format!(
@@ -455,6 +467,7 @@ async fn plan_key_ranges(
         .map_err(|e| Error::db("reading the key's correlation", e))?
         .and_then(|r| r.get(0));
     let rows = planned.rows_per_range(t.estimated_rows);
+    let bytes = planned.bytes_per_range(t.estimated_rows);
     let described: Vec<String> = k
         .columns
         .iter()
@@ -468,6 +481,8 @@ async fn plan_key_ranges(
         whole_table: planned.whole_table,
         rows_per_range_min: rows.iter().copied().min().unwrap_or(0),
         rows_per_range_max: rows.iter().copied().max().unwrap_or(0),
+        bytes_per_range_max: bytes.iter().copied().max().unwrap_or(0),
+        cut_on_bytes: planned.on_bytes,
         key_correlation: correlation,
         scattered: scattered(correlation, planned.ranges.len()),
     };
@@ -715,21 +730,25 @@ mod tests {
             whole_table: false,
             rows_per_range_min: 24_000,
             rows_per_range_max: 26_400,
+            bytes_per_range_max: 3_984_588,
+            cut_on_bytes: false,
             key_correlation: Some(0.98),
             scattered: false,
         };
         assert_eq!(
             r.line(),
-            "8 key ranges on (k uuid), copied in parallel: 24000 to 26400 rows each, max/min 1.10 (estimated from a sample of 2000 keys)"
+            "8 key ranges on (k uuid), copied in parallel: 24000 to 26400 rows each, max/min 1.10, at most 3.8 MB of rows each (estimated from a sample of 2000 keys)"
         );
         r.count = 1;
         r.whole_table = true;
         r.rows_per_range_min = 0;
         r.rows_per_range_max = 0;
         r.sampled_keys = 0;
+        r.bytes_per_range_max = 0;
+        r.cut_on_bytes = true;
         assert_eq!(
             r.line(),
-            "1 key range on (k uuid), copied in parallel: 0 to 0 rows each (counted over all 0 keys)"
+            "1 key range on (k uuid), copied in parallel: 0 to 0 rows each, at most 0 B of rows each, cut on rows and bytes (the large rows are together in the key) (counted over all 0 keys)"
         );
         r.scattered = true;
         r.key_correlation = Some(-0.012);

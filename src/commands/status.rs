@@ -473,7 +473,7 @@ fn human(r: &Report) -> String {
     s
 }
 
-fn bytes(b: i64) -> String {
+pub(crate) fn bytes(b: i64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = b as f64;
     let mut u = 0;

@@ -112,6 +112,11 @@ pub struct RangePlan {
     pub ranges: Vec<Bounds>,
     /// Sampled keys in each range (one count per range).
     pub sampled: Vec<usize>,
+    /// The sampled rows' stored bytes in each range (`pg_column_size` of each row).
+    pub sampled_bytes: Vec<u64>,
+    /// Cut on rows and bytes together (large rows clustered in the key), not on rows alone
+    /// (`ranges::choose_cuts`).
+    pub on_bytes: bool,
     /// Whether every key was read (a small table), not a `TABLESAMPLE`.
     pub whole_table: bool,
 }
@@ -128,6 +133,20 @@ impl RangePlan {
         self.sampled
             .iter()
             .map(|&n| (n as f64 * rows / total as f64).round() as i64)
+            .collect()
+    }
+
+    /// Bytes of row data (`pg_column_size`) expected in each range (pure): the sampled rows'
+    /// bytes scaled as [`RangePlan::rows_per_range`] scales their count.
+    pub fn bytes_per_range(&self, estimated_rows: i64) -> Vec<i64> {
+        let total: usize = self.sampled.iter().sum();
+        if self.whole_table || total == 0 {
+            return self.sampled_bytes.iter().map(|&b| b as i64).collect();
+        }
+        let scale = estimated_rows.max(total as i64) as f64 / total as f64;
+        self.sampled_bytes
+            .iter()
+            .map(|&b| (b as f64 * scale).round() as i64)
             .collect()
     }
 }
@@ -161,12 +180,15 @@ pub async fn plan_ranges_sampled(
         return Ok(RangePlan {
             ranges: vec![Bounds::ALL],
             sampled: vec![0],
+            sampled_bytes: vec![0],
+            on_bytes: false,
             whole_table: false,
         });
     }
     let want = ranges::sample_size(count);
     // Ordered by the table's columns (qualified: a bare name would be the text output column),
-    // so under their types' order and their collations.
+    // so under their types' order and their collations. With each row's stored size (a whole
+    // row's TOASTed values count compressed), so that ranges are cut on rows and bytes together.
     let texts: Vec<String> = key
         .iter()
         .enumerate()
@@ -175,7 +197,7 @@ pub async fn plan_ranges_sampled(
     let order: Vec<String> = key.iter().map(|c| format!("t.{}", c.name_sql)).collect();
     let sample = ranges::tablesample(estimated_rows, want).unwrap_or_default();
     let sql = format!(
-        "SELECT {} FROM {} AS t {sample} ORDER BY {}",
+        "SELECT {}, pg_column_size(t.*)::bigint AS size FROM {} AS t {sample} ORDER BY {}",
         texts.join(", "),
         table.sql(),
         order.join(", ")
@@ -189,18 +211,27 @@ pub async fn plan_ranges_sampled(
         .iter()
         .map(|r| (0..key.len()).map(|i| r.get::<_, String>(i)).collect())
         .collect();
-    let cuts = ranges::bounds_from_sample(&keys, count);
+    let bytes: Vec<u64> = rows
+        .iter()
+        .map(|r| r.get::<_, Option<i64>>(key.len()).unwrap_or(0).max(0) as u64)
+        .collect();
+    let (cuts, by_bytes) = ranges::choose_cuts(&keys, &bytes, count);
     let sampled = ranges::sample_shares(&keys, &cuts);
+    let sampled_bytes = ranges::sample_bytes(&keys, &bytes, &cuts);
     tracing::info!(
         sampled_keys = keys.len(),
+        sampled_bytes = bytes.iter().sum::<u64>(),
         ranges = cuts.len() + 1,
         whole_table = sample.is_empty(),
+        on_bytes = by_bytes,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "key ranges planned from a sample of the key"
     );
     Ok(RangePlan {
         ranges: ranges::ranges_from_cuts(cuts),
         sampled,
+        sampled_bytes,
+        on_bytes: by_bytes,
         whole_table: sample.is_empty(),
     })
 }
@@ -465,6 +496,8 @@ mod tests {
     fn rows_per_range_scale_the_sample_to_the_table() {
         let plan = |sampled: Vec<usize>, whole_table| RangePlan {
             ranges: vec![Bounds::ALL; sampled.len()],
+            sampled_bytes: vec![0; sampled.len()],
+            on_bytes: false,
             sampled,
             whole_table,
         };
@@ -478,6 +511,27 @@ mod tests {
         // An estimate below the sample (statistics not gathered yet): at least the sample.
         assert_eq!(plan(vec![10, 30], false).rows_per_range(-1), vec![10, 30]);
         assert_eq!(plan(vec![0], false).rows_per_range(500), vec![0]);
+    }
+
+    #[test]
+    fn bytes_per_range_scale_the_sampled_bytes_like_the_rows() {
+        let plan = RangePlan {
+            ranges: vec![Bounds::ALL; 2],
+            sampled: vec![1_000, 1_000],
+            sampled_bytes: vec![100_000, 4_000_000],
+            on_bytes: true,
+            whole_table: false,
+        };
+        // 2,000 sampled rows of 1,000,000: each sampled byte stands for 500.
+        assert_eq!(
+            plan.bytes_per_range(1_000_000),
+            vec![50_000_000, 2_000_000_000]
+        );
+        let whole = RangePlan {
+            whole_table: true,
+            ..plan
+        };
+        assert_eq!(whole.bytes_per_range(1_000_000), vec![100_000, 4_000_000]);
     }
 
     fn header() -> Vec<u8> {

@@ -12,7 +12,8 @@
 //! order as the server's text of each key column (`'...'::type`), compared only by the server, as
 //! rows (`(a, b) >= ('1', '7')`) under each column's collation. Bounds are cut from a sample of the
 //! keys read in the server's order ([`bounds_from_sample`]), so ranges hold about as many rows each
-//! whatever the distribution of the keys.
+//! whatever the distribution of the keys; where large rows are together in the key, on rows and
+//! bytes together ([`choose_cuts`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -215,13 +216,52 @@ pub fn ranges_from_cuts(cuts: Vec<Bound>) -> Vec<Bounds> {
 /// heavily repeated prefixes give fewer ranges. An empty sample or `count <= 1` gives no cut (one
 /// range).
 pub fn bounds_from_sample(sample: &[Bound], count: usize) -> Vec<Bound> {
+    bounds_from_sized_sample(sample, &[], count)
+}
+
+/// Cut points for `count` ranges balanced on rows and bytes together (pure): `bytes[i]` is the
+/// stored size of the sampled row `sample[i]` (`pg_column_size` of the row). Each sampled row
+/// weighs half its share of the sample's rows plus half its share of the sample's bytes, and the
+/// k-th cut is the key at which the weight below reaches `k / count` of the whole. So a range
+/// holds at most about twice its share of the rows and twice its share of the bytes, even where
+/// the large rows cluster in the key (the TOASTed rows of one tenant): cut on rows alone, such a
+/// range would hold many times the bytes [`bytes_per_range`] allows. Without sizes (`bytes`
+/// empty, or all zero) the rows are weighed alike: [`bounds_from_sample`]. Equal neighbours are
+/// merged as there.
+pub fn bounds_from_sized_sample(sample: &[Bound], bytes: &[u64], count: usize) -> Vec<Bound> {
     let count = count.min(sample.len());
     if count <= 1 {
         return Vec::new();
     }
+    let n = sample.len() as u128;
+    let total_bytes: u128 = if bytes.len() == sample.len() {
+        bytes.iter().map(|&b| u128::from(b)).sum()
+    } else {
+        0
+    };
+    // Row i weighs total_bytes + n * bytes[i] (twice the mean of its two shares, times n * total_bytes);
+    // 1 each without sizes.
+    let weight = |i: usize| -> u128 {
+        if total_bytes == 0 {
+            1
+        } else {
+            total_bytes + n * u128::from(bytes[i])
+        }
+    };
+    let total: u128 = (0..sample.len()).map(weight).sum();
     let mut cuts: Vec<Bound> = Vec::with_capacity(count - 1);
+    // `at` rows lie below the cut, weighing `below`: the most rows whose weight stays within
+    // k / count of the whole.
+    let (mut at, mut below) = (0usize, 0u128);
     for k in 1..count {
-        let at = k * sample.len() / count;
+        let target = k as u128 * total;
+        while at < sample.len() && (below + weight(at)) * count as u128 <= target {
+            below += weight(at);
+            at += 1;
+        }
+        if at >= sample.len() {
+            break;
+        }
         let cut = &sample[at];
         // The first key is no cut: nothing sampled is below it.
         if at == 0 || cuts.last() == Some(cut) || *cut == sample[0] {
@@ -232,28 +272,59 @@ pub fn bounds_from_sample(sample: &[Bound], count: usize) -> Vec<Bound> {
     cuts
 }
 
+/// The cuts for `count` ranges (pure), and whether they weigh the bytes: the row cuts
+/// ([`bounds_from_sample`]) unless one of their ranges would hold more than three times its share
+/// of the sampled bytes (large rows clustered in the key), then [`bounds_from_sized_sample`].
+/// Where the large rows are spread over the key, the row cuts share their bytes about evenly, and a
+/// sample holds too few of them (a few per range) to place cuts by their bytes: weighed, the rows
+/// per range varied from 1 to 2.1 instead of 1 to 1.3 (bench/keys.sh, the dense key).
+pub fn choose_cuts(sample: &[Bound], bytes: &[u64], count: usize) -> (Vec<Bound>, bool) {
+    let by_rows = bounds_from_sample(sample, count);
+    let total: u64 = bytes.iter().sum();
+    let ranges = by_rows.len() as u64 + 1;
+    let largest = sample_bytes(sample, bytes, &by_rows)
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    if bytes.len() != sample.len() || ranges < 2 || largest * ranges <= 3 * total {
+        return (by_rows, false);
+    }
+    (bounds_from_sized_sample(sample, bytes, count), true)
+}
+
 /// How many of the sampled keys fall in each range cut by `cuts` (pure): `sample` in the server's
 /// order and `cuts` from [`bounds_from_sample`] on it, so each cut is a sampled key and a range
 /// starts at the first sampled key equal to its cut. One count per range (`cuts.len() + 1`).
 pub fn sample_shares(sample: &[Bound], cuts: &[Bound]) -> Vec<usize> {
-    let mut starts = Vec::with_capacity(cuts.len());
-    let mut from = 0;
+    range_spans(sample, cuts)
+        .into_iter()
+        .map(|(lo, hi)| hi - lo)
+        .collect()
+}
+
+/// The sampled bytes in each range cut by `cuts` (pure): `bytes[i]` the size of `sample[i]`, as
+/// for [`bounds_from_sized_sample`]. One sum per range.
+pub fn sample_bytes(sample: &[Bound], bytes: &[u64], cuts: &[Bound]) -> Vec<u64> {
+    range_spans(sample, cuts)
+        .into_iter()
+        .map(|(lo, hi)| bytes.get(lo..hi).map_or(0, |b| b.iter().sum()))
+        .collect()
+}
+
+/// Each range's sampled keys as `sample[lo..hi]`, one span per range (`cuts.len() + 1`).
+fn range_spans(sample: &[Bound], cuts: &[Bound]) -> Vec<(usize, usize)> {
+    let mut spans = Vec::with_capacity(cuts.len() + 1);
+    let mut lo = 0;
     for cut in cuts {
-        let at = sample[from..]
+        let at = sample[lo..]
             .iter()
             .position(|k| k == cut)
-            .map_or(sample.len(), |i| from + i);
-        starts.push(at);
-        from = at;
-    }
-    let mut shares = Vec::with_capacity(cuts.len() + 1);
-    let mut lo = 0;
-    for at in starts {
-        shares.push(at - lo);
+            .map_or(sample.len(), |i| lo + i);
+        spans.push((lo, at));
         lo = at;
     }
-    shares.push(sample.len() - lo);
-    shares
+    spans.push((lo, sample.len()));
+    spans
 }
 
 /// How many keys to sample for `count` ranges: enough that each range's share is measured within
@@ -420,6 +491,83 @@ mod tests {
         assert_eq!(sample_shares(&sample, &cuts), vec![250; 4]);
         // A cut that is not in the sample (never from bounds_from_sample) leaves its range empty.
         assert_eq!(sample_shares(&keys(&["a", "b"]), &keys(&["x"])), vec![2, 0]);
+    }
+
+    #[test]
+    fn sized_cuts_bound_both_the_rows_and_the_bytes_of_a_range() {
+        // The first 20 of 1,000 keys (one tenant) hold 10,000-byte rows, 56 % of the bytes; the
+        // other rows are 160 bytes.
+        let sample: Vec<Bound> = (0..1000).map(|i| b(&[&format!("{i:04}")])).collect();
+        let bytes: Vec<u64> = (0..1000)
+            .map(|i| if i < 20 { 10_000 } else { 160 })
+            .collect();
+        let total: u64 = bytes.iter().sum();
+        // Cut on rows alone, the first range holds most of the bytes.
+        let by_rows = bounds_from_sample(&sample, 10);
+        assert!(sample_bytes(&sample, &bytes, &by_rows)[0] > total / 2);
+        let cuts = bounds_from_sized_sample(&sample, &bytes, 10);
+        assert_eq!(cuts.len(), 9);
+        let rows = sample_shares(&sample, &cuts);
+        let sizes = sample_bytes(&sample, &bytes, &cuts);
+        assert_eq!(rows.iter().sum::<usize>(), 1000);
+        assert_eq!(sizes.iter().sum::<u64>(), total);
+        // At most twice a tenth of each, give or take the row at the cut.
+        assert!(rows.iter().all(|&r| r <= 2 * 100 + 1), "{rows:?}");
+        assert!(
+            sizes.iter().all(|&s| s <= 2 * total / 10 + 10_000),
+            "{sizes:?}"
+        );
+        // The large rows are spread over several ranges.
+        assert!(
+            sizes.iter().filter(|&&s| s > total / 20).count() >= 4,
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
+    fn bytes_are_weighed_only_where_the_row_cuts_would_crowd_them() {
+        let sample: Vec<Bound> = (0..1000).map(|i| b(&[&format!("{i:04}")])).collect();
+        // Large rows every 100th key: the row cuts share them, and are kept.
+        let spread: Vec<u64> = (0..1000)
+            .map(|i| if i % 100 == 0 { 10_000 } else { 160 })
+            .collect();
+        assert_eq!(
+            choose_cuts(&sample, &spread, 10),
+            (bounds_from_sample(&sample, 10), false)
+        );
+        // The same large rows at the start of the key: cut on the bytes too.
+        let clustered: Vec<u64> = (0..1000)
+            .map(|i| if i < 10 { 10_000 } else { 160 })
+            .collect();
+        assert_eq!(
+            choose_cuts(&sample, &clustered, 10),
+            (bounds_from_sized_sample(&sample, &clustered, 10), true)
+        );
+        // No sizes, or one range: the row cuts.
+        assert!(!choose_cuts(&sample, &[], 10).1);
+        assert_eq!(choose_cuts(&sample, &clustered, 1), (Vec::new(), false));
+    }
+
+    #[test]
+    fn sized_cuts_of_rows_alike_are_the_row_cuts() {
+        let keys: Vec<Bound> = (0..997).map(|i| b(&[&format!("{i:04}")])).collect();
+        for count in [2, 3, 7, 10, 30] {
+            let rows = bounds_from_sample(&keys, count);
+            assert_eq!(bounds_from_sized_sample(&keys, &[300; 997], count), rows);
+            // No sizes, all-zero sizes and sizes of another length: the row cuts.
+            assert_eq!(bounds_from_sized_sample(&keys, &[0; 997], count), rows);
+            assert_eq!(bounds_from_sized_sample(&keys, &[5, 6], count), rows);
+        }
+        let repeated = [b(&["a"]), b(&["b"]), b(&["b"]), b(&["b"]), b(&["c"])];
+        assert_eq!(
+            bounds_from_sized_sample(&repeated, &[1, 1, 1, 1, 1], 4),
+            bounds_from_sample(&repeated, 4)
+        );
+        assert!(bounds_from_sized_sample(&[], &[], 4).is_empty());
+        assert_eq!(
+            sample_bytes(&repeated, &[1, 2, 3, 4, 5], &[b(&["b"])]),
+            vec![1, 14]
+        );
     }
 
     #[test]
