@@ -50,6 +50,8 @@ tpcb_migrate() {
     env -u PGREPART_MAX_IMPACT timeout -s INT "$TPCB_LIMIT" "$bin" run --source "$(url "$db")" \
         "${TPCB_ARGS[@]}" "$@" >"$DIR/tpcb.run.out" 2>"$DIR/tpcb.run.log" || rc=$?
     TM_SECONDS=$(elapsed "$t0" "$(now)")
+    # TPCB_LOGS=DIR keeps every migration's log there.
+    if [ -n "${TPCB_LOGS:-}" ]; then cp "$DIR/tpcb.run.log" "$TPCB_LOGS/$db.log"; fi
     TM_DONE=1; TM_COPIED=""
     if [ "$rc" != 0 ]; then
         TM_DONE=0

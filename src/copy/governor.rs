@@ -596,11 +596,23 @@ struct Measured {
     latency_ms: f64,
     /// Other sessions' write transactions per second, between the first probe and the last.
     others_per_s: f64,
+    /// The application's transactions per second, read-only ones too (`pg_stat_database`).
+    all_xacts_per_s: Option<f64>,
     /// The last probe's xid.
     xid: i64,
     /// The application's sessions seen busy, on average, between the probes (none sampled:
     /// `None`).
     busy: Option<f64>,
+}
+
+impl Measured {
+    /// The workload's transactions per second, as `of` counts them.
+    fn rate(&self, of: RateOf) -> f64 {
+        match of {
+            RateOf::Xids => self.others_per_s,
+            RateOf::Statistics => self.all_xacts_per_s.unwrap_or(0.0),
+        }
+    }
 }
 
 /// How often the application's sessions are counted.
@@ -628,10 +640,13 @@ async fn busy_sessions(client: &Client) -> Option<f64> {
 struct BusyMean {
     sum: f64,
     n: u32,
+    /// Samples asked for (each a transaction of the governor's session).
+    tries: u64,
 }
 
 impl BusyMean {
     fn add(&mut self, x: Option<f64>) {
+        self.tries += 1;
         if let Some(x) = x {
             self.sum += x;
             self.n += 1;
@@ -641,6 +656,42 @@ impl BusyMean {
     /// The mean, from 5 samples at least.
     fn mean(&self) -> Option<f64> {
         (self.n >= 5).then(|| self.sum / f64::from(self.n))
+    }
+}
+
+/// The source database's transactions so far, committed or rolled back (`pg_stat_database`):
+/// read-only ones too, which take no transaction id. A backend reports them at most once a
+/// second, so a second's count is rough; it is smoothed like the rest.
+async fn db_xacts(client: &Client) -> Option<i64> {
+    client
+        .query_one(
+            "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+              WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// Where the workload's rate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateOf {
+    /// The transaction ids assigned on the source's cluster: its write transactions, exact.
+    Xids,
+    /// `pg_stat_database`'s commits and rollbacks of the source database: a workload that
+    /// writes (almost) nothing but reads, which takes no transaction ids.
+    Statistics,
+}
+
+/// Which rate measures the workload (pure): the transaction ids while it writes, else the
+/// database's statistics when they show a workload.
+pub fn rate_of(write_xacts: f64, all_xacts: Option<f64>) -> RateOf {
+    match all_xacts {
+        Some(all) if write_xacts < MIN_WORKLOAD_XACTS && all >= MIN_WORKLOAD_XACTS => {
+            RateOf::Statistics
+        }
+        _ => RateOf::Xids,
     }
 }
 
@@ -657,6 +708,7 @@ async fn measure(
     let mut samples = Vec::with_capacity(n);
     let (mut first, mut xid, mut started, mut own_first) = (0, 0, Instant::now(), 0);
     let mut busy = BusyMean::default();
+    let mut db_first = None;
     for i in 0..n {
         if i > 0 {
             // The application's sessions, counted meanwhile when there is time for it.
@@ -673,14 +725,21 @@ async fn measure(
         if i == 0 {
             // From the end of the first probe to the end of the last: n - 1 of ours in between.
             (first, started, own_first) = (x, Instant::now(), own_now());
+            db_first = db_xacts(client).await;
         }
         samples.push(ms);
         xid = x;
     }
+    let db_last = db_xacts(client).await;
     let secs = started.elapsed().as_secs_f64().max(0.001);
+    // This session's own transactions in between: the probes, the samples, the first read.
+    let session = (n - 1) as u64 + busy.tries + 1;
     Ok(Measured {
         latency_ms: median(&mut samples),
         others_per_s: workload_rate(xid - first, n - 1, own_now() - own_first, secs),
+        all_xacts_per_s: db_first
+            .zip(db_last)
+            .map(|(a, b)| workload_rate(b - a, session as usize, own_now() - own_first, secs)),
         xid,
         busy: busy.mean(),
     })
@@ -704,7 +763,8 @@ pub struct Baseline {
 impl Baseline {
     /// The limit the copy starts with.
     pub fn start_limit(&self, cap: Option<u64>) -> Option<u64> {
-        start_limit(cap, self.at.others_per_s >= MIN_WORKLOAD_XACTS)
+        let of = rate_of(self.at.others_per_s, self.at.all_xacts_per_s);
+        start_limit(cap, self.at.rate(of) >= MIN_WORKLOAD_XACTS)
     }
 
     /// The source server committed (almost) no write transactions but ours in the first tenth
@@ -855,10 +915,18 @@ pub async fn source_is_quiet(source: &Config) -> Result<bool> {
     Ok(quick_look(&client).await?.1)
 }
 
-/// Nine probes 10 ms apart, and whether they saw (almost) no other write transactions.
+/// Nine probes 10 ms apart, and whether they saw (almost) no other write transactions and no
+/// session of the application's busy (a workload that only reads takes no transaction ids).
 async fn quick_look(client: &Client) -> Result<(Measured, bool)> {
     let at = measure(client, 9, Duration::from_millis(10), None).await?;
-    Ok((at, at.others_per_s < MIN_WORKLOAD_XACTS / 2.0))
+    let mut quiet = at.others_per_s < MIN_WORKLOAD_XACTS / 2.0;
+    for _ in 0..9 {
+        if !quiet {
+            break;
+        }
+        quiet = busy_sessions(client).await.unwrap_or(0.0) == 0.0;
+    }
+    Ok((at, quiet))
 }
 
 /// What the governor moves: the copy's rate and the apply's pace.
@@ -976,11 +1044,15 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         ..
     } = base;
     let mut last_xid = at.xid;
+    // The workload's rate: its write transactions' ids, or, for a workload that only reads, the
+    // database's statistics.
+    let rate_source = rate_of(at.others_per_s, at.all_xacts_per_s);
     // The copy already runs at this start limit (set before it began: `Baseline::start_limit`).
-    let mut controller = Controller::new(at.latency_ms, at.others_per_s, g.max_impact);
+    let mut controller = Controller::new(at.latency_ms, at.rate(rate_source), g.max_impact);
     let mut statements_ref = statements_ms;
     // The application's transactions' time (Little's law) without the migration.
-    let mut sessions_ref = at.busy.and_then(|b| sessions_ms(b, at.others_per_s));
+    let mut sessions_ref = at.busy.and_then(|b| sessions_ms(b, at.rate(rate_source)));
+    let mut db_before = db_xacts(&client).await;
     let ceilings = Ceilings {
         max_impact: g.max_impact,
         max_replica_lag_s: g.max_replica_lag.map(|d| d.as_secs_f64()),
@@ -996,7 +1068,8 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         transaction_ms = sessions_ref
             .map(|m| format!("{m:.2}"))
             .unwrap_or_else(|| "none".into()),
-        workload_xacts_per_s = at.others_per_s.round() as u64,
+        workload_xacts_per_s = at.rate(rate_source).round() as u64,
+        workload_rate_of = ?rate_source,
         start_limit = limit_text(g.copy_limit.get(), "rows/s"),
         max_impact_pct = (g.max_impact * 100.0).round() as u64,
         "load governor: a commit on the source takes this long before the migration"
@@ -1074,6 +1147,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             if let Some(st) = statements.as_mut() {
                 st.restart(&client).await;
             }
+            db_before = db_xacts(&client).await;
             window.clear();
             busy = BusyMean::default();
             window_start = Instant::now();
@@ -1097,7 +1171,23 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             latency = latency.max(controller.allowed_ms() * 4.0);
         }
         let own = own_writes(g);
-        let others = workload_rate(xid - last_xid, window.len(), own - own_before, secs);
+        let others = match rate_source {
+            RateOf::Xids => workload_rate(xid - last_xid, window.len(), own - own_before, secs),
+            RateOf::Statistics => {
+                // This session's own transactions since the last read: the probes, the
+                // samples, the statements' two reads, the standbys' and the last read itself.
+                let session = window.len() as u64
+                    + busy.tries
+                    + if statements.is_some() { 2 } else { 0 }
+                    + u64::from(ceilings.max_replica_lag_s.is_some())
+                    + 1;
+                let now = db_xacts(&client).await;
+                let before = std::mem::replace(&mut db_before, now);
+                before.zip(now).map_or(0.0, |(a, b)| {
+                    workload_rate(b - a, session as usize, own - own_before, secs)
+                })
+            }
+        };
         let rows = g.progress.streamed_rows.load(Ordering::Relaxed);
         let changes = g.pace.changes();
         let copy_rate = rows.saturating_sub(rows_before) as f64 / secs;
@@ -1292,12 +1382,15 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 latency_ms: again.latency_ms,
                 reference_ms: controller.baseline_ms(),
                 latency_of: LatencyOf::Probe,
-                xacts: again.others_per_s,
+                xacts: again.rate(rate_source),
                 reference_xacts: controller.baseline_xacts(),
                 replica_lag_s: None,
             };
-            let (kept_ms, kept_xacts) = controller.rebase(again.latency_ms, again.others_per_s);
-            let sessions_held = again.busy.and_then(|b| sessions_ms(b, again.others_per_s));
+            let (kept_ms, kept_xacts) =
+                controller.rebase(again.latency_ms, again.rate(rate_source));
+            let sessions_held = again
+                .busy
+                .and_then(|b| sessions_ms(b, again.rate(rate_source)));
             // The excess with the copy and the apply held: what the slot's walsender alone
             // costs, the floor of every pace. Against the application's references when they
             // are read, else against the probe's.
@@ -1331,7 +1424,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             }
             tracing::info!(
                 measured_ms = format_args!("{:.2}", again.latency_ms),
-                measured_xacts_per_s = again.others_per_s.round() as u64,
+                measured_xacts_per_s = again.rate(rate_source).round() as u64,
                 baseline_ms = format_args!("{kept_ms:.2}"),
                 statements_ms = statements_ref
                     .map(|m| format!("{m:.3}"))
@@ -1349,6 +1442,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 g.pace.changes(),
                 own_writes(g),
             );
+            db_before = db_xacts(&client).await;
         }
         window.clear();
         busy = BusyMean::default();
@@ -1537,6 +1631,24 @@ mod tests {
         assert_eq!(r.latency_of, LatencyOf::Statements);
         let r = application_reading(probe, Some((0.3, 0.1)), None);
         assert_eq!(r.latency_of, LatencyOf::Statements);
+    }
+
+    #[test]
+    fn a_workload_that_only_reads_is_measured_by_the_statistics() {
+        assert_eq!(rate_of(1_500.0, Some(1_520.0)), RateOf::Xids);
+        assert_eq!(rate_of(1_500.0, None), RateOf::Xids);
+        assert_eq!(rate_of(2.0, Some(800.0)), RateOf::Statistics);
+        assert_eq!(rate_of(2.0, Some(10.0)), RateOf::Xids);
+        assert_eq!(rate_of(2.0, None), RateOf::Xids);
+        let m = Measured {
+            latency_ms: 1.0,
+            others_per_s: 2.0,
+            all_xacts_per_s: Some(800.0),
+            xid: 0,
+            busy: None,
+        };
+        assert_eq!(m.rate(RateOf::Statistics), 800.0);
+        assert_eq!(m.rate(RateOf::Xids), 2.0);
     }
 
     #[test]
