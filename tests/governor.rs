@@ -586,3 +586,48 @@ async fn a_workload_that_only_reads_is_seen_from_the_database_statistics() {
         inspect::assert_no_slot_or_publication(&client).await;
     }
 }
+
+#[tokio::test]
+async fn a_standby_replaying_late_paces_the_copy() {
+    for major in test_majors() {
+        let Some(mut cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        // A physical standby that replays every change 3 s late: its replay_lag is 3 s at least
+        // while the source writes.
+        let _standby = cluster.start_standby("recovery_min_apply_delay = '3s'");
+        let admin = cluster.client("postgres").await;
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let streaming: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby' \
+                        AND state = 'streaming'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_replication")
+                .get(0);
+            if streaming == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL {major}: the standby never streamed:\n{}",
+                cluster.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = governed_run_under_writers(
+            &cluster,
+            major,
+            "gov_replica",
+            &["--max-replica-lag", "1s"],
+        )
+        .await;
+        assert!(
+            log.contains("paced: replica lag"),
+            "PostgreSQL {major}: a standby 3 s behind did not pace the copy under --max-replica-lag 1s:\n{log}"
+        );
+    }
+}

@@ -538,32 +538,47 @@ const HOLD_SETTLE: Duration = Duration::from_millis(400);
 const WALSENDER_SETTLE_MAX: Duration = Duration::from_secs(3);
 const WALSENDER_LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// Waits [`HOLD_SETTLE`], then until the slot's walsender has stopped decoding (its `sent_lsn`
-/// stays put: the socket's buffers are full), for at most [`WALSENDER_SETTLE_MAX`]. A walsender
-/// behind the source decodes at full speed into those buffers, megabytes of them, and a baseline
-/// taken meanwhile would count a core's worth of its work as the workload's own pace.
-async fn settle(client: &Client, slot: &str) {
+/// Waits [`HOLD_SETTLE`], then until the slot's walsender has stopped working: it waits for WAL
+/// or for room in the socket's buffers (`pg_stat_activity.wait_event`) twice in a row, for at
+/// most [`WALSENDER_SETTLE_MAX`]. A walsender behind the source decodes at full speed (into
+/// those buffers, or, for a large transaction such as a copied range, into its reorder buffer,
+/// sending nothing meanwhile), and a measure taken then counts a core's worth of the
+/// migration's work as the workload's own pace. Returns whether it stopped (or has no
+/// walsender).
+async fn settle(client: &Client, slot: &str) -> bool {
     tokio::time::sleep(HOLD_SETTLE).await;
     let deadline = Instant::now() + WALSENDER_SETTLE_MAX;
-    let mut last: Option<String> = None;
+    let mut idle_looks = 0;
     while Instant::now() < deadline {
-        let sent = client
+        let row = client
             .query_opt(
-                "SELECT r.sent_lsn::text FROM pg_stat_replication r \
-                   JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1",
+                "SELECT a.wait_event FROM pg_stat_activity a \
+                   JOIN pg_replication_slots s ON s.active_pid = a.pid WHERE s.slot_name = $1",
                 &[&slot],
             )
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.get::<_, Option<String>>(0));
-        let Some(sent) = sent else { return };
-        if last.as_deref() == Some(sent.as_str()) {
-            return;
+            .await;
+        let Ok(Some(row)) = row else { return true };
+        let wait: Option<String> = row.get(0);
+        if walsender_waits(wait.as_deref()) {
+            idle_looks += 1;
+            if idle_looks >= 2 {
+                return true;
+            }
+        } else {
+            idle_looks = 0;
         }
-        last = Some(sent);
         tokio::time::sleep(WALSENDER_LOOK_EVERY).await;
     }
+    false
+}
+
+/// A walsender's wait event that says it has nothing to do (pure): it waits for WAL, or for the
+/// reader to take what it sent.
+pub fn walsender_waits(wait_event: Option<&str>) -> bool {
+    matches!(
+        wait_event,
+        Some("WalSenderWaitForWAL" | "WalSenderWriteData" | "WalSenderMain")
+    )
 }
 
 /// One probe: a small write transaction on the source, in three round trips as an application's
@@ -1349,9 +1364,22 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             // The source without the migration, once more: both baselines from the last second
             // of a short hold of the copy and of the apply.
             let holds = (g.copy_limit.hold(), g.pace.hold());
-            tokio::select! {
+            let settled = tokio::select! {
                 _ = stop.changed() => return Ok(()),
-                _ = settle(&client, &g.slot) => {}
+                settled = settle(&client, &g.slot) => settled,
+            };
+            if !settled {
+                // The walsender still decodes what the migration wrote: a measure now would be
+                // the migration's own weight. The next one is due in REBASE_EVERY seconds.
+                drop(holds);
+                tracing::info!(
+                    "load governor: not measured again, the slot's walsender still decodes what the migration wrote"
+                );
+                resync = true;
+                window.clear();
+                busy = BusyMean::default();
+                window_start = Instant::now();
+                continue;
             }
             if let Some(st) = statements.as_mut() {
                 st.restart(&client).await;
@@ -1649,6 +1677,14 @@ mod tests {
         };
         assert_eq!(m.rate(RateOf::Statistics), 800.0);
         assert_eq!(m.rate(RateOf::Xids), 2.0);
+    }
+
+    #[test]
+    fn a_walsender_waiting_for_wal_or_its_reader_has_settled() {
+        assert!(walsender_waits(Some("WalSenderWaitForWAL")));
+        assert!(walsender_waits(Some("WalSenderWriteData")));
+        assert!(!walsender_waits(None));
+        assert!(!walsender_waits(Some("WALRead")));
     }
 
     #[test]
