@@ -10,7 +10,9 @@
 //!
 //! ```text
 //! before the slot: reference = the probe's median commit, the application's statements' mean
-//!                  (pg_stat_statements, where installed), the other write transactions/s
+//!                  (pg_stat_statements, where installed), its transaction time (busy sessions
+//!                  over transactions/s, Little's law), the other write transactions/s (or, for
+//!                  a workload that only reads, pg_stat_database's commits and rollbacks)
 //! every second:    the same, smoothed; the worst replay_lag of the physical standbys
 //!                  → objective::plan: the copy's limit and the reason shown by `status`
 //!                  the apply: paced only over a ceiling once the copy is at its floor or done
@@ -19,7 +21,8 @@
 //!                  cutover due, a verify waiting, the retained WAL near a limit)
 //! after 5 s, then every 20 s:
 //!                  the copy and the apply are held, the slot's walsender left to stop decoding
-//!                  (0.4 to 3.4 s), and the references taken again over a second: a change
+//!                  (0.4 to 3.4 s; skipped while it still decodes what the migration wrote),
+//!                  and the references taken again over a second: a change
 //!                  beyond the ceiling's band either way is the workload's own; the excess left
 //!                  is the walsender's, the floor of every pace
 //! ```
@@ -146,11 +149,6 @@ pub struct Controller {
     max_impact: f64,
 }
 
-/// A workload rate measured with the migration held more than this many times its reference is
-/// the workload's own: a reference taken low (in one closed-loop bench run 1,669 tps, for 3,025
-/// alone, and 2,210 with the migration held) hides the throughput the copy costs.
-pub const RATE_NOISE: f64 = 1.1;
-
 /// Decisions (seconds) after a slow-down of the apply during which it is not raised.
 pub const COOLDOWN: u32 = 3;
 /// The factor the apply's pace grows by per second while the workload has room.
@@ -196,7 +194,8 @@ impl Controller {
     pub fn rebase(&mut self, baseline_ms: f64, baseline_xacts: f64) -> (f64, f64) {
         let (ms, xacts) = (baseline_ms.max(0.0), baseline_xacts.max(0.0));
         self.baseline_ms = rebased(self.baseline_ms, ms, self.max_impact, SLACK_MS);
-        let within = xacts >= self.xacts_floor() && xacts <= self.baseline_xacts * RATE_NOISE;
+        let within =
+            xacts >= self.xacts_floor() && xacts <= self.baseline_xacts * (1.0 + self.max_impact);
         if !within {
             self.baseline_xacts = xacts;
         }
