@@ -4,7 +4,10 @@
 //! ends with every row. The apply's pace (`--max-apply-rate`, which the governor moves too) holds
 //! until the cutover is due, and the cutover then catches up. A source that waits whatever the
 //! apply does (a test fault point) has its stream parked until the cutover. The governor's reason
-//! reaches `status` (text and JSON), and the copy's ETA follows the limit it holds.
+//! reaches `status` (text and JSON), and the copy's ETA follows the limit it holds. With
+//! `pg_stat_statements` preloaded the governor reads the application's statements and its
+//! transaction time; a workload that only reads is measured from `pg_stat_database`; a physical
+//! standby replaying late paces the copy under `--max-replica-lag`.
 
 mod support;
 
