@@ -572,12 +572,14 @@ async fn settle(client: &Client, slot: &str) -> bool {
 }
 
 /// A walsender's wait event that says it has nothing to do (pure): it waits for WAL, or for the
-/// reader to take what it sent.
+/// reader to take what it sent. Compared without case: PostgreSQL 17 spells `WalSenderWaitForWal`
+/// what 14 to 16 spell `WalSenderWaitForWAL`.
 pub fn walsender_waits(wait_event: Option<&str>) -> bool {
-    matches!(
-        wait_event,
-        Some("WalSenderWaitForWAL" | "WalSenderWriteData" | "WalSenderMain")
-    )
+    wait_event.is_some_and(|w| {
+        ["WalSenderWaitForWAL", "WalSenderWriteData", "WalSenderMain"]
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(w))
+    })
 }
 
 /// One probe: a small write transaction on the source, in three round trips as an application's
@@ -1682,6 +1684,7 @@ mod tests {
     fn a_walsender_waiting_for_wal_or_its_reader_has_settled() {
         assert!(walsender_waits(Some("WalSenderWaitForWAL")));
         assert!(walsender_waits(Some("WalSenderWriteData")));
+        assert!(walsender_waits(Some("WalSenderWaitForWal")));
         assert!(!walsender_waits(None));
         assert!(!walsender_waits(Some("WALRead")));
     }
