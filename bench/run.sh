@@ -36,7 +36,8 @@
 #      MAJOR (15), KEEP=1 keeps the cluster, OUT=FILE also writes the table to FILE.
 #      SCENARIOS=tpcb runs only the TPC-B-like windows (bench/tpcb.sh: pgbench -b tpcb-like while
 #      pgbench_accounts is partitioned; TPCB_SCALE (20), TPCB_CLIENTS (4), TPCB_ALONE_S (20),
-#      TPCB_LIMIT (240), OLD_PGREPART=path adds the previous governor's binary, TPCB_OUT=FILE);
+#      TPCB_LIMIT (240), OLD_PGREPART=path adds the previous governor's binary, TPCB_OUT=FILE,
+#      TPCB_LOGS=DIR keeps each migration's log);
 #      SCENARIOS=rollback runs only the rollback window's figures (bench/rollback.sh: the forward
 #      and the reverse apply of the same backlog, the cutover's and the revert's lock times).
 #      SCENARIOS=all (the default) runs the TPC-B-like windows after the rest. PGREPART_BIN=path: that binary

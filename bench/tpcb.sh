@@ -50,6 +50,8 @@ tpcb_migrate() {
     env -u PGREPART_MAX_IMPACT timeout -s INT "$TPCB_LIMIT" "$bin" run --source "$(url "$db")" \
         "${TPCB_ARGS[@]}" "$@" >"$DIR/tpcb.run.out" 2>"$DIR/tpcb.run.log" || rc=$?
     TM_SECONDS=$(elapsed "$t0" "$(now)")
+    # TPCB_LOGS=DIR keeps every migration's log there.
+    if [ -n "${TPCB_LOGS:-}" ]; then cp "$DIR/tpcb.run.log" "$TPCB_LOGS/$db.log"; fi
     TM_DONE=1; TM_COPIED=""
     if [ "$rc" != 0 ]; then
         TM_DONE=0
@@ -114,10 +116,19 @@ tpcb_excess() {
         END { printf "%.0f\n", s }' "$DIR/tpcb.$1.out"
 }
 
-# The governor's lines of the last migration, for the record.
+# The governor's lines of the last migration, for the record; with none (`--max-impact 0`, or a
+# governor that could not start), the copy's own lines and what the log says of the governor.
 tpcb_governor_log() {
-    sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9T:.-]*Z +//' "$DIR/tpcb.run.log" \
-        | awk '/load governor|copy slowed|copy limit|apply slowed|apply pace|stream parked: the workload|unparked/ && n < 12 { print "    " $0; n++ }'
+    local lines
+    lines=$(sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9T:.-]*Z +//' "$DIR/tpcb.run.log" \
+        | awk '/load governor|copy slowed|copy limit|apply slowed|apply pace|stream parked: the workload|unparked/ && n < 16 { print "    " $0; n++ }')
+    if [ -n "$lines" ]; then
+        printf '%s\n' "$lines"
+    else
+        echo "    (no governor's decision in the log: $(grep -c . "$DIR/tpcb.run.log") lines, e.g.)"
+        sed -E 's/\x1b\[[0-9;]*m//g; s/^[0-9T:.-]*Z +//' "$DIR/tpcb.run.log" \
+            | grep -E 'copying|governor|copied in|cutover' | head -4 | sed 's/^/    /'
+    fi
 }
 
 log "(tpcb) the migration with no workload"

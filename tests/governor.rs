@@ -4,7 +4,10 @@
 //! ends with every row. The apply's pace (`--max-apply-rate`, which the governor moves too) holds
 //! until the cutover is due, and the cutover then catches up. A source that waits whatever the
 //! apply does (a test fault point) has its stream parked until the cutover. The governor's reason
-//! reaches `status` (text and JSON), and the copy's ETA follows the limit it holds.
+//! reaches `status` (text and JSON), and the copy's ETA follows the limit it holds. With
+//! `pg_stat_statements` preloaded the governor reads the application's statements and its
+//! transaction time; a workload that only reads is measured from `pg_stat_database`; a physical
+//! standby replaying late paces the copy under `--max-replica-lag`.
 
 mod support;
 
@@ -461,4 +464,191 @@ async fn a_state_recorded_before_the_governors_reason_resumes() {
         .unwrap()
         .get(0);
     assert!(back, "PostgreSQL {major}: the state was not upgraded");
+}
+
+/// Readers on `url` (four sessions, one primary-key lookup per transaction) until the returned
+/// flag turns true; the count of their transactions.
+fn spawn_readers(
+    url: &str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU64::new(0));
+    let tasks = (0..4)
+        .map(|i| {
+            let (url, stop, done) = (url.to_string(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let client = support::cluster::connect(&url).await;
+                let mut id: i64 = 1 + i * 1_000;
+                while !stop.load(Ordering::Relaxed) {
+                    client
+                        .query_opt("SELECT amount FROM orders_flat WHERE id = $1", &[&id])
+                        .await
+                        .expect("a reader's lookup");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    id = id % SEED_ROWS as i64 + 1;
+                }
+            })
+        })
+        .collect();
+    (stop, done, tasks)
+}
+
+#[tokio::test]
+async fn the_applications_statements_and_sessions_are_read_where_pg_stat_statements_is_loaded() {
+    for major in test_majors() {
+        let Some(mut cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        // A library the server cannot find would keep it from starting again.
+        let lib = cluster.bin_dir().join("..").join("lib");
+        if !["postgresql/pg_stat_statements.so", "pg_stat_statements.so"]
+            .iter()
+            .any(|f| lib.join(f).exists())
+        {
+            eprintln!("SKIPPED on PostgreSQL {major}: no pg_stat_statements library");
+            continue;
+        }
+        let admin = cluster.client("postgres").await;
+        admin
+            .batch_execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+            .await
+            .expect("preload pg_stat_statements");
+        drop(admin);
+        cluster.restart();
+        // In template1: every database created from here on has it.
+        let template = cluster.client("template1").await;
+        if let Err(e) = template
+            .batch_execute("CREATE EXTENSION pg_stat_statements")
+            .await
+        {
+            eprintln!(
+                "SKIPPED on PostgreSQL {major}: pg_stat_statements is not installed ({})",
+                support::describe(&e)
+            );
+            continue;
+        }
+        drop(template);
+        let log = governed_run_under_writers(&cluster, major, "gov_statements", &[]).await;
+        // Read before the migration or when measured again with it held (a second of the
+        // writers may hold fewer than the 20 calls a reading needs, or no busy session).
+        let read = |name: &str| {
+            log.lines()
+                .filter(|l| l.contains("load governor:"))
+                .filter_map(|l| {
+                    let at = l.find(&format!("{name}=\""))? + name.len() + 2;
+                    l[at..].split('"').next()?.parse::<f64>().ok()
+                })
+                .next()
+        };
+        assert!(
+            read("statements_ms").is_some(),
+            "PostgreSQL {major}: the application's statements were not read:\n{log}"
+        );
+        assert!(
+            read("transaction_ms").is_some(),
+            "PostgreSQL {major}: the application's transaction time was not read:\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_workload_that_only_reads_is_seen_from_the_database_statistics() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let (url, client) = seeded(&cluster, "gov_reads").await;
+        let (stop, done, readers) = spawn_readers(&url);
+        // The readers are under way before the governor looks.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while done.load(std::sync::atomic::Ordering::Relaxed) < 2_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the readers made no progress"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let out = spawn_with_env(&seed_run_args(&url, &["--verify", "off"]), &GOVERNED)
+            .wait_within(DEADLINE)
+            .await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for r in readers {
+            r.await.expect("a reader");
+        }
+        assert!(
+            out.status.success(),
+            "PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        let log = log_of(&out);
+        assert_eq!(
+            field(&log, "workload_rate_of"),
+            Some("Statistics"),
+            "PostgreSQL {major}: a read-only workload must be measured from pg_stat_database:\n{log}"
+        );
+        let workload: u64 = field(&log, "workload_xacts_per_s")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            workload >= 30,
+            "PostgreSQL {major}: the readers' {workload} transactions/s were not seen:\n{log}"
+        );
+        assert_eq!(
+            field(&log, "start_limit"),
+            Some("20000 rows/s"),
+            "PostgreSQL {major}: a source busy with reads must start the copy slowly:\n{log}"
+        );
+        compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+        inspect::assert_no_slot_or_publication(&client).await;
+    }
+}
+
+#[tokio::test]
+async fn a_standby_replaying_late_paces_the_copy() {
+    for major in test_majors() {
+        let Some(mut cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        // A physical standby that replays every change 3 s late: its replay_lag is 3 s at least
+        // while the source writes.
+        let _standby = cluster.start_standby("recovery_min_apply_delay = '3s'");
+        let admin = cluster.client("postgres").await;
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let streaming: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'standby' \
+                        AND state = 'streaming'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_replication")
+                .get(0);
+            if streaming == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "PostgreSQL {major}: the standby never streamed:\n{}",
+                cluster.server_log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = governed_run_under_writers(
+            &cluster,
+            major,
+            "gov_replica",
+            &["--max-replica-lag", "1s"],
+        )
+        .await;
+        assert!(
+            log.contains("paced: replica lag"),
+            "PostgreSQL {major}: a standby 3 s behind did not pace the copy under --max-replica-lag 1s:\n{log}"
+        );
+    }
 }

@@ -10,7 +10,9 @@
 //!
 //! ```text
 //! before the slot: reference = the probe's median commit, the application's statements' mean
-//!                  (pg_stat_statements, where installed), the other write transactions/s
+//!                  (pg_stat_statements, where installed), its transaction time (busy sessions
+//!                  over transactions/s, Little's law), the other write transactions/s (or, for
+//!                  a workload that only reads, pg_stat_database's commits and rollbacks)
 //! every second:    the same, smoothed; the worst replay_lag of the physical standbys
 //!                  → objective::plan: the copy's limit and the reason shown by `status`
 //!                  the apply: paced only over a ceiling once the copy is at its floor or done
@@ -19,7 +21,8 @@
 //!                  cutover due, a verify waiting, the retained WAL near a limit)
 //! after 5 s, then every 20 s:
 //!                  the copy and the apply are held, the slot's walsender left to stop decoding
-//!                  (0.4 to 3.4 s), and the references taken again over a second: a change
+//!                  (0.4 to 3.4 s; skipped while it still decodes what the migration wrote),
+//!                  and the references taken again over a second: a change
 //!                  beyond the ceiling's band either way is the workload's own; the excess left
 //!                  is the walsender's, the floor of every pace
 //! ```
@@ -42,7 +45,9 @@ use tokio_postgres::{Client, Config, SimpleQueryMessage};
 use super::CopyProgress;
 use crate::error::{Error, Result};
 
-use super::objective::{Ceilings, LatencyOf, Model, Reading, Reason, smoothed};
+use super::objective::{
+    Ceilings, FAST_WEIGHT, LatencyOf, Model, Reading, Reason, sessions_ms, smoothed, smoothed_by,
+};
 pub use super::objective::{MIN_RATE, MIN_WORKLOAD_XACTS, SLACK_MS, START_RATE, UNLIMITED_ABOVE};
 
 /// The copy's current rate limit, shared by its workers; 0 is none. While held, the workers move
@@ -532,32 +537,49 @@ const HOLD_SETTLE: Duration = Duration::from_millis(400);
 const WALSENDER_SETTLE_MAX: Duration = Duration::from_secs(3);
 const WALSENDER_LOOK_EVERY: Duration = Duration::from_millis(100);
 
-/// Waits [`HOLD_SETTLE`], then until the slot's walsender has stopped decoding (its `sent_lsn`
-/// stays put: the socket's buffers are full), for at most [`WALSENDER_SETTLE_MAX`]. A walsender
-/// behind the source decodes at full speed into those buffers, megabytes of them, and a baseline
-/// taken meanwhile would count a core's worth of its work as the workload's own pace.
-async fn settle(client: &Client, slot: &str) {
+/// Waits [`HOLD_SETTLE`], then until the slot's walsender has stopped working: it waits for WAL
+/// or for room in the socket's buffers (`pg_stat_activity.wait_event`) twice in a row, for at
+/// most [`WALSENDER_SETTLE_MAX`]. A walsender behind the source decodes at full speed (into
+/// those buffers, or, for a large transaction such as a copied range, into its reorder buffer,
+/// sending nothing meanwhile), and a measure taken then counts a core's worth of the
+/// migration's work as the workload's own pace. Returns whether it stopped (or has no
+/// walsender).
+async fn settle(client: &Client, slot: &str) -> bool {
     tokio::time::sleep(HOLD_SETTLE).await;
     let deadline = Instant::now() + WALSENDER_SETTLE_MAX;
-    let mut last: Option<String> = None;
+    let mut idle_looks = 0;
     while Instant::now() < deadline {
-        let sent = client
+        let row = client
             .query_opt(
-                "SELECT r.sent_lsn::text FROM pg_stat_replication r \
-                   JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1",
+                "SELECT a.wait_event FROM pg_stat_activity a \
+                   JOIN pg_replication_slots s ON s.active_pid = a.pid WHERE s.slot_name = $1",
                 &[&slot],
             )
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| r.get::<_, Option<String>>(0));
-        let Some(sent) = sent else { return };
-        if last.as_deref() == Some(sent.as_str()) {
-            return;
+            .await;
+        let Ok(Some(row)) = row else { return true };
+        let wait: Option<String> = row.get(0);
+        if walsender_waits(wait.as_deref()) {
+            idle_looks += 1;
+            if idle_looks >= 2 {
+                return true;
+            }
+        } else {
+            idle_looks = 0;
         }
-        last = Some(sent);
         tokio::time::sleep(WALSENDER_LOOK_EVERY).await;
     }
+    false
+}
+
+/// A walsender's wait event that says it has nothing to do (pure): it waits for WAL, or for the
+/// reader to take what it sent. Compared without case: PostgreSQL 17 spells `WalSenderWaitForWal`
+/// what 14 to 16 spell `WalSenderWaitForWAL`.
+pub fn walsender_waits(wait_event: Option<&str>) -> bool {
+    wait_event.is_some_and(|w| {
+        ["WalSenderWaitForWAL", "WalSenderWriteData", "WalSenderMain"]
+            .iter()
+            .any(|e| e.eq_ignore_ascii_case(w))
+    })
 }
 
 /// One probe: a small write transaction on the source, in three round trips as an application's
@@ -590,8 +612,103 @@ struct Measured {
     latency_ms: f64,
     /// Other sessions' write transactions per second, between the first probe and the last.
     others_per_s: f64,
+    /// The application's transactions per second, read-only ones too (`pg_stat_database`).
+    all_xacts_per_s: Option<f64>,
     /// The last probe's xid.
     xid: i64,
+    /// The application's sessions seen busy, on average, between the probes (none sampled:
+    /// `None`).
+    busy: Option<f64>,
+}
+
+impl Measured {
+    /// The workload's transactions per second, as `of` counts them.
+    fn rate(&self, of: RateOf) -> f64 {
+        match of {
+            RateOf::Xids => self.others_per_s,
+            RateOf::Statistics => self.all_xacts_per_s.unwrap_or(0.0),
+        }
+    }
+}
+
+/// How often the application's sessions are counted.
+const SESSIONS_EVERY: Duration = Duration::from_millis(50);
+
+/// The application's sessions in a transaction or a statement now, in the source database:
+/// client backends not idle, pgrepart's own (`application_name` `pgrepart ...`) left out. `None`
+/// when `pg_stat_activity` cannot be read.
+async fn busy_sessions(client: &Client) -> Option<f64> {
+    client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state <> 'idle')::float8 FROM pg_stat_activity \
+              WHERE datname = current_database() AND backend_type = 'client backend' \
+                AND pid <> pg_backend_pid() \
+                AND coalesce(application_name, '') NOT LIKE 'pgrepart%'",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// A mean of samples of the application's busy sessions.
+#[derive(Debug, Default, Clone, Copy)]
+struct BusyMean {
+    sum: f64,
+    n: u32,
+    /// Samples asked for (each a transaction of the governor's session).
+    tries: u64,
+}
+
+impl BusyMean {
+    fn add(&mut self, x: Option<f64>) {
+        self.tries += 1;
+        if let Some(x) = x {
+            self.sum += x;
+            self.n += 1;
+        }
+    }
+
+    /// The mean, from 5 samples at least.
+    fn mean(&self) -> Option<f64> {
+        (self.n >= 5).then(|| self.sum / f64::from(self.n))
+    }
+}
+
+/// The source database's transactions so far, committed or rolled back (`pg_stat_database`):
+/// read-only ones too, which take no transaction id. A backend reports them at most once a
+/// second, so a second's count is rough; it is smoothed like the rest.
+async fn db_xacts(client: &Client) -> Option<i64> {
+    client
+        .query_one(
+            "SELECT (xact_commit + xact_rollback)::int8 FROM pg_stat_database \
+              WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// Where the workload's rate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateOf {
+    /// The transaction ids assigned on the source's cluster: its write transactions, exact.
+    Xids,
+    /// `pg_stat_database`'s commits and rollbacks of the source database: a workload that
+    /// writes (almost) nothing but reads, which takes no transaction ids.
+    Statistics,
+}
+
+/// Which rate measures the workload (pure): the transaction ids while it writes, else the
+/// database's statistics when they show a workload.
+pub fn rate_of(write_xacts: f64, all_xacts: Option<f64>) -> RateOf {
+    match all_xacts {
+        Some(all) if write_xacts < MIN_WORKLOAD_XACTS && all >= MIN_WORKLOAD_XACTS => {
+            RateOf::Statistics
+        }
+        _ => RateOf::Xids,
+    }
 }
 
 /// `n` probes (at least two), `every` apart; `own` counts pgrepart's other write transactions
@@ -606,23 +723,41 @@ async fn measure(
     let n = n.max(2);
     let mut samples = Vec::with_capacity(n);
     let (mut first, mut xid, mut started, mut own_first) = (0, 0, Instant::now(), 0);
+    let mut busy = BusyMean::default();
+    let mut db_first = None;
     for i in 0..n {
         if i > 0 {
-            tokio::time::sleep(every).await;
+            // The application's sessions, counted meanwhile when there is time for it.
+            let until = Instant::now() + every;
+            if every >= SESSIONS_EVERY * 2 {
+                while Instant::now() + SESSIONS_EVERY <= until {
+                    busy.add(busy_sessions(client).await);
+                    tokio::time::sleep(SESSIONS_EVERY).await;
+                }
+            }
+            tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
         }
         let (ms, x) = probe(client).await?;
         if i == 0 {
             // From the end of the first probe to the end of the last: n - 1 of ours in between.
             (first, started, own_first) = (x, Instant::now(), own_now());
+            db_first = db_xacts(client).await;
         }
         samples.push(ms);
         xid = x;
     }
+    let db_last = db_xacts(client).await;
     let secs = started.elapsed().as_secs_f64().max(0.001);
+    // This session's own transactions in between: the probes, the samples, the first read.
+    let session = (n - 1) as u64 + busy.tries + 1;
     Ok(Measured {
         latency_ms: median(&mut samples),
         others_per_s: workload_rate(xid - first, n - 1, own_now() - own_first, secs),
+        all_xacts_per_s: db_first
+            .zip(db_last)
+            .map(|(a, b)| workload_rate(b - a, session as usize, own_now() - own_first, secs)),
         xid,
+        busy: busy.mean(),
     })
 }
 
@@ -644,7 +779,8 @@ pub struct Baseline {
 impl Baseline {
     /// The limit the copy starts with.
     pub fn start_limit(&self, cap: Option<u64>) -> Option<u64> {
-        start_limit(cap, self.at.others_per_s >= MIN_WORKLOAD_XACTS)
+        let of = rate_of(self.at.others_per_s, self.at.all_xacts_per_s);
+        start_limit(cap, self.at.rate(of) >= MIN_WORKLOAD_XACTS)
     }
 
     /// The source server committed (almost) no write transactions but ours in the first tenth
@@ -795,10 +931,18 @@ pub async fn source_is_quiet(source: &Config) -> Result<bool> {
     Ok(quick_look(&client).await?.1)
 }
 
-/// Nine probes 10 ms apart, and whether they saw (almost) no other write transactions.
+/// Nine probes 10 ms apart, and whether they saw (almost) no other write transactions and no
+/// session of the application's busy (a workload that only reads takes no transaction ids).
 async fn quick_look(client: &Client) -> Result<(Measured, bool)> {
     let at = measure(client, 9, Duration::from_millis(10), None).await?;
-    Ok((at, at.others_per_s < MIN_WORKLOAD_XACTS / 2.0))
+    let mut quiet = at.others_per_s < MIN_WORKLOAD_XACTS / 2.0;
+    for _ in 0..9 {
+        if !quiet {
+            break;
+        }
+        quiet = busy_sessions(client).await.unwrap_or(0.0) == 0.0;
+    }
+    Ok((at, quiet))
 }
 
 /// What the governor moves: the copy's rate and the apply's pace.
@@ -916,9 +1060,15 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         ..
     } = base;
     let mut last_xid = at.xid;
+    // The workload's rate: its write transactions' ids, or, for a workload that only reads, the
+    // database's statistics.
+    let rate_source = rate_of(at.others_per_s, at.all_xacts_per_s);
     // The copy already runs at this start limit (set before it began: `Baseline::start_limit`).
-    let mut controller = Controller::new(at.latency_ms, at.others_per_s, g.max_impact);
+    let mut controller = Controller::new(at.latency_ms, at.rate(rate_source), g.max_impact);
     let mut statements_ref = statements_ms;
+    // The application's transactions' time (Little's law) without the migration.
+    let mut sessions_ref = at.busy.and_then(|b| sessions_ms(b, at.rate(rate_source)));
+    let mut db_before = db_xacts(&client).await;
     let ceilings = Ceilings {
         max_impact: g.max_impact,
         max_replica_lag_s: g.max_replica_lag.map(|d| d.as_secs_f64()),
@@ -931,7 +1081,11 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         statements_ms = statements_ms
             .map(|m| format!("{m:.3}"))
             .unwrap_or_else(|| "none".into()),
-        workload_xacts_per_s = at.others_per_s.round() as u64,
+        transaction_ms = sessions_ref
+            .map(|m| format!("{m:.2}"))
+            .unwrap_or_else(|| "none".into()),
+        workload_xacts_per_s = at.rate(rate_source).round() as u64,
+        workload_rate_of = ?rate_source,
         start_limit = limit_text(g.copy_limit.get(), "rows/s"),
         max_impact_pct = (g.max_impact * 100.0).round() as u64,
         "load governor: a commit on the source takes this long before the migration"
@@ -944,6 +1098,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     };
     let mut tick = tokio::time::interval(PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sessions_tick = tokio::time::interval(SESSIONS_EVERY);
+    sessions_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut busy = BusyMean::default();
     let mut window = Vec::with_capacity(PROBES_PER_DECISION);
     let mut window_start = Instant::now();
     let mut rows_before = g.progress.streamed_rows.load(Ordering::Relaxed);
@@ -957,11 +1114,17 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     let mut rebase_now;
     let mut last_reason_kind = String::new();
     // The readings, smoothed over a few seconds: (probe ms, statements ms, workload xacts/s).
-    let (mut smooth_probe, mut smooth_statements, mut smooth_xacts) =
-        (None::<f64>, None::<f64>, None::<f64>);
+    let (mut smooth_probe, mut smooth_statements, mut smooth_xacts, mut smooth_sessions) =
+        (None::<f64>, None::<f64>, None::<f64>, None::<f64>);
     loop {
         tokio::select! {
             _ = stop.changed() => return Ok(()),
+            _ = sessions_tick.tick() => {
+                if sessions_ref.is_some() {
+                    busy.add(busy_sessions(&client).await);
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         if *stop.borrow() {
@@ -1000,7 +1163,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             if let Some(st) = statements.as_mut() {
                 st.restart(&client).await;
             }
+            db_before = db_xacts(&client).await;
             window.clear();
+            busy = BusyMean::default();
             window_start = Instant::now();
             continue;
         }
@@ -1022,7 +1187,23 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             latency = latency.max(controller.allowed_ms() * 4.0);
         }
         let own = own_writes(g);
-        let others = workload_rate(xid - last_xid, window.len(), own - own_before, secs);
+        let others = match rate_source {
+            RateOf::Xids => workload_rate(xid - last_xid, window.len(), own - own_before, secs),
+            RateOf::Statistics => {
+                // This session's own transactions since the last read: the probes, the
+                // samples, the statements' two reads, the standbys' and the last read itself.
+                let session = window.len() as u64
+                    + busy.tries
+                    + if statements.is_some() { 2 } else { 0 }
+                    + u64::from(ceilings.max_replica_lag_s.is_some())
+                    + 1;
+                let now = db_xacts(&client).await;
+                let before = std::mem::replace(&mut db_before, now);
+                before.zip(now).map_or(0.0, |(a, b)| {
+                    workload_rate(b - a, session as usize, own - own_before, secs)
+                })
+            }
+        };
         let rows = g.progress.streamed_rows.load(Ordering::Relaxed);
         let changes = g.pace.changes();
         let copy_rate = rows.saturating_sub(rows_before) as f64 / secs;
@@ -1036,27 +1217,30 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             Some(_) => replica_lag(&client).await,
             None => None,
         };
+        // This second's transaction time, from the raw rate: an open loop's queue shows at once.
+        let sessions_now = busy.mean().and_then(|b| sessions_ms(b, others));
         let latency = *smooth_probe.insert(smoothed(smooth_probe, latency));
         let others = *smooth_xacts.insert(smoothed(smooth_xacts, others));
-        let statements_now =
-            statements_now.map(|x| *smooth_statements.insert(smoothed(smooth_statements, x)));
-        let reading = match (statements_now, statements_ref) {
-            (Some(now), Some(reference)) if !crate::fault::enabled(SLOW_SOURCE_FAULT) => Reading {
-                latency_ms: now,
-                reference_ms: reference,
-                latency_of: LatencyOf::Statements,
-                xacts: others,
-                reference_xacts: controller.baseline_xacts(),
-                replica_lag_s: replica,
-            },
-            _ => Reading {
-                latency_ms: latency,
-                reference_ms: controller.baseline_ms(),
-                latency_of: LatencyOf::Probe,
-                xacts: others,
-                reference_xacts: controller.baseline_xacts(),
-                replica_lag_s: replica,
-            },
+        let statements_now = statements_now
+            .map(|x| *smooth_statements.insert(smoothed_by(smooth_statements, x, FAST_WEIGHT)));
+        let sessions_now = sessions_now
+            .map(|x| *smooth_sessions.insert(smoothed_by(smooth_sessions, x, FAST_WEIGHT)));
+        let probe_reading = Reading {
+            latency_ms: latency,
+            reference_ms: controller.baseline_ms(),
+            latency_of: LatencyOf::Probe,
+            xacts: others,
+            reference_xacts: controller.baseline_xacts(),
+            replica_lag_s: replica,
+        };
+        let reading = if crate::fault::enabled(SLOW_SOURCE_FAULT) {
+            probe_reading
+        } else {
+            application_reading(
+                probe_reading,
+                statements_now.zip(statements_ref),
+                sessions_now.zip(sessions_ref),
+            )
         };
         let excess = reading.excess();
         let mut signal = apply_signal(&reading, &ceilings);
@@ -1181,9 +1365,22 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             // The source without the migration, once more: both baselines from the last second
             // of a short hold of the copy and of the apply.
             let holds = (g.copy_limit.hold(), g.pace.hold());
-            tokio::select! {
+            let settled = tokio::select! {
                 _ = stop.changed() => return Ok(()),
-                _ = settle(&client, &g.slot) => {}
+                settled = settle(&client, &g.slot) => settled,
+            };
+            if !settled {
+                // The walsender still decodes what the migration wrote: a measure now would be
+                // the migration's own weight. The next one is due in REBASE_EVERY seconds.
+                drop(holds);
+                tracing::info!(
+                    "load governor: not measured again, the slot's walsender still decodes what the migration wrote"
+                );
+                resync = true;
+                window.clear();
+                busy = BusyMean::default();
+                window_start = Instant::now();
+                continue;
             }
             if let Some(st) = statements.as_mut() {
                 st.restart(&client).await;
@@ -1214,25 +1411,31 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 latency_ms: again.latency_ms,
                 reference_ms: controller.baseline_ms(),
                 latency_of: LatencyOf::Probe,
-                xacts: again.others_per_s,
+                xacts: again.rate(rate_source),
                 reference_xacts: controller.baseline_xacts(),
                 replica_lag_s: None,
             };
-            let (kept_ms, kept_xacts) = controller.rebase(again.latency_ms, again.others_per_s);
+            let (kept_ms, kept_xacts) =
+                controller.rebase(again.latency_ms, again.rate(rate_source));
+            let sessions_held = again
+                .busy
+                .and_then(|b| sessions_ms(b, again.rate(rate_source)));
             // The excess with the copy and the apply held: what the slot's walsender alone
-            // costs, the floor of every pace. Against the statements' reference when they are
-            // read, else against the probe's.
-            let floor = match (statements_held, statements_ref) {
-                (Some(now), Some(reference)) => Reading {
-                    latency_ms: now,
-                    reference_ms: reference,
-                    latency_of: LatencyOf::Statements,
-                    ..before
-                }
-                .excess(),
-                _ => before.excess(),
-            };
+            // costs, the floor of every pace. Against the application's references when they
+            // are read, else against the probe's.
+            let floor = application_reading(
+                before,
+                statements_held.zip(statements_ref),
+                sessions_held.zip(sessions_ref),
+            )
+            .excess();
             model.learn_floor(floor);
+            sessions_ref = match (sessions_held, sessions_ref) {
+                (Some(now), Some(reference)) => {
+                    Some(rebased(reference, now, g.max_impact, SLACK_MS))
+                }
+                (now, reference) => reference.or(now),
+            };
             statements_ref = match (statements_held, statements_ref) {
                 (Some(now), Some(reference)) => Some(rebased(
                     reference,
@@ -1250,10 +1453,13 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             }
             tracing::info!(
                 measured_ms = format_args!("{:.2}", again.latency_ms),
-                measured_xacts_per_s = again.others_per_s.round() as u64,
+                measured_xacts_per_s = again.rate(rate_source).round() as u64,
                 baseline_ms = format_args!("{kept_ms:.2}"),
                 statements_ms = statements_ref
                     .map(|m| format!("{m:.3}"))
+                    .unwrap_or_else(|| "none".into()),
+                transaction_ms = sessions_ref
+                    .map(|m| format!("{m:.2}"))
                     .unwrap_or_else(|| "none".into()),
                 workload_xacts_per_s = kept_xacts.round() as u64,
                 floor_excess_pct = (floor * 100.0).round() as u64,
@@ -1265,10 +1471,37 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 g.pace.changes(),
                 own_writes(g),
             );
+            db_before = db_xacts(&client).await;
         }
         window.clear();
+        busy = BusyMean::default();
         window_start = Instant::now();
     }
+}
+
+/// What the application feels (pure): of its statements' mean and its transactions' time, each
+/// against its reference where both are known, the one with the greater excess; the probe's
+/// commit when neither is.
+pub fn application_reading(
+    probe: Reading,
+    statements: Option<(f64, f64)>,
+    sessions: Option<(f64, f64)>,
+) -> Reading {
+    let of = |(now, reference): (f64, f64), latency_of| Reading {
+        latency_ms: now,
+        reference_ms: reference,
+        latency_of,
+        ..probe
+    };
+    let candidates = [
+        statements.map(|s| of(s, LatencyOf::Statements)),
+        sessions.map(|s| of(s, LatencyOf::Sessions)),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .max_by(|a, b| a.latency_excess().total_cmp(&b.latency_excess()))
+        .unwrap_or(probe)
 }
 
 /// A park of the stream by the governor.
@@ -1411,6 +1644,60 @@ mod tests {
             apply_reason(&idle, &CEIL, None, false),
             "full speed: no workload"
         );
+    }
+
+    #[test]
+    fn the_application_reading_is_the_worse_of_its_statements_and_its_sessions() {
+        let probe = reading(5.0, 2_000.0);
+        // Neither known: the probe.
+        assert_eq!(application_reading(probe, None, None), probe);
+        // The statements barely slower, the transactions twice as long: the transactions.
+        let r = application_reading(probe, Some((0.105, 0.1)), Some((2.0, 1.0)));
+        assert_eq!(r.latency_of, LatencyOf::Sessions);
+        assert_eq!((r.latency_ms, r.reference_ms), (2.0, 1.0));
+        assert_eq!(r.xacts, probe.xacts);
+        let r = application_reading(probe, Some((0.3, 0.1)), Some((1.0, 1.0)));
+        assert_eq!(r.latency_of, LatencyOf::Statements);
+        let r = application_reading(probe, Some((0.3, 0.1)), None);
+        assert_eq!(r.latency_of, LatencyOf::Statements);
+    }
+
+    #[test]
+    fn a_workload_that_only_reads_is_measured_by_the_statistics() {
+        assert_eq!(rate_of(1_500.0, Some(1_520.0)), RateOf::Xids);
+        assert_eq!(rate_of(1_500.0, None), RateOf::Xids);
+        assert_eq!(rate_of(2.0, Some(800.0)), RateOf::Statistics);
+        assert_eq!(rate_of(2.0, Some(10.0)), RateOf::Xids);
+        assert_eq!(rate_of(2.0, None), RateOf::Xids);
+        let m = Measured {
+            latency_ms: 1.0,
+            others_per_s: 2.0,
+            all_xacts_per_s: Some(800.0),
+            xid: 0,
+            busy: None,
+        };
+        assert_eq!(m.rate(RateOf::Statistics), 800.0);
+        assert_eq!(m.rate(RateOf::Xids), 2.0);
+    }
+
+    #[test]
+    fn a_walsender_waiting_for_wal_or_its_reader_has_settled() {
+        assert!(walsender_waits(Some("WalSenderWaitForWAL")));
+        assert!(walsender_waits(Some("WalSenderWriteData")));
+        assert!(walsender_waits(Some("WalSenderWaitForWal")));
+        assert!(!walsender_waits(None));
+        assert!(!walsender_waits(Some("WALRead")));
+    }
+
+    #[test]
+    fn a_busy_mean_needs_five_samples() {
+        let mut b = BusyMean::default();
+        for x in [Some(1.0), None, Some(3.0), Some(2.0), Some(2.0)] {
+            b.add(x);
+        }
+        assert_eq!(b.mean(), None);
+        b.add(Some(2.0));
+        assert_eq!(b.mean(), Some(2.0));
     }
 
     #[test]

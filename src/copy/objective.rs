@@ -48,7 +48,17 @@ pub const FORGET_AFTER: u64 = 20;
 /// Decisions (seconds) after a cut for a ceiling before the next: the readings are smoothed, and
 /// the cut shows in them a few seconds later; cutting again meanwhile would overshoot to the
 /// floor.
-pub const CUT_EVERY: u64 = 3;
+pub const CUT_EVERY: u64 = 2;
+/// Above the excess the application pays at the slowest pace seen (the walsender's share, other
+/// work on the machine), the share of `--max-impact` within which the copy may still speed up:
+/// past it the pace holds. An open loop's queue shows first as a small rise (its clients stay
+/// busy a little longer), and a pace that grows until the ceiling overshoots it before the
+/// readings show it.
+pub const HEADROOM: f64 = 0.25;
+/// After the first cut for a ceiling, the copy speeds up by this factor at most per decision
+/// (before it, by 2: a slow start that finds the source's room in a few seconds, then probes
+/// around it gently).
+pub const GROW_AFTER_CUT: f64 = 1.25;
 /// The weight of a new second in a band's learned excess, and in the smoothed readings.
 const LEARN_WEIGHT: f64 = 0.5;
 
@@ -61,7 +71,23 @@ pub const SMOOTH_WEIGHT: f64 = 0.2;
 /// `x` folded into a running mean (pure): the readings a decision uses are smoothed over several
 /// seconds, so that one second's noise (a probe's commit waiting for a core) cuts nothing.
 pub fn smoothed(before: Option<f64>, x: f64) -> f64 {
-    before.map_or(x, |b| b + SMOOTH_WEIGHT * (x - b))
+    smoothed_by(before, x, SMOOTH_WEIGHT)
+}
+
+/// The weight of a new second in the readings that are means over many samples already (the
+/// application's statements, its sessions): they react within two seconds.
+pub const FAST_WEIGHT: f64 = 0.5;
+
+/// `x` folded into a running mean with weight `weight` (pure).
+pub fn smoothed_by(before: Option<f64>, x: f64, weight: f64) -> f64 {
+    before.map_or(x, |b| b + weight * (x - b))
+}
+
+/// The application's transactions' time (ms) by Little's law (pure): its sessions seen busy (in
+/// a transaction or a statement, on average) over its transactions per second; `None` below
+/// [`MIN_WORKLOAD_XACTS`].
+pub fn sessions_ms(busy_sessions: f64, xacts_per_s: f64) -> Option<f64> {
+    (xacts_per_s >= MIN_WORKLOAD_XACTS).then(|| busy_sessions.max(0.0) / xacts_per_s * 1000.0)
 }
 
 /// What the application feels now, against what it felt without the migration.
@@ -88,6 +114,11 @@ pub enum LatencyOf {
     Statements,
     /// The probe's small write transaction (no `pg_stat_statements`, or too few calls).
     Probe,
+    /// The application's transactions' time from its sessions, by Little's law: its sessions
+    /// seen in a transaction or a statement (sampled 20 times a second), over its transactions
+    /// per second. It holds the commits' WAL flushes, the round trips inside a transaction and,
+    /// where clients queue their work (an open loop), the queue: every client then stays busy.
+    Sessions,
 }
 
 /// The ceilings the user set.
@@ -105,7 +136,7 @@ impl LatencyOf {
     /// What is added to the allowed latency ([`SLACK_MS`], [`STATEMENTS_SLACK_MS`]).
     pub fn slack_ms(self) -> f64 {
         match self {
-            LatencyOf::Probe => SLACK_MS,
+            LatencyOf::Probe | LatencyOf::Sessions => SLACK_MS,
             LatencyOf::Statements => STATEMENTS_SLACK_MS,
         }
     }
@@ -195,6 +226,7 @@ impl fmt::Display for Reason {
                 match of {
                     LatencyOf::Statements => "latency",
                     LatencyOf::Probe => "commit latency",
+                    LatencyOf::Sessions => "transaction time",
                 }
             ),
             Reason::Throughput { xacts, floor } => {
@@ -265,6 +297,8 @@ pub struct Model {
     now: u64,
     /// The decision of the last cut for a ceiling.
     last_cut: Option<u64>,
+    /// Cuts for a ceiling so far.
+    cuts: u64,
 }
 
 impl Model {
@@ -306,6 +340,13 @@ impl Model {
     /// The copy's limit was cut for a ceiling now.
     pub fn note_cut(&mut self) {
         self.last_cut = Some(self.now);
+        self.cuts += 1;
+    }
+
+    /// How much faster the next candidate pace is: [`GROW_AFTER_CUT`] once a ceiling was met,
+    /// else twice the pace now.
+    pub fn growth(&self) -> f64 {
+        if self.cuts > 0 { GROW_AFTER_CUT } else { 2.0 }
     }
 
     /// A cut for a ceiling less than [`CUT_EVERY`] decisions ago.
@@ -380,6 +421,7 @@ pub fn plan(
     moved_per_s: f64,
     rows_left: u64,
 ) -> Plan {
+    let ceilings_in = ceilings;
     let capped = |n: u64| Some(ceilings.copy_cap.map_or(n, |c| c.min(n)));
     let ceiling_plan = |factor: f64, reason: Reason| Plan {
         copy: capped(((slow_from(limit, moved_per_s) * factor) as u64).max(MIN_RATE)),
@@ -434,10 +476,12 @@ pub fn plan(
     let here = total(now);
     // (pace, total, full speed)
     let mut best = (now, here, limit.is_none());
-    if limit.is_some() {
+    // Room to speed up: the application pays little more than at the slowest pace seen.
+    let headroom = reading.excess() <= model.background() + ceilings_in.max_impact * HEADROOM;
+    if limit.is_some() && headroom {
         // A faster pace is taken when it costs no more in total: the shorter migration also
         // holds the source's WAL and the slot for less time.
-        let faster = now * 2.0;
+        let faster = now * model.growth();
         let t = total(faster);
         if model.predict(faster) <= m && t <= here {
             best = (faster, t, full(faster));
@@ -679,10 +723,7 @@ mod tests {
         let q = plan(&model, &over, &CEIL, p.copy, 40_000.0, 1_000_000);
         assert_eq!(q.copy, p.copy);
         assert!(q.reason.over_a_ceiling());
-        // Three seconds later: cut again.
-        model.learn(20_000.0, 0.1);
-        let q = plan(&model, &over, &CEIL, p.copy, 20_000.0, 1_000_000);
-        assert_eq!(q.copy, p.copy);
+        // Two seconds later: cut again.
         model.learn(20_000.0, 0.1);
         let r = plan(&model, &over, &CEIL, p.copy, 20_000.0, 1_000_000);
         assert!(r.copy < p.copy, "{r:?}");
@@ -758,6 +799,73 @@ mod tests {
             1_000_000,
         );
         assert_eq!(p.copy, Some(80_000));
+    }
+
+    #[test]
+    fn the_pace_grows_only_with_headroom_and_gently_after_a_cut() {
+        let mut model = Model::default();
+        model.learn(20_000.0, 0.0);
+        // Nothing paid: a slow start doubles the pace.
+        let p = plan(
+            &model,
+            &reading(1.0, 600.0),
+            &CEIL,
+            Some(20_000),
+            20_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.copy, Some(40_000));
+        // Within the ceiling but past a quarter of it above what the slowest pace costs: the
+        // pace holds (an open loop's queue starts as a small rise).
+        let p = plan(
+            &model,
+            &reading(1.3, 600.0),
+            &CEIL,
+            Some(20_000),
+            20_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.copy, Some(20_000), "{p:?}");
+        // Once a ceiling was met, faster by a quarter at most.
+        model.note_cut();
+        for _ in 0..CUT_EVERY {
+            model.learn(20_000.0, 0.0);
+        }
+        let p = plan(
+            &model,
+            &reading(1.0, 600.0),
+            &CEIL,
+            Some(20_000),
+            20_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.copy, Some(25_000), "{p:?}");
+    }
+
+    #[test]
+    fn the_transaction_time_is_the_busy_sessions_over_the_rate() {
+        // An open loop at 1,500 tps with one session busy on average: 0.67 ms each.
+        let alone = sessions_ms(1.0, 1_500.0).unwrap();
+        assert!((alone - 1_000.0 / 1_500.0).abs() < 1e-9);
+        // Its clients all busy (a queue), at nearly the same rate: four times as long.
+        let queued = sessions_ms(4.0, 1_400.0).unwrap();
+        let r = Reading {
+            latency_ms: queued,
+            reference_ms: alone,
+            latency_of: LatencyOf::Sessions,
+            ..reading(0.0, 1_400.0)
+        };
+        assert!(r.latency_excess() > 3.0, "{}", r.latency_excess());
+        assert!(
+            ceiling_reason(&r, &CEIL)
+                .unwrap()
+                .to_string()
+                .starts_with("paced: transaction time")
+        );
+        // A closed loop keeps its sessions busy: the time grows as the rate falls.
+        let closed = sessions_ms(4.0, 2_000.0).unwrap() / sessions_ms(4.0, 3_000.0).unwrap();
+        assert!((closed - 1.5).abs() < 1e-9);
+        assert_eq!(sessions_ms(1.0, 10.0), None);
     }
 
     #[test]

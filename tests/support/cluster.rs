@@ -269,12 +269,85 @@ impl Cluster {
         cmd
     }
 
+    /// A physical standby of this cluster, streaming from it, with `settings` (postgresql.conf
+    /// lines) added: the server is stopped, its data directory copied, and both started. Stopped
+    /// when dropped (drop it before the cluster).
+    pub fn start_standby(&mut self, settings: &str) -> Standby {
+        self.stop_server();
+        let data = self.dir.path().join("standby");
+        run_checked(
+            self.server_command("cp")
+                .arg("-a")
+                .arg(&self.data)
+                .arg(&data),
+        );
+        self.start_server();
+        run_checked(
+            self.server_command("touch")
+                .arg(data.join("standby.signal")),
+        );
+        let port = free_port();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .expect("open the standby's postgresql.conf");
+        write!(
+            f,
+            "\n# standby\nport = {port}\n\
+             primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=standby'\n\
+             {settings}\n",
+            self.port
+        )
+        .expect("write the standby's postgresql.conf");
+        let log = self.dir.path().join("standby.log");
+        let out = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["start", "-w", "-t", "60", "-l"])
+            .arg(&log)
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "the standby did not start: {}\n{}",
+            output_text(&out),
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        Standby {
+            stop: self
+                .server_command("pg_ctl")
+                .arg("-D")
+                .arg(&data)
+                .args(["stop", "-m", "immediate", "-w"])
+                .get_args()
+                .map(|a| a.to_os_string())
+                .collect(),
+            program: self.server_command("pg_ctl").get_program().to_os_string(),
+        }
+    }
+
     fn append_config(&self, text: &str) {
         let mut f = OpenOptions::new()
             .append(true)
             .open(self.data.join("postgresql.conf"))
             .expect("open postgresql.conf");
         f.write_all(text.as_bytes()).expect("write postgresql.conf");
+    }
+}
+
+/// A physical standby started by [`Cluster::start_standby`]; stopped when dropped.
+pub struct Standby {
+    program: std::ffi::OsString,
+    stop: Vec<std::ffi::OsString>,
+}
+
+impl Drop for Standby {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.program)
+            .args(&self.stop)
+            .current_dir("/")
+            .output();
     }
 }
 
