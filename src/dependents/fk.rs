@@ -655,7 +655,13 @@ pub mod tests {
             comment: Some("who bought it".into()),
             ..fk.clone()
         };
-        let swap = fk_swap(&[commented.clone()], &[], &orders(), &old, &leaves);
+        let swap = fk_swap(
+            std::slice::from_ref(&commented),
+            &[],
+            &orders(),
+            &old,
+            &leaves,
+        );
         assert_eq!(
             swap.post.last().map(|p| p.sql.as_str()),
             Some(
