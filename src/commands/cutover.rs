@@ -34,15 +34,8 @@ pub async fn run(args: TableArgs) -> Result<()> {
                 || crate::pg::catalog::slot_active(source, &m.slot_name).await?;
             Ok::<_, Error>((m, active))
         };
-        let (m, active) = match polled.await {
-            Ok(polled) => {
-                watch.ok();
-                polled
-            }
-            Err(e) => {
-                watch.recover(e).await?;
-                continue;
-            }
+        let Some((m, active)) = watch.settle(polled.await).await? else {
+            continue;
         };
         if m.phase != last_phase {
             println!("phase: {}", m.phase.as_str());

@@ -68,14 +68,21 @@ impl<'a> Watch<'a> {
         })
     }
 
-    /// A poll of the wait went through.
-    pub fn ok(&mut self) {
-        self.lost = 0;
+    /// The outcome of one poll of the wait: its value, or `None` after a lost session was
+    /// opened again (poll again), or the command's error (see [`Watch::recover`]).
+    pub async fn settle<T>(&mut self, polled: Result<T>) -> Result<Option<T>> {
+        match polled {
+            Ok(value) => {
+                self.lost = 0;
+                Ok(Some(value))
+            }
+            Err(e) => self.recover(e).await.map(|()| None),
+        }
     }
 
     /// After a poll of the wait failed with `e`: a transient error (up to [`WATCH_RECONNECTS`] in
     /// a row) opens the sessions again and the wait goes on; any other is the command's error.
-    pub async fn recover(&mut self, e: Error) -> Result<()> {
+    async fn recover(&mut self, e: Error) -> Result<()> {
         if !e.is_transient() || self.lost >= WATCH_RECONNECTS {
             return Err(e);
         }

@@ -61,15 +61,8 @@ async fn wait_for_run(
             let attached = state::run_attached(&watch.state, id).await?;
             Ok::<_, Error>((m, attached))
         };
-        let (m, attached) = match polled.await {
-            Ok(polled) => {
-                watch.ok();
-                polled
-            }
-            Err(e) => {
-                watch.recover(e).await?;
-                continue;
-            }
+        let Some((m, attached)) = watch.settle(polled.await).await? else {
+            continue;
         };
         if done(&m) {
             return Ok(m);
