@@ -20,35 +20,6 @@ use support::{Cluster, Writers, WritersConfig, compare, schema, test_majors, uni
 const SEED_ROWS: usize = 40_000;
 const DEADLINE: Duration = Duration::from_secs(180);
 
-/// `customers` for every id the seed and the writers use (1..=100000) plus some for the churn,
-/// the seed table with its key onto them, and `order_items` (with the orders' region, kept in step
-/// by a trigger) referencing it.
-async fn create_shop(client: &tokio_postgres::Client, rows: usize) {
-    client
-        .batch_execute(
-            "CREATE TABLE customers (id int PRIMARY KEY, name text); \
-             INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100000) g;",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("customers: {}", support::describe(&e)));
-    schema::create_seed_table(client, "orders_flat", rows).await;
-    client
-        .batch_execute(
-            "ALTER TABLE orders_flat ADD CONSTRAINT orders_flat_customer_id_fkey \
-               FOREIGN KEY (customer_id) REFERENCES customers (id) ON UPDATE CASCADE ON DELETE CASCADE DEFERRABLE; \
-             CREATE INDEX orders_flat_customer_id_idx ON orders_flat (customer_id); \
-             CREATE TABLE order_items (item_id bigserial PRIMARY KEY, order_id bigint NOT NULL, region text NOT NULL, qty int, \
-               CONSTRAINT order_items_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders_flat (id) ON UPDATE CASCADE ON DELETE CASCADE); \
-             INSERT INTO order_items (order_id, region, qty) SELECT id, region, 1 FROM orders_flat WHERE id % 5 = 0; \
-             CREATE FUNCTION order_items_follow_region() RETURNS trigger LANGUAGE plpgsql AS \
-               $$BEGIN UPDATE order_items SET region = NEW.region WHERE order_id = NEW.id; RETURN NULL; END$$; \
-             CREATE TRIGGER orders_flat_region AFTER UPDATE OF region ON orders_flat \
-               FOR EACH ROW EXECUTE FUNCTION order_items_follow_region();",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("shop schema: {}", support::describe(&e)));
-}
-
 /// Inserts a customer and an order of theirs, then deletes both, over and over: the stream then
 /// holds order INSERTs whose customer is gone by the time they are applied (nothing of it is left
 /// when it stops, so the writers' expected rows stay right).
@@ -104,7 +75,7 @@ async fn foreign_keys_both_ways_and_names_follow_the_table_under_load() {
         let db = unique_name("deps");
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
-        create_shop(&client, SEED_ROWS).await;
+        schema::create_shop(&client, SEED_ROWS, true).await;
 
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(200, DEADLINE).await;
@@ -289,7 +260,7 @@ async fn an_inbound_key_without_the_partition_key_is_refused_unless_dropped_and_
         let db = unique_name("depsdrop");
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
-        create_shop(&client, 2_000).await;
+        schema::create_shop(&client, 2_000, true).await;
         client
             .batch_execute(
                 "CREATE TABLE order_notes (note_id serial PRIMARY KEY, order_id bigint \
@@ -454,7 +425,7 @@ async fn across_databases_a_key_is_carried_onto_the_targets_table_of_the_same_na
     let dst_url = cluster.create_database(&dst_db).await;
     let src = cluster.client(&src_db).await;
     let dst = cluster.client(&dst_db).await;
-    create_shop(&src, 2_000).await;
+    schema::create_shop(&src, 2_000, true).await;
     src.batch_execute(
         "DROP TABLE order_items; \
          CREATE TABLE vendors (id int PRIMARY KEY); INSERT INTO vendors SELECT generate_series(1, 10); \
@@ -585,7 +556,7 @@ async fn every_kind_of_dependent_is_carried_or_named_and_the_inventory_misses_no
         let db = unique_name("depsall");
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
-        create_shop(&client, 5_000).await;
+        schema::create_shop(&client, 5_000, true).await;
         client
             .batch_execute(&every_kind_sql(major))
             .await

@@ -469,36 +469,6 @@ async fn an_old_key_reused_in_another_partition_is_a_conflict_revert_refuses_wit
     inspect::assert_no_slot_or_publication(&client).await;
 }
 
-/// `customers` for every id the seed and the writers use, the seed table's key onto them (ON
-/// DELETE CASCADE), and `order_items` (with its order's region, kept in step by a trigger)
-/// referencing the seed table: the cutover moves both keys to the partitioned table, the
-/// revert moves them back.
-async fn create_shop(client: &tokio_postgres::Client, rows: usize) {
-    client
-        .batch_execute(
-            "CREATE TABLE customers (id int PRIMARY KEY, name text); \
-             INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100000) g;",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("customers: {}", support::describe(&e)));
-    schema::create_seed_table(client, "orders_flat", rows).await;
-    client
-        .batch_execute(
-            "ALTER TABLE orders_flat ADD CONSTRAINT orders_flat_customer_id_fkey \
-               FOREIGN KEY (customer_id) REFERENCES customers (id) ON UPDATE CASCADE ON DELETE CASCADE; \
-             CREATE INDEX orders_flat_customer_id_idx ON orders_flat (customer_id); \
-             CREATE TABLE order_items (item_id bigserial PRIMARY KEY, order_id bigint NOT NULL, region text NOT NULL, qty int, \
-               CONSTRAINT order_items_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders_flat (id) ON UPDATE CASCADE ON DELETE CASCADE); \
-             INSERT INTO order_items (order_id, region, qty) SELECT id, region, 1 FROM orders_flat WHERE id % 5 = 0; \
-             CREATE FUNCTION order_items_follow_region() RETURNS trigger LANGUAGE plpgsql AS \
-               $$BEGIN UPDATE order_items SET region = NEW.region WHERE order_id = NEW.id; RETURN NULL; END$$; \
-             CREATE TRIGGER orders_flat_region AFTER UPDATE OF region ON orders_flat \
-               FOR EACH ROW EXECUTE FUNCTION order_items_follow_region();",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("shop schema: {}", support::describe(&e)));
-}
-
 /// Inserts a customer and an order of theirs into whichever table is in use, then deletes the
 /// customer (which cascades to the order), over and over, until `stop`; nothing of it is left
 /// when it stops.
@@ -567,7 +537,7 @@ async fn a_revert_moves_the_foreign_keys_back_both_ways_under_load() {
         let db = unique_name("revertfk");
         let url = cluster.create_database(&db).await;
         let client = cluster.client(&db).await;
-        create_shop(&client, SEED_ROWS).await;
+        schema::create_shop(&client, SEED_ROWS, false).await;
         let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         let stop = Arc::new(AtomicBool::new(false));
         let churn = churn_customers(url.clone(), stop.clone());

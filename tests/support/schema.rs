@@ -145,3 +145,34 @@ pub async fn toast_bytes(client: &Client, table: &str) -> i64 {
         .unwrap_or_else(|e| panic!("toast size of {table}: {}", crate::support::describe(&e)))
         .get(0)
 }
+
+/// `customers` for every id the seed and the writers use (1..=100000) plus some for the churn,
+/// the seed table with its key onto them (ON UPDATE CASCADE ON DELETE CASCADE, `DEFERRABLE` when
+/// `deferrable`), and `order_items` (with its order's region, kept in step by a trigger)
+/// referencing the seed table: a foreign key each way.
+pub async fn create_shop(client: &Client, rows: usize, deferrable: bool) {
+    client
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text); \
+             INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 100000) g;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("customers: {}", super::describe(&e)));
+    create_seed_table(client, "orders_flat", rows).await;
+    let deferrable = if deferrable { " DEFERRABLE" } else { "" };
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE orders_flat ADD CONSTRAINT orders_flat_customer_id_fkey \
+               FOREIGN KEY (customer_id) REFERENCES customers (id) ON UPDATE CASCADE ON DELETE CASCADE{deferrable}; \
+             CREATE INDEX orders_flat_customer_id_idx ON orders_flat (customer_id); \
+             CREATE TABLE order_items (item_id bigserial PRIMARY KEY, order_id bigint NOT NULL, region text NOT NULL, qty int, \
+               CONSTRAINT order_items_order_id_fkey FOREIGN KEY (order_id) REFERENCES orders_flat (id) ON UPDATE CASCADE ON DELETE CASCADE); \
+             INSERT INTO order_items (order_id, region, qty) SELECT id, region, 1 FROM orders_flat WHERE id % 5 = 0; \
+             CREATE FUNCTION order_items_follow_region() RETURNS trigger LANGUAGE plpgsql AS \
+               $$BEGIN UPDATE order_items SET region = NEW.region WHERE order_id = NEW.id; RETURN NULL; END$$; \
+             CREATE TRIGGER orders_flat_region AFTER UPDATE OF region ON orders_flat \
+               FOR EACH ROW EXECUTE FUNCTION order_items_follow_region();"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("shop schema: {}", super::describe(&e)));
+}
