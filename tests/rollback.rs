@@ -268,6 +268,43 @@ async fn finish_ends_the_window_and_drops_the_old_table_then() {
         "{ctx}: --drop-old waits for the window's end"
     );
     writers.wait_for_more_ops(300, DEADLINE).await;
+
+    // `pgrepart pause` holds the reverse stream: nothing more is applied back while the writers
+    // write, until `pgrepart resume`.
+    let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{ctx}: pause: {}", output_text(&out));
+    wait_status(&url, &run, DEADLINE, "the reverse stream paused", |v| {
+        v["pause_in_effect"] == true
+    })
+    .await;
+    let record = "SELECT reverse_applied_changes, updated_at::text FROM pgrepart.migrations";
+    let row = client.query_one(record, &[]).await.unwrap();
+    let (applied_when_held, at): (i64, String) = (row.get(0), row.get(1));
+    writers.wait_for_more_ops(300, DEADLINE).await;
+    // The run records its progress every second: wait for a record made after those writes.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let applied_later = loop {
+        let row = client.query_one(record, &[]).await.unwrap();
+        if row.get::<_, String>(1) != at {
+            break row.get::<_, i64>(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{ctx}: no progress record"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        applied_later, applied_when_held,
+        "{ctx}: changes were applied back while paused"
+    );
+    let out = pgrepart(&["resume", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{ctx}: resume: {}", output_text(&out));
+    wait_status(&url, &run, DEADLINE, "the reverse stream resumed", |v| {
+        inspect::int(v, "reverse_applied_changes").unwrap_or(0) > applied_when_held
+    })
+    .await;
+
     let report = writers.stop().await;
     report.assert_no_anomalies(&ctx);
     // The old table follows the new one exactly.

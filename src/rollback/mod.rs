@@ -334,10 +334,31 @@ struct Reverse {
     shared: Arc<crate::apply::Shared>,
     fence: watch::Receiver<Option<String>>,
     received: Arc<crate::stream::Received>,
-    /// Kept so the applier's channel of finished ranges, and the (never set) pause, stay open:
-    /// a closed one would wake the applier at once, forever.
+    /// Kept so the applier's channel of finished ranges stays open: a closed one would wake the
+    /// applier at once, forever.
     _done: mpsc::UnboundedSender<usize>,
-    _pause: watch::Sender<bool>,
+    /// `pgrepart pause` during the window: the reader and the applier take nothing.
+    pause: watch::Sender<bool>,
+    /// `--max-apply-rate`; free (no cap) once a revert is asked for.
+    pace: Arc<crate::copy::governor::ApplyPace>,
+}
+
+impl Reverse {
+    /// Passes on `pgrepart pause` and `--max-apply-rate`, except while a revert is asked for:
+    /// the revert needs the reverse lag drained, so it lifts both (as a cutover lifts the
+    /// governor's pace). Returns whether the pause in effect changed.
+    fn follow(&self, paused: bool, step: WindowStep) -> bool {
+        let reverting = matches!(step, WindowStep::Revert { .. });
+        self.pace.set_free(reverting);
+        let pause = reverse_paused(paused, step);
+        self.pause
+            .send_if_modified(|p| std::mem::replace(p, pause) != pause)
+    }
+}
+
+/// Whether the reverse stream is held (pure): on `pgrepart pause`, unless a revert is asked for.
+pub fn reverse_paused(paused: bool, step: WindowStep) -> bool {
+    paused && !matches!(step, WindowStep::Revert { .. })
 }
 
 async fn start_reverse(
@@ -419,7 +440,8 @@ async fn start_reverse(
     let (mut pipeline, stop_rx) = Pipeline::new();
     let (events_tx, events_rx) =
         crate::apply::channel::event_channel(crate::apply::channel::DEFAULT_BUDGET);
-    let (pause_tx, pause_rx) = watch::channel(false);
+    let (pause_tx, pause_rx) = watch::channel(reverse_paused(m.paused, window_step(&m.window)));
+    let pace = Arc::new(crate::copy::governor::ApplyPace::new(cfg.max_apply_rate));
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let received = Arc::new(crate::stream::Received::default());
     pipeline.reader = Some(Pipeline::spawn_stage(crate::stream::read_stream(
@@ -432,7 +454,7 @@ async fn start_reverse(
         events_tx,
         handles.flush,
         stop_rx.clone(),
-        Arc::new(crate::copy::governor::ApplyPace::new(None)),
+        pace.clone(),
         pause_rx.clone(),
         received.clone(),
     )));
@@ -445,7 +467,8 @@ async fn start_reverse(
         fence: handles.fence,
         received,
         _done: done_tx,
-        _pause: pause_tx,
+        pause: pause_tx,
+        pace,
     })
 }
 
@@ -572,6 +595,7 @@ pub async fn serve(
             confirmed,
             Some(lag_seconds),
             per_s,
+            reverse.shared.paused.load(Ordering::Relaxed),
         )
         .await?;
         figures.send_replace(Snapshot {
@@ -584,7 +608,21 @@ pub async fn serve(
             reverse_conflicts: conflicts::open(&source, &now).await?.len() as u64,
             ..Default::default()
         });
-        match window_step(&now.window) {
+        let step = window_step(&now.window);
+        if reverse.follow(now.paused, step) {
+            if reverse_paused(now.paused, step) {
+                tracing::info!(
+                    "reverse stream paused (`pgrepart resume` lets it go on; the reverse slot keeps the changes)"
+                );
+            } else if now.paused {
+                tracing::info!(
+                    "reverse stream let go despite the pause: the revert needs it drained"
+                );
+            } else {
+                tracing::info!("reverse stream resumed");
+            }
+        }
+        match step {
             WindowStep::Stream => {}
             WindowStep::Finish { why } => {
                 reverse.pipeline.shutdown().await;
@@ -724,6 +762,15 @@ async fn close(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_pause_holds_the_reverse_stream_until_a_revert_is_asked_for() {
+        assert!(!reverse_paused(false, WindowStep::Stream));
+        assert!(reverse_paused(true, WindowStep::Stream));
+        assert!(reverse_paused(true, WindowStep::Finish { why: "x" }));
+        assert!(!reverse_paused(true, WindowStep::Revert { force: false }));
+        assert!(!reverse_paused(false, WindowStep::Revert { force: true }));
+    }
+
     use super::*;
     use crate::pg::catalog::{Policy, Trigger};
 

@@ -841,11 +841,13 @@ pub async fn record_reverse_progress(
     confirmed: crate::lsn::Lsn,
     lag_seconds: Option<f64>,
     per_s: Option<f64>,
+    paused: bool,
 ) -> Result<()> {
     client
         .execute(
-            "UPDATE pgrepart.migrations SET reverse_applied_changes = $2, reverse_confirmed_lsn = $3::text::pg_lsn,                reverse_lag_seconds = $4, reverse_apply_per_s = $5, updated_at = now() WHERE id = $1",
-            &[&id, &applied, &confirmed.to_string(), &lag_seconds, &per_s],
+            "UPDATE pgrepart.migrations SET reverse_applied_changes = $2, reverse_confirmed_lsn = $3::text::pg_lsn, \
+             reverse_lag_seconds = $4, reverse_apply_per_s = $5, pause_in_effect = $6, updated_at = now() WHERE id = $1",
+            &[&id, &applied, &confirmed.to_string(), &lag_seconds, &per_s, &paused],
         )
         .await
         .map_err(|e| Error::db("recording the reverse stream's progress", e))?;
