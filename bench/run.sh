@@ -38,13 +38,15 @@
 #      pgbench_accounts is partitioned; TPCB_SCALE (20), TPCB_CLIENTS (4), TPCB_ALONE_S (20),
 #      TPCB_LIMIT (240), OLD_PGREPART=path adds the previous governor's binary, TPCB_OUT=FILE,
 #      TPCB_LOGS=DIR keeps each migration's log);
+#      SCENARIOS=sysbench runs the same windows driven by sysbench oltp_read_write (SB_ROWS
+#      (1000000) rows in sbtest1, partitioned by HASH (id); TPCB_CLIENTS threads);
 #      SCENARIOS=rollback runs only the rollback window's figures (bench/rollback.sh: the forward
 #      and the reverse apply of the same backlog, the cutover's and the revert's lock times).
 #      SCENARIOS=all (the default) runs the TPC-B-like windows after the rest. PGREPART_BIN=path: that binary
 #      rather than a fresh release build.
 set -euo pipefail
 SCENARIOS=${SCENARIOS:-all}
-case "$SCENARIOS" in all|tpcb|rollback) ;; *) echo "SCENARIOS is all, tpcb or rollback" >&2; exit 2 ;; esac
+case "$SCENARIOS" in all|tpcb|sysbench|rollback) ;; *) echo "SCENARIOS is all, tpcb, sysbench or rollback" >&2; exit 2 ;; esac
 ROWS=${ROWS:-2000000}
 BACKLOG_UPDATES=${BACKLOG_UPDATES:-100000}
 BACKLOG_INSERTS=${BACKLOG_INSERTS:-5000}
@@ -84,8 +86,9 @@ SQL
 autovacuum_idle() { [ "$(P postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")" = 0 ]; }
 drop_db() { P postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
 
-# SCENARIOS=tpcb: only the TPC-B-like windows (bench/tpcb.sh), on their own dataset.
-if [ "$SCENARIOS" = tpcb ]; then
+# SCENARIOS=tpcb or sysbench: only that client's windows (bench/tpcb.sh), on their own dataset.
+if [ "$SCENARIOS" = tpcb ] || [ "$SCENARIOS" = sysbench ]; then
+    WORKLOAD=$SCENARIOS
     . "$REPO/bench/tpcb.sh"
     exit 0
 fi

@@ -1,21 +1,24 @@
-# TPC-B-like windows of the benchmark (sourced by bench/run.sh, which sets up the server and the
-# helpers P, url, log, now, elapsed, ratio, wait_until, PGBENCH, PGREPART, DIR, PORT).
+# Windows of the benchmark driven by a standard client (sourced by bench/run.sh, which sets up the
+# server and the helpers P, url, log, now, elapsed, ratio, wait_until, PGBENCH, PGREPART, DIR, PORT).
 #
-# pgbench's built-in TPC-B-like script (`pgbench -b tpcb-like`, scale TPCB_SCALE, TPCB_CLIENTS
-# clients) runs on the source while pgrepart partitions pgbench_accounts by HASH (aid) into 8
-# (default settings otherwise: auto cutover, the check before it). Two workloads:
-#   open loop:   `-R` at half the rate the closed loop reached alone (an application that sends its
-#                transactions at its own pace: its latency, scheduled start to end, is what moves);
+# WORKLOAD=tpcb (SCENARIOS=tpcb): pgbench's built-in TPC-B-like script (`pgbench -b tpcb-like`,
+# scale TPCB_SCALE, TPCB_CLIENTS clients) while pgrepart partitions pgbench_accounts by HASH (aid)
+# into 8. WORKLOAD=sysbench (SCENARIOS=sysbench): sysbench's oltp_read_write (one table of
+# SB_ROWS rows, TPCB_CLIENTS threads) while pgrepart partitions sbtest1 by HASH (id) into 8; its
+# latency is the 95th percentile of each second, as sysbench reports it. Default settings
+# otherwise: auto cutover, the check before it. Two workloads:
+#   open loop:   `-R` / `--rate` at half the rate the closed loop reached alone (an application
+#                that sends its transactions at its own pace: its latency is what moves);
 #   closed loop: as many transactions as the clients can make (the machine saturated: its
 #                throughput is what moves).
 # Each: the workload alone before and after (the reference is the mean of the two), then the
 # migration at default settings, with --max-impact 0, and with the previous governor
 # (OLD_PGREPART=path to its binary; skipped when unset). A migration not done after TPCB_LIMIT
 # seconds is stopped and aborted, and reported as such with the rows it copied.
-# Per migration, from pgbench's per-second progress lines over the migration's window:
+# Per migration, from the client's per-second lines over the migration's window:
 #   duration / the unloaded run's (the same migration, no workload);
-#   mean latency (weighted by transactions) / alone; the worst 10 s window / alone;
-#   the latency excess integrated over the window (ms x s: each second's mean latency less the
+#   latency (weighted by transactions) / alone; the worst 10 s window / alone;
+#   the latency excess integrated over the window (ms x s: each second's latency less the
 #   alone latency, summed); throughput / alone.
 TPCB_SCALE=${TPCB_SCALE:-20}
 TPCB_CLIENTS=${TPCB_CLIENTS:-4}
@@ -23,11 +26,31 @@ TPCB_ALONE_S=${TPCB_ALONE_S:-20}
 TPCB_LIMIT=${TPCB_LIMIT:-240}
 TPCB_LEAD=5
 TPCB_TAIL=5
-TPCB_ARGS=(--table pgbench_accounts --partition-by "HASH (aid)" --modulus 8 --cutover auto)
+WORKLOAD=${WORKLOAD:-tpcb}
+SB_ROWS=${SB_ROWS:-1000000}
+SYSBENCH_OPTS=(oltp_read_write --db-driver=pgsql --pgsql-host=127.0.0.1 --pgsql-port="$PORT"
+    --pgsql-user=postgres --tables=1 --table-size="$SB_ROWS")
+if [ "$WORKLOAD" = sysbench ]; then
+    command -v sysbench >/dev/null || { echo "sysbench is needed (apt-get install sysbench)" >&2; exit 1; }
+    W_TABLE=sbtest1
+    TPCB_ARGS=(--table sbtest1 --partition-by "HASH (id)" --modulus 8 --cutover auto)
+    W_TITLE="sysbench oltp_read_write ($SB_ROWS rows, $TPCB_CLIENTS threads): sbtest1 by HASH (id) into 8"
+    W_LAT="p95 latency"
+else
+    W_TABLE=pgbench_accounts
+    TPCB_ARGS=(--table pgbench_accounts --partition-by "HASH (aid)" --modulus 8 --cutover auto)
+    W_TITLE="TPC-B-like (pgbench -b tpcb-like, scale $TPCB_SCALE, $TPCB_CLIENTS clients): pgbench_accounts ($(( TPCB_SCALE * 100000 )) rows) by HASH (aid) into 8"
+    W_LAT="mean latency"
+fi
 
-log "(tpcb) pgbench -i -s $TPCB_SCALE (template database)"
 P postgres -c "CREATE DATABASE tpcb_tpl"
-"$PGBENCH" -i -q -s "$TPCB_SCALE" -h 127.0.0.1 -p "$PORT" -U postgres tpcb_tpl >"$DIR/tpcb.init" 2>&1
+if [ "$WORKLOAD" = sysbench ]; then
+    log "(sysbench) sysbench oltp_read_write prepare, $SB_ROWS rows (template database)"
+    sysbench "${SYSBENCH_OPTS[@]}" --pgsql-db=tpcb_tpl prepare >"$DIR/tpcb.init" 2>&1
+else
+    log "(tpcb) pgbench -i -s $TPCB_SCALE (template database)"
+    "$PGBENCH" -i -q -s "$TPCB_SCALE" -h 127.0.0.1 -p "$PORT" -U postgres tpcb_tpl >"$DIR/tpcb.init" 2>&1
+fi
 P tpcb_tpl -c "VACUUM ANALYZE"
 P tpcb_tpl -c "CREATE EXTENSION IF NOT EXISTS pg_prewarm" >/dev/null 2>&1 || true
 [ "${STATEMENTS:-1}" = 1 ] && P tpcb_tpl -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
@@ -55,16 +78,36 @@ tpcb_migrate() {
     TM_DONE=1; TM_COPIED=""
     if [ "$rc" != 0 ]; then
         TM_DONE=0
-        TM_COPIED=$("$bin" status --source "$(url "$db")" --table pgbench_accounts --json 2>/dev/null \
+        TM_COPIED=$("$bin" status --source "$(url "$db")" --table "$W_TABLE" --json 2>/dev/null \
             | python3 -c 'import json, sys; v = json.load(sys.stdin); print("%s of %s rows copied" % (v.get("rows_copied"), v.get("rows_total_estimate")))' 2>/dev/null || echo "unknown")
-        "$bin" abort --yes --source "$(url "$db")" --table pgbench_accounts >/dev/null 2>&1 || true
+        "$bin" abort --yes --source "$(url "$db")" --table "$W_TABLE" >/dev/null 2>&1 || true
     fi
 }
 
-# tpcb_window NAME RATE HOOK...: pgbench on a fresh database (RATE: -R value, or 0 for a closed
+# progress NAME: the client's per-second lines of window NAME as pgbench prints them
+# ("progress: T s, TPS tps, lat MS ms ..."); sysbench's ("[ Ts ] thds: N tps: TPS ... lat
+# (ms,95%): MS ...") are turned into that shape.
+progress() {
+    if [ "$WORKLOAD" = sysbench ]; then
+        awk '/^\[ *[0-9]+s \]/ {
+                t = $0; sub(/^\[ */, "", t); sub(/s \].*/, "", t); tps = ""; lat = ""
+                for (i = 1; i < NF; i++) {
+                    if ($i == "tps:") tps = $(i + 1)
+                    if ($i ~ /^\(ms,[0-9]+%\):$/) lat = $(i + 1)
+                }
+                if (tps != "" && lat != "") printf "progress: %d.0 s, %s tps, lat %s ms\n", t, tps, lat
+            }' "$DIR/tpcb.$1.out" 2>/dev/null
+    else
+        cat "$DIR/tpcb.$1.out" 2>/dev/null
+    fi
+}
+# has_progress NAME T: the client has reported second T of window NAME.
+has_progress() { [ "$(progress "$1" | grep -c "^progress: $2\\.")" -gt 0 ]; }
+
+# tpcb_window NAME RATE HOOK...: the client on a fresh database (RATE: its rate, or 0 for a closed
 # loop); HOOK (a command, given the database) runs after TPCB_LEAD s, or the workload runs
-# TPCB_ALONE_S s with HOOK ":". Leaves pgbench's progress lines in $DIR/tpcb.NAME.out and the
-# hook's window (seconds from pgbench's start) in W_FROM, W_TO.
+# TPCB_ALONE_S s with HOOK ":". Leaves the client's output in $DIR/tpcb.NAME.out and the hook's
+# window (seconds from the client's start) in W_FROM, W_TO.
 tpcb_window() {
     local name=$1 rate=$2; shift 2
     local db="tpcb_$name" pgb t_pgb t0 t1
@@ -72,10 +115,17 @@ tpcb_window() {
     [ "$rate" != 0 ] && rate_args=(-R "$rate")
     tpcb_fresh "$db"
     t_pgb=$(now)
-    "$PGBENCH" -n -b tpcb-like -h 127.0.0.1 -p "$PORT" -U postgres -c "$TPCB_CLIENTS" -j 2 \
-        -T $(( TPCB_LEAD + TPCB_LIMIT + 60 )) -P 1 "${rate_args[@]}" "$db" >"$DIR/tpcb.$name.out" 2>&1 &
+    local seconds=$(( TPCB_LEAD + TPCB_LIMIT + 60 ))
+    if [ "$WORKLOAD" = sysbench ]; then
+        [ "$rate" != 0 ] && rate_args=(--rate="$rate")
+        sysbench "${SYSBENCH_OPTS[@]}" --pgsql-db="$db" --threads="$TPCB_CLIENTS" --time="$seconds" \
+            --report-interval=1 "${rate_args[@]}" run >"$DIR/tpcb.$name.out" 2>&1 &
+    else
+        "$PGBENCH" -n -b tpcb-like -h 127.0.0.1 -p "$PORT" -U postgres -c "$TPCB_CLIENTS" -j 2 \
+            -T "$seconds" -P 1 "${rate_args[@]}" "$db" >"$DIR/tpcb.$name.out" 2>&1 &
+    fi
     pgb=$!
-    wait_until 30 "pgbench's lead" grep -qs "^progress: $TPCB_LEAD\\." "$DIR/tpcb.$name.out"
+    wait_until 30 "the client's lead" has_progress "$name" "$TPCB_LEAD"
     t0=$(now)
     if [ "$1" = : ]; then sleep "$TPCB_ALONE_S"; else "$@" "$db"; fi
     t1=$(now)
@@ -83,7 +133,10 @@ tpcb_window() {
     # The tail: the seconds after the migration, so that its last second is in the output.
     local last
     last=$(awk -v to="$W_TO" 'BEGIN { printf "%d", to + 5 }')
-    wait_until 60 "pgbench's tail" grep -qs "^progress: $last\\." "$DIR/tpcb.$name.out"
+    if ! kill -0 "$pgb" 2>/dev/null; then
+        echo "the workload's client stopped during window $name:" >&2; tail -5 "$DIR/tpcb.$name.out" >&2; exit 1
+    fi
+    wait_until 60 "the client's tail" has_progress "$name" "$last"
     # (a background job of a script ignores SIGINT)
     kill -TERM "$pgb" 2>/dev/null || true
     wait "$pgb" 2>/dev/null || true
@@ -106,14 +159,14 @@ tpcb_stats() {
                 if (sx > 0 && sw / sx > worst) worst = sw / sx
             }
             printf "%.0f %.3f %.3f %d\n", x / n, (x > 0 ? w / x : 0), worst, n
-        }' "$DIR/tpcb.$1.out"
+        }' <(progress "$1")
 }
 
 # tpcb_excess NAME ALONE_LAT: the latency excess integrated over the window (ms x s).
 tpcb_excess() {
     awk -v from="$W_FROM" -v to="$W_TO" -v alone="$2" '
         /^progress:/ { t = $2 + 0; if (t > from && t <= to + 1) s += $7 - alone }
-        END { printf "%.0f\n", s }' "$DIR/tpcb.$1.out"
+        END { printf "%.0f\n", s }' <(progress "$1")
 }
 
 # The governor's lines of the last migration, for the record; with none (`--max-impact 0`, or a
@@ -197,12 +250,12 @@ C_LAT=$(awk -v a="$C_LAT1" -v b="$C_LAT2" 'BEGIN { printf "%.3f", (a + b) / 2 }'
 
 {
 echo
-echo "TPC-B-like (pgbench -b tpcb-like, scale $TPCB_SCALE, $TPCB_CLIENTS clients): pgbench_accounts ($(( TPCB_SCALE * 100000 )) rows) by HASH (aid) into 8; $(nproc) cores, PostgreSQL $("$BIN/postgres" -V | awk '{ print $3 }'), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "$W_TITLE; $(nproc) cores, PostgreSQL $("$BIN/postgres" -V | awk '{ print $3 }'), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "unloaded migration: ${T_UNLOADED} s"
 echo "open loop at ${RATE_HALF} tps, alone: before $O_TPS1 tps, $O_LAT1 ms; after $O_TPS2 tps, $O_LAT2 ms; the reference is the mean: $O_TPS tps, $O_LAT ms"
 echo "closed loop, alone: before $C_TPS1 tps, $C_LAT1 ms; after $C_TPS2 tps, $C_LAT2 ms; the reference is the mean: $C_TPS tps, $C_LAT ms"
 echo
-echo "| loop | migration | duration | x unloaded | tps | x alone | mean latency | x alone | worst 10 s | x alone | excess ms x s | |"
+echo "| loop | migration | duration | x unloaded | tps | x alone | $W_LAT | x alone | worst 10 s | x alone | excess ms x s | |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 for w in "${WINDOWS[@]}"; do
     IFS='|' read -r mode name key from to secs done_text <<<"$w"

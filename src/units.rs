@@ -67,8 +67,33 @@ pub fn parse_duration(text: &str, bare: BareUnit) -> std::result::Result<Duratio
         .map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// Milliseconds with two or three significant figures (pure): "0.021", "0.21", "2.1", "21", so
+/// that the 0.02 ms statements of a fast workload do not read as 0.0.
+pub fn millis(ms: f64) -> String {
+    let a = ms.abs();
+    if a >= 10.0 || a == 0.0 {
+        format!("{ms:.0}")
+    } else if a >= 1.0 {
+        format!("{ms:.1}")
+    } else if a >= 0.1 {
+        format!("{ms:.2}")
+    } else {
+        format!("{ms:.3}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn milliseconds_keep_their_figures_however_small() {
+        assert_eq!(super::millis(0.0), "0");
+        assert_eq!(super::millis(0.0213), "0.021");
+        assert_eq!(super::millis(0.213), "0.21");
+        assert_eq!(super::millis(2.13), "2.1");
+        assert_eq!(super::millis(21.3), "21");
+        assert_eq!(super::millis(1.0), "1.0");
+    }
+
     use super::*;
 
     #[test]

@@ -1077,7 +1077,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     let mut model = Model::default();
     let mut apply = ApplyController::new(g.apply_cap);
     tracing::info!(
-        baseline_ms = format_args!("{:.2}", at.latency_ms),
+        baseline_ms = crate::units::millis(at.latency_ms),
         statements_ms = statements_ms
             .map(|m| format!("{m:.3}"))
             .unwrap_or_else(|| "none".into()),
@@ -1259,7 +1259,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 .unwrap_or_else(|| "-".into());
             match change {
                 Decision::Unchanged if kind == last_reason_kind => tracing::debug!(
-                    latency_ms = format_args!("{:.2}", reading.latency_ms),
+                    latency_ms = crate::units::millis(reading.latency_ms),
                     workload_xacts_per_s = others.round() as u64,
                     limit = limit.unwrap_or(0),
                     "copy limit unchanged ({reason})"
@@ -1314,7 +1314,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 Decision::Unchanged => {}
                 Decision::SlowedTo(n) => tracing::info!(
                     changes_per_s = n,
-                    latency_ms = format_args!("{:.2}", reading.latency_ms),
+                    latency_ms = crate::units::millis(reading.latency_ms),
                     workload_xacts_per_s = others.round() as u64,
                     workload_floor = reading.xacts_floor(g.max_impact).round() as u64,
                     "apply slowed to {n} changes/s ({}); the lag may grow",
@@ -1340,7 +1340,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 g.pace.set_parked(true);
                 tracing::info!(
                     seconds = PARK_FOR.as_secs(),
-                    latency_ms = format_args!("{:.2}", reading.latency_ms),
+                    latency_ms = crate::units::millis(reading.latency_ms),
                     workload_xacts_per_s = others.round() as u64,
                     workload_floor = reading.xacts_floor(g.max_impact).round() as u64,
                     "stream parked: the workload waits even with the apply at its floor; the lag grows until the source leaves room"
@@ -1452,9 +1452,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 g.pace.set(apply.limit());
             }
             tracing::info!(
-                measured_ms = format_args!("{:.2}", again.latency_ms),
+                measured_ms = crate::units::millis(again.latency_ms),
                 measured_xacts_per_s = again.rate(rate_source).round() as u64,
-                baseline_ms = format_args!("{kept_ms:.2}"),
+                baseline_ms = crate::units::millis(kept_ms),
                 statements_ms = statements_ref
                     .map(|m| format!("{m:.3}"))
                     .unwrap_or_else(|| "none".into()),

@@ -222,12 +222,14 @@ impl fmt::Display for Reason {
             }
             Reason::Latency { of, ms, allowed_ms } => write!(
                 f,
-                "paced: {} {ms:.1} ms over {allowed_ms:.1} ms",
+                "paced: {} {} ms over {} ms",
                 match of {
                     LatencyOf::Statements => "latency",
                     LatencyOf::Probe => "commit latency",
                     LatencyOf::Sessions => "transaction time",
-                }
+                },
+                crate::units::millis(*ms),
+                crate::units::millis(*allowed_ms),
             ),
             Reason::Throughput { xacts, floor } => {
                 write!(f, "paced: workload {xacts:.0} tps under {floor:.0} tps")
@@ -582,7 +584,7 @@ mod tests {
             20_000.0,
             1_000_000,
         );
-        assert_eq!(p.reason.to_string(), "paced: latency 0.2 ms over 0.2 ms");
+        assert_eq!(p.reason.to_string(), "paced: latency 0.20 ms over 0.16 ms");
         // The probe's slack would have hidden it.
         let probe = Reading {
             latency_of: LatencyOf::Probe,
