@@ -310,8 +310,31 @@ pub const PARK_AFTER: u32 = 3;
 /// every 15 s), so a park is long compared with that.
 pub const PARK_FOR: Duration = Duration::from_secs(30);
 pub const UNPARK_WORKLOAD: f64 = 0.5;
+/// Once the copy is done the stream is parked at most this share of the time: a park lets the
+/// lag grow by the workload's changes, which the apply (at [`KEEP_UP`] times them) drains in as
+/// long again, and parks back to back would make the migration crawl without an end.
+pub const PARK_SHARE: f64 = 1.0 / 3.0;
+
+/// Whether the stream may be parked now (pure): the time parked so far within [`PARK_SHARE`] of
+/// the time since the copy ended.
+pub fn may_park(parked_so_far: Duration, since_copy_done: Duration) -> bool {
+    parked_so_far.as_secs_f64() <= since_copy_done.as_secs_f64() * PARK_SHARE
+}
 /// After a hold, the apply resumes at most this many times as fast as before it.
 pub const AFTER_HOLD: f64 = 1.5;
+/// The apply is never paced below this many times the changes the application makes to the
+/// table each second: slower, the lag would grow for as long as the workload lasts and the
+/// migration never end (a total excess without bound, whatever each second costs); at twice,
+/// a lag drains in the time it took to build with nothing applied.
+pub const KEEP_UP: f64 = 2.0;
+
+/// The lowest pace for the apply (pure): [`KEEP_UP`] times the table's changes per second, and
+/// at least [`MIN_APPLY_RATE`].
+pub fn keep_up_floor(table_changes_per_s: Option<f64>) -> u64 {
+    table_changes_per_s
+        .map_or(0, |c| (c.max(0.0) * KEEP_UP).ceil() as u64)
+        .max(MIN_APPLY_RATE)
+}
 
 /// The apply's pace: how many changes a second the stream reader passes on, set by the governor
 /// (or `--max-apply-rate`) and followed by the reader. The reader that waits reads nothing from
@@ -420,6 +443,8 @@ pub struct ApplyController {
     cooldown: u32,
     /// Decisions in a row that found the workload waiting with the apply at its floor.
     over_at_floor: u32,
+    /// The lowest pace it sets ([`keep_up_floor`]).
+    floor: u64,
 }
 
 impl ApplyController {
@@ -429,7 +454,24 @@ impl ApplyController {
             limit: cap,
             cooldown: 0,
             over_at_floor: 0,
+            floor: MIN_APPLY_RATE,
         }
+    }
+
+    /// The lowest pace from now on ([`keep_up_floor`]); a pace below it is raised to it at the
+    /// next decision (the user's cap still rules).
+    pub fn set_floor(&mut self, floor: u64) {
+        self.floor = floor.max(MIN_APPLY_RATE);
+    }
+
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// `limit`, not below the floor nor above the cap.
+    fn bounded(&self, limit: u64) -> u64 {
+        let l = limit.max(self.floor);
+        self.cap.map_or(l, |c| c.min(l))
     }
 
     /// The workload has waited for [`PARK_AFTER`] decisions in a row with the apply at its floor:
@@ -463,8 +505,7 @@ impl ApplyController {
     pub fn after_hold(&mut self, changes_per_s: f64) -> Decision {
         let before = self.limit;
         if self.limit.is_none() && changes_per_s > 0.0 {
-            let limit = ((changes_per_s * AFTER_HOLD) as u64).max(MIN_APPLY_RATE);
-            self.limit = Some(self.cap.map_or(limit, |c| c.min(limit)));
+            self.limit = Some(self.bounded((changes_per_s * AFTER_HOLD) as u64));
         }
         decision(before, self.limit)
     }
@@ -474,7 +515,7 @@ impl ApplyController {
     pub fn decide(&mut self, signal: Signal, changes_per_s: f64) -> Decision {
         let before = self.limit;
         self.cooldown = self.cooldown.saturating_sub(1);
-        let at_floor = self.limit.is_some_and(|l| l <= MIN_APPLY_RATE);
+        let at_floor = self.limit.is_some_and(|l| l <= self.floor);
         self.over_at_floor = match signal {
             Signal::Over(_) if at_floor => self.over_at_floor + 1,
             _ => 0,
@@ -487,9 +528,8 @@ impl ApplyController {
                     // Nothing moved and nothing limits it: the apply is not what weighs.
                     self.limit
                 } else {
-                    let slowed = ((from * factor) as u64).max(MIN_APPLY_RATE);
                     self.cooldown = COOLDOWN;
-                    Some(self.cap.map_or(slowed, |c| c.min(slowed)))
+                    Some(self.bounded((from * factor) as u64))
                 }
             }
             Signal::Fine if self.cooldown == 0 => match self.limit {
@@ -507,6 +547,13 @@ impl ApplyController {
             },
             Signal::Fine | Signal::Within => self.limit,
         };
+        // A floor that rose since (the workload writes more): the pace follows it.
+        if let Some(l) = self.limit
+            && self.cap != Some(l)
+            && l < self.floor
+        {
+            self.limit = Some(self.bounded(l));
+        }
         decision(before, self.limit)
     }
 }
@@ -514,6 +561,25 @@ impl ApplyController {
 /// Test fault point (`PGREPART_TEST_FAULT`): once the copy is done, every probe's commit counts as
 /// four times slower than allowed, as on a source whose workload waits whatever the apply does.
 pub const SLOW_SOURCE_FAULT: &str = "governor-slow-source";
+
+/// Decisions between two reads of the table's statistics (backends report them about once a
+/// second, so a shorter span is mostly noise).
+const TABLE_EVERY: u32 = 5;
+
+/// The application's changes to `table` so far (inserts, updates, deletes, over its partitions
+/// when it has some), from the statistics; `None` when they cannot be read.
+async fn table_changes(client: &Client, table: &str) -> Option<i64> {
+    client
+        .query_opt(
+            "SELECT sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::bigint FROM pg_stat_user_tables s \
+              WHERE s.relid IN (SELECT relid FROM pg_partition_tree($1::text::regclass))",
+            &[&table],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.get(0))
+}
 
 /// A decision window (normally a second) longer than this spanned a stall and is not used.
 const STALLED_WINDOW_S: f64 = 3.0;
@@ -976,6 +1042,9 @@ pub struct Governed {
     pub rows_to_copy: u64,
     /// Why the pace is what it is now, for `status` and the progress line.
     pub reason: Arc<std::sync::Mutex<Option<String>>>,
+    /// The source table (quoted): the application's changes to it set the apply's floor
+    /// ([`keep_up_floor`]).
+    pub table: String,
 }
 
 /// A new probe session after `lost` (a transient error) ended the last one; the governing goes
@@ -1110,6 +1179,11 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     // The baseline was taken before the setup: the first window counts from the first probe.
     let mut resync = true;
     let mut last_change_rate: f64;
+    // The table's changes at the last read of its statistics, and when.
+    let mut table_seen: Option<(Instant, i64)> = None;
+    // Since when the copy is done, and how long the stream has been parked since.
+    let mut copy_done_at: Option<Instant> = None;
+    let mut parked_so_far = Duration::ZERO;
     let mut parked: Option<Parked> = None;
     let mut rebase_now;
     let mut last_reason_kind = String::new();
@@ -1131,9 +1205,13 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             return Ok(());
         }
         let copying = g.copying.load(Ordering::Relaxed);
+        if !copying && copy_done_at.is_none() {
+            copy_done_at = Some(Instant::now());
+        }
         if !copying && g.pace.is_free() {
             // The cutover is due: nothing left to govern.
-            if parked.take().is_some() {
+            if let Some(p) = parked.take() {
+                parked_so_far += p.since.elapsed();
                 g.pace.set_parked(false);
                 apply.unparked();
             }
@@ -1208,6 +1286,26 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         let changes = g.pace.changes();
         let copy_rate = rows.saturating_sub(rows_before) as f64 / secs;
         let change_rate = changes.saturating_sub(changes_before) as f64 / secs;
+        if decisions.is_multiple_of(TABLE_EVERY)
+            && let Some(count) = table_changes(&client, &g.table).await
+        {
+            // (One read-only transaction every few seconds: within a read-only workload's
+            // count from the database's statistics, well under the busy threshold.)
+            let at = Instant::now();
+            if let Some((t0, c0)) = table_seen.replace((at, count)) {
+                let per_s =
+                    (count - c0).max(0) as f64 / at.duration_since(t0).as_secs_f64().max(0.001);
+                let floor = keep_up_floor(Some(per_s));
+                if floor != apply.floor() {
+                    tracing::debug!(
+                        table_changes_per_s = per_s.round() as u64,
+                        floor,
+                        "apply floor: the table's changes, twice over"
+                    );
+                }
+                apply.set_floor(floor);
+            }
+        }
         // The application's own statements when they can be read, else the probe.
         let statements_now = match statements.as_mut() {
             Some(st) => st.sample(&client).await,
@@ -1301,6 +1399,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             let eased = others < p.workload * UNPARK_WORKLOAD || signal == Signal::Idle;
             if eased || Instant::now() >= p.until || g.pace.is_free() {
                 parked = None;
+                parked_so_far += p.since.elapsed();
                 apply.unparked();
                 g.pace.set_parked(false);
                 tracing::info!(
@@ -1317,9 +1416,15 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                     latency_ms = crate::units::millis(reading.latency_ms),
                     workload_xacts_per_s = others.round() as u64,
                     workload_floor = reading.xacts_floor(g.max_impact).round() as u64,
-                    "apply slowed to {n} changes/s ({}); the lag may grow",
+                    floor = apply.floor(),
+                    "apply slowed to {n} changes/s ({}); {}",
                     super::objective::ceiling_reason(&reading, &ceilings)
-                        .map_or("over the ceiling".to_string(), |r| r.to_string())
+                        .map_or("over the ceiling".to_string(), |r| r.to_string()),
+                    if apply.floor() > MIN_APPLY_RATE {
+                        "not below twice the table's changes, so the lag still shrinks"
+                    } else {
+                        "the lag may grow"
+                    }
                 ),
                 Decision::RaisedTo(n) => tracing::debug!(changes_per_s = n, "apply pace raised"),
                 Decision::Released => tracing::info!(
@@ -1332,8 +1437,16 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             // its floor does not halve it): measure it again rather than park.
             rebase_now =
                 apply.wants_park() && others < controller.baseline_xacts() * UNPARK_WORKLOAD;
-            if !copying && apply.wants_park() && !rebase_now {
+            if !copying
+                && apply.wants_park()
+                && !rebase_now
+                && may_park(
+                    parked_so_far,
+                    copy_done_at.map_or(Duration::ZERO, |t| t.elapsed()),
+                )
+            {
                 parked = Some(Parked {
+                    since: Instant::now(),
                     until: Instant::now() + PARK_FOR,
                     workload: others,
                 });
@@ -1507,6 +1620,7 @@ pub fn application_reading(
 /// A park of the stream by the governor.
 #[derive(Debug, Clone, Copy)]
 struct Parked {
+    since: Instant,
     until: Instant,
     /// The other write transactions per second when it began.
     workload: f64,
@@ -1687,6 +1801,47 @@ mod tests {
         assert!(walsender_waits(Some("WalSenderWaitForWal")));
         assert!(!walsender_waits(None));
         assert!(!walsender_waits(Some("WALRead")));
+    }
+
+    #[test]
+    fn the_apply_is_never_paced_below_twice_the_tables_changes() {
+        assert_eq!(keep_up_floor(None), MIN_APPLY_RATE);
+        assert_eq!(keep_up_floor(Some(100.0)), MIN_APPLY_RATE);
+        assert_eq!(keep_up_floor(Some(2_136.0)), 4_272);
+        let mut a = ApplyController::new(None);
+        a.set_floor(keep_up_floor(Some(2_000.0)));
+        // Over the ceiling at 10,000 changes/s, cut to a quarter: held at the floor instead.
+        assert_eq!(
+            a.decide(Signal::Over(0.25), 10_000.0),
+            Decision::SlowedTo(4_000)
+        );
+        assert!(!a.wants_park());
+        // At the floor and still over: counted towards a park, never slower.
+        for _ in 0..PARK_AFTER {
+            a.decide(Signal::Over(0.25), 4_000.0);
+        }
+        assert_eq!(a.limit(), Some(4_000));
+        assert!(a.wants_park());
+        // The workload writes more: the pace follows its floor at the next decision.
+        a.set_floor(keep_up_floor(Some(3_000.0)));
+        assert_eq!(a.decide(Signal::Within, 4_000.0), Decision::RaisedTo(6_000));
+        // The user's cap still rules.
+        let mut c = ApplyController::new(Some(1_000));
+        c.set_floor(6_000);
+        assert_eq!(c.decide(Signal::Over(0.5), 1_000.0), Decision::Unchanged);
+        assert_eq!(c.limit(), Some(1_000));
+        assert_eq!(c.after_hold(900.0), Decision::Unchanged);
+    }
+
+    #[test]
+    fn the_stream_is_parked_a_third_of_the_time_after_the_copy_at_most() {
+        let s = Duration::from_secs;
+        assert!(may_park(s(0), s(0)));
+        assert!(may_park(s(0), s(3)));
+        // One 30 s park: the next only once the run has gone on for 90 s since the copy.
+        assert!(!may_park(s(30), s(40)));
+        assert!(!may_park(s(30), s(89)));
+        assert!(may_park(s(30), s(90)));
     }
 
     #[test]

@@ -267,6 +267,7 @@ impl<'a> Supervisor<'a> {
                     max_replica_lag: cfg.max_replica_lag,
                     rows_to_copy: (migration.rows_estimate - migration.rows_copied).max(0) as u64,
                     reason: governor_reason.clone(),
+                    table: migration.source.sql(),
                 },
                 stop_rx.clone(),
             ));
