@@ -330,6 +330,14 @@ async fn finish_ends_the_window_and_drops_the_old_table_then() {
     // No window left to revert.
     let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    // Nor anything left to pause.
+    let out = pgrepart(&["pause", "--source", &url, "--table", "orders_flat"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("nothing to pause"),
+        "{}",
+        output_text(&out)
+    );
 }
 
 #[tokio::test]
