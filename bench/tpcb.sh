@@ -186,11 +186,18 @@ tpcb_governor_log() {
 
 log "(tpcb) the migration with no workload"
 tpcb_fresh tpcb_unloaded
+# Where the unloaded migration's CPU goes (bench/cpu.py): the server's processes by what they do,
+# and pgrepart's.
+rm -f "$DIR/cpu.stop"
+python3 "$REPO/bench/cpu.py" "$(head -1 "$DIR/data/postmaster.pid")" "$PGREPART" "$DIR/cpu.stop" >"$DIR/cpu.out" &
+CPU_PID=$!
 tpcb_migrate "$PGREPART" tpcb_unloaded
+touch "$DIR/cpu.stop"; wait "$CPU_PID" || true
+CPU_UNLOADED=$(cat "$DIR/cpu.out")
 [ "$TM_DONE" = 1 ] || { echo "the unloaded migration did not finish: $TM_COPIED" >&2; cat "$DIR/tpcb.run.log" >&2; exit 1; }
 T_UNLOADED=$TM_SECONDS
 drop_db tpcb_unloaded
-log "(tpcb) unloaded: ${T_UNLOADED} s"
+log "(tpcb) unloaded: ${T_UNLOADED} s; $CPU_UNLOADED"
 
 # alone NAME RATE: sets A_TPS A_LAT.
 alone() {
@@ -251,7 +258,7 @@ C_LAT=$(awk -v a="$C_LAT1" -v b="$C_LAT2" 'BEGIN { printf "%.3f", (a + b) / 2 }'
 {
 echo
 echo "$W_TITLE; $(nproc) cores, PostgreSQL $("$BIN/postgres" -V | awk '{ print $3 }'), $(date -u +%Y-%m-%dT%H:%MZ)"
-echo "unloaded migration: ${T_UNLOADED} s"
+echo "unloaded migration: ${T_UNLOADED} s; $CPU_UNLOADED"
 echo "open loop at ${RATE_HALF} tps, alone: before $O_TPS1 tps, $O_LAT1 ms; after $O_TPS2 tps, $O_LAT2 ms; the reference is the mean: $O_TPS tps, $O_LAT ms"
 echo "closed loop, alone: before $C_TPS1 tps, $C_LAT1 ms; after $C_TPS2 tps, $C_LAT2 ms; the reference is the mean: $C_TPS tps, $C_LAT ms"
 echo
