@@ -409,6 +409,23 @@ async fn a_source_still_waiting_after_the_copy_has_the_stream_parked_until_the_c
         log.contains("stream resumed"),
         "PostgreSQL {major}: the stream never opened again after its park:\n{log}"
     );
+    // The apply's floor follows the writers' changes to the table (read from its statistics).
+    let seen: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("apply floor"))
+        .filter_map(|l| {
+            l.split("table_changes_per_s=")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        seen.iter().any(|&c| c > 0.0),
+        "PostgreSQL {major}: the table's changes were never read for the apply's floor:\n{log}"
+    );
     writers.wait_for_more_ops(200, DEADLINE).await;
     let report = writers.stop().await;
     report.assert_no_anomalies(format_args!(

@@ -567,12 +567,14 @@ pub const SLOW_SOURCE_FAULT: &str = "governor-slow-source";
 const TABLE_EVERY: u32 = 5;
 
 /// The application's changes to `table` so far (inserts, updates, deletes, over its partitions
-/// when it has some), from the statistics; `None` when they cannot be read.
+/// when it has some: `pg_partition_tree` lists nothing for a table without), from the
+/// statistics; `None` when they cannot be read.
 async fn table_changes(client: &Client, table: &str) -> Option<i64> {
     client
         .query_opt(
             "SELECT sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del)::bigint FROM pg_stat_user_tables s \
-              WHERE s.relid IN (SELECT relid FROM pg_partition_tree($1::text::regclass))",
+              WHERE s.relid = $1::text::regclass \
+                 OR s.relid IN (SELECT relid FROM pg_partition_tree($1::text::regclass))",
             &[&table],
         )
         .await
@@ -1296,13 +1298,11 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 let per_s =
                     (count - c0).max(0) as f64 / at.duration_since(t0).as_secs_f64().max(0.001);
                 let floor = keep_up_floor(Some(per_s));
-                if floor != apply.floor() {
-                    tracing::debug!(
-                        table_changes_per_s = per_s.round() as u64,
-                        floor,
-                        "apply floor: the table's changes, twice over"
-                    );
-                }
+                tracing::debug!(
+                    table_changes_per_s = per_s.round() as u64,
+                    floor,
+                    "apply floor: the table's changes, twice over"
+                );
                 apply.set_floor(floor);
             }
         }
