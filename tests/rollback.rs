@@ -517,6 +517,13 @@ async fn a_run_killed_in_the_window_and_in_the_revert_is_finished_by_the_same_co
     let v = inspect::status_json(&url, "orders_flat").await.unwrap();
     assert_eq!(inspect::phase(&v), "done", "{ctx}: {v}");
     assert_eq!(v["revert_requested"], true, "{ctx}: the request stays: {v}");
+    // The forward slot was made before the lock; the rerun takes it up again.
+    let forward = v["slot_name"].as_str().expect("slot_name").to_string();
+    assert!(
+        inspect::slots(&client).await.contains(&forward),
+        "{ctx}: the forward slot {forward} is there: {:?}",
+        inspect::slots(&client).await
+    );
     // Rerun: it reverts as asked, and is killed right after the revert's commit.
     let run = spawn_with_env(&args, &[("PGREPART_TEST_FAULT", "revert-after-commit")]);
     let out = run.wait_within(DEADLINE).await;
