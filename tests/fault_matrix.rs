@@ -18,7 +18,7 @@
 //! | verify | every verify session open, the applier held | state, source, replication, apply, verify |
 //! | cutover | the fence session open, before the lock | state, source, replication, apply, fence; `pgrepart cutover`'s own, waiting |
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
-//! | revert: forward slot | before the forward slot is made (before the revert's lock) | state, source, reverse replication, reverse apply; `pgrepart revert`'s own, waiting |
+//! | revert: forward slot | before the forward slot is made (before the revert's lock); and, for `pgrepart source`, while the slot's creation waits for a transaction | state, source, reverse replication, reverse apply; `pgrepart revert`'s own, waiting |
 //! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence; `pgrepart revert`'s own, waiting |
 //!
 //! `pgrepart route` lives only during the copy and only for keys other than a single integer: its
@@ -593,32 +593,79 @@ async fn revert_forward_case(session: &'static str) {
 }
 
 async fn revert_case_at(point: &'static str, session: &'static str) {
+    revert_case_with(point, session, false).await
+}
+
+/// The forward slot's creation itself: it waits for a transaction the test holds open (status
+/// names it under `waiting_for`), and the session creating it is terminated then.
+#[tokio::test]
+async fn revert_forward_slot_creation_terminated_while_it_waits() {
+    revert_case_with("revert-forward", "pgrepart source", true).await
+}
+
+async fn revert_case_with(point: &'static str, session: &'static str, blocked: bool) {
     let Some((cluster, url, client, writers, major)) = seeded_with_writers("revfault").await else {
         return;
     };
-    let ctx = format!("PostgreSQL {major}, {point}, {session} terminated");
+    let ctx = format!(
+        "PostgreSQL {major}, {point}{}, {session} terminated",
+        if blocked {
+            " (slot creation waiting)"
+        } else {
+            ""
+        }
+    );
     let hold = tempfile::tempdir().expect("hold dir");
     let dir = hold.path().to_string_lossy().into_owned();
-    let env = [
-        ("PGREPART_TEST_HOLD", point),
-        ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
-    ];
+    let env: Vec<(&str, &str)> = if blocked {
+        vec![]
+    } else {
+        vec![
+            ("PGREPART_TEST_HOLD", point),
+            ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
+        ]
+    };
     let args = seed_run_args(&url, &["--rollback-window", "10min"]);
     let mut run = spawn_with_env(&args, &env);
     wait_status(&url, &run, DEADLINE, "changes applied back", |v| {
         v["window_state"] == "open" && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
     })
     .await;
+    // A transaction with an xid, open: a slot's creation waits for it.
+    let blocker = if blocked {
+        let b = support::cluster::connect(&url).await;
+        b.batch_execute("BEGIN; SELECT txid_current();")
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: blocker: {}", support::describe(&e)));
+        Some(b)
+    } else {
+        None
+    };
     let revert =
         spawn_pgrepart_with_env(&["revert", "--source", &url, "--table", "orders_flat"], &[]);
-    wait_marker(
-        &hold.path().join(format!("{point}.reached")),
-        &mut run,
-        &ctx,
-    )
-    .await;
-    terminate_all(&cluster, session, &ctx).await;
-    std::fs::write(hold.path().join(format!("{point}.release")), b"").expect("release marker");
+    if let Some(b) = &blocker {
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "the forward slot's creation waiting",
+            |v| v["waiting_for"].as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+        terminate_all(&cluster, session, &ctx).await;
+        b.batch_execute("COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: blocker: {}", support::describe(&e)));
+    } else {
+        wait_marker(
+            &hold.path().join(format!("{point}.reached")),
+            &mut run,
+            &ctx,
+        )
+        .await;
+        terminate_all(&cluster, session, &ctx).await;
+        std::fs::write(hold.path().join(format!("{point}.release")), b"").expect("release marker");
+    }
     // Reverted: the run (or the same command run again) streams forward again.
     let streaming_again = |v: &Value| {
         inspect::phase(v) == "streaming"
