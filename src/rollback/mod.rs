@@ -79,12 +79,17 @@ pub fn window_step(w: &Window) -> WindowStep {
 
 /// A migration whose window `run` must serve (or clean up after a revert that committed).
 pub fn window_pending(m: &Migration) -> bool {
-    (matches!(m.phase, Phase::Done | Phase::Reverted) && m.window.is_open()) || reverted_cleanup(m)
+    window_pending_in(m.phase, &m.window)
+}
+
+/// `window_pending` (pure).
+fn window_pending_in(phase: Phase, w: &Window) -> bool {
+    (matches!(phase, Phase::Done | Phase::Reverted) && w.is_open()) || reverted_cleanup(w)
 }
 
 /// The revert committed and its cleanup (the reverse slot and publication) is still to do.
-fn reverted_cleanup(m: &Migration) -> bool {
-    m.window.state.as_deref() == Some(state::WINDOW_REVERTED)
+fn reverted_cleanup(w: &Window) -> bool {
+    w.state.as_deref() == Some(state::WINDOW_REVERTED)
 }
 
 /// In the swap's transaction, after the renames (pure): the window opens, and the reverse
@@ -478,7 +483,7 @@ pub async fn serve(
     }
     state::set_runner(&control, m.id, Some(&crate::migration::lock::runner_name())).await?;
     let old = m.source.sibling(m.old_name.clone());
-    if m.phase == Phase::Reverted || reverted_cleanup(&m) {
+    if m.phase == Phase::Reverted || reverted_cleanup(&m.window) {
         // The revert committed; the run stopped before its cleanup.
         drop_reverse(&source, &m).await?;
         state::close_window(&control, m.id).await?;
@@ -768,6 +773,29 @@ mod tests {
         let c = plan_check(&id, None, false, Some("foreign key fk_customer ...".into()));
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains("fk_customer"));
+    }
+
+    #[test]
+    fn run_serves_an_open_window_and_the_cleanup_a_committed_revert_left() {
+        let w = |state: &str| Window {
+            state: Some(state.into()),
+            ..Default::default()
+        };
+        assert!(window_pending_in(Phase::Done, &w(state::WINDOW_OPEN)));
+        assert!(!window_pending_in(Phase::Done, &w(state::WINDOW_CLOSED)));
+        assert!(!window_pending_in(Phase::Done, &Window::default()));
+        // The revert's transaction set the phase streaming and the window 'reverted': the
+        // reverse slot and publication are still to drop.
+        assert!(window_pending_in(
+            Phase::Streaming,
+            &w(state::WINDOW_REVERTED)
+        ));
+        assert!(!window_pending_in(
+            Phase::Streaming,
+            &w(state::WINDOW_CLOSED)
+        ));
+        // Recorded by an older pgrepart.
+        assert!(window_pending_in(Phase::Reverted, &w(state::WINDOW_OPEN)));
     }
 
     #[test]
