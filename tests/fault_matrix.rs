@@ -18,6 +18,7 @@
 //! | verify | every verify session open, the applier held | state, source, replication, apply, verify |
 //! | cutover | the fence session open, before the lock | state, source, replication, apply, fence; `pgrepart cutover`'s own, waiting |
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
+//! | revert: forward slot | before the forward slot is made (before the revert's lock); and, for `pgrepart source`, while the slot's creation waits for a transaction | state, source, reverse replication, reverse apply; `pgrepart revert`'s own, waiting |
 //! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence; `pgrepart revert`'s own, waiting |
 //!
 //! `pgrepart route` lives only during the copy and only for keys other than a single integer: its
@@ -579,49 +580,133 @@ session_cases!(window_case {
 /// The revert (`pgrepart revert` during the rollback window), held with its fence session open
 /// before the lock: a session terminated there. The revert happens (by the run recovering, or by
 /// the same command run again, the request being kept), and the old table, back under its name,
-/// equals the writers' record.
+/// equals the writers' record; the run streams to the partitioned table again, which then equals
+/// it too, and `pgrepart abort` leaves no slot or publication.
 async fn revert_case(session: &'static str) {
+    revert_case_at("revert", session).await
+}
+
+/// The same, held before the forward slot is made for the stream after the revert (its
+/// publication exists then; a retried attempt reuses it and makes the slot).
+async fn revert_forward_case(session: &'static str) {
+    revert_case_at("revert-forward", session).await
+}
+
+async fn revert_case_at(point: &'static str, session: &'static str) {
+    revert_case_with(point, session, false).await
+}
+
+/// The forward slot's creation itself: it waits for a transaction the test holds open (status
+/// names it under `waiting_for`), and the session creating it is terminated then.
+#[tokio::test]
+async fn revert_forward_slot_creation_terminated_while_it_waits() {
+    revert_case_with("revert-forward", "pgrepart source", true).await
+}
+
+async fn revert_case_with(point: &'static str, session: &'static str, blocked: bool) {
     let Some((cluster, url, client, writers, major)) = seeded_with_writers("revfault").await else {
         return;
     };
-    let ctx = format!("PostgreSQL {major}, revert, {session} terminated");
+    let ctx = format!(
+        "PostgreSQL {major}, {point}{}, {session} terminated",
+        if blocked {
+            " (slot creation waiting)"
+        } else {
+            ""
+        }
+    );
     let hold = tempfile::tempdir().expect("hold dir");
     let dir = hold.path().to_string_lossy().into_owned();
-    let env = [
-        ("PGREPART_TEST_HOLD", "revert"),
-        ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
-    ];
+    let env: Vec<(&str, &str)> = if blocked {
+        vec![]
+    } else {
+        vec![
+            ("PGREPART_TEST_HOLD", point),
+            ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
+        ]
+    };
     let args = seed_run_args(&url, &["--rollback-window", "10min"]);
     let mut run = spawn_with_env(&args, &env);
     wait_status(&url, &run, DEADLINE, "changes applied back", |v| {
         v["window_state"] == "open" && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
     })
     .await;
+    // A transaction with an xid, open: a slot's creation waits for it.
+    let blocker = if blocked {
+        let b = support::cluster::connect(&url).await;
+        b.batch_execute("BEGIN; SELECT txid_current();")
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: blocker: {}", support::describe(&e)));
+        Some(b)
+    } else {
+        None
+    };
     let revert =
         spawn_pgrepart_with_env(&["revert", "--source", &url, "--table", "orders_flat"], &[]);
-    wait_marker(&hold.path().join("revert.reached"), &mut run, &ctx).await;
-    terminate_all(&cluster, session, &ctx).await;
-    std::fs::write(hold.path().join("revert.release"), b"").expect("release marker");
-    let mut reruns = 0;
-    let out = loop {
-        let out = run.wait_within(DEADLINE).await;
-        if out.status.success() {
-            break out;
-        }
-        let text = output_text(&out);
-        assert_eq!(out.status.code(), Some(1), "{ctx}: {text}");
-        assert!(
-            text.contains("error:") && text.contains("hint:"),
-            "{ctx}: a run that stops says why and what to do:\n{text}"
-        );
-        reruns += 1;
-        assert!(
-            reruns <= 2,
-            "{ctx}: the same command did not revert:\n{text}"
-        );
-        // The hold is passed once per directory: the rerun does not stop there.
-        run = spawn_with_env(&args, &env);
+    if let Some(b) = &blocker {
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "the forward slot's creation waiting",
+            |v| v["waiting_for"].as_array().is_some_and(|a| !a.is_empty()),
+        )
+        .await;
+        terminate_all(&cluster, session, &ctx).await;
+        b.batch_execute("COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: blocker: {}", support::describe(&e)));
+    } else {
+        wait_marker(
+            &hold.path().join(format!("{point}.reached")),
+            &mut run,
+            &ctx,
+        )
+        .await;
+        terminate_all(&cluster, session, &ctx).await;
+        std::fs::write(hold.path().join(format!("{point}.release")), b"").expect("release marker");
+    }
+    // Reverted: the run (or the same command run again) streams forward again.
+    let streaming_again = |v: &Value| {
+        inspect::phase(v) == "streaming"
+            && v["window_state"] == "closed"
+            && v["reverted_at"].is_string()
+            && v["running"] == true
     };
+    let mut reruns = 0;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = run.try_status() {
+            let out = run.wait_within(DEADLINE).await;
+            let text = output_text(&out);
+            assert_eq!(status.code(), Some(1), "{ctx}: {text}");
+            assert!(
+                text.contains("error:") && text.contains("hint:"),
+                "{ctx}: a run that stops says why and what to do:\n{text}"
+            );
+            reruns += 1;
+            assert!(
+                reruns <= 2,
+                "{ctx}: the same command did not revert:\n{text}"
+            );
+            // The hold is passed once per directory: the rerun does not stop there.
+            run = spawn_with_env(&args, &env);
+            continue;
+        }
+        if inspect::status_json(&url, "orders_flat")
+            .await
+            .as_ref()
+            .is_some_and(streaming_again)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: the run did not revert:\n{}",
+            tail(&run.stderr_so_far(), 6000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let revert_out = revert.wait_within(DEADLINE).await;
     if session == "pgrepart revert" {
         // The request was recorded before its session went: the command opens it again and
@@ -634,13 +719,6 @@ async fn revert_case(session: &'static str) {
             "{ctx}: `pgrepart revert` did not ride out the loss of its session:\n{text}"
         );
     }
-    let v = inspect::status_json(&url, "orders_flat").await.unwrap();
-    assert_eq!(
-        inspect::phase(&v),
-        "reverted",
-        "{ctx}: {v}\n{}",
-        output_text(&out)
-    );
     writers.wait_for_more_ops(100, DEADLINE).await;
     let report = writers.stop().await;
     report.assert_no_anomalies(&ctx);
@@ -650,6 +728,12 @@ async fn revert_case(session: &'static str) {
         "{ctx}"
     );
     compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+    compare::wait_table_matches(&client, "orders_flat_repart", &report.rows, DEADLINE).await;
+    let out =
+        support::pgrepart(&["abort", "--source", &url, "--table", "orders_flat", "--yes"]).await;
+    assert!(out.status.success(), "{ctx}: abort: {}", output_text(&out));
+    let out = run.wait_within(DEADLINE).await;
+    assert_eq!(out.status.code(), Some(1), "{ctx}: {}", output_text(&out));
     inspect::assert_no_slot_or_publication(&client).await;
 }
 
@@ -660,6 +744,14 @@ session_cases!(revert_case {
     revert_reverse_apply_session_terminated: "pgrepart reverse apply";
     revert_fence_session_terminated: "pgrepart fence";
     revert_request_session_terminated: "pgrepart revert";
+});
+
+session_cases!(revert_forward_case {
+    revert_forward_state_session_terminated: "pgrepart state";
+    revert_forward_source_session_terminated: "pgrepart source";
+    revert_forward_reverse_replication_connection_terminated: "pgrepart reverse replication";
+    revert_forward_reverse_apply_session_terminated: "pgrepart reverse apply";
+    revert_forward_request_session_terminated: "pgrepart revert";
 });
 
 /// The case a new user hit: no write load (so the primary key is left for after the copy), the

@@ -19,7 +19,7 @@ use support::{
 const DEADLINE: Duration = Duration::from_secs(120);
 
 /// Every field docs/status.md documents for `status --json`.
-const DOCUMENTED_FIELDS: [&str; 49] = [
+const DOCUMENTED_FIELDS: [&str; 51] = [
     "migration_id",
     "table",
     "target",
@@ -69,6 +69,8 @@ const DOCUMENTED_FIELDS: [&str; 49] = [
     "conflicts",
     "revert_requested",
     "finish_requested",
+    "reverted_at",
+    "note",
 ];
 
 fn free_port() -> u16 {

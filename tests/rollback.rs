@@ -4,7 +4,9 @@
 //! and trigger are its own again), and `pgrepart finish` ends the window (then `--drop-old`). A run
 //! killed during the window or inside the revert is finished by the same command; rows the old
 //! table cannot hold (an old key reused in another partition) are conflicts that `revert` refuses
-//! without `--force`.
+//! without `--force`. After a revert the partitioned table follows the original one again: the
+//! run streams on without cutting over by itself, `pgrepart cutover` cuts over again (with a new
+//! window), `pgrepart abort` drops it and leaves no slot or publication.
 
 mod support;
 
@@ -104,7 +106,7 @@ async fn check_reverted(
         "{ctx}: the partitioned table is kept under its working name"
     );
     compare::assert_table_matches(client, "orders_flat", &report.rows).await;
-    inspect::assert_no_slot_or_publication(client).await;
+    assert_forward_slot_only(client, ctx).await;
     // Dependents are the original table's again.
     let checks = [
         (
@@ -187,8 +189,62 @@ async fn check_reverted(
     let v = inspect::status_json(url, "orders_flat")
         .await
         .expect("status");
-    assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
-    assert_eq!(v["window_state"], "closed", "{ctx}: {v}");
+    assert_streaming_again(&v, ctx);
+}
+
+/// After a revert: the migration streams forward again, waiting for `pgrepart cutover`.
+fn streaming_again(v: &Value) -> bool {
+    inspect::phase(v) == "streaming"
+        && v["window_state"] == "closed"
+        && v["reverted_at"].is_string()
+        && v["running"] == true
+}
+
+fn assert_streaming_again(v: &Value, ctx: &str) {
+    assert!(streaming_again(v), "{ctx}: {v}");
+    assert_eq!(v["cutover_waiting"], true, "{ctx}: {v}");
+    assert!(
+        v["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("`pgrepart cutover` cuts over again")),
+        "{ctx}: {v}"
+    );
+}
+
+/// One slot and one publication: the forward stream's (the reverse one's are gone).
+async fn assert_forward_slot_only(client: &tokio_postgres::Client, ctx: &str) {
+    let slots = inspect::slots(client).await;
+    let pubs = inspect::publications(client).await;
+    assert!(
+        slots.len() == 1 && !slots[0].starts_with("pgrepart_r_") && pubs == slots,
+        "{ctx}: slots {slots:?}, publications {pubs:?}"
+    );
+}
+
+/// `pgrepart abort` after a revert: the run streaming forward stops, and the forward slot and
+/// publication and the partitioned table go; the original table stays.
+async fn abort_after_revert(
+    client: &tokio_postgres::Client,
+    url: &str,
+    run: support::Background,
+    ctx: &str,
+) -> std::process::Output {
+    let out = pgrepart(&["abort", "--source", url, "--table", "orders_flat", "--yes"]).await;
+    assert!(out.status.success(), "{ctx}: abort: {}", output_text(&out));
+    let out = run.wait_within(DEADLINE).await;
+    assert_eq!(out.status.code(), Some(1), "{ctx}: {}", output_text(&out));
+    inspect::assert_no_slot_or_publication(client).await;
+    assert_eq!(
+        inspect::relkind(client, "orders_flat_repart").await,
+        None,
+        "{ctx}"
+    );
+    assert_eq!(
+        inspect::relkind(client, "orders_flat").await,
+        Some('r'),
+        "{ctx}"
+    );
+    out
 }
 
 #[tokio::test]
@@ -230,17 +286,140 @@ async fn revert_under_load_gives_back_the_old_table_with_every_write() {
         // Revert while the writers write.
         let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
         assert!(out.status.success(), "{ctx}: revert: {}", output_text(&out));
-        let out = run.wait_within(DEADLINE).await;
-        assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+        // The run goes on, streaming to the partitioned table again.
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "streaming forward again",
+            streaming_again,
+        )
+        .await;
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        report.assert_no_anomalies(&ctx);
+        compare::wait_table_matches(&client, "orders_flat_repart", &report.rows, DEADLINE).await;
+        check_reverted(&client, &url, &report, &ctx).await;
+        let out = abort_after_revert(&client, &url, run, &ctx).await;
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("is the original table again"),
             "{ctx}: {}",
             output_text(&out)
         );
+    }
+}
+
+#[tokio::test]
+async fn after_a_revert_the_run_streams_on_and_cuts_over_again_when_asked() {
+    for major in test_majors() {
+        let Some((_cluster, url, client, ctx)) =
+            seeded(Some(major), "again", SEED_ROWS, true).await
+        else {
+            continue;
+        };
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
         writers.wait_for_more_ops(200, DEADLINE).await;
+        // Automatic cutover (the default): the first cutover happens by itself.
+        let run = spawn(&window_args(&url, &[]));
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "the rollback window open",
+            window_open,
+        )
+        .await;
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        wait_status(&url, &run, DEADLINE, "changes applied back", |v| {
+            inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
+        })
+        .await;
+        let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{ctx}: revert: {}", output_text(&out));
+        let v = wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "streaming forward again",
+            streaming_again,
+        )
+        .await;
+        assert_streaming_again(&v, &ctx);
+        let applied = inspect::int(&v, "applied_changes").unwrap_or(0);
+        // The forward stream applies the writers' changes to the partitioned table, and the run
+        // does not cut over by itself although started with automatic cutover.
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        let v = wait_status(&url, &run, DEADLINE, "changes applied forward", |v| {
+            inspect::int(v, "applied_changes").unwrap_or(0) > applied + 100
+        })
+        .await;
+        assert_streaming_again(&v, &ctx);
+        assert_eq!(
+            inspect::relkind(&client, "orders_flat").await,
+            Some('r'),
+            "{ctx}"
+        );
+
+        // Cut over again, by request: a new window opens (the run has --rollback-window).
+        let out = pgrepart(&["cutover", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(
+            out.status.success(),
+            "{ctx}: cutover: {}",
+            output_text(&out)
+        );
+        wait_status(&url, &run, DEADLINE, "the second window open", window_open).await;
+        assert_eq!(
+            inspect::relkind(&client, "orders_flat").await,
+            Some('p'),
+            "{ctx}"
+        );
+        assert_eq!(
+            one_i64(
+                &client,
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'orders_flat'::regclass AND tgname = 'orders_audit'"
+            )
+            .await,
+            1,
+            "{ctx}: the trigger moved again"
+        );
+        writers.wait_for_more_ops(300, DEADLINE).await;
         let report = writers.stop().await;
         report.assert_no_anomalies(&ctx);
-        check_reverted(&client, &url, &report, &ctx).await;
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        // The second window keeps the old table in step again.
+        compare::wait_table_matches(&client, "orders_flat_old", &report.rows, DEADLINE).await;
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(v["conflicts"], serde_json::json!([]), "{ctx}: {v}");
+        assert!(v["note"].is_null(), "{ctx}: {v}");
+        // The sequence continues past every id written, without reuse.
+        let max_id = report.rows.keys().max().copied().unwrap_or(0);
+        let next: i64 = client
+            .query_one(
+                "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 1, 'EU') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: insert: {}", support::describe(&e)))
+            .get(0);
+        assert!(
+            next > max_id,
+            "{ctx}: id {next} reused (max written {max_id})"
+        );
+
+        let out = pgrepart(&["finish", "--source", &url, "--table", "orders_flat"]).await;
+        assert!(out.status.success(), "{ctx}: finish: {}", output_text(&out));
+        let out = run.wait_within(DEADLINE).await;
+        assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+        let text = output_text(&out);
+        assert!(
+            text.contains("is the original table again")
+                && text.contains("not cut over again until `pgrepart cutover`")
+                && text.contains("is now partitioned"),
+            "{ctx}: {text}"
+        );
+        inspect::assert_no_slot_or_publication(&client).await;
+        let v = inspect::status_json(&url, "orders_flat").await.unwrap();
+        assert_eq!(inspect::phase(&v), "done", "{ctx}: {v}");
     }
 }
 
@@ -383,6 +562,13 @@ async fn a_run_killed_in_the_window_and_in_the_revert_is_finished_by_the_same_co
     let v = inspect::status_json(&url, "orders_flat").await.unwrap();
     assert_eq!(inspect::phase(&v), "done", "{ctx}: {v}");
     assert_eq!(v["revert_requested"], true, "{ctx}: the request stays: {v}");
+    // The forward slot was made before the lock; the rerun takes it up again.
+    let forward = v["slot_name"].as_str().expect("slot_name").to_string();
+    assert!(
+        inspect::slots(&client).await.contains(&forward),
+        "{ctx}: the forward slot {forward} is there: {:?}",
+        inspect::slots(&client).await
+    );
     // Rerun: it reverts as asked, and is killed right after the revert's commit.
     let run = spawn_with_env(&args, &[("PGREPART_TEST_FAULT", "revert-after-commit")]);
     let out = run.wait_within(DEADLINE).await;
@@ -394,19 +580,30 @@ async fn a_run_killed_in_the_window_and_in_the_revert_is_finished_by_the_same_co
     );
     wait_not_running(&url, DEADLINE).await;
     let v = inspect::status_json(&url, "orders_flat").await.unwrap();
-    assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
-    assert_eq!(v["window_state"], "open", "{ctx}: its cleanup is left: {v}");
-    // The revert committed; the same command cleans up what it left.
-    let out = spawn(&args).wait_within(DEADLINE).await;
-    assert!(
-        out.status.success(),
-        "{ctx}: cleanup run: {}",
-        output_text(&out)
+    // The revert's transaction set the migration streaming forward again.
+    assert_eq!(inspect::phase(&v), "streaming", "{ctx}: {v}");
+    assert_eq!(
+        v["window_state"], "reverted",
+        "{ctx}: its cleanup is left: {v}"
     );
+    assert!(v["reverted_at"].is_string(), "{ctx}: {v}");
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    // The same command cleans up what it left, then carries on streaming from the revert.
+    let run = spawn(&args);
+    wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "streaming forward again",
+        streaming_again,
+    )
+    .await;
     writers.wait_for_more_ops(200, DEADLINE).await;
     let report = writers.stop().await;
     report.assert_no_anomalies(&ctx);
+    compare::wait_table_matches(&client, "orders_flat_repart", &report.rows, DEADLINE).await;
     check_reverted(&client, &url, &report, &ctx).await;
+    abort_after_revert(&client, &url, run, &ctx).await;
 }
 
 #[tokio::test]
@@ -487,8 +684,14 @@ async fn an_old_key_reused_in_another_partition_is_a_conflict_revert_refuses_wit
         "{ctx}: --force: {}",
         output_text(&out)
     );
-    let out = run.wait_within(DEADLINE).await;
-    assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+    wait_status(
+        &url,
+        &run,
+        DEADLINE,
+        "streaming forward again",
+        streaming_again,
+    )
+    .await;
     assert_eq!(inspect::relkind(&client, "orders_flat").await, Some('r'));
     let region = |id: i64| {
         let client = &client;
@@ -506,12 +709,17 @@ async fn an_old_key_reused_in_another_partition_is_a_conflict_revert_refuses_wit
         Some("US"),
         "{ctx}: a key no longer in conflict is copied again exactly"
     );
+    // The other row of id 5 was deleted from the partitioned table in the revert: it holds
+    // exactly the original table's rows, as the forward stream needs.
+    compare::assert_same_rows(&client, "orders_flat", "orders_flat_repart").await;
+    let out = pgrepart(&["verify", "--source", &url, "--table", "orders_flat"]).await;
+    assert!(out.status.success(), "{ctx}: verify: {}", output_text(&out));
     assert_eq!(
-        one_i64(&client, "SELECT count(*) FROM orders_flat").await + 1,
-        one_i64(&client, "SELECT count(*) FROM orders_flat_repart").await,
-        "{ctx}: one row of id 5 stays in the partitioned table only"
+        one_i64(&client, "SELECT count(*) FROM pgrepart.reverse_conflicts").await,
+        0,
+        "{ctx}: the candidates are cleared"
     );
-    inspect::assert_no_slot_or_publication(&client).await;
+    abort_after_revert(&client, &url, run, &ctx).await;
 }
 
 /// Inserts a customer and an order of theirs into whichever table is in use, then deletes the
@@ -626,9 +834,15 @@ async fn a_revert_moves_the_foreign_keys_back_both_ways_under_load() {
 
         let out = pgrepart(&["revert", "--source", &url, "--table", "orders_flat"]).await;
         assert!(out.status.success(), "{ctx}: revert: {}", output_text(&out));
-        let out = run.wait_within(DEADLINE).await;
-        let text = output_text(&out);
-        assert!(out.status.success(), "{ctx}: run: {text}");
+        wait_status(
+            &url,
+            &run,
+            DEADLINE,
+            "streaming forward again",
+            streaming_again,
+        )
+        .await;
+        let text = run.stdout_so_far();
         assert!(
             text.contains("carried back: foreign key orders_flat_customer_id_fkey on public.orders_flat")
                 && text.contains("carried back: foreign key order_items_order_id_fkey on public.order_items points at public.orders_flat again as (order_id) -> (id)"),
@@ -646,7 +860,7 @@ async fn a_revert_moves_the_foreign_keys_back_both_ways_under_load() {
             "{ctx}"
         );
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
-        inspect::assert_no_slot_or_publication(&client).await;
+        assert_forward_slot_only(&client, &ctx).await;
 
         // Both keys are the original table's again, validated; none is left on the partitioned
         // table or its partitions.
@@ -714,12 +928,13 @@ async fn a_revert_moves_the_foreign_keys_back_both_ways_under_load() {
             "{ctx}: the cascade reaches the original table"
         );
         let v = inspect::status_json(&url, "orders_flat").await.unwrap();
-        assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
+        assert_eq!(inspect::phase(&v), "streaming", "{ctx}: {v}");
         assert_eq!(
             v["pending_post_swap_steps"],
             serde_json::json!([]),
             "{ctx}: {v}"
         );
+        abort_after_revert(&client, &url, run, &ctx).await;
     }
 }
 

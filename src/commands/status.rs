@@ -103,6 +103,12 @@ pub struct Report {
     pub conflicts: Vec<String>,
     pub revert_requested: bool,
     pub finish_requested: bool,
+    /// When the last revert committed ("2026-01-02 03:04:05 UTC"), null if never. While the
+    /// phase is not `done`, the partitioned table follows the original one again, and only
+    /// `pgrepart cutover` cuts over again (`cutover_waiting`).
+    pub reverted_at: Option<String>,
+    /// What to do next after a revert, while the migration streams forward again.
+    pub note: Option<String>,
 }
 
 /// `client` is the source database (the slot and its walsender); `m` was read from `target`.
@@ -234,7 +240,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         waiting_for,
         primary_key_pending,
         identity_problem,
-        cutover_waiting: m.cutover_mode == "manual"
+        cutover_waiting: (m.cutover_mode == "manual" || m.reverted_at.is_some())
             && !m.cutover_requested
             && m.phase == state::Phase::Streaming,
         cutover_mode: m.cutover_mode.clone(),
@@ -267,6 +273,12 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
         conflicts,
         revert_requested: m.window.revert_requested,
         finish_requested: m.window.finish_requested,
+        reverted_at: m.reverted_at.clone(),
+        note: m
+            .reverted_at
+            .as_deref()
+            .filter(|_| !matches!(m.phase, state::Phase::Done | state::Phase::Reverted))
+            .map(|at| crate::rollback::again::status_note(at, m.window.asked_s.is_some())),
     })
 }
 
@@ -417,6 +429,7 @@ fn human(r: &Report) -> String {
                     ""
                 }
             ),
+            ("reverted", _) => "reverted (the reverse slot and publication are still to drop: run the same `pgrepart run` again)".to_string(),
             (w, _) => w.to_string(),
         };
         s += &format!("  rollback window  {figures}\n");
@@ -463,6 +476,9 @@ fn human(r: &Report) -> String {
             "  slot creation    waiting for these transactions to finish: {}\n",
             r.waiting_for.join("; ")
         );
+    }
+    if let Some(note) = &r.note {
+        s += &format!("  reverted         {note}\n");
     }
     if let Some(e) = &r.last_error {
         s += &format!(

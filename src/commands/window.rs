@@ -20,6 +20,15 @@ fn require_open_window(m: &Migration, table: &crate::pg::ident::QualifiedName) -
             m.target
         )));
     }
+    if m.phase != Phase::Done && m.reverted_at.is_some() {
+        return Err(Error::refused(format!(
+            "migration {} of {table} was already reverted (at {}): it streams to the partitioned table again ({})",
+            m.id,
+            m.reverted_at.as_deref().unwrap_or_default(),
+            m.phase.as_str()
+        ))
+        .with_hint("`pgrepart cutover` cuts over again, `pgrepart abort` drops the partitioned table"));
+    }
     if m.phase != Phase::Done {
         return Err(Error::refused(format!(
             "migration {} of {table} has not cut over yet ({}): there is no rollback window",
@@ -105,10 +114,12 @@ pub async fn revert(args: RevertArgs) -> Result<()> {
         "revert requested for migration {}; waiting for `pgrepart run` to swap back",
         m.id
     );
+    // The revert's transaction takes the phase from `done` (to `streaming`: the partitioned
+    // table follows the original one again; `reverted` by an older pgrepart).
     wait_for_run(
         &mut watch,
         m.id,
-        |m| m.phase == Phase::Reverted,
+        |m| m.phase != Phase::Done,
         |m| {
             (!m.window.revert_requested)
                 .then(|| {
@@ -116,12 +127,12 @@ pub async fn revert(args: RevertArgs) -> Result<()> {
                         .clone()
                         .unwrap_or_else(|| "the revert was withdrawn".into())
                 })
-                .filter(|_| m.phase != Phase::Reverted)
+                .filter(|_| m.phase == Phase::Done)
         },
     )
     .await?;
     println!(
-        "{table} is the original table again; the partitioned table is kept as {}",
+        "{table} is the original table again; the partitioned table is kept as {} and follows it again: `pgrepart cutover` cuts over again, `pgrepart abort` drops it",
         m.target
     );
     Ok(())

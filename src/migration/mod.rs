@@ -142,13 +142,31 @@ pub async fn run(mut cfg: RunConfig) -> Result<()> {
 }
 
 /// One attempt: connect, decide from the state what to do (start, resume, finish what a swap
-/// left), set up or resume, then supervise.
+/// left), set up or resume, then supervise. A rollback window after the swap is served; a revert
+/// there sets the migration streaming forward again, and the attempt goes on with it.
 async fn attempt(
     cfg: &RunConfig,
     figures: &watch::Sender<Snapshot>,
     interrupted: &mut watch::Receiver<bool>,
     engaged: &std::cell::Cell<bool>,
 ) -> Result<()> {
+    loop {
+        if !attempt_once(cfg, figures, interrupted, engaged).await? {
+            return Ok(());
+        }
+        tracing::info!(
+            "the migration was reverted: streaming to the partitioned table again; it cuts over again on `pgrepart cutover`"
+        );
+    }
+}
+
+/// See `attempt`: true when a revert set the migration streaming forward again (go on with it).
+async fn attempt_once(
+    cfg: &RunConfig,
+    figures: &watch::Sender<Snapshot>,
+    interrupted: &mut watch::Receiver<bool>,
+    engaged: &std::cell::Cell<bool>,
+) -> Result<bool> {
     let prep = &cfg.prep;
     // `control` holds the state and the run's lock (the target database); `source` is the
     // source's control connection (the same database unless `--target` names another).
@@ -160,7 +178,7 @@ async fn attempt(
         .filter(crate::rollback::window_pending)
     {
         engaged.set(true);
-        return crate::rollback::serve(cfg, control, source, m, figures, interrupted).await;
+        return serve_window(cfg, control, source, m, figures, interrupted).await;
     }
     let undo = Mutex::new(Undo::default());
     let prepared = tokio::select! {
@@ -170,7 +188,7 @@ async fn attempt(
     };
     let live = match prepared {
         Some(Ok(Some(live))) => live,
-        Some(Ok(None)) => return Ok(()),
+        Some(Ok(None)) => return Ok(false),
         Some(Err(e)) => {
             undo.into_inner().expect("undo lock").run(prep).await;
             return Err(e);
@@ -203,9 +221,26 @@ async fn attempt(
     let m = state::get(&control, id).await?;
     if crate::rollback::window_pending(&m) {
         let source = prep.dbs.connect_source("pgrepart source").await?;
-        return crate::rollback::serve(cfg, control, source, m, figures, interrupted).await;
+        return serve_window(cfg, control, source, m, figures, interrupted).await;
     }
-    Ok(())
+    Ok(false)
+}
+
+/// Serves the window of `m`; true when it ended in a revert (the migration streams forward again).
+async fn serve_window(
+    cfg: &RunConfig,
+    control: Client,
+    source: Client,
+    m: Migration,
+    figures: &watch::Sender<Snapshot>,
+    interrupted: &mut watch::Receiver<bool>,
+) -> Result<bool> {
+    let id = m.id;
+    crate::rollback::serve(cfg, control, source, m, figures, interrupted).await?;
+    let control = cfg.prep.dbs.connect_state("pgrepart state").await?;
+    Ok(crate::rollback::again::streams_again(
+        &state::get(&control, id).await?,
+    ))
 }
 
 /// What the state says to do: `Some(live)` to stream (a new migration set up, or one resumed),

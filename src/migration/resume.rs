@@ -14,7 +14,6 @@ use super::slot::{confirmed_flush, finish_cleanup, slot_gone, slot_lost, slot_ro
 use crate::config::RunConfig;
 use crate::copy::{self, ranges};
 use crate::error::{Error, Result};
-use crate::lsn::Lsn;
 use crate::pg::catalog::{self, TableInfo};
 use crate::pg::ident::QualifiedName;
 use crate::state::{self, Migration, Phase};
@@ -68,6 +67,16 @@ pub async fn resume(
             Some((false, _, _)) => break confirmed_flush(&source, &m.slot_name).await?,
         }
     };
+    // After a revert the slot is older than the revert's position, where the stream must start.
+    let (start, applier_start) = crate::rollback::again::forward_start(start, m.forward_start);
+    if let Some(at) = &m.reverted_at {
+        tracing::info!(
+            migration = m.id,
+            reverted_at = %at,
+            from = %start,
+            "reverted: streaming to the partitioned table again; it is cut over again only by `pgrepart cutover`"
+        );
+    }
     let server = catalog::server_info(&source).await?;
     let info = source_table(&source, &m).await?;
     if m.target_committed_fence.is_some() {
@@ -141,7 +150,7 @@ pub async fn resume(
         done,
         pending,
         sessions,
-        start: Lsn::ZERO,
+        start: applier_start,
         baseline,
     })
 }

@@ -458,8 +458,11 @@ impl<'a> Supervisor<'a> {
             };
         let guard = monitor::wal_guard(retained, cfg.max_retained_wal);
         // A cross-database cutover that committed in the target only must be finished.
-        let wants_cutover = cfg.cutover == CutoverMode::Auto
-            || m.cutover_requested
+        // After a revert only `pgrepart cutover` cuts over again (a DBA just swapped back).
+        let wants_cutover = crate::rollback::again::cuts_over_by_itself(
+            cfg.cutover == CutoverMode::Auto,
+            m.reverted_at.is_some(),
+        ) || m.cutover_requested
             || m.target_committed_fence.is_some();
         // The apply catches up at full speed, whatever the load governor says, once the cutover
         // is due, while a verify waits for the applier to reach its point, and before the

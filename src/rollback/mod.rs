@@ -7,7 +7,9 @@
 //!                   pg_create_logical_replication_slot(<rev>, 'pgoutput')   (waits for running txns)
 //! in the swap:      renames ... ; reverse_start_lsn = pg_current_wal_insert_lsn(); COMMIT
 //! window:           T (partitioned) ──<rev> from reverse_start_lsn──► applier ──► T_old (by T_old's key)
-//! revert:           lock T, fence, drain, swap back (the cutover's swap, reversed), COMMIT
+//! revert:           forward slot on T_old first (`again`); lock T, fence, drain, swap back (the
+//!                   cutover's swap, reversed), phase streaming from F, COMMIT; drop <rev>; the
+//!                   run streams forward again and cuts over again on `pgrepart cutover`
 //! finish / end:     drop <rev> slot and publication; --drop-old now
 //! ```
 //! Why the stream starts exactly at the swap: docs/design.md §11.
@@ -17,6 +19,7 @@
 //! fires or filters for pgrepart's writes), and the revert moves them back; so it does with the
 //! foreign keys both ways, which the cutover moves to the new table (see `fks`).
 
+pub mod again;
 pub mod conflicts;
 pub mod fks;
 mod revert;
@@ -76,7 +79,17 @@ pub fn window_step(w: &Window) -> WindowStep {
 
 /// A migration whose window `run` must serve (or clean up after a revert that committed).
 pub fn window_pending(m: &Migration) -> bool {
-    matches!(m.phase, Phase::Done | Phase::Reverted) && m.window.is_open()
+    window_pending_in(m.phase, &m.window)
+}
+
+/// `window_pending` (pure).
+fn window_pending_in(phase: Phase, w: &Window) -> bool {
+    (matches!(phase, Phase::Done | Phase::Reverted) && w.is_open()) || reverted_cleanup(w)
+}
+
+/// The revert committed and its cleanup (the reverse slot and publication) is still to do.
+fn reverted_cleanup(w: &Window) -> bool {
+    w.state.as_deref() == Some(state::WINDOW_REVERTED)
 }
 
 /// In the swap's transaction, after the renames (pure): the window opens, and the reverse
@@ -92,7 +105,9 @@ pub fn window_start_sql(migration_id: i64) -> String {
     )
 }
 
-/// In the revert's transaction (pure): the phase, set with the swap.
+/// In the revert's transaction (pure): the phase, set with the swap. The same-database revert
+/// then sets the state streaming forward again (`again::streaming_again_sql`), later in the same
+/// transaction.
 pub fn reverted_sql(migration_id: i64) -> String {
     format!(
         "UPDATE pgrepart.migrations SET phase = 'reverted', phase_since = now(), finished_at = now(), \
@@ -491,7 +506,7 @@ pub async fn serve(
     }
     state::set_runner(&control, m.id, Some(&crate::migration::lock::runner_name())).await?;
     let old = m.source.sibling(m.old_name.clone());
-    if m.phase == Phase::Reverted {
+    if m.phase == Phase::Reverted || reverted_cleanup(&m.window) {
         // The revert committed; the run stopped before its cleanup.
         drop_reverse(&source, &m).await?;
         state::close_window(&control, m.id).await?;
@@ -517,6 +532,7 @@ pub async fn serve(
             "{} was reverted (migration {}); the reverse slot and publication are dropped now",
             m.source, m.id
         );
+        let _ = state::set_runner(&control, m.id, None).await;
         return Ok(());
     }
     if let Some(w) = cfg.rollback_window {
@@ -639,6 +655,12 @@ pub async fn serve(
                     );
                     continue;
                 }
+                // The forward stream's slot and publication, before the lock (slot creation
+                // waits for the transactions running now).
+                if let Err(e) = again::prepare_forward(&source, &now).await {
+                    reverse.pipeline.shutdown().await;
+                    return Err(e);
+                }
                 let outcome = match revert::try_revert(
                     cfg,
                     &mut source,
@@ -678,11 +700,17 @@ pub async fn serve(
                             lock_held.as_millis(),
                             m.target
                         );
+                        println!(
+                            "{} follows {} again (streaming from the revert); it is not cut over again until `pgrepart cutover` (`pgrepart abort` drops it)",
+                            m.target, m.source
+                        );
                         let _ = state::set_runner(&control, m.id, None).await;
                         return Ok(());
                     }
                     revert::Outcome::Refused(msg) => {
                         tracing::warn!("{msg}");
+                        // The forward slot would hold WAL for a revert that is withdrawn.
+                        again::drop_forward(&source, &now).await?;
                         state::set_error(&control, m.id, Some(&msg)).await?;
                         state::clear_revert_request(&control, m.id).await?;
                     }
@@ -745,6 +773,8 @@ async fn close(
     why: &str,
 ) -> Result<()> {
     drop_reverse(source, m).await?;
+    // Made for a revert that did not happen.
+    again::drop_forward(source, m).await?;
     state::close_window(control, m.id).await?;
     let old = m.source.sibling(m.old_name.clone());
     println!(
@@ -790,6 +820,29 @@ mod tests {
         let c = plan_check(&id, None, false, Some("foreign key fk_customer ...".into()));
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains("fk_customer"));
+    }
+
+    #[test]
+    fn run_serves_an_open_window_and_the_cleanup_a_committed_revert_left() {
+        let w = |state: &str| Window {
+            state: Some(state.into()),
+            ..Default::default()
+        };
+        assert!(window_pending_in(Phase::Done, &w(state::WINDOW_OPEN)));
+        assert!(!window_pending_in(Phase::Done, &w(state::WINDOW_CLOSED)));
+        assert!(!window_pending_in(Phase::Done, &Window::default()));
+        // The revert's transaction set the phase streaming and the window 'reverted': the
+        // reverse slot and publication are still to drop.
+        assert!(window_pending_in(
+            Phase::Streaming,
+            &w(state::WINDOW_REVERTED)
+        ));
+        assert!(!window_pending_in(
+            Phase::Streaming,
+            &w(state::WINDOW_CLOSED)
+        ));
+        // Recorded by an older pgrepart.
+        assert!(window_pending_in(Phase::Reverted, &w(state::WINDOW_OPEN)));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! conflict candidates settled, then `cutover::swap_statements` with the roles exchanged: the old
 //! table takes the name back with the sequence, grants, comments, RLS, policies, triggers,
 //! publications and views, and the foreign keys both ways (NOT VALID, validated after the commit:
-//! `super::fks`); the partitioned table its working name; phase `reverted`; COMMIT.
+//! `super::fks`); the partitioned table its working name; the state streaming forward again
+//! from the revert's position (`super::again`); COMMIT.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -200,6 +201,8 @@ async fn attempt(
             .map_err(|e| Error::db("swapping the tables back", e))?;
     }
     let renamed = rename_indexes_back(&tx, &plan.source, &repart).await?;
+    // The forward stream again from here (its slot made before the lock): `super::again`.
+    super::again::in_revert(&tx, m, &plan.source, &repart).await?;
     crate::fault::point("revert-before-commit");
     tx.commit()
         .await

@@ -136,7 +136,11 @@ CREATE TABLE IF NOT EXISTS pgrepart.migrations (
     reverse_applied_changes bigint NOT NULL DEFAULT 0,
     reverse_confirmed_lsn pg_lsn,
     reverse_lag_seconds float8,
-    reverse_apply_per_s float8
+    reverse_apply_per_s float8,
+    -- Set in the revert's transaction (docs/design.md §11, after the revert): when it committed,
+    -- and where the forward stream resumes (the slot, made before the revert, is older).
+    reverted_at timestamptz,
+    forward_start_lsn pg_lsn
 );
 CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active_per_table
     ON pgrepart.migrations (source_schema, source_name) WHERE phase <> 'done';
@@ -225,6 +229,12 @@ pub struct Migration {
     pub governor_reason: Option<String>,
     /// The rollback window (see `crate::rollback`).
     pub window: Window,
+    /// When the last revert committed ("2026-01-02 03:04:05 UTC"); the migration streams forward
+    /// again from then, and cuts over again only on `pgrepart cutover` (`crate::rollback::again`).
+    pub reverted_at: Option<String>,
+    /// Where the forward stream resumes after a revert: read in the revert's transaction. The
+    /// stream starts at the later of this and the slot's confirmed position.
+    pub forward_start: Option<crate::lsn::Lsn>,
 }
 
 /// The rollback window of a migration, as recorded (`run --rollback-window`).
@@ -232,7 +242,8 @@ pub struct Migration {
 pub struct Window {
     /// The length asked for, in seconds (`None`: no window).
     pub asked_s: Option<f64>,
-    /// `Some("open")` from the swap on, `Some("closed")` once the reverse stream is gone.
+    /// `Some("open")` from the swap on, `Some("reverted")` from the revert's commit until the
+    /// reverse slot is dropped, `Some("closed")` once the reverse stream is gone.
     pub state: Option<String>,
     /// Seconds until the window ends (negative once past), while a window is recorded.
     pub seconds_left: Option<f64>,
@@ -256,6 +267,8 @@ impl Window {
 
 pub const WINDOW_OPEN: &str = "open";
 pub const WINDOW_CLOSED: &str = "closed";
+/// The revert committed; the reverse slot and publication are still to drop.
+pub const WINDOW_REVERTED: &str = "reverted";
 
 impl Migration {
     /// The new table's name once the swap is done: the source table's name, in the new table's
@@ -281,7 +294,8 @@ SELECT m.id, m.source_schema, m.source_name, m.target_schema, m.target_name, m.o
        m.governor_reason,
        m.rollback_window_s, m.window_state, extract(epoch FROM m.window_until - now())::float8,
        m.reverse_start_lsn::text, m.finish_requested, m.revert_requested, m.revert_force,
-       m.reverse_applied_changes, m.reverse_confirmed_lsn::text, m.reverse_lag_seconds, m.reverse_apply_per_s
+       m.reverse_applied_changes, m.reverse_confirmed_lsn::text, m.reverse_lag_seconds, m.reverse_apply_per_s,
+       to_char(m.reverted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS \"UTC\"'), m.forward_start_lsn::text
 FROM pgrepart.migrations m";
 
 fn migration_from_row(r: &Row) -> Result<Migration> {
@@ -342,6 +356,8 @@ fn migration_from_row(r: &Row) -> Result<Migration> {
             reverse_lag_seconds: r.get(52),
             reverse_apply_per_s: r.get(53),
         },
+        reverted_at: r.get(54),
+        forward_start: parse_lsn(r.get(55))?,
         pending_matviews: serde_json::from_value(r.get(38)).map_err(|e| {
             Error::failed(format!(
                 "unreadable pending_matviews in pgrepart.migrations: {e}"
@@ -394,7 +410,9 @@ ALTER TABLE pgrepart.migrations
     ADD COLUMN IF NOT EXISTS reverse_applied_changes bigint NOT NULL DEFAULT 0,
     ADD COLUMN IF NOT EXISTS reverse_confirmed_lsn pg_lsn,
     ADD COLUMN IF NOT EXISTS reverse_lag_seconds float8,
-    ADD COLUMN IF NOT EXISTS reverse_apply_per_s float8;
+    ADD COLUMN IF NOT EXISTS reverse_apply_per_s float8,
+    ADD COLUMN IF NOT EXISTS reverted_at timestamptz,
+    ADD COLUMN IF NOT EXISTS forward_start_lsn pg_lsn;
 CREATE TABLE IF NOT EXISTS pgrepart.reverse_conflicts (
     migration_id bigint NOT NULL REFERENCES pgrepart.migrations ON DELETE CASCADE,
     key text[] NOT NULL,
@@ -424,7 +442,7 @@ async fn schema_exists(client: &impl GenericClient) -> Result<bool> {
         .query_one(
             "SELECT to_regclass('pgrepart.migrations') IS NOT NULL, \
                     EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgrepart.migrations') \
-                            AND attname IN ('governor_reason', 'reverse_apply_per_s') AND NOT attisdropped \
+                            AND attname IN ('governor_reason', 'forward_start_lsn') AND NOT attisdropped \
                             HAVING count(*) = 2)",
             &[],
         )
