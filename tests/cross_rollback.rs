@@ -19,7 +19,9 @@ use serde_json::Value;
 use support::flow::{seed_run_args, spawn, spawn_with_env};
 use support::inspect::{self, output_text};
 use support::program::{Background, tail};
-use support::{Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name};
+use support::{
+    Cluster, Writers, WritersConfig, compare, pgrepart, schema, test_majors, unique_name,
+};
 use tokio_postgres::Client;
 
 const SEED_ROWS: usize = 8_000;
@@ -149,7 +151,10 @@ impl Pair {
             Some('r'),
             "{ctx}: orders_flat on the source is not the original table again"
         );
-        assert_eq!(inspect::relkind(&self.source, "orders_flat_old").await, None);
+        assert_eq!(
+            inspect::relkind(&self.source, "orders_flat_old").await,
+            None
+        );
         assert_eq!(inspect::relkind(&self.target, "orders_flat").await, None);
         assert_eq!(
             inspect::relkind(&self.target, "orders_flat_repart").await,
@@ -161,10 +166,7 @@ impl Pair {
         inspect::assert_no_slot_or_publication(&self.target).await;
         let target_max: i64 = self
             .target
-            .query_one(
-                "SELECT coalesce(max(id), 0) FROM orders_flat_repart",
-                &[],
-            )
+            .query_one("SELECT coalesce(max(id), 0) FROM orders_flat_repart", &[])
             .await
             .unwrap()
             .get(0);
@@ -184,7 +186,10 @@ impl Pair {
         );
         let comment: Option<String> = self
             .source
-            .query_one("SELECT obj_description('orders_flat'::regclass, 'pg_class')", &[])
+            .query_one(
+                "SELECT obj_description('orders_flat'::regclass, 'pg_class')",
+                &[],
+            )
             .await
             .unwrap()
             .get(0);
@@ -256,16 +261,21 @@ async fn a_revert_across_databases_under_load_gives_back_the_source_table_with_e
         // `abort` removes the partitioned table and the state.
         let out = p.pgrepart("abort", &["--yes"]).await;
         assert!(out.status.success(), "{ctx}: abort: {}", output_text(&out));
-        assert_eq!(inspect::relkind(&p.target, "orders_flat_repart").await, None);
-        assert!(!inspect::schema_exists(&p.target, "pgrepart").await || {
-            let n: i64 = p
-                .target
-                .query_one("SELECT count(*) FROM pgrepart.migrations", &[])
-                .await
-                .unwrap()
-                .get(0);
-            n == 0
-        });
+        assert_eq!(
+            inspect::relkind(&p.target, "orders_flat_repart").await,
+            None
+        );
+        assert!(
+            !inspect::schema_exists(&p.target, "pgrepart").await || {
+                let n: i64 = p
+                    .target
+                    .query_one("SELECT count(*) FROM pgrepart.migrations", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                n == 0
+            }
+        );
     }
 }
 
@@ -291,7 +301,10 @@ async fn a_run_killed_in_the_window_and_between_the_reverts_commits_is_finished_
     writers.wait_for_more_ops(200, DEADLINE).await;
 
     // Rerun, stopped after the source's commit of the revert.
-    let run = spawn_with_env(&args, &[("PGREPART_TEST_FAULT", "revert-after-source-commit")]);
+    let run = spawn_with_env(
+        &args,
+        &[("PGREPART_TEST_FAULT", "revert-after-source-commit")],
+    );
     p.wait_status(&run, "the window served again", window_open)
         .await;
     let revert = support::spawn_pgrepart(
@@ -380,11 +393,18 @@ async fn an_id_reused_on_the_target_is_a_conflict_across_databases() {
         text.contains("id=5") && text.contains("--force"),
         "{ctx}: {text}"
     );
-    assert_eq!(inspect::relkind(&p.source, "orders_flat_old").await, Some('r'));
+    assert_eq!(
+        inspect::relkind(&p.source, "orders_flat_old").await,
+        Some('r')
+    );
     assert_eq!(inspect::relkind(&p.target, "orders_flat").await, Some('p'));
 
     let out = p.pgrepart("revert", &["--force"]).await;
-    assert!(out.status.success(), "{ctx}: --force: {}", output_text(&out));
+    assert!(
+        out.status.success(),
+        "{ctx}: --force: {}",
+        output_text(&out)
+    );
     let out = run.wait_within(DEADLINE).await;
     assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
     let region = |id: i64| {
@@ -398,7 +418,11 @@ async fn an_id_reused_on_the_target_is_a_conflict_across_databases() {
         }
     };
     assert_eq!(region(5).await.as_deref(), Some("EU"), "{ctx}: newest kept");
-    assert_eq!(region(6).await.as_deref(), Some("US"), "{ctx}: copied again");
+    assert_eq!(
+        region(6).await.as_deref(),
+        Some("US"),
+        "{ctx}: copied again"
+    );
     assert_eq!(
         count(&p.source, "orders_flat").await + 1,
         count(&p.target, "orders_flat_repart").await,

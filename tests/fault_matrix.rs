@@ -19,6 +19,8 @@
 //! | cutover | the fence session open, before the lock | state, source, replication, apply, fence; `pgrepart cutover`'s own, waiting |
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
 //! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence; `pgrepart revert`'s own, waiting |
+//! | window across databases | (not held) | reverse replication (on the target), reverse apply (source), state (target) |
+//! | revert across databases | the fence session open, before the lock | state (target: the revert's locked session), fence (target), reverse replication (target), source |
 //!
 //! `pgrepart route` lives only during the copy and only for keys other than a single integer: its
 //! case moves the table's primary key to `(customer_id, id)` first. Two sessions are not in the
@@ -737,10 +739,8 @@ async fn cross_window_case(phase: &'static str, session: &'static str) {
     let Some(major) = test_majors().first().copied() else {
         return;
     };
-    let (Some(src), Some(dst)) = (
-        Cluster::start_or_skip(major),
-        Cluster::start_or_skip(major),
-    ) else {
+    let (Some(src), Some(dst)) = (Cluster::start_or_skip(major), Cluster::start_or_skip(major))
+    else {
         return;
     };
     let ctx = format!("PostgreSQL {major}, across databases, {phase}, {session} terminated");
@@ -830,7 +830,10 @@ async fn cross_window_case(phase: &'static str, session: &'static str) {
                 .unwrap_or_else(|e| panic!("terminate: {}", support::describe(&e)))
                 .len();
         }
-        assert!(ended > 0, "{ctx}: no session named '{session}' to terminate");
+        assert!(
+            ended > 0,
+            "{ctx}: no session named '{session}' to terminate"
+        );
     };
     if phase == "window" {
         terminate().await;
@@ -883,7 +886,10 @@ async fn cross_window_case(phase: &'static str, session: &'static str) {
             "{ctx}: a run that stops says why and what to do:\n{text}"
         );
         reruns += 1;
-        assert!(reruns <= 2, "{ctx}: the same command did not revert:\n{text}");
+        assert!(
+            reruns <= 2,
+            "{ctx}: the same command did not revert:\n{text}"
+        );
         run = spawn_with_env(&args, &env);
     }
     let _ = revert.wait_within(DEADLINE).await;
@@ -891,7 +897,11 @@ async fn cross_window_case(phase: &'static str, session: &'static str) {
     assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
     let report = writers.stop().await;
     report.assert_no_anomalies(&ctx);
-    assert_eq!(inspect::relkind(&source, "orders_flat").await, Some('r'), "{ctx}");
+    assert_eq!(
+        inspect::relkind(&source, "orders_flat").await,
+        Some('r'),
+        "{ctx}"
+    );
     compare::assert_table_matches(&source, "orders_flat", &report.rows).await;
     inspect::assert_no_slot_or_publication(&target).await;
 }

@@ -107,7 +107,12 @@ pub struct Report {
 
 /// `client` is the source database (the slot and its walsender); `m` was read from `target`;
 /// `cross`: they are two databases (`--target`), the reverse slot of a window on the target.
-pub async fn report(client: &Client, target: &Client, m: &Migration, cross: bool) -> Result<Report> {
+pub async fn report(
+    client: &Client,
+    target: &Client,
+    m: &Migration,
+    cross: bool,
+) -> Result<Report> {
     // The new table, under its final name once the swap is done.
     let new_table = if m.phase == state::Phase::Done {
         m.final_name()

@@ -156,8 +156,12 @@ pub async fn old_table(source: &Client, m: &Migration) -> Result<QualifiedName> 
 
 /// Whether the revert's first commit happened: the source has `T` and no `T_old`.
 pub async fn source_reverted(source: &Client, m: &Migration) -> Result<bool> {
-    crate::cross_cutover::source_renamed(source, &m.source.sibling(m.old_name.clone()), &m.source.name)
-        .await
+    crate::cross_cutover::source_renamed(
+        source,
+        &m.source.sibling(m.old_name.clone()),
+        &m.source.name,
+    )
+    .await
 }
 
 /// The statements of the conflict check across the two databases (pure).
@@ -308,7 +312,11 @@ async fn probe(
 
 /// The conflicts of `m` now (`status`, the window's figures): the candidates recorded on the
 /// source of which the target's table holds more than one row.
-pub async fn open_conflicts(target: &Client, source: &Client, m: &Migration) -> Result<Vec<String>> {
+pub async fn open_conflicts(
+    target: &Client,
+    source: &Client,
+    m: &Migration,
+) -> Result<Vec<String>> {
     let old = old_table(source, m).await?;
     let Some(s) = shape(target, source, m, &old).await? else {
         return Ok(Vec::new());
@@ -408,7 +416,11 @@ pub fn source_statements(
 
 /// The target's statements of the revert's second commit (pure): the partitioned table steps
 /// aside under its working name, and the phase.
-pub fn target_statements(final_name: &QualifiedName, working: &str, migration_id: i64) -> Vec<String> {
+pub fn target_statements(
+    final_name: &QualifiedName,
+    working: &str,
+    migration_id: i64,
+) -> Vec<String> {
     vec![
         format!(
             "ALTER TABLE {} RENAME TO {}",
@@ -520,7 +532,10 @@ async fn second_half(
     .await
     .map_err(|e| Error::db("setting lock_timeout on the source", e))?;
     if let Err(e) = stx
-        .batch_execute(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", old.sql()))
+        .batch_execute(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            old.sql()
+        ))
         .await
     {
         if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {

@@ -16,11 +16,15 @@
 //! triggers, policies, RLS switches and publication memberships to the new table (none of them
 //! fires or filters for pgrepart's writes), and the revert moves them back; so it does with the
 //! foreign keys both ways, which the cutover moves to the new table (see `fks`).
+//!
+//! Across databases (`--target`) the reverse slot is on the target and the revert is two commits
+//! (see `cross`); the window's code here takes the slot's side from the state's connection, which
+//! is the source's database otherwise.
 
 pub mod conflicts;
+pub mod cross;
 pub mod fks;
 mod revert;
-pub mod cross;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
