@@ -240,6 +240,12 @@ async fn a_revert_across_databases_under_load_gives_back_the_source_table_with_e
             .await;
         let out = p.pgrepart("revert", &[]).await;
         assert!(out.status.success(), "{ctx}: revert: {}", output_text(&out));
+        let said = format!("point the application back at 127.0.0.1:{}/", p.src.port());
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(&said),
+            "{ctx}: revert says where to point: {}",
+            output_text(&out)
+        );
         let out = run.wait_within(DEADLINE).await;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));

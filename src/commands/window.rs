@@ -124,6 +124,17 @@ pub async fn revert(args: RevertArgs) -> Result<()> {
         "{table} is the original table again; the partitioned table is kept as {}",
         m.target
     );
+    if dbs.cross {
+        println!(
+            "{}",
+            crate::rollback::cross::point_back_message(
+                &m.source,
+                &crate::pg::describe_target(&dbs.source),
+                &m.target,
+                &dbs.target_description(),
+            )
+        );
+    }
     Ok(())
 }
 
