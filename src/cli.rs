@@ -358,7 +358,8 @@ pub struct MigrationArgs {
     /// this long (2h, 3d; a bare number is seconds), so that `pgrepart revert` can swap back
     /// without losing a write; `pgrepart finish` ends it sooner. `run` serves the window and
     /// exits when it ends. Given again on a rerun, it sets the window's length anew (from the
-    /// cutover); 0: none (an open window ends). Same database only.
+    /// cutover); 0: none (an open window ends). With --target the reverse stream runs from the
+    /// target, which needs wal_level = logical.
     #[arg(long, value_name = "DURATION", value_parser = window_duration, help_heading = CUTOVER)]
     pub rollback_window: Option<Duration>,
 

@@ -308,12 +308,6 @@ impl RunConfig {
             )
             .with_hint("drop --max-impact 0 (or PGREPART_MAX_IMPACT=0), or --max-replica-lag"));
         }
-        if args.migration.rollback_window.is_some_and(|w| !w.is_zero()) && prep.cross_db() {
-            return Err(Error::refused(
-                "--rollback-window works in the same database only: with --target the reverse stream would have to run from the target back to the source, which pgrepart does not do yet",
-            )
-            .with_hint("run without --rollback-window, or migrate within the source database (see docs/limits.md)"));
-        }
         let metrics = args.metrics_addr.map(bind_metrics).transpose()?;
         Ok(RunConfig {
             prep,

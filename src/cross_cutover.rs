@@ -67,6 +67,9 @@ pub struct CrossPlan {
     pub target_committed: bool,
     /// "host:port/db" of the target, for the old table's comment (never a password).
     pub target_desc: String,
+    /// A rollback window opens with the swap: its start is read in the target's transaction,
+    /// after the rename (design.md §11).
+    pub window: bool,
 }
 
 impl CrossPlan {
@@ -232,6 +235,9 @@ pub fn target_statements(
         ));
     }
     not_carried.extend(carry.not_carried.iter().cloned());
+    if plan.window {
+        sql.push(crate::rollback::window_start_sql(plan.migration_id));
+    }
     sql.push(crate::state::mark_target_committed_sql(
         plan.migration_id,
         fence_id,
@@ -267,7 +273,7 @@ pub fn source_statements(
 }
 
 /// Reads the source table's sequences (inside the locked transaction).
-async fn read_sequences(
+pub(crate) async fn read_sequences(
     client: &impl GenericClient,
     seqs: &[OwnedSequence],
 ) -> Result<Vec<SequenceState>> {
@@ -506,6 +512,7 @@ mod tests {
             always_identity: vec![],
             target_committed: false,
             target_desc: "db2:5433/shop".into(),
+            window: false,
         }
     }
 

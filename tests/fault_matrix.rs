@@ -20,6 +20,8 @@
 //! | rollback window | (not held: changes applied back) | state, source, reverse replication, reverse apply |
 //! | revert: forward slot | before the forward slot is made (before the revert's lock); and, for `pgrepart source`, while the slot's creation waits for a transaction | state, source, reverse replication, reverse apply; `pgrepart revert`'s own, waiting |
 //! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence; `pgrepart revert`'s own, waiting |
+//! | window across databases | (not held) | reverse replication (on the target), reverse apply (source), state (target) |
+//! | revert across databases | the fence session open, before the lock | state (target: the revert's locked session), fence (target), reverse replication (target), source |
 //!
 //! `pgrepart route` lives only during the copy and only for keys other than a single integer: its
 //! case moves the table's primary key to `(customer_id, id)` first. Two sessions are not in the
@@ -817,4 +819,202 @@ async fn copy_control_sessions_terminated_without_writers_copy_each_range_once()
     );
     support::flow::cut_over(&url, run, DEADLINE, "after the recovery").await;
     compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+}
+
+/// The rollback window across databases (`--target`): the reverse slot and its replication
+/// connection are on the target, the reverse apply and the old table on the source, and the
+/// revert's locked session is the run's state session on the target. `phase` is `window` or
+/// `revert`; `session` is terminated on whichever cluster has it, in that phase. The run (or the
+/// same command again) goes on; a window ends with `finish`, a revert happens; either way the
+/// source's table equals the writers' record, who write to the target's table.
+async fn cross_window_case(phase: &'static str, session: &'static str) {
+    let Some(major) = test_majors().first().copied() else {
+        return;
+    };
+    let (Some(src), Some(dst)) = (Cluster::start_or_skip(major), Cluster::start_or_skip(major))
+    else {
+        return;
+    };
+    let ctx = format!("PostgreSQL {major}, across databases, {phase}, {session} terminated");
+    let db = unique_name("xwinfault");
+    let src_url = src.create_database(&db).await;
+    let dst_url = dst.create_database(&db).await;
+    let source = src.client(&db).await;
+    let target = dst.client(&db).await;
+    schema::create_seed_table(&source, "orders_flat", SEED_ROWS).await;
+    let hold = tempfile::tempdir().expect("hold dir");
+    let dir = hold.path().to_string_lossy().into_owned();
+    let env = [
+        ("PGREPART_TEST_HOLD", "revert"),
+        ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
+    ];
+    let args = seed_run_args(
+        &src_url,
+        &["--target", &dst_url, "--rollback-window", "10min"],
+    );
+    let command = |verb: &'static str| {
+        [
+            verb,
+            "--source",
+            src_url.as_str(),
+            "--target",
+            dst_url.as_str(),
+            "--table",
+            "orders_flat",
+        ]
+    };
+    let status = || async {
+        let out = support::pgrepart(&[
+            "status",
+            "--source",
+            &src_url,
+            "--target",
+            &dst_url,
+            "--table",
+            "orders_flat",
+            "--json",
+        ])
+        .await;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).ok())
+            .flatten()
+    };
+    let applied_back = |v: &Value| {
+        inspect::phase(v) == "done"
+            && v["window_state"] == "open"
+            && v["running"] == true
+            && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
+    };
+    let mut run = spawn_with_env(&args, &env);
+    let deadline = Instant::now() + DEADLINE;
+    let mut writers = None;
+    let before = loop {
+        let v = status().await;
+        if writers.is_none() && v.as_ref().is_some_and(|v| v["window_state"] == "open") {
+            let w = Writers::start(WritersConfig::new(&dst_url, "orders_flat")).await;
+            w.wait_for_more_ops(100, DEADLINE).await;
+            writers = Some(w);
+        }
+        if let Some(v) = v.filter(|v| applied_back(v)) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ctx}: no changes applied back:\n{}",
+            tail(&run.stderr_so_far(), 4000)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let writers = writers.expect("writers started");
+    let terminate = || async {
+        let mut ended = 0;
+        for cluster in [&src, &dst] {
+            ended += cluster
+                .client("postgres")
+                .await
+                .query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                    &[&session],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("terminate: {}", support::describe(&e)))
+                .len();
+        }
+        assert!(
+            ended > 0,
+            "{ctx}: no session named '{session}' to terminate"
+        );
+    };
+    if phase == "window" {
+        terminate().await;
+        let applied_before = inspect::int(&before, "reverse_applied_changes").unwrap_or(0);
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = run.try_status() {
+                let out = run.wait_within(DEADLINE).await;
+                assert_eq!(status.code(), Some(1), "{ctx}: {}", output_text(&out));
+                run = spawn_with_env(&args, &env);
+            }
+            if status().await.is_some_and(|v| {
+                applied_back(&v)
+                    && inspect::int(&v, "reverse_applied_changes").unwrap_or(0) > applied_before
+            }) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ctx}: the window did not recover:\n{}",
+                tail(&run.stderr_so_far(), 6000)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        writers.wait_for_more_ops(100, DEADLINE).await;
+        let report = writers.stop().await;
+        report.assert_no_anomalies(&ctx);
+        compare::wait_table_matches(&source, "orders_flat_old", &report.rows, DEADLINE).await;
+        let out = support::pgrepart(&command("finish")).await;
+        assert!(out.status.success(), "{ctx}: finish: {}", output_text(&out));
+        let out = run.wait_within(DEADLINE).await;
+        assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+        inspect::assert_no_slot_or_publication(&target).await;
+        return;
+    }
+    let revert = spawn_pgrepart_with_env(&command("revert"), &[]);
+    wait_marker(&hold.path().join("revert.reached"), &mut run, &ctx).await;
+    terminate().await;
+    std::fs::write(hold.path().join("revert.release"), b"").expect("release marker");
+    let mut reruns = 0;
+    loop {
+        let out = run.wait_within(DEADLINE).await;
+        if out.status.success() {
+            break;
+        }
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(1), "{ctx}: {text}");
+        assert!(
+            text.contains("error:") && text.contains("hint:"),
+            "{ctx}: a run that stops says why and what to do:\n{text}"
+        );
+        reruns += 1;
+        assert!(
+            reruns <= 2,
+            "{ctx}: the same command did not revert:\n{text}"
+        );
+        run = spawn_with_env(&args, &env);
+    }
+    let _ = revert.wait_within(DEADLINE).await;
+    let v = status().await.expect("status after the revert");
+    assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
+    let report = writers.stop().await;
+    report.assert_no_anomalies(&ctx);
+    assert_eq!(
+        inspect::relkind(&source, "orders_flat").await,
+        Some('r'),
+        "{ctx}"
+    );
+    compare::assert_table_matches(&source, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&target).await;
+}
+
+macro_rules! cross_cases {
+    ($($name:ident: $phase:expr, $session:expr;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                cross_window_case($phase, $session).await;
+            }
+        )*
+    };
+}
+
+cross_cases! {
+    cross_window_reverse_replication_connection_terminated: "window", "pgrepart reverse replication";
+    cross_window_reverse_apply_session_terminated: "window", "pgrepart reverse apply";
+    cross_window_state_session_terminated: "window", "pgrepart state";
+    cross_revert_target_session_terminated: "revert", "pgrepart state";
+    cross_revert_fence_session_terminated: "revert", "pgrepart fence";
+    cross_revert_reverse_replication_connection_terminated: "revert", "pgrepart reverse replication";
+    cross_revert_source_session_terminated: "revert", "pgrepart source";
 }

@@ -15,7 +15,8 @@ pub async fn run(args: AbortArgs) -> Result<()> {
     let client = dbs.connect_state("pgrepart abort").await?;
     let source = dbs.connect_source("pgrepart abort").await?;
     let m = super::require_migration(&client, &table).await?;
-    if m.target_committed_fence.is_some() {
+    // A reverted migration is aborted whole, across databases too.
+    if m.target_committed_fence.is_some() && m.phase != Phase::Reverted {
         return Err(Error::refused(format!(
             "migration {} of {table} has cut over in the target database already (the new table has its final name there); only the source's rename is left",
             m.id
@@ -123,6 +124,11 @@ pub async fn run(args: AbortArgs) -> Result<()> {
         .map_err(|e| Error::db("dropping the publication", e))?;
     // A rollback window prepared before a cutover that did not happen, or left by a revert.
     crate::rollback::drop_reverse(&source, &m).await?;
+    if dbs.cross {
+        // Across databases the reverse slot is on the target, its candidates on the source.
+        crate::rollback::drop_reverse(&client, &m).await?;
+        crate::rollback::cross::forget_conflicts(&source, m.id).await?;
+    }
     if m.target_created {
         client
             .batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", m.target.sql()))

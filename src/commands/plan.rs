@@ -179,10 +179,16 @@ pub async fn run(args: PlanArgs) -> Result<()> {
             &preflight::inbound_actions(&facts, &prep.target),
         );
         let fks = (!refused.is_empty()).then(|| refused.join("; "));
+        let cross = if prep.cross_db() {
+            let target_db = prep.dbs.connect_state("pgrepart plan").await?;
+            Some(crate::rollback::cross::refusals(&client, &target_db).await?)
+        } else {
+            None
+        };
         checks.push(crate::rollback::plan_check(
             &k.columns,
             new_key.as_deref(),
-            prep.cross_db(),
+            cross,
             fks,
         ));
     }

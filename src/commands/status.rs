@@ -111,8 +111,14 @@ pub struct Report {
     pub note: Option<String>,
 }
 
-/// `client` is the source database (the slot and its walsender); `m` was read from `target`.
-pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<Report> {
+/// `client` is the source database (the slot and its walsender); `m` was read from `target`;
+/// `cross`: they are two databases (`--target`), the reverse slot of a window on the target.
+pub async fn report(
+    client: &Client,
+    target: &Client,
+    m: &Migration,
+    cross: bool,
+) -> Result<Report> {
     // The new table, under its final name once the swap is done.
     let new_table = if m.phase == state::Phase::Done {
         m.final_name()
@@ -171,7 +177,7 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
     };
     let window_open = m.window.is_open() && m.phase == state::Phase::Done;
     let reverse_lag_bytes = if window_open {
-        client
+        (if cross { target } else { client })
             .query_opt(
                 "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint \
                  FROM pg_replication_slots WHERE slot_name = $1",
@@ -183,7 +189,9 @@ pub async fn report(client: &Client, target: &Client, m: &Migration) -> Result<R
     } else {
         None
     };
-    let conflicts = if window_open {
+    let conflicts = if window_open && cross {
+        crate::rollback::cross::open_conflicts(target, client, m).await?
+    } else if window_open {
         crate::rollback::conflicts::open(client, m).await?
     } else {
         Vec::new()
@@ -526,7 +534,7 @@ pub async fn run(args: StatusArgs) -> Result<()> {
         };
         let mut reports = Vec::with_capacity(migrations.len());
         for m in &migrations {
-            reports.push(report(&source, &client, m).await?);
+            reports.push(report(&source, &client, m, dbs.cross).await?);
         }
         let text = if args.json {
             let json = if table.is_some() {

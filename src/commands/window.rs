@@ -135,6 +135,17 @@ pub async fn revert(args: RevertArgs) -> Result<()> {
         "{table} is the original table again; the partitioned table is kept as {} and follows it again: `pgrepart cutover` cuts over again, `pgrepart abort` drops it",
         m.target
     );
+    if dbs.cross {
+        println!(
+            "{}",
+            crate::rollback::cross::point_back_message(
+                &m.source,
+                &crate::pg::describe_target(&dbs.source),
+                &m.target,
+                &dbs.target_description(),
+            )
+        );
+    }
     Ok(())
 }
 

@@ -188,7 +188,18 @@ async fn attempt_once(
     };
     let live = match prepared {
         Some(Ok(Some(live))) => live,
-        Some(Ok(None)) => return Ok(false),
+        Some(Ok(None)) => {
+            // A cross-database cutover found committed on both sides may have opened a window.
+            let control = prep.dbs.connect_state("pgrepart state").await?;
+            if let Some(m) = state::latest(&control, &prep.table)
+                .await?
+                .filter(crate::rollback::window_pending)
+            {
+                let source = prep.dbs.connect_source("pgrepart source").await?;
+                return serve_window(cfg, control, source, m, figures, interrupted).await;
+            }
+            return Ok(false);
+        }
         Some(Err(e)) => {
             undo.into_inner().expect("undo lock").run(prep).await;
             return Err(e);

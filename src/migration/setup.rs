@@ -128,6 +128,10 @@ pub async fn start_new(
     }
     preflight::refuse_on_failure(&checks)?;
     if cfg.rollback_window.is_some_and(|w| !w.is_zero()) {
+        if prep.cross_db() {
+            // The reverse stream runs from the target (design.md §11).
+            crate::rollback::cross::refuse(&source, &control).await?;
+        }
         crate::rollback::refuse_foreign_keys(
             &source,
             &prep.table,

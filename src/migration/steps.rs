@@ -200,7 +200,7 @@ pub async fn try_cutover(
         kind: cutover::SwapKind::Cutover,
         window: false,
     };
-    let cross = prep.cross_db().then(|| CrossPlan {
+    let mut cross = prep.cross_db().then(|| CrossPlan {
         migration_id: m.id,
         source: m.source.clone(),
         target: m.target.clone(),
@@ -214,19 +214,27 @@ pub async fn try_cutover(
         always_identity: plan.always_identity.clone(),
         target_committed: m.target_committed_fence.is_some(),
         target_desc: prep.dbs.target_description(),
+        window: false,
     });
     // A rollback window: its publication and slot before the swap (slot creation waits for the
     // transactions running then; never under the lock).
-    if !prep.cross_db() {
-        if state::get(&*control, m.id).await?.window.asked_s.is_some() {
-            // The keys onto the table are judged in the swap, with the new table's key.
-            crate::rollback::refuse_foreign_keys(source, &m.source, &[]).await?;
-            crate::rollback::prepare_reverse(source, m).await?;
-            plan.window = true;
+    let window_asked = state::get(&*control, m.id).await?.window.asked_s.is_some();
+    if let Some(cross) = cross.as_mut() {
+        // Across databases the reverse slot is on the target (design.md §11).
+        if window_asked {
+            crate::rollback::cross::prepare(source, control, m).await?;
+            cross.window = true;
         } else {
-            // Made for a window asked for earlier, then withdrawn (`--rollback-window 0`).
-            crate::rollback::drop_reverse(source, m).await?;
+            crate::rollback::drop_reverse(control, m).await?;
         }
+    } else if window_asked {
+        // The keys onto the table are judged in the swap, with the new table's key.
+        crate::rollback::refuse_foreign_keys(source, &m.source, &[]).await?;
+        crate::rollback::prepare_reverse(source, m).await?;
+        plan.window = true;
+    } else {
+        // Made for a window asked for earlier, then withdrawn (`--rollback-window 0`).
+        crate::rollback::drop_reverse(source, m).await?;
     }
     state::set_phase(&*control, m.id, Phase::CuttingOver, None).await?;
     // Tests: hold with the fence session open, before the table is locked.

@@ -97,15 +97,12 @@ pub fn describe_key(columns: &[String], values: &[Option<String>]) -> String {
     }
 }
 
-/// The old table's key (name, type) and the replicated columns of the new table, read from the
-/// catalog; `None` when either table is gone.
-async fn shape_of(
+/// The key (name, type) of `table`: its replica identity index, else its primary key; empty
+/// when the table is gone.
+pub async fn key_of(
     client: &impl GenericClient,
-    m: &Migration,
-) -> Result<Option<(Vec<(String, String)>, Vec<String>)>> {
-    let old = m.source.sibling(m.old_name.clone());
-    let new_t = m.final_name();
-    let ctx = |e| Error::db("reading the tables' keys for the conflicts", e);
+    table: &QualifiedName,
+) -> Result<Vec<(String, String)>> {
     let key = client
         .query(
             "WITH ix AS (SELECT i.indrelid, i.indkey FROM pg_index i WHERE i.indrelid = to_regclass($1) \
@@ -113,23 +110,38 @@ async fn shape_of(
              SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM ix \
              JOIN LATERAL unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) ON true \
              JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum ORDER BY k.n",
-            &[&old.sql()],
+            &[&table.sql()],
         )
         .await
-        .map_err(ctx)?;
+        .map_err(|e| Error::db("reading the tables' keys for the conflicts", e))?;
+    Ok(key.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The replicated (not generated) columns of `table`; empty when the table is gone.
+pub async fn columns_of(client: &impl GenericClient, table: &QualifiedName) -> Result<Vec<String>> {
     let columns = client
         .query(
             "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
              AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum",
-            &[&new_t.sql()],
+            &[&table.sql()],
         )
         .await
-        .map_err(ctx)?;
+        .map_err(|e| Error::db("reading the tables' columns for the conflicts", e))?;
+    Ok(columns.iter().map(|r| r.get(0)).collect())
+}
+
+/// The old table's key (name, type) and the replicated columns of the new table, read from the
+/// catalog; `None` when either table is gone.
+async fn shape_of(
+    client: &impl GenericClient,
+    m: &Migration,
+) -> Result<Option<(Vec<(String, String)>, Vec<String>)>> {
+    let key = key_of(client, &m.source.sibling(m.old_name.clone())).await?;
+    let columns = columns_of(client, &m.final_name()).await?;
     if key.is_empty() || columns.is_empty() {
         return Ok(None);
     }
-    let key: Vec<(String, String)> = key.iter().map(|r| (r.get(0), r.get(1))).collect();
-    Ok(Some((key, columns.iter().map(|r| r.get(0)).collect())))
+    Ok(Some((key, columns)))
 }
 
 /// The statements for `m` and the old key's column names; `None` when either table is gone.

@@ -18,9 +18,14 @@
 //! triggers, policies, RLS switches and publication memberships to the new table (none of them
 //! fires or filters for pgrepart's writes), and the revert moves them back; so it does with the
 //! foreign keys both ways, which the cutover moves to the new table (see `fks`).
+//!
+//! Across databases (`--target`) the reverse slot is on the target and the revert is two commits
+//! (see `cross`); the window's code here takes the slot's side from the state's connection, which
+//! is the source's database otherwise.
 
 pub mod again;
 pub mod conflicts;
+pub mod cross;
 pub mod fks;
 mod revert;
 
@@ -231,12 +236,13 @@ pub async fn refuse_foreign_keys(
 }
 
 /// What `plan` says of `--rollback-window` (pure): `old_key` is the table's key, `new_key` the
-/// generated table's (`None` for an `--into` table), `fks` the foreign keys that refuse it
-/// (`fks::window_refusals`).
+/// generated table's (`None` for an `--into` table), `cross_db` what refuses a window across
+/// databases (`cross::target_refusals`; `None` in one database), `fks` the foreign keys that
+/// refuse it (`fks::window_refusals`).
 pub fn plan_check(
     old_key: &[String],
     new_key: Option<&[String]>,
-    cross_db: bool,
+    cross_db: Option<Vec<String>>,
     fks: Option<String>,
 ) -> crate::preflight::Check {
     use crate::preflight::{Check, Status};
@@ -246,11 +252,14 @@ pub fn plan_check(
         detail,
         hint: hint.map(str::to_string),
     };
-    if cross_db {
+    if let Some(why) = cross_db.as_ref().filter(|w| !w.is_empty()) {
         return check(
             Status::Fail,
-            "--rollback-window works in the same database only (with --target the reverse stream would run from the target, which needs wal_level = logical there, back to the source: not done yet)".into(),
-            Some("run without --rollback-window, or migrate within the source database"),
+            format!(
+                "--rollback-window with --target runs the reverse stream from the target back to the source: {}",
+                why.join("; ")
+            ),
+            Some("fix that, or run without --rollback-window"),
         );
     }
     if let Some(fks) = fks {
@@ -376,9 +385,11 @@ pub fn reverse_paused(paused: bool, step: WindowStep) -> bool {
     paused && !matches!(step, WindowStep::Revert { .. })
 }
 
+/// `slot_db` is the database of the reverse slot and of the table in use (the target's: the
+/// source's unless `--target`); the applier writes to the old table on the source.
 async fn start_reverse(
     cfg: &RunConfig,
-    source: &Client,
+    slot_db: &Client,
     m: &Migration,
     new_info: &TableInfo,
     old_info: &TableInfo,
@@ -413,13 +424,13 @@ async fn start_reverse(
     // The walsender of an attempt that just ended may not have noticed yet.
     let deadline = Instant::now() + Duration::from_secs(10);
     while matches!(
-        crate::migration::slot::slot_row(source, &name).await?,
+        crate::migration::slot::slot_row(slot_db, &name).await?,
         Some((true, _, _))
     ) && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let confirmed = crate::migration::slot::confirmed_flush(source, &name).await?;
+    let confirmed = crate::migration::slot::confirmed_flush(slot_db, &name).await?;
     // The server starts at the later of the two; so does the flush we report.
     let start = reverse_start.max(confirmed);
     let client = crate::pg::connect(&prep.source, "pgrepart reverse apply").await?;
@@ -427,6 +438,15 @@ async fn start_reverse(
         .batch_execute("SET synchronous_commit = on; SET enable_seqscan = off")
         .await
         .map_err(|e| Error::db("preparing the reverse apply session", e))?;
+    if prep.cross_db() {
+        // The old table keeps its triggers across databases (none was carried): they must not
+        // fire for the reverse stream's writes (checked before the cutover: `cross::refuse`).
+        client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+            .map_err(|e| Error::db("preparing the reverse apply session", e))?;
+    }
+    let new_side = &prep.dbs.target;
     let (applier, handles) = Applier::new(
         client,
         ApplierConfig {
@@ -439,7 +459,7 @@ async fn start_reverse(
                 .iter()
                 .map(|c| (c.name.clone(), c.type_oid))
                 .collect(),
-            source: Some(prep.source.clone()),
+            source: Some(new_side.clone()),
             source_name: (new_info.name.schema.clone(), new_info.name.name.clone()),
             start,
             max_batch: 20_000,
@@ -447,7 +467,7 @@ async fn start_reverse(
             own_writes: Arc::new(AtomicU64::new(0)),
         },
     );
-    let repl = ReplicationClient::connect(&prep.source, "pgrepart reverse replication")
+    let repl = ReplicationClient::connect(new_side, "pgrepart reverse replication")
         .await
         .map_err(|e| Error::replication("opening the reverse replication connection", e))?;
     let stream = crate::stream::start_stream(repl, &name, &name, start).await?;
@@ -462,7 +482,7 @@ async fn start_reverse(
     pipeline.reader = Some(Pipeline::spawn_stage(crate::stream::read_stream(
         stream,
         crate::stream::Reopen {
-            source: prep.source.clone(),
+            source: new_side.clone(),
             slot: name.clone(),
             publication: name,
         },
@@ -491,7 +511,7 @@ async fn start_reverse(
 /// stops it with the window left open (the same `run` command goes on).
 pub async fn serve(
     cfg: &RunConfig,
-    control: Client,
+    mut control: Client,
     mut source: Client,
     m: Migration,
     figures: &watch::Sender<Snapshot>,
@@ -505,7 +525,23 @@ pub async fn serve(
         .with_hint("`pgrepart status` names it"));
     }
     state::set_runner(&control, m.id, Some(&crate::migration::lock::runner_name())).await?;
-    let old = m.source.sibling(m.old_name.clone());
+    let cross = cfg.prep.cross_db();
+    let old = if cross {
+        cross::old_table(&source, &m).await?
+    } else {
+        m.source.sibling(m.old_name.clone())
+    };
+    if m.phase == Phase::Reverted && cross {
+        // Both commits of the revert are done; the run stopped before its cleanup.
+        drop_reverse(&control, &m).await?;
+        cross::forget_conflicts(&source, m.id).await?;
+        state::close_window(&control, m.id).await?;
+        println!(
+            "{} was reverted (migration {}); the reverse slot and publication are dropped now",
+            m.source, m.id
+        );
+        return Ok(());
+    }
     if m.phase == Phase::Reverted || reverted_cleanup(&m.window) {
         // The revert committed; the run stopped before its cleanup.
         drop_reverse(&source, &m).await?;
@@ -539,7 +575,8 @@ pub async fn serve(
         state::set_rollback_window(&control, m.id, window_seconds(w)).await?;
     }
     let final_name = m.final_name();
-    let new_info = catalog::table_info(&source, &final_name)
+    // The table in use is in the state's database (the source's unless --target).
+    let new_info = catalog::table_info(&control, &final_name)
         .await?
         .ok_or_else(|| Error::failed(format!("the new table {final_name} is gone")))?;
     let Some(old_info) = catalog::table_info(&source, &old).await? else {
@@ -550,13 +587,13 @@ pub async fn serve(
     };
     let m = state::get(&control, m.id).await?;
     print_window_open(&m, &old);
-    let mut reverse = start_reverse(cfg, &source, &m, &new_info, &old_info).await?;
+    let mut reverse = start_reverse(cfg, &control, &m, &new_info, &old_info).await?;
     let applied_before = m.window.reverse_applied_changes;
     let mut rate = Rate::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let reverse_slot = reverse_name(&m.slot_name);
-    let server_major = catalog::server_info(&source).await?.major();
+    let server_major = catalog::server_info(&control).await?.major();
     let mut next_revert_try = Instant::now();
     loop {
         tokio::select! {
@@ -585,7 +622,7 @@ pub async fn serve(
         let confirmed = Lsn(reverse.shared.flush_lsn.load(Ordering::Relaxed));
         let applied =
             applied_before + reverse.shared.applied_changes.load(Ordering::Relaxed) as i64;
-        let lag = match crate::migration::slot::lag_and_retained(&source, confirmed, &reverse_slot)
+        let lag = match crate::migration::slot::lag_and_retained(&control, confirmed, &reverse_slot)
             .await?
         {
             crate::migration::slot::SlotNow::Kept { lag, .. } => lag,
@@ -621,7 +658,12 @@ pub async fn serve(
             reverse_lag_seconds: lag_seconds,
             reverse_changes_per_s: per_s.unwrap_or(0.0),
             window_seconds_left: now.window.seconds_left.unwrap_or(0.0).max(0.0),
-            reverse_conflicts: conflicts::open(&source, &now).await?.len() as u64,
+            reverse_conflicts: if cross {
+                cross::open_conflicts(&control, &source, &now).await?
+            } else {
+                conflicts::open(&source, &now).await?
+            }
+            .len() as u64,
             ..Default::default()
         });
         let step = window_step(&now.window);
@@ -656,21 +698,34 @@ pub async fn serve(
                     continue;
                 }
                 // The forward stream's slot and publication, before the lock (slot creation
-                // waits for the transactions running now).
-                if let Err(e) = again::prepare_forward(&source, &now).await {
+                // waits for the transactions running now); in one database only.
+                if !cross && let Err(e) = again::prepare_forward(&source, &now).await {
                     reverse.pipeline.shutdown().await;
                     return Err(e);
                 }
-                let outcome = match revert::try_revert(
-                    cfg,
-                    &mut source,
-                    &mut reverse.fence,
-                    server_major,
-                    &now,
-                    force,
-                )
-                .await
-                {
+                let tried = if cross {
+                    cross::try_revert(
+                        cfg,
+                        &mut control,
+                        &mut source,
+                        &mut reverse.fence,
+                        server_major,
+                        &now,
+                        force,
+                    )
+                    .await
+                } else {
+                    revert::try_revert(
+                        cfg,
+                        &mut source,
+                        &mut reverse.fence,
+                        server_major,
+                        &now,
+                        force,
+                    )
+                    .await
+                };
+                let outcome = match tried {
                     Ok(outcome) => outcome,
                     Err(e) => {
                         // A stage that ended meanwhile is the cause, and says whether to retry.
@@ -688,7 +743,10 @@ pub async fn serve(
                 match outcome {
                     revert::Outcome::Reverted { lock_held, lines } => {
                         reverse.pipeline.shutdown().await;
-                        drop_reverse(&source, &now).await?;
+                        drop_reverse(&control, &now).await?;
+                        if cross {
+                            cross::forget_conflicts(&source, m.id).await?;
+                        }
                         state::close_window(&control, m.id).await?;
                         for line in lines {
                             println!("{line}");
@@ -700,17 +758,21 @@ pub async fn serve(
                             lock_held.as_millis(),
                             m.target
                         );
-                        println!(
-                            "{} follows {} again (streaming from the revert); it is not cut over again until `pgrepart cutover` (`pgrepart abort` drops it)",
-                            m.target, m.source
-                        );
+                        if !cross {
+                            println!(
+                                "{} follows {} again (streaming from the revert); it is not cut over again until `pgrepart cutover` (`pgrepart abort` drops it)",
+                                m.target, m.source
+                            );
+                        }
                         let _ = state::set_runner(&control, m.id, None).await;
                         return Ok(());
                     }
                     revert::Outcome::Refused(msg) => {
                         tracing::warn!("{msg}");
                         // The forward slot would hold WAL for a revert that is withdrawn.
-                        again::drop_forward(&source, &now).await?;
+                        if !cross {
+                            again::drop_forward(&source, &now).await?;
+                        }
                         state::set_error(&control, m.id, Some(&msg)).await?;
                         state::clear_revert_request(&control, m.id).await?;
                     }
@@ -772,9 +834,14 @@ async fn close(
     m: &Migration,
     why: &str,
 ) -> Result<()> {
-    drop_reverse(source, m).await?;
-    // Made for a revert that did not happen.
-    again::drop_forward(source, m).await?;
+    // The reverse slot is in the state's database (the target's with --target).
+    drop_reverse(control, m).await?;
+    if cfg.prep.cross_db() {
+        cross::forget_conflicts(source, m.id).await?;
+    } else {
+        // Made for a revert that did not happen.
+        again::drop_forward(source, m).await?;
+    }
     state::close_window(control, m.id).await?;
     let old = m.source.sibling(m.old_name.clone());
     println!(
@@ -809,15 +876,23 @@ mod tests {
         use crate::preflight::Status;
         let id = ["id".to_string()];
         let wide = ["id".to_string(), "region".to_string()];
-        let c = plan_check(&id, Some(&wide), false, None);
+        let c = plan_check(&id, Some(&wide), None, None);
         assert_eq!(c.status, Status::Warn);
         assert!(c.detail.contains("(id, region)"), "{}", c.detail);
-        assert_eq!(plan_check(&id, Some(&id), false, None).status, Status::Pass);
+        assert_eq!(plan_check(&id, Some(&id), None, None).status, Status::Pass);
         assert_eq!(
-            plan_check(&id, Some(&wide), true, None).status,
-            Status::Fail
+            plan_check(&id, Some(&id), Some(vec![]), None).status,
+            Status::Pass
         );
-        let c = plan_check(&id, None, false, Some("foreign key fk_customer ...".into()));
+        let c = plan_check(
+            &id,
+            Some(&wide),
+            Some(vec!["the target's wal_level is replica".into()]),
+            None,
+        );
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("wal_level is replica"), "{}", c.detail);
+        let c = plan_check(&id, None, None, Some("foreign key fk_customer ...".into()));
         assert_eq!(c.status, Status::Fail);
         assert!(c.detail.contains("fk_customer"));
     }
