@@ -1002,15 +1002,54 @@ pub async fn source_is_quiet(source: &Config) -> Result<bool> {
 /// Nine probes 10 ms apart, and whether they saw (almost) no other write transactions and no
 /// session of the application's busy (a workload that only reads takes no transaction ids).
 async fn quick_look(client: &Client) -> Result<(Measured, bool)> {
+    let before = session_moves(client).await;
     let at = measure(client, 9, Duration::from_millis(10), None).await?;
-    let mut quiet = at.others_per_s < MIN_WORKLOAD_XACTS / 2.0;
-    for _ in 0..9 {
-        if !quiet {
-            break;
-        }
-        quiet = busy_sessions(client).await.unwrap_or(0.0) == 0.0;
-    }
+    let after = session_moves(client).await;
+    let quiet = at.others_per_s < MIN_WORKLOAD_XACTS / 2.0 && !sessions_moved(&before, &after);
     Ok((at, quiet))
+}
+
+/// The application's sessions in the source database: each one's pid, whether it runs a statement
+/// now, and when its state last changed (every statement moves it). Empty when it cannot be read.
+async fn session_moves(client: &Client) -> Vec<(i32, bool, Option<String>)> {
+    client
+        .query(
+            "SELECT pid, state <> 'idle', state_change::text FROM pg_stat_activity \
+              WHERE datname = current_database() AND backend_type = 'client backend' \
+                AND pid <> pg_backend_pid() \
+                AND coalesce(application_name, '') NOT LIKE 'pgrepart%'",
+            &[],
+        )
+        .await
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    (
+                        r.get(0),
+                        r.get::<_, Option<bool>>(1).unwrap_or(false),
+                        r.get(2),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether the application worked between two looks at its sessions (pure): one of them runs a
+/// statement, or ran one in between (its state changed). A workload of short reads is seldom
+/// caught running (a point lookup is a few hundredths of a millisecond of a round trip) and
+/// writes no transaction ids, and `pg_stat_database`'s counts move only as often as backends
+/// report them (about once a second); a session left idle (a DBA's psql) does not count.
+pub fn sessions_moved(
+    before: &[(i32, bool, Option<String>)],
+    after: &[(i32, bool, Option<String>)],
+) -> bool {
+    after.iter().any(|(pid, running, changed)| {
+        *running
+            || before
+                .iter()
+                .any(|(p, _, c)| p == pid && c.is_some() && c != changed)
+    })
 }
 
 /// What the governor moves: the copy's rate and the apply's pace.
@@ -1842,6 +1881,22 @@ mod tests {
         assert!(!may_park(s(30), s(40)));
         assert!(!may_park(s(30), s(89)));
         assert!(may_park(s(30), s(90)));
+    }
+
+    #[test]
+    fn sessions_that_ran_statements_between_two_looks_are_a_workload() {
+        let at = |t: &str| Some(t.to_string());
+        let idle = vec![(10, false, at("12:00:00.1")), (11, false, at("12:00:00.2"))];
+        // Nothing moved: a quiet source (a session left idle does not count).
+        assert!(!sessions_moved(&idle, &idle));
+        assert!(!sessions_moved(&[], &[]));
+        // A session ran a statement in between.
+        let moved = vec![(10, false, at("12:00:00.3")), (11, false, at("12:00:00.2"))];
+        assert!(sessions_moved(&idle, &moved));
+        // One runs a statement now.
+        assert!(sessions_moved(&idle, &[(11, true, at("12:00:00.2"))]));
+        // A session that came or went meanwhile is not a workload by itself.
+        assert!(!sessions_moved(&idle, &[(12, false, at("12:00:00.4"))]));
     }
 
     #[test]
