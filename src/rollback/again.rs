@@ -147,25 +147,6 @@ pub fn streaming_again_sql(migration_id: i64) -> Vec<String> {
     ]
 }
 
-/// The key columns (name, type) of `table`'s replica identity or primary key, in order.
-async fn key_of(
-    client: &impl GenericClient,
-    table: &QualifiedName,
-) -> Result<Vec<(String, String)>> {
-    let rows = client
-        .query(
-            "WITH ix AS (SELECT i.indrelid, i.indkey FROM pg_index i WHERE i.indrelid = to_regclass($1) \
-               AND (i.indisprimary OR i.indisreplident) ORDER BY i.indisreplident DESC LIMIT 1) \
-             SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) FROM ix \
-             JOIN LATERAL unnest(ix.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) ON true \
-             JOIN pg_attribute a ON a.attrelid = ix.indrelid AND a.attnum = k.attnum ORDER BY k.n",
-            &[&table.sql()],
-        )
-        .await
-        .map_err(|e| Error::db("reading the tables' keys", e))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
 /// In the revert's transaction, after the renames: `table` is the old table back under its name,
 /// `repart` the partitioned table under its working name. Runs `extra_rows_sql` (when there are
 /// candidates) and `streaming_again_sql`.
@@ -185,8 +166,12 @@ pub async fn in_revert(
         .map_err(ctx)?
         .get(0);
     if candidates {
-        let old_key = key_of(tx, table).await?;
-        let new_key: Vec<String> = key_of(tx, repart).await?.into_iter().map(|k| k.0).collect();
+        let old_key = super::conflicts::key_of(tx, table).await?;
+        let new_key: Vec<String> = super::conflicts::key_of(tx, repart)
+            .await?
+            .into_iter()
+            .map(|k| k.0)
+            .collect();
         if old_key.is_empty() || new_key.is_empty() {
             return Err(Error::failed(format!(
                 "{table} or {repart} has no primary key: the conflicts' extra rows cannot be found"

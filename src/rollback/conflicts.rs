@@ -113,7 +113,7 @@ pub async fn key_of(
             &[&table.sql()],
         )
         .await
-        .map_err(|e| Error::db("reading the tables' keys for the conflicts", e))?;
+        .map_err(|e| Error::db("reading the tables' keys", e))?;
     Ok(key.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
