@@ -573,6 +573,17 @@ pub async fn drop_old(control: &Client, old: &QualifiedName) -> Result<()> {
 /// `what`. An attempt that failed after writing its fence leaves that message in the WAL, and a
 /// stream resumed from an earlier position delivers it again: a later attempt of the same process
 /// must not take it for its own (it would swap before the changes written since were applied).
+/// The session that writes the fences (a logical message, flushed at once: `synchronous_commit`
+/// on, whatever the server's default), on the server whose stream is to be drained.
+pub async fn fence_session(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let flusher = crate::pg::connect(config, "pgrepart fence").await?;
+    flusher
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(|e| Error::db("preparing the fence session", e))?;
+    Ok(flusher)
+}
+
 pub fn fence_id(migration_id: i64, what: &str) -> String {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let micros = std::time::SystemTime::now()

@@ -170,11 +170,7 @@ pub async fn try_cutover(
 ) -> Result<Option<Duration>> {
     let Dbs { control, source } = dbs;
     let prep = &cfg.prep;
-    let flusher = crate::pg::connect(&prep.source, "pgrepart fence").await?;
-    flusher
-        .batch_execute("SET synchronous_commit = on")
-        .await
-        .map_err(|e| Error::db("preparing the fence session", e))?;
+    let flusher = crate::cutover::fence_session(&prep.source).await?;
     let current_user: String = control
         .query_one("SELECT current_user::text", &[])
         .await

@@ -443,11 +443,7 @@ pub async fn try_revert(
     m: &Migration,
     force: bool,
 ) -> Result<Outcome> {
-    let flusher = crate::pg::connect(&cfg.prep.dbs.target, "pgrepart fence").await?;
-    flusher
-        .batch_execute("SET synchronous_commit = on")
-        .await
-        .map_err(|e| Error::db("preparing the fence session", e))?;
+    let flusher = crate::cutover::fence_session(&cfg.prep.dbs.target).await?;
     let final_name = m.final_name();
     let info = crate::pg::catalog::table_info(target, &final_name)
         .await?

@@ -44,11 +44,7 @@ pub async fn try_revert(
     m: &Migration,
     force: bool,
 ) -> Result<Outcome> {
-    let flusher = crate::pg::connect(&cfg.prep.source, "pgrepart fence").await?;
-    flusher
-        .batch_execute("SET synchronous_commit = on")
-        .await
-        .map_err(|e| Error::db("preparing the fence session", e))?;
+    let flusher = crate::cutover::fence_session(&cfg.prep.source).await?;
     let final_name = m.final_name();
     // Sequences and grants of the table in use, handed back to the old table.
     let info = crate::pg::catalog::table_info(source, &final_name)
