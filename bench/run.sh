@@ -37,7 +37,8 @@
 #      SCENARIOS=tpcb runs only the TPC-B-like windows (bench/tpcb.sh: pgbench -b tpcb-like while
 #      pgbench_accounts is partitioned; TPCB_SCALE (20), TPCB_CLIENTS (4), TPCB_ALONE_S (20),
 #      TPCB_LIMIT (240), OLD_PGREPART=path adds the previous governor's binary, TPCB_OUT=FILE,
-#      TPCB_LOGS=DIR keeps each migration's log);
+#      TPCB_LOGS=DIR keeps each migration's log and the client's output, TPCB_LOOPS ("open closed")
+#      and TPCB_RUNS ("default max-impact-0 previous") choose the windows);
 #      SCENARIOS=sysbench runs the same windows driven by sysbench oltp_read_write (SB_ROWS
 #      (1000000) rows in sbtest1, partitioned by HASH (id); TPCB_CLIENTS threads);
 #      SCENARIOS=rollback runs only the rollback window's figures (bench/rollback.sh: the forward

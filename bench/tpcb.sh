@@ -25,6 +25,10 @@ TPCB_CLIENTS=${TPCB_CLIENTS:-4}
 TPCB_ALONE_S=${TPCB_ALONE_S:-20}
 TPCB_LIMIT=${TPCB_LIMIT:-240}
 TPCB_LEAD=5
+# TPCB_LOOPS: which loops to run ("open closed", the default; "open" alone for a quicker look).
+# TPCB_RUNS: which migrations in each ("default max-impact-0 previous", the default).
+TPCB_LOOPS=${TPCB_LOOPS:-open closed}
+TPCB_RUNS=${TPCB_RUNS:-default max-impact-0 previous}
 TPCB_TAIL=5
 WORKLOAD=${WORKLOAD:-tpcb}
 SB_ROWS=${SB_ROWS:-1000000}
@@ -140,6 +144,10 @@ tpcb_window() {
     # (a background job of a script ignores SIGINT)
     kill -TERM "$pgb" 2>/dev/null || true
     wait "$pgb" 2>/dev/null || true
+    if [ -n "${TPCB_LOGS:-}" ]; then
+        cp "$DIR/tpcb.$name.out" "$TPCB_LOGS/$db.client"
+        echo "$W_FROM $W_TO" >"$TPCB_LOGS/$db.window"
+    fi
     drop_db "$db"
 }
 
@@ -237,21 +245,36 @@ alone closed_a1 0; C_TPS1=$A_TPS; C_LAT1=$A_LAT
 RATE_HALF=$(( C_TPS1 / 2 ))
 log "(tpcb) closed loop alone: $C_TPS1 tps, $C_LAT1 ms; the open loop runs at $RATE_HALF tps"
 
-log "(tpcb) open loop alone, before"
-alone open_a1 "$RATE_HALF"; O_TPS1=$A_TPS; O_LAT1=$A_LAT
-migration_window open default "$RATE_HALF" "$PGREPART"
-migration_window open max-impact-0 "$RATE_HALF" "$PGREPART" --max-impact 0
-if [ -n "${OLD_PGREPART:-}" ]; then migration_window open previous "$RATE_HALF" "$OLD_PGREPART"; fi
-log "(tpcb) open loop alone, after"
-alone open_a2 "$RATE_HALF"; O_TPS2=$A_TPS; O_LAT2=$A_LAT
-O_TPS=$(( (O_TPS1 + O_TPS2) / 2 ))
-O_LAT=$(awk -v a="$O_LAT1" -v b="$O_LAT2" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+wanted() { case " $1 " in *" $2 "*) return 0 ;; *) return 1 ;; esac; }
+# migrations MODE RATE: the migrations of TPCB_RUNS in one loop.
+migrations() {
+    local mode=$1 rate=$2
+    if wanted "$TPCB_RUNS" default; then migration_window "$mode" default "$rate" "$PGREPART"; fi
+    if wanted "$TPCB_RUNS" max-impact-0; then
+        migration_window "$mode" max-impact-0 "$rate" "$PGREPART" --max-impact 0
+    fi
+    if wanted "$TPCB_RUNS" previous && [ -n "${OLD_PGREPART:-}" ]; then
+        migration_window "$mode" previous "$rate" "$OLD_PGREPART"
+    fi
+}
 
-migration_window closed default 0 "$PGREPART"
-migration_window closed max-impact-0 0 "$PGREPART" --max-impact 0
-if [ -n "${OLD_PGREPART:-}" ]; then migration_window closed previous 0 "$OLD_PGREPART"; fi
-log "(tpcb) closed loop alone, after"
-alone closed_a2 0; C_TPS2=$A_TPS; C_LAT2=$A_LAT
+O_TPS1=0 O_LAT1=0 O_TPS2=0 O_LAT2=0 O_TPS=0 O_LAT=0
+if wanted "$TPCB_LOOPS" open; then
+    log "(tpcb) open loop alone, before"
+    alone open_a1 "$RATE_HALF"; O_TPS1=$A_TPS; O_LAT1=$A_LAT
+    migrations open "$RATE_HALF"
+    log "(tpcb) open loop alone, after"
+    alone open_a2 "$RATE_HALF"; O_TPS2=$A_TPS; O_LAT2=$A_LAT
+    O_TPS=$(( (O_TPS1 + O_TPS2) / 2 ))
+    O_LAT=$(awk -v a="$O_LAT1" -v b="$O_LAT2" 'BEGIN { printf "%.3f", (a + b) / 2 }')
+fi
+
+C_TPS2=$C_TPS1 C_LAT2=$C_LAT1
+if wanted "$TPCB_LOOPS" closed; then
+    migrations closed 0
+    log "(tpcb) closed loop alone, after"
+    alone closed_a2 0; C_TPS2=$A_TPS; C_LAT2=$A_LAT
+fi
 C_TPS=$(( (C_TPS1 + C_TPS2) / 2 ))
 C_LAT=$(awk -v a="$C_LAT1" -v b="$C_LAT2" 'BEGIN { printf "%.3f", (a + b) / 2 }')
 
