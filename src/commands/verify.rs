@@ -41,6 +41,7 @@ pub async fn run(args: VerifyArgs) -> Result<()> {
             .clamp(1, 64),
         mode,
         repair: args.repair,
+        pace: None,
     };
     let state_client = Arc::new(state_client);
     let mut hold = StateHold::new(state_client.clone(), m.id).await?;

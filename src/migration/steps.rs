@@ -105,12 +105,18 @@ pub async fn verified_before_cutover(
     m: &Migration,
     hold_tx: &watch::Sender<crate::apply::Hold>,
     shared: &Arc<crate::apply::Shared>,
+    pace: Option<u64>,
 ) -> Result<Verified> {
     if cfg.verify == crate::verify::Mode::Off {
         return Ok(Verified::Pass);
     }
     let prep = &cfg.prep;
-    tracing::info!(mode = %cfg.verify.describe(), "verifying the new table against the source before cutting over");
+    tracing::info!(
+        mode = %cfg.verify.describe(),
+        pace = pace.map_or_else(|| "none".to_string(), |p| format!("{p} rows/s")),
+        "verifying the new table against the source before cutting over{}",
+        if pace.is_some() { ", at a pace that follows the copy's" } else { "" }
+    );
     // The table as it is now: columns added on the source since the start (and followed) are
     // compared too.
     let fresh = match crate::pg::connect(&prep.dbs.source, "pgrepart verify").await {
@@ -124,6 +130,7 @@ pub async fn verified_before_cutover(
         &m.target,
         prep.jobs,
         cfg.verify,
+        pace,
         hold_tx,
         shared,
     )

@@ -657,6 +657,7 @@ impl<'a> Supervisor<'a> {
                 &self.migration,
                 &self.hold_tx,
                 &self.shared,
+                crate::verify::gate::check_pace(self.limit.get()),
             )
             .await?;
             let wait = match verdict {

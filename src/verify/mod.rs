@@ -86,7 +86,17 @@ pub struct Plan {
     pub jobs: usize,
     pub mode: Mode,
     pub repair: bool,
+    /// At most this many of the source's rows compared per second (`None`: as fast as the
+    /// sessions go). The check before the cutover follows the pace the copy was held at
+    /// (`gate::check_pace`).
+    pub pace: Option<u64>,
 }
+
+/// A key range's rows when the comparison is paced (else [`RANGE_ROWS`]): a range's two
+/// queries run at full speed, so a paced comparison is made of many short ones.
+pub const PACED_RANGE_ROWS: i64 = 20_000;
+/// A key range's rows, about, for an unpaced comparison.
+pub const RANGE_ROWS: i64 = 100_000;
 
 /// At most this many differing keys are listed (all are counted, and repaired).
 pub const MAX_LISTED: usize = 1000;
@@ -205,7 +215,13 @@ async fn compare_all(plan: &Plan, sources: &[Client], targets: &[Client]) -> Res
             bounds(&sources[0], cols, &plan.source_table),
             bounds(&targets[0], cols, &plan.target_table)
         )?;
-        let count = (plan.jobs * 4).max(s.map_or(0, |(lo, hi)| ((hi - lo) / 100_000) as usize) + 1);
+        let per_range = if plan.pace.is_some() {
+            PACED_RANGE_ROWS
+        } else {
+            RANGE_ROWS
+        };
+        let count =
+            (plan.jobs * 4).max(s.map_or(0, |(lo, hi)| ((hi - lo) / per_range) as usize) + 1);
         compare::plan([s, t], count.min(4096))
     } else {
         vec![KeyRange::ALL]
@@ -223,11 +239,13 @@ async fn compare_all(plan: &Plan, sources: &[Client], targets: &[Client]) -> Res
         ranges_compared: chosen.len(),
         ..Report::default()
     };
+    let sessions = sources.len().min(targets.len());
     let workers = sources.iter().zip(targets).map(|(s, t)| {
         let queue = queue.clone();
         async move {
             let mut rows = 0i64;
             let mut differing = Vec::new();
+            let mut pacer = crate::copy::governor::Pacer::default();
             loop {
                 let next = queue.lock().expect("verify queue").pop();
                 let Some(range) = next else { break };
@@ -238,6 +256,11 @@ async fn compare_all(plan: &Plan, sources: &[Client], targets: &[Client]) -> Res
                 rows += a.rows;
                 if a != b {
                     differing.push(range);
+                }
+                // Pacing, not waiting for anything: the next range starts when the pace allows.
+                let wait = pacer.delay(Instant::now(), a.rows.max(0) as u64, plan.pace, sessions);
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
             }
             Ok::<_, Error>((rows, differing))
