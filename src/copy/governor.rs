@@ -46,7 +46,8 @@ use super::CopyProgress;
 use crate::error::{Error, Result};
 
 use super::objective::{
-    Ceilings, FAST_WEIGHT, LatencyOf, Model, Reading, Reason, sessions_ms, smoothed, smoothed_by,
+    Backlog, Ceilings, FAST_WEIGHT, LatencyOf, Model, Reading, Reason, sessions_ms, smoothed,
+    smoothed_by, waits_for_work,
 };
 pub use super::objective::{MIN_RATE, MIN_WORKLOAD_XACTS, SLACK_MS, START_RATE, UNLIMITED_ABOVE};
 
@@ -687,6 +688,8 @@ struct Measured {
     /// The application's sessions seen busy, on average, between the probes (none sampled:
     /// `None`).
     busy: Option<f64>,
+    /// The application's sessions, busy or not, on average.
+    sessions: Option<f64>,
 }
 
 impl Measured {
@@ -702,13 +705,14 @@ impl Measured {
 /// How often the application's sessions are counted.
 const SESSIONS_EVERY: Duration = Duration::from_millis(50);
 
-/// The application's sessions in a transaction or a statement now, in the source database:
-/// client backends not idle, pgrepart's own (`application_name` `pgrepart ...`) left out. `None`
-/// when `pg_stat_activity` cannot be read.
-async fn busy_sessions(client: &Client) -> Option<f64> {
+/// The application's sessions in a transaction or a statement now, in the source database,
+/// and all of them: client backends (not idle, and all), pgrepart's own (`application_name`
+/// `pgrepart ...`) left out. `None` when `pg_stat_activity` cannot be read.
+async fn busy_sessions(client: &Client) -> Option<(f64, f64)> {
     client
         .query_one(
-            "SELECT count(*) FILTER (WHERE state <> 'idle')::float8 FROM pg_stat_activity \
+            "SELECT count(*) FILTER (WHERE state <> 'idle')::float8, count(*)::float8 \
+               FROM pg_stat_activity \
               WHERE datname = current_database() AND backend_type = 'client backend' \
                 AND pid <> pg_backend_pid() \
                 AND coalesce(application_name, '') NOT LIKE 'pgrepart%'",
@@ -716,23 +720,26 @@ async fn busy_sessions(client: &Client) -> Option<f64> {
         )
         .await
         .ok()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
 }
 
 /// A mean of samples of the application's busy sessions.
 #[derive(Debug, Default, Clone, Copy)]
 struct BusyMean {
     sum: f64,
+    /// The application's sessions, busy or not, summed over the samples.
+    sessions: f64,
     n: u32,
     /// Samples asked for (each a transaction of the governor's session).
     tries: u64,
 }
 
 impl BusyMean {
-    fn add(&mut self, x: Option<f64>) {
+    fn add(&mut self, x: Option<(f64, f64)>) {
         self.tries += 1;
-        if let Some(x) = x {
-            self.sum += x;
+        if let Some((busy, all)) = x {
+            self.sum += busy;
+            self.sessions += all;
             self.n += 1;
         }
     }
@@ -740,6 +747,11 @@ impl BusyMean {
     /// The mean, from 5 samples at least.
     fn mean(&self) -> Option<f64> {
         (self.n >= 5).then(|| self.sum / f64::from(self.n))
+    }
+
+    /// The mean of the application's sessions, busy or not, from 5 samples at least.
+    fn sessions(&self) -> Option<f64> {
+        (self.n >= 5).then(|| self.sessions / f64::from(self.n))
     }
 }
 
@@ -826,6 +838,7 @@ async fn measure(
             .map(|(a, b)| workload_rate(b - a, session as usize, own_now() - own_first, secs)),
         xid,
         busy: busy.mean(),
+        sessions: busy.sessions(),
     })
 }
 
@@ -1179,6 +1192,10 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     // The application's transactions' time (Little's law) without the migration.
     let mut sessions_ref = at.busy.and_then(|b| sessions_ms(b, at.rate(rate_source)));
     let mut db_before = db_xacts(&client).await;
+    // An application whose sessions waited for work without the migration queues on its side
+    // what the source does not serve in time.
+    let waits = waits_for_work(at.busy, at.sessions);
+    let mut backlog = Backlog::new(at.rate(rate_source));
     let ceilings = Ceilings {
         max_impact: g.max_impact,
         max_replica_lag_s: g.max_replica_lag.map(|d| d.as_secs_f64()),
@@ -1196,6 +1213,12 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             .unwrap_or_else(|| "none".into()),
         workload_xacts_per_s = at.rate(rate_source).round() as u64,
         workload_rate_of = ?rate_source,
+        sessions_busy = at
+            .busy
+            .zip(at.sessions)
+            .map(|(b, n)| format!("{b:.1} of {n:.1}"))
+            .unwrap_or_else(|| "unknown".into()),
+        waits_for_work = waits,
         start_limit = limit_text(g.copy_limit.get(), "rows/s"),
         max_impact_pct = (g.max_impact * 100.0).round() as u64,
         "load governor: a commit on the source takes this long before the migration"
@@ -1356,6 +1379,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         };
         // This second's transaction time, from the raw rate: an open loop's queue shows at once.
         let sessions_now = busy.mean().and_then(|b| sessions_ms(b, others));
+        if waits {
+            backlog.add(others, secs);
+        }
         let latency = *smooth_probe.insert(smoothed(smooth_probe, latency));
         let others = *smooth_xacts.insert(smoothed(smooth_xacts, others));
         let statements_now = statements_now
@@ -1369,6 +1395,8 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             xacts: others,
             reference_xacts: controller.baseline_xacts(),
             replica_lag_s: replica,
+            backlog_ms: backlog.ms(),
+            backlog_reference_ms: sessions_ref.unwrap_or(controller.baseline_ms()),
         };
         let reading = if crate::fault::enabled(SLOW_SOURCE_FAULT) {
             probe_reading
@@ -1566,7 +1594,20 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 xacts: again.rate(rate_source),
                 reference_xacts: controller.baseline_xacts(),
                 replica_lag_s: None,
+                backlog_ms: 0.0,
+                backlog_reference_ms: 0.0,
             };
+            // Clients that held a queue when the migration was held work it off meanwhile: their
+            // sessions stay busy, which is theirs, not the walsender's share (a floor of 77% was
+            // measured so in one TPC-B-like open loop, and the ceiling raised with it let the
+            // copy speed up while the application's statements took three times as long).
+            let draining = waits && backlog.ms() > 0.0;
+            if waits {
+                backlog.after_hold(
+                    again.rate(rate_source),
+                    (PROBE_EVERY * PROBES_PER_DECISION as u32).as_secs_f64(),
+                );
+            }
             let (kept_ms, kept_xacts) =
                 controller.rebase(again.latency_ms, again.rate(rate_source));
             let sessions_held = again
@@ -1581,7 +1622,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 sessions_held.zip(sessions_ref),
             )
             .excess();
-            model.learn_floor(floor);
+            if !draining {
+                model.learn_floor(floor);
+            }
             sessions_ref = match (sessions_held, sessions_ref) {
                 (Some(now), Some(reference)) => {
                     Some(rebased(reference, now, g.max_impact, SLACK_MS))
@@ -1615,6 +1658,8 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                     .unwrap_or_else(|| "none".into()),
                 workload_xacts_per_s = kept_xacts.round() as u64,
                 floor_excess_pct = (floor * 100.0).round() as u64,
+                floor_taken = !draining,
+                backlog_ms = crate::units::millis(backlog.ms()),
                 "load governor: the source measured again with the migration held"
             );
             (last_xid, rows_before, changes_before, own_before) = (
@@ -1724,6 +1769,8 @@ mod tests {
             xacts,
             reference_xacts: 2_000.0,
             replica_lag_s: None,
+            backlog_ms: 0.0,
+            backlog_reference_ms: 0.0,
         }
     }
 
@@ -1759,6 +1806,8 @@ mod tests {
         // A lagging standby is a ceiling even on an idle source.
         let lagging = Reading {
             replica_lag_s: Some(40.0),
+            backlog_ms: 0.0,
+            backlog_reference_ms: 0.0,
             ..idle
         };
         let ceilings = Ceilings {
@@ -1828,6 +1877,7 @@ mod tests {
             all_xacts_per_s: Some(800.0),
             xid: 0,
             busy: None,
+            sessions: None,
         };
         assert_eq!(m.rate(RateOf::Statistics), 800.0);
         assert_eq!(m.rate(RateOf::Xids), 2.0);
@@ -1903,11 +1953,13 @@ mod tests {
     fn a_busy_mean_needs_five_samples() {
         let mut b = BusyMean::default();
         for x in [Some(1.0), None, Some(3.0), Some(2.0), Some(2.0)] {
-            b.add(x);
+            b.add(x.map(|x| (x, 4.0)));
         }
         assert_eq!(b.mean(), None);
-        b.add(Some(2.0));
+        assert_eq!(b.sessions(), None);
+        b.add(Some((2.0, 6.0)));
         assert_eq!(b.mean(), Some(2.0));
+        assert_eq!(b.sessions(), Some(4.4));
     }
 
     #[test]

@@ -105,6 +105,11 @@ pub struct Reading {
     pub reference_xacts: f64,
     /// The worst `replay_lag` of the physical standbys (seconds); `None`: none reports one.
     pub replica_lag_s: Option<f64>,
+    /// The queue the application's clients hold on their side ([`Backlog`], ms of waiting for
+    /// each transaction); 0 for an application whose sessions did not wait for work.
+    pub backlog_ms: f64,
+    /// What one of its transactions took without the migration (ms): the queue's reference.
+    pub backlog_reference_ms: f64,
 }
 
 /// Which latency the governor reads.
@@ -164,10 +169,20 @@ impl Reading {
         (self.reference_xacts / self.xacts.max(1.0) - 1.0).max(0.0)
     }
 
+    /// The queue at the application's clients, as a fraction of its transactions' time.
+    pub fn backlog_excess(&self) -> f64 {
+        if self.backlog_reference_ms <= 0.0 {
+            return 0.0;
+        }
+        self.backlog_ms.max(0.0) / self.backlog_reference_ms
+    }
+
     /// What the application pays now, as a fraction of its latency without the migration: the
-    /// worse of the two.
+    /// worst of the three.
     pub fn excess(&self) -> f64 {
-        self.latency_excess().max(self.throughput_excess())
+        self.latency_excess()
+            .max(self.throughput_excess())
+            .max(self.backlog_excess())
     }
 
     /// The highest latency the ceiling allows (ms).
@@ -178,6 +193,92 @@ impl Reading {
     /// The lowest workload rate the ceiling allows.
     pub fn xacts_floor(&self, max_impact: f64) -> f64 {
         self.reference_xacts / (1.0 + max_impact)
+    }
+}
+
+/// An application whose sessions sat idle at least this share of the time without the migration
+/// waits for its work: it sends transactions at its own pace (an open loop, a pool of
+/// connections serving requests), and a rate below its reference is a queue on its side.
+/// (pgbench's TPC-B-like script at half the machine's rate kept its 4 sessions busy 0.6 to 0.7
+/// of the time, its closed loop above 0.9.)
+pub const WAITING_SHARE: f64 = 0.2;
+
+/// Whether the application waits for its work (pure): its sessions, `busy` of `sessions` on
+/// average without the migration, sat idle [`WAITING_SHARE`] of the time or more.
+pub fn waits_for_work(busy: Option<f64>, sessions: Option<f64>) -> bool {
+    match (busy, sessions) {
+        (Some(b), Some(n)) if n >= 1.0 => 1.0 - b / n >= WAITING_SHARE,
+        _ => false,
+    }
+}
+
+/// The transactions an application that waits for its work has been sent and has not been
+/// served, as its rate tells: the server cannot see that queue (it forms at the clients), and
+/// it delays every transaction after it until it drains. In the TPC-B-like open loop one second
+/// at 80% of the offered rate left a queue that made the next seconds' transactions take 110
+/// to 190 ms against 2.6 alone, while the server's statements and transactions took a quarter
+/// longer. Each window adds what the workload fell short of its reference rate and drains what
+/// it made above it, less a second's noise (the count of transactions that arrive at random
+/// varies by about its square root; twice that is left out).
+///
+/// The rate the workload is sent is not known: it is its rate without the migration, taken again
+/// at each of the governor's holds. With the migration held, clients that hold a queue work it
+/// off above the rate they are sent; a workload that makes less than its reference then was
+/// sent less (it changed by itself), and a queue counted against the old reference was none.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backlog {
+    txns: f64,
+    /// The rate the workload is sent, as far as the governor can tell (transactions/s).
+    reference: f64,
+}
+
+impl Backlog {
+    pub fn new(reference: f64) -> Self {
+        Backlog {
+            txns: 0.0,
+            reference,
+        }
+    }
+
+    /// What a second's count varies by, twice over.
+    fn noise(&self) -> f64 {
+        2.0 * self.reference.max(0.0).sqrt()
+    }
+
+    /// One more window of `secs`: the workload made `rate` transactions a second.
+    pub fn add(&mut self, rate: f64, secs: f64) {
+        if self.reference < MIN_WORKLOAD_XACTS {
+            self.txns = 0.0;
+            return;
+        }
+        let short = self.reference - rate - self.noise();
+        self.txns = (self.txns + short * secs.max(0.0)).max(0.0);
+    }
+
+    /// A window of `secs` with the migration held, in which the workload made `rate`
+    /// transactions a second: a queue drains; with none left, or with the workload under its
+    /// reference (then there was none), `rate` is what it is sent now.
+    pub fn after_hold(&mut self, rate: f64, secs: f64) {
+        let under = rate < self.reference - self.noise();
+        self.add(rate, secs);
+        if self.txns == 0.0 || under {
+            *self = Backlog::new(rate);
+        }
+    }
+
+    /// The queue's wait for each transaction (ms), of what is beyond a second's noise: the
+    /// rate of a window is read from transaction ids between two probes, whose timing wanders
+    /// too (in one TPC-B-like run, queues of 5 to 24 ms were counted while the clients waited
+    /// for none).
+    pub fn ms(&self) -> f64 {
+        if self.reference < MIN_WORKLOAD_XACTS {
+            return 0.0;
+        }
+        (self.txns - self.noise()).max(0.0) / self.reference * 1000.0
+    }
+
+    pub fn txns(&self) -> f64 {
+        self.txns
     }
 }
 
@@ -198,6 +299,8 @@ pub enum Reason {
     },
     /// The workload's rate under its floor.
     Throughput { xacts: f64, floor: f64 },
+    /// The application's clients hold a queue ([`Backlog`]) of this many ms.
+    Backlog { ms: f64 },
     /// A physical standby's replay lags more than `--max-replica-lag`.
     ReplicaLag { seconds: f64, max: f64 },
 }
@@ -207,7 +310,10 @@ impl Reason {
     pub fn over_a_ceiling(&self) -> bool {
         matches!(
             self,
-            Reason::Latency { .. } | Reason::Throughput { .. } | Reason::ReplicaLag { .. }
+            Reason::Latency { .. }
+                | Reason::Throughput { .. }
+                | Reason::Backlog { .. }
+                | Reason::ReplicaLag { .. }
         )
     }
 }
@@ -234,6 +340,11 @@ impl fmt::Display for Reason {
             Reason::Throughput { xacts, floor } => {
                 write!(f, "paced: workload {xacts:.0} tps under {floor:.0} tps")
             }
+            Reason::Backlog { ms } => write!(
+                f,
+                "paced: the application's clients queue {} ms",
+                crate::units::millis(*ms)
+            ),
             Reason::ReplicaLag { seconds, max } => {
                 write!(f, "paced: replica lag {seconds:.0} s over {max:.0} s")
             }
@@ -263,6 +374,11 @@ pub fn ceiling_reason(reading: &Reading, ceilings: &Ceilings) -> Option<Reason> 
     let m = ceilings.max_impact;
     if reading.excess() <= m {
         return None;
+    }
+    if reading.backlog_excess() >= reading.latency_excess().max(reading.throughput_excess()) {
+        return Some(Reason::Backlog {
+            ms: reading.backlog_ms,
+        });
     }
     Some(if reading.latency_excess() >= reading.throughput_excess() {
         Reason::Latency {
@@ -435,9 +551,10 @@ pub fn plan(
     // wrote before, other work on the machine), that much and half of `--max-impact` more.
     // Cutting a pace that is not what the application pays for only makes the migration, and
     // what the application pays all along, last longer.
+    let background = model.background();
     let m = ceilings
         .max_impact
-        .max(model.background() + ceilings.max_impact / 2.0);
+        .max(background + ceilings.max_impact / 2.0);
     let ceilings = &Ceilings {
         max_impact: m,
         ..*ceilings
@@ -479,7 +596,7 @@ pub fn plan(
     // (pace, total, full speed)
     let mut best = (now, here, limit.is_none());
     // Room to speed up: the application pays little more than at the slowest pace seen.
-    let headroom = reading.excess() <= model.background() + ceilings_in.max_impact * HEADROOM;
+    let headroom = reading.excess() <= background + ceilings_in.max_impact * HEADROOM;
     if limit.is_some() && headroom {
         // A faster pace is taken when it costs no more in total: the shorter migration also
         // holds the source's WAL and the slot for less time.
@@ -532,6 +649,8 @@ mod tests {
             xacts,
             reference_xacts: 600.0,
             replica_lag_s: None,
+            backlog_ms: 0.0,
+            backlog_reference_ms: 0.0,
         }
     }
 
@@ -540,6 +659,95 @@ mod tests {
         max_replica_lag_s: None,
         copy_cap: None,
     };
+
+    #[test]
+    fn an_application_whose_sessions_sat_idle_waits_for_its_work() {
+        // The TPC-B-like open loop at half the machine: 2.7 of 4 sessions busy.
+        assert!(waits_for_work(Some(2.7), Some(4.0)));
+        // Its closed loop: every session busy but for the client's turn.
+        assert!(!waits_for_work(Some(3.8), Some(4.0)));
+        assert!(!waits_for_work(None, Some(4.0)));
+        assert!(!waits_for_work(Some(0.0), Some(0.0)));
+    }
+
+    #[test]
+    fn a_backlog_sums_what_the_workload_fell_short_less_the_noise() {
+        let mut b = Backlog::new(1400.0);
+        let noise = 2.0 * 1400f64.sqrt();
+        // Within the noise: nothing.
+        b.add(1400.0 - noise + 1.0, 1.0);
+        assert_eq!(b.txns(), 0.0);
+        // One second at 80% of the rate: 280 short, less the noise.
+        b.add(1120.0, 1.0);
+        assert!((b.txns() - (280.0 - noise)).abs() < 1e-9);
+        // What counts is beyond a second's noise.
+        assert!((b.ms() - (280.0 - 2.0 * noise) / 1400.0 * 1000.0).abs() < 1e-9);
+        // Above the rate it drains, and never goes below nothing.
+        b.add(1400.0 + 100.0, 1.0);
+        assert!((b.txns() - (280.0 - 2.0 * noise - 100.0)).abs() < 1e-9);
+        b.add(3000.0, 1.0);
+        assert_eq!(b.txns(), 0.0);
+        // No workload: no queue.
+        let mut none = Backlog::new(10.0);
+        none.add(0.0, 5.0);
+        assert_eq!(none.ms(), 0.0);
+    }
+
+    #[test]
+    fn a_hold_drains_the_backlog_or_shows_the_reference_was_high() {
+        let mut b = Backlog::new(1000.0);
+        b.add(500.0, 1.0);
+        let queued = b.txns();
+        assert!(queued > 400.0);
+        // Held, the clients work part of it off: the reference stays.
+        b.after_hold(1200.0, 1.0);
+        assert!(b.txns() > 0.0 && b.txns() < queued);
+        // Worked off entirely: what the workload made held is its rate now.
+        b.after_hold(2000.0, 1.0);
+        assert_eq!(b, Backlog::new(2000.0));
+        // Under its reference with the migration held: it was sent less, no queue was real.
+        let mut drifted = Backlog::new(1000.0);
+        drifted.add(900.0, 10.0);
+        assert!(drifted.txns() > 0.0);
+        drifted.after_hold(900.0, 1.0);
+        assert_eq!(drifted, Backlog::new(900.0));
+    }
+
+    #[test]
+    fn a_queue_at_the_clients_is_a_ceiling_of_its_own() {
+        let r = Reading {
+            backlog_ms: 150.0,
+            backlog_reference_ms: 2.0,
+            ..reading(1.1, 590.0)
+        };
+        assert!((r.excess() - 75.0).abs() < 1e-9);
+        assert_eq!(
+            ceiling_reason(&r, &CEIL),
+            Some(Reason::Backlog { ms: 150.0 })
+        );
+        assert_eq!(
+            Reason::Backlog { ms: 150.0 }.to_string(),
+            "paced: the application's clients queue 150 ms"
+        );
+        // The copy is cut as hard as a ceiling cuts it.
+        let p = plan(
+            &Model::default(),
+            &r,
+            &CEIL,
+            Some(80_000),
+            80_000.0,
+            1_000_000,
+        );
+        assert_eq!(p.copy, Some(20_000));
+        assert!(p.reason.over_a_ceiling());
+        // No reference: no excess.
+        let none = Reading {
+            backlog_ms: 150.0,
+            backlog_reference_ms: 0.0,
+            ..reading(1.0, 600.0)
+        };
+        assert_eq!(none.backlog_excess(), 0.0);
+    }
 
     #[test]
     fn the_excess_is_the_worse_of_the_latency_rise_and_the_throughput_fall() {
@@ -735,6 +943,8 @@ mod tests {
     fn a_standby_lagging_over_its_ceiling_paces_the_copy() {
         let lagging = Reading {
             replica_lag_s: Some(20.0),
+            backlog_ms: 0.0,
+            backlog_reference_ms: 0.0,
             ..reading(1.0, 600.0)
         };
         let ceilings = Ceilings {
