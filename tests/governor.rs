@@ -48,8 +48,19 @@ async fn governed_run_under_writers(
     prefix: &str,
     extra: &[&str],
 ) -> String {
+    governed_run_with_writers(cluster, major, prefix, extra, |c| c).await
+}
+
+/// [`governed_run_under_writers`] with writers set up by `config`.
+async fn governed_run_with_writers(
+    cluster: &Cluster,
+    major: u32,
+    prefix: &str,
+    extra: &[&str],
+    config: impl FnOnce(WritersConfig) -> WritersConfig,
+) -> String {
     let (url, client) = seeded(cluster, prefix).await;
-    let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+    let writers = Writers::start(config(WritersConfig::new(&url, "orders_flat"))).await;
     writers.wait_for_more_ops(300, DEADLINE).await;
     let mut args = vec!["--verify", "off"];
     args.extend_from_slice(extra);
@@ -667,5 +678,79 @@ async fn a_standby_replaying_late_paces_the_copy() {
             log.contains("paced: replica lag"),
             "PostgreSQL {major}: a standby 3 s behind did not pace the copy under --max-replica-lag 1s:\n{log}"
         );
+    }
+}
+
+#[tokio::test]
+async fn an_application_whose_sessions_wait_for_work_has_its_clients_queue_watched() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        // Writers that pause 25 ms after each transaction: their sessions sit idle most of the
+        // time, as an application's that sends its work at its own pace.
+        let log = governed_run_with_writers(&cluster, major, "gov_waits", &[], |c| WritersConfig {
+            pause: Duration::from_millis(25),
+            big_transaction: false,
+            ..c
+        })
+        .await;
+        assert_eq!(
+            field(&log, "waits_for_work"),
+            Some("true"),
+            "PostgreSQL {major}: writers idle most of the time were not seen to wait for work:\n{log}"
+        );
+        let busy = field(&log, "sessions_busy").unwrap_or_else(|| {
+            panic!("PostgreSQL {major}: no sessions on the governor's line:\n{log}")
+        });
+        let of: Vec<f64> = busy
+            .split(" of ")
+            .map(|x| x.parse().expect("a count of sessions"))
+            .collect();
+        assert!(
+            of.len() == 2 && of[1] >= 4.0 && of[0] <= of[1] * 0.8,
+            "PostgreSQL {major}: the 4 writers' sessions read as {busy}:\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_check_before_the_cutover_follows_the_copys_pace() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let (url, client) = seeded(&cluster, "gov_check").await;
+        // A copy limited to 5,000 rows/s: the check may compare 20,000 rows/s, and never fewer
+        // than 50,000, so its 60,000 rows take 1.2 s at least.
+        let out = spawn_with_env(
+            &seed_run_args(&url, &["--verify", "full", "--max-copy-rate", "5000"]),
+            &GOVERNED,
+        )
+        .wait_within(DEADLINE)
+        .await;
+        assert!(
+            out.status.success(),
+            "PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        let log = log_of(&out);
+        assert!(
+            log.contains("at a pace that follows the copy's")
+                && log.contains("pace=\"50000 rows/s\""),
+            "PostgreSQL {major}: the check was not paced:\n{log}"
+        );
+        let seconds: f64 = log
+            .lines()
+            .find(|l| l.contains("verify (full): equal"))
+            .and_then(|l| l.rsplit(" in ").next())
+            .and_then(|t| t.trim().trim_end_matches(" s").parse().ok())
+            .unwrap_or_else(|| panic!("PostgreSQL {major}: no verify result:\n{log}"));
+        assert!(
+            seconds >= 1.1,
+            "PostgreSQL {major}: 60,000 rows compared in {seconds} s at 50,000 rows/s:\n{log}"
+        );
+        compare::assert_same_rows(&client, "orders_flat", "orders_flat_old").await;
+        inspect::assert_no_slot_or_publication(&client).await;
     }
 }

@@ -715,7 +715,7 @@ async fn busy_sessions(client: &Client) -> Option<(f64, f64)> {
                FROM pg_stat_activity \
               WHERE datname = current_database() AND backend_type = 'client backend' \
                 AND pid <> pg_backend_pid() \
-                AND coalesce(application_name, '') NOT LIKE 'pgrepart%'",
+                AND coalesce(application_name, '') !~ '(^|: )pgrepart [a-z ]+$'",
             &[],
         )
         .await
@@ -949,7 +949,7 @@ impl Statements {
         let rows = client
             .query(
                 "SELECT DISTINCT query_id FROM pg_stat_activity \
-                  WHERE application_name LIKE 'pgrepart%' AND query_id IS NOT NULL",
+                  WHERE application_name ~ '(^|: )pgrepart [a-z ]+$' AND query_id IS NOT NULL",
                 &[],
             )
             .await?;
@@ -1030,7 +1030,7 @@ async fn session_moves(client: &Client) -> Vec<(i32, bool, Option<String>)> {
             "SELECT pid, state <> 'idle', state_change::text FROM pg_stat_activity \
               WHERE datname = current_database() AND backend_type = 'client backend' \
                 AND pid <> pg_backend_pid() \
-                AND coalesce(application_name, '') NOT LIKE 'pgrepart%'",
+                AND coalesce(application_name, '') !~ '(^|: )pgrepart [a-z ]+$'",
             &[],
         )
         .await
@@ -1603,10 +1603,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             // copy speed up while the application's statements took three times as long).
             let draining = waits && backlog.ms() > 0.0;
             if waits {
-                backlog.after_hold(
-                    again.rate(rate_source),
-                    (PROBE_EVERY * PROBES_PER_DECISION as u32).as_secs_f64(),
-                );
+                backlog.after_hold(again.rate(rate_source));
             }
             let (kept_ms, kept_xacts) =
                 controller.rebase(again.latency_ms, again.rate(rate_source));
