@@ -3,9 +3,12 @@
 //! stream (from a slot on the target) applies every write back to the source's old table, and
 //! `pgrepart revert` swaps back in two commits (the source's rename, then the target's), after
 //! which the source's table equals the writers' record row by row and its sequence continues past
-//! every id the target handed out. A run killed during the window and between the revert's two
-//! commits is finished by the same command; a key reused in another partition is a conflict;
-//! a target without `wal_level = logical` is refused by `plan` and `run` with nothing left.
+//! every id the target handed out. The run then streams the source's writes into the target's
+//! partitioned table again (from the position the source's commit recorded), and `pgrepart
+//! cutover` cuts over a second time. A run killed during the window and between the revert's two
+//! commits is finished by the same command, losing none of the source's writes made in between;
+//! a key reused in another partition is a conflict; a target without `wal_level = logical` is
+//! refused by `plan` and `run` with nothing left.
 //!
 //! Each test starts two clusters: for each test major M (`PGREPART_TEST_MAJORS`) the target is
 //! the next major of the list (the last one's is the first's), so that the reverse stream also
@@ -142,8 +145,9 @@ impl Pair {
     }
 
     /// The source's table is the original one again and equals `expected`; the target's
-    /// partitioned table is aside under its working name; no slot or publication on either side;
-    /// the next insert on the source takes an id above every id either side handed out.
+    /// partitioned table is aside under its working name; on the source only the forward
+    /// stream's slot and publication, none on the target; the next insert on the source takes an
+    /// id above every id either side handed out (its row then streams to the target).
     async fn check_reverted(&self, expected: &std::collections::BTreeMap<i64, compare::Row>) {
         let ctx = &self.ctx;
         assert_eq!(
@@ -162,7 +166,14 @@ impl Pair {
             "{ctx}: the partitioned table is kept on the target under its working name"
         );
         compare::assert_table_matches(&self.source, "orders_flat", expected).await;
-        inspect::assert_no_slot_or_publication(&self.source).await;
+        assert_eq!(
+            (
+                inspect::slots(&self.source).await.len(),
+                inspect::publications(&self.source).await.len()
+            ),
+            (1, 1),
+            "{ctx}: the forward slot and publication on the source"
+        );
         inspect::assert_no_slot_or_publication(&self.target).await;
         let target_max: i64 = self
             .target
@@ -205,10 +216,48 @@ fn applied_back(v: &Value) -> bool {
     window_open(v) && inspect::int(v, "reverse_applied_changes").unwrap_or(0) > 0
 }
 
+/// After a revert: the migration streams forward again, waiting for `pgrepart cutover`.
+fn streaming_again(v: &Value) -> bool {
+    inspect::phase(v) == "streaming"
+        && v["window_state"] == "closed"
+        && v["reverted_at"].is_string()
+        && v["running"] == true
+}
+
+fn assert_streaming_again(v: &Value, ctx: &str) {
+    assert!(streaming_again(v), "{ctx}: {v}");
+    assert_eq!(v["cutover_waiting"], true, "{ctx}: {v}");
+    assert!(
+        v["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("`pgrepart cutover` cuts over again")),
+        "{ctx}: {v}"
+    );
+}
+
+/// The source's pgrepart records of the migrations: candidates and recorded revert positions.
+async fn source_records(source: &Client) -> i64 {
+    if !inspect::schema_exists(source, "pgrepart").await {
+        return 0;
+    }
+    source
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgrepart.reverse_conflicts) \
+             + coalesce((SELECT count(*) FROM pgrepart.revert_positions), 0)",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("source records: {}", support::describe(&e)))
+        .get(0)
+}
+
 /// Writes through the cutover on the source, then on the target through the window and the
-/// revert: the source's table ends equal to the writers' record.
+/// revert: the source's table ends equal to the writers' record. Then the application writes to
+/// the source again, the target's partitioned table follows, and `pgrepart cutover` cuts over a
+/// second time (a second window opens); both tables equal the writers' record, and after
+/// `finish` nothing is left on either side.
 #[tokio::test]
-async fn a_revert_across_databases_under_load_gives_back_the_source_table_with_every_write() {
+async fn a_revert_across_databases_under_load_streams_forward_again_and_cuts_over_a_second_time() {
     for pair in pairs() {
         let Some(p) = start_pair(pair, "xwin", SEED_ROWS).await else {
             continue;
@@ -249,48 +298,97 @@ async fn a_revert_across_databases_under_load_gives_back_the_source_table_with_e
             "{ctx}: revert says where to point: {}",
             output_text(&out)
         );
-        let out = run.wait_within(DEADLINE).await;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
-        assert!(
-            stdout.contains("is the original table again")
-                && stdout.contains(&format!(
-                    "point the application back at 127.0.0.1:{}/",
-                    p.src.port()
-                )),
-            "{ctx}: {stdout}"
-        );
+        let v = p
+            .wait_status(&run, "streaming forward again", streaming_again)
+            .await;
+        assert_streaming_again(&v, &ctx);
         // Writes that still reach the target's old name fail from here.
         let report = writers.stop().await;
         eprintln!("{ctx}: {}", report.summary());
         report.assert_no_anomalies(&ctx);
         p.check_reverted(&report.rows).await;
-        let v = p.status().await.expect("status after the revert");
-        assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
-        // `abort` removes the partitioned table and the state.
-        let out = p.pgrepart("abort", &["--yes"]).await;
-        assert!(out.status.success(), "{ctx}: abort: {}", output_text(&out));
+        assert_eq!(
+            source_records(&p.source).await,
+            0,
+            "{ctx}: the candidates and F are removed from the source"
+        );
+
+        // The application back on the source: the target's partitioned table follows it, and the
+        // run does not cut over by itself although started with automatic cutover.
+        let applied = inspect::int(&v, "applied_changes").unwrap_or(0);
+        let writers = Writers::start(WritersConfig::new(&p.src_url, "orders_flat")).await;
+        writers.wait_for_more_ops(300, DEADLINE).await;
+        let v = p
+            .wait_status(&run, "changes applied forward", |v| {
+                streaming_again(v)
+                    && inspect::int(v, "applied_changes").unwrap_or(0) > applied + 100
+            })
+            .await;
+        assert_streaming_again(&v, &ctx);
+        assert_eq!(inspect::relkind(&p.source, "orders_flat").await, Some('r'));
+
+        // Cut over again, by request: a second window opens (the run has --rollback-window).
+        let out = p.pgrepart("cutover", &[]).await;
+        assert!(
+            out.status.success(),
+            "{ctx}: cutover: {}",
+            output_text(&out)
+        );
+        p.wait_status(&run, "the second window open", window_open)
+            .await;
+        let report = writers.stop().await;
+        eprintln!("{ctx}: {}", report.summary());
+        report.assert_no_anomalies(&ctx);
+        assert_eq!(
+            inspect::relkind(&p.target, "orders_flat").await,
+            Some('p'),
+            "{ctx}: the partitioned table has the name again on the target"
+        );
         assert_eq!(
             inspect::relkind(&p.target, "orders_flat_repart").await,
             None
         );
+        compare::assert_table_matches(&p.target, "orders_flat", &report.rows).await;
+        compare::assert_table_matches(&p.source, "orders_flat_old", &report.rows).await;
+        // The target's sequence continues past every id written, without reuse.
+        let max_id = report.rows.keys().max().copied().unwrap_or(0);
+        let next: i64 = p
+            .target
+            .query_one(
+                "INSERT INTO orders_flat (order_date, customer_id, region) VALUES (now(), 1, 'EU') RETURNING id",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: insert: {}", support::describe(&e)))
+            .get(0);
         assert!(
-            !inspect::schema_exists(&p.target, "pgrepart").await || {
-                let n: i64 = p
-                    .target
-                    .query_one("SELECT count(*) FROM pgrepart.migrations", &[])
-                    .await
-                    .unwrap()
-                    .get(0);
-                n == 0
-            }
+            next > max_id,
+            "{ctx}: id {next} reused (max written {max_id})"
         );
+
+        let out = p.pgrepart("finish", &[]).await;
+        assert!(out.status.success(), "{ctx}: finish: {}", output_text(&out));
+        let out = run.wait_within(DEADLINE).await;
+        let text = output_text(&out);
+        assert!(out.status.success(), "{ctx}: run: {text}");
+        assert!(
+            text.contains("is the original table again")
+                && text.contains("not cut over again until `pgrepart cutover`"),
+            "{ctx}: {text}"
+        );
+        inspect::assert_no_slot_or_publication(&p.source).await;
+        inspect::assert_no_slot_or_publication(&p.target).await;
+        assert_eq!(source_records(&p.source).await, 0, "{ctx}");
+        let v = p.status().await.expect("status after finish");
+        assert_eq!(inspect::phase(&v), "done", "{ctx}: {v}");
     }
 }
 
 /// Killed during the window, then between the revert's two commits (the source's table renamed
 /// back, the target's still under the name and written to): the same command finishes the revert
-/// with the writes made to the target after the crash.
+/// with the writes made to the target after the crash, and streams forward from the F the
+/// source's commit recorded: the source's writes made between the commits reach the target.
+/// `abort` then removes everything on both sides.
 #[tokio::test]
 async fn a_run_killed_in_the_window_and_between_the_reverts_commits_is_finished_by_the_rerun() {
     let Some(p) = start_pair(pairs()[0], "xwinkill", SEED_ROWS).await else {
@@ -337,28 +435,87 @@ async fn a_run_killed_in_the_window_and_between_the_reverts_commits_is_finished_
     let v = p.status().await.expect("status between the commits");
     assert_eq!(inspect::phase(&v), "done", "{ctx}: {v}");
     assert_eq!(v["revert_requested"], true, "{ctx}: the request stays: {v}");
-    // The application, not told to move back, goes on writing to the target.
+    let recorded: String = p
+        .source
+        .query_one(
+            "SELECT forward_start_lsn::text FROM pgrepart.revert_positions",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: F on the source: {}", support::describe(&e)))
+        .get(0);
+    // The application, not told to move back, goes on writing to the target; another writes to
+    // the source's table, back under its name: ids of their own (negative: neither sequence
+    // hands them out), inserted, updated, deleted.
     let max_at_crash: i64 = p
         .target
         .query_one("SELECT max(id) FROM orders_flat", &[])
         .await
         .unwrap()
         .get(0);
+    p.source
+        .batch_execute(
+            "INSERT INTO orders_flat (id, order_date, customer_id, region, amount) \
+             SELECT -g, now(), g, CASE WHEN g % 2 = 0 THEN 'EU' ELSE 'US' END, g \
+             FROM generate_series(1, 60) g; \
+             UPDATE orders_flat SET amount = amount + 1000, region = 'APAC' WHERE id BETWEEN -10 AND -1; \
+             DELETE FROM orders_flat WHERE id BETWEEN -60 AND -51;",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: source writes in the gap: {}", support::describe(&e)));
     writers.wait_for_more_ops(300, DEADLINE).await;
 
-    let out = spawn(&args).wait_within(DEADLINE).await;
-    assert!(
-        out.status.success(),
-        "{ctx}: the rerun did not finish the revert: {}",
-        output_text(&out)
-    );
+    let run = spawn(&args);
+    let v = p
+        .wait_status(
+            &run,
+            "the revert finished, streaming forward",
+            streaming_again,
+        )
+        .await;
+    assert_streaming_again(&v, &ctx);
     let report = writers.stop().await;
     report.assert_no_anomalies(&ctx);
     assert!(
         report.rows.keys().any(|id| *id > max_at_crash),
         "{ctx}: no row was inserted on the target after the crash"
     );
-    p.check_reverted(&report.rows).await;
+    let state_f: String = p
+        .target
+        .query_one(
+            "SELECT forward_start_lsn::text FROM pgrepart.migrations",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        state_f, recorded,
+        "{ctx}: the rerun kept the F the source's commit recorded"
+    );
+    let mut expected = report.rows.clone();
+    let gap = compare::read_table(&p.source, "orders_flat").await;
+    let gap: std::collections::BTreeMap<i64, compare::Row> =
+        gap.into_iter().filter(|(id, _)| *id < 0).collect();
+    assert_eq!(gap.len(), 50, "{ctx}: the source's writes in the gap");
+    expected.extend(gap);
+    p.check_reverted(&expected).await;
+    // The source's writes between the commits reach the target's partitioned table (with the
+    // row check_reverted inserted, which the source holds too).
+    let source_now = compare::read_table(&p.source, "orders_flat").await;
+    compare::wait_table_matches(&p.target, "orders_flat_repart", &source_now, DEADLINE).await;
+
+    let out = p.pgrepart("abort", &["--yes"]).await;
+    assert!(out.status.success(), "{ctx}: abort: {}", output_text(&out));
+    let _ = run.wait_within(DEADLINE).await;
+    inspect::assert_no_slot_or_publication(&p.source).await;
+    inspect::assert_no_slot_or_publication(&p.target).await;
+    assert_eq!(
+        inspect::relkind(&p.target, "orders_flat_repart").await,
+        None
+    );
+    assert_eq!(source_records(&p.source).await, 0, "{ctx}");
+    assert_eq!(inspect::relkind(&p.source, "orders_flat").await, Some('r'));
 }
 
 /// An id reused in another region on the target is a conflict: named by `status` (read across
@@ -414,8 +571,8 @@ async fn an_id_reused_on_the_target_is_a_conflict_across_databases() {
         "{ctx}: --force: {}",
         output_text(&out)
     );
-    let out = run.wait_within(DEADLINE).await;
-    assert!(out.status.success(), "{ctx}: run: {}", output_text(&out));
+    p.wait_status(&run, "streaming forward again", streaming_again)
+        .await;
     let region = |id: i64| {
         let client = &p.source;
         async move {
@@ -432,19 +589,32 @@ async fn an_id_reused_on_the_target_is_a_conflict_across_databases() {
         Some("US"),
         "{ctx}: copied again"
     );
+    // The partitioned table keeps only the row the source kept (the extra row of id 5 deleted
+    // in the target's commit), so the forward stream finds one row per id.
+    let source_rows = compare::read_table(&p.source, "orders_flat").await;
+    compare::assert_table_matches(&p.target, "orders_flat_repart", &source_rows).await;
     assert_eq!(
-        count(&p.source, "orders_flat").await + 1,
+        count(&p.source, "orders_flat").await,
         count(&p.target, "orders_flat_repart").await,
-        "{ctx}: one row of id 5 stays in the partitioned table only"
+        "{ctx}"
     );
-    let left: i64 = p
-        .source
-        .query_one("SELECT count(*) FROM pgrepart.reverse_conflicts", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0, "{ctx}: the candidates are removed from the source");
+    assert_eq!(
+        source_records(&p.source).await,
+        0,
+        "{ctx}: the candidates are removed from the source"
+    );
     inspect::assert_no_slot_or_publication(&p.target).await;
+    // The kept row goes on following the source.
+    p.source
+        .batch_execute("UPDATE orders_flat SET region = 'APAC', amount = 5.00 WHERE id = 5")
+        .await
+        .unwrap();
+    let source_rows = compare::read_table(&p.source, "orders_flat").await;
+    compare::wait_table_matches(&p.target, "orders_flat_repart", &source_rows, DEADLINE).await;
+    let out = p.pgrepart("abort", &["--yes"]).await;
+    assert!(out.status.success(), "{ctx}: abort: {}", output_text(&out));
+    let _ = run.wait_within(DEADLINE).await;
+    inspect::assert_no_slot_or_publication(&p.source).await;
 }
 
 /// A target whose wal_level is not logical cannot feed the reverse stream: `plan` fails the

@@ -22,6 +22,7 @@
 //! | revert | the fence session open, before the lock | state, source, reverse replication, reverse apply, fence; `pgrepart revert`'s own, waiting |
 //! | window across databases | (not held) | reverse replication (on the target), reverse apply (source), state (target) |
 //! | revert across databases | the fence session open, before the lock | state (target: the revert's locked session), fence (target), reverse replication (target), source |
+//! | revert across databases, forward slot | before the forward slot is made on the source; its creation waiting | source (makes the slot), state (target) |
 //!
 //! `pgrepart route` lives only during the copy and only for keys other than a single integer: its
 //! case moves the table's primary key to `(customer_id, id)` first. Two sessions are not in the
@@ -823,10 +824,14 @@ async fn copy_control_sessions_terminated_without_writers_copy_each_range_once()
 
 /// The rollback window across databases (`--target`): the reverse slot and its replication
 /// connection are on the target, the reverse apply and the old table on the source, and the
-/// revert's locked session is the run's state session on the target. `phase` is `window` or
-/// `revert`; `session` is terminated on whichever cluster has it, in that phase. The run (or the
-/// same command again) goes on; a window ends with `finish`, a revert happens; either way the
-/// source's table equals the writers' record, who write to the target's table.
+/// revert's locked session is the run's state session on the target. `phase` is `window`,
+/// `revert` (held with the fence session open, before the lock), `revert-forward` (held before
+/// the forward slot is made on the source) or `revert-forward-waiting` (the forward slot's
+/// creation waiting for a transaction the test holds open on the source); `session` is
+/// terminated on whichever cluster has it, in that phase. The run (or the same command again)
+/// goes on; a window ends with `finish`, a revert happens and the run streams forward again;
+/// either way the source's table equals the writers' record, who write to the target's table,
+/// and after a revert the target's partitioned table follows it.
 async fn cross_window_case(phase: &'static str, session: &'static str) {
     let Some(major) = test_majors().first().copied() else {
         return;
@@ -844,10 +849,15 @@ async fn cross_window_case(phase: &'static str, session: &'static str) {
     schema::create_seed_table(&source, "orders_flat", SEED_ROWS).await;
     let hold = tempfile::tempdir().expect("hold dir");
     let dir = hold.path().to_string_lossy().into_owned();
-    let env = [
-        ("PGREPART_TEST_HOLD", "revert"),
-        ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
-    ];
+    let blocked = phase == "revert-forward-waiting";
+    let env: Vec<(&str, &str)> = if blocked {
+        vec![]
+    } else {
+        vec![
+            ("PGREPART_TEST_HOLD", phase),
+            ("PGREPART_TEST_HOLD_DIR", dir.as_str()),
+        ]
+    };
     let args = seed_run_args(
         &src_url,
         &["--target", &dst_url, "--rollback-window", "10min"],
@@ -961,32 +971,82 @@ async fn cross_window_case(phase: &'static str, session: &'static str) {
         inspect::assert_no_slot_or_publication(&target).await;
         return;
     }
+    // A transaction with an xid, open on the source: the forward slot's creation waits for it.
+    let blocker = if blocked {
+        let b = src.client(&db).await;
+        b.batch_execute("BEGIN; SELECT txid_current();")
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: blocker: {}", support::describe(&e)));
+        Some(b)
+    } else {
+        None
+    };
     let revert = spawn_pgrepart_with_env(&command("revert"), &[]);
-    wait_marker(&hold.path().join("revert.reached"), &mut run, &ctx).await;
-    terminate().await;
-    std::fs::write(hold.path().join("revert.release"), b"").expect("release marker");
+    if let Some(b) = &blocker {
+        let deadline = Instant::now() + DEADLINE;
+        while status()
+            .await
+            .is_none_or(|v| v["waiting_for"].as_array().is_none_or(|a| a.is_empty()))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{ctx}: the forward slot's creation never waited:\n{}",
+                tail(&run.stderr_so_far(), 4000)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        terminate().await;
+        b.batch_execute("COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("{ctx}: blocker: {}", support::describe(&e)));
+    } else {
+        wait_marker(
+            &hold.path().join(format!("{phase}.reached")),
+            &mut run,
+            &ctx,
+        )
+        .await;
+        terminate().await;
+        std::fs::write(hold.path().join(format!("{phase}.release")), b"").expect("release marker");
+    }
+    // Reverted: the run (or the same command run again) streams forward again.
+    let streaming_again = |v: &Value| {
+        inspect::phase(v) == "streaming"
+            && v["window_state"] == "closed"
+            && v["reverted_at"].is_string()
+            && v["running"] == true
+    };
     let mut reruns = 0;
+    let deadline = Instant::now() + DEADLINE;
     loop {
-        let out = run.wait_within(DEADLINE).await;
-        if out.status.success() {
+        if let Some(exit) = run.try_status() {
+            let out = run.wait_within(DEADLINE).await;
+            let text = output_text(&out);
+            assert_eq!(exit.code(), Some(1), "{ctx}: {text}");
+            assert!(
+                text.contains("error:") && text.contains("hint:"),
+                "{ctx}: a run that stops says why and what to do:\n{text}"
+            );
+            reruns += 1;
+            assert!(
+                reruns <= 2,
+                "{ctx}: the same command did not revert:\n{text}"
+            );
+            // The hold is passed once per directory: the rerun does not stop there.
+            run = spawn_with_env(&args, &env);
+            continue;
+        }
+        if status().await.as_ref().is_some_and(streaming_again) {
             break;
         }
-        let text = output_text(&out);
-        assert_eq!(out.status.code(), Some(1), "{ctx}: {text}");
         assert!(
-            text.contains("error:") && text.contains("hint:"),
-            "{ctx}: a run that stops says why and what to do:\n{text}"
+            Instant::now() < deadline,
+            "{ctx}: the run did not revert:\n{}",
+            tail(&run.stderr_so_far(), 6000)
         );
-        reruns += 1;
-        assert!(
-            reruns <= 2,
-            "{ctx}: the same command did not revert:\n{text}"
-        );
-        run = spawn_with_env(&args, &env);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let _ = revert.wait_within(DEADLINE).await;
-    let v = status().await.expect("status after the revert");
-    assert_eq!(inspect::phase(&v), "reverted", "{ctx}: {v}");
     let report = writers.stop().await;
     report.assert_no_anomalies(&ctx);
     assert_eq!(
@@ -995,6 +1055,25 @@ async fn cross_window_case(phase: &'static str, session: &'static str) {
         "{ctx}"
     );
     compare::assert_table_matches(&source, "orders_flat", &report.rows).await;
+    inspect::assert_no_slot_or_publication(&target).await;
+    // The target's partitioned table follows the source's table again, from the revert.
+    source
+        .batch_execute("UPDATE orders_flat SET amount = amount + 1 WHERE id <= 50")
+        .await
+        .unwrap_or_else(|e| panic!("{ctx}: update: {}", support::describe(&e)));
+    let now = compare::read_table(&source, "orders_flat").await;
+    compare::wait_table_matches(&target, "orders_flat_repart", &now, DEADLINE).await;
+    let out = support::pgrepart(
+        &command("abort")
+            .iter()
+            .copied()
+            .chain(["--yes"])
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert!(out.status.success(), "{ctx}: abort: {}", output_text(&out));
+    let _ = run.wait_within(DEADLINE).await;
+    inspect::assert_no_slot_or_publication(&source).await;
     inspect::assert_no_slot_or_publication(&target).await;
 }
 
@@ -1017,4 +1096,7 @@ cross_cases! {
     cross_revert_fence_session_terminated: "revert", "pgrepart fence";
     cross_revert_reverse_replication_connection_terminated: "revert", "pgrepart reverse replication";
     cross_revert_source_session_terminated: "revert", "pgrepart source";
+    cross_revert_forward_source_session_terminated: "revert-forward", "pgrepart source";
+    cross_revert_forward_state_session_terminated: "revert-forward", "pgrepart state";
+    cross_revert_forward_slot_creation_terminated_while_it_waits: "revert-forward-waiting", "pgrepart source";
 }

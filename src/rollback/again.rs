@@ -16,7 +16,8 @@
 //! which the forward stream of the first cutover used and dropped: every path that removes the
 //! forward stream (`abort`, the cleanup after a swap, the window's close) removes them too.
 //! The run does not cut over again by itself after a revert, whatever `--cutover` says: it waits
-//! for `pgrepart cutover`.
+//! for `pgrepart cutover`. Across databases the slot is on the source and F is read in the
+//! revert's first commit, the source's (`cross`, design.md §11).
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -44,11 +45,12 @@ pub fn forward_publication_sql(
     )
 }
 
-/// Before the revert's lock: the forward publication on the old table (under its name during the
-/// window) and the forward slot, unless they exist (a revert tried before). Creating the slot
-/// waits for the transactions running then, which is why it is never done under the lock.
-pub async fn prepare_forward(source: &Client, m: &Migration) -> Result<()> {
-    let old = m.source.sibling(m.old_name.clone());
+/// Before the revert's lock: the forward publication on the old table `old` (under its working
+/// name during the window; across databases, under `T` again after a crash between the revert's
+/// commits) and the forward slot, on the source, unless they exist (a revert tried before).
+/// Creating the slot waits for the transactions running then, which is why it is never done
+/// under the lock.
+pub async fn prepare_forward(source: &Client, m: &Migration, old: &QualifiedName) -> Result<()> {
     let row = source
         .query_one(
             "SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1), \
@@ -62,7 +64,7 @@ pub async fn prepare_forward(source: &Client, m: &Migration) -> Result<()> {
         source
             .batch_execute(&forward_publication_sql(
                 &m.publication_name,
-                &old,
+                old,
                 partitioned,
             ))
             .await
@@ -133,18 +135,31 @@ pub fn extra_rows_sql(
 pub fn streaming_again_sql(migration_id: i64) -> Vec<String> {
     vec![
         format!("DELETE FROM pgrepart.reverse_conflicts WHERE migration_id = {migration_id}"),
-        format!(
-            "UPDATE pgrepart.migrations SET phase = '{}', phase_since = now(), finished_at = NULL, \
-             updated_at = now(), last_error = NULL, reverted_at = now(), \
-             forward_start_lsn = p.f, confirmed_lsn = p.f, window_state = '{}', \
-             cutover_requested = false, finish_requested = false, revert_requested = false, \
-             revert_force = false, reverse_applied_changes = 0, reverse_confirmed_lsn = NULL, \
-             reverse_lag_seconds = NULL, reverse_apply_per_s = NULL \
-             FROM (SELECT pg_current_wal_insert_lsn() AS f) p WHERE id = {migration_id}",
-            Phase::Streaming.as_str(),
-            state::WINDOW_REVERTED
-        ),
+        streaming_again_update(migration_id, None),
     ]
+}
+
+/// The state streaming forward again from `F` (pure): `None` reads F here
+/// (`pg_current_wal_insert_lsn()`, the same database's revert); `Some(f)` is the F read on the
+/// source in the first commit of a revert across databases (`cross::record_start_sql`).
+/// `target_committed_fence` goes: the cutover it marked is undone, and the next one marks its own.
+pub fn streaming_again_update(migration_id: i64, f: Option<Lsn>) -> String {
+    let f = match f {
+        None => "pg_current_wal_insert_lsn()".to_string(),
+        Some(f) => format!("'{f}'::pg_lsn"),
+    };
+    format!(
+        "UPDATE pgrepart.migrations SET phase = '{}', phase_since = now(), finished_at = NULL, \
+         updated_at = now(), last_error = NULL, reverted_at = now(), \
+         forward_start_lsn = p.f, confirmed_lsn = p.f, window_state = '{}', \
+         target_committed_fence = NULL, \
+         cutover_requested = false, finish_requested = false, revert_requested = false, \
+         revert_force = false, reverse_applied_changes = 0, reverse_confirmed_lsn = NULL, \
+         reverse_lag_seconds = NULL, reverse_apply_per_s = NULL \
+         FROM (SELECT {f} AS f) p WHERE id = {migration_id}",
+        Phase::Streaming.as_str(),
+        state::WINDOW_REVERTED
+    )
 }
 
 /// In the revert's transaction, after the renames: `table` is the old table back under its name,
@@ -283,10 +298,18 @@ mod tests {
             "cutover_requested = false",
             "revert_requested = false",
             "reverse_applied_changes = 0",
+            "target_committed_fence = NULL",
             "FROM (SELECT pg_current_wal_insert_lsn() AS f) p WHERE id = 9",
         ] {
             assert!(update.contains(part), "{part}: {update}");
         }
+        // Across databases F was read on the source, in the revert's first commit.
+        let cross = streaming_again_update(9, Some(Lsn(0x1_0000_00A0)));
+        assert!(
+            cross.contains("FROM (SELECT '1/A0'::pg_lsn AS f) p WHERE id = 9"),
+            "{cross}"
+        );
+        assert!(!cross.contains("pg_current_wal_insert_lsn"), "{cross}");
     }
 
     #[test]

@@ -7,9 +7,13 @@
 //!                   pg_create_logical_replication_slot(<rev>); on the source: pgrepart.reverse_conflicts
 //! cutover (§7):     target: ... rename ...; reverse_start_lsn = pg_current_wal_insert_lsn(); COMMIT
 //! window:           target T ──<rev>──► applier ──► source T_old (session_replication_role = replica)
-//! revert:           target: BEGIN; lock T; fence; drain; read T's sequences and the candidates' rows
-//!                   source: BEGIN; settle the candidates; T_old -> T; setval past the target's; COMMIT (1st)
-//!                   target: T -> T_repart; phase = reverted; COMMIT                                 (2nd)
+//! revert:           source: forward publication on T_old and forward slot (`prepare_forward`)
+//!                   target: BEGIN; lock T; fence; drain; read T's sequences and the candidates' rows
+//!                   source: BEGIN; settle the candidates; T_old -> T; setval past the target's;
+//!                           F recorded in pgrepart.revert_positions; COMMIT                      (1st)
+//!                   target: --force extra rows deleted; T -> T_repart; streaming from F; COMMIT (2nd)
+//! after:            drop <rev> on the target; the candidates and F on the source; the run streams
+//!                   source T ──forward slot from F──► target T_repart until `pgrepart cutover`
 //! finish / end:     drop <rev> on the target; the migration's candidates on the source
 //! ```
 //!
@@ -18,7 +22,8 @@
 //! Those writes are in the reverse slot (dropped only after the second commit, confirmed only up
 //! to positions reached while the target's T was locked), so the rerun streams them into the
 //! source's T (the old table's name is gone: [`old_table`] finds it), locks the target again,
-//! fences, drains, settles, raises the sequences again and renames there.
+//! fences, drains, settles, raises the sequences again and renames there, with the F the first
+//! commit recorded ([`record_start_sql`]): the source's writes since are in the forward slot.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +36,7 @@ use super::revert::Outcome;
 use crate::config::RunConfig;
 use crate::cutover::{self, FenceSpec, Locked};
 use crate::error::{Error, Result};
+use crate::lsn::Lsn;
 use crate::pg::ident::{QualifiedName, quote_ident, quote_literal};
 use crate::state::Migration;
 
@@ -115,11 +121,16 @@ pub async fn refuse(source: &Client, target: &Client) -> Result<()> {
 }
 
 /// The conflict candidates' table in the source database (the reverse apply records them in its
-/// own transaction there); without the state's foreign key, the state being in the target.
+/// own transaction there); without the state's foreign key, the state being in the target. And
+/// the position where the forward stream starts again after a revert (F), recorded by the
+/// revert's first commit (the source's), so that it outlives a crash before the second.
 const SOURCE_CONFLICTS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgrepart; \
 CREATE TABLE IF NOT EXISTS pgrepart.reverse_conflicts (\
  migration_id bigint NOT NULL, key text[] NOT NULL, first_seen timestamptz NOT NULL DEFAULT now(), \
- PRIMARY KEY (migration_id, key))";
+ PRIMARY KEY (migration_id, key)); \
+CREATE TABLE IF NOT EXISTS pgrepart.revert_positions (\
+ migration_id bigint PRIMARY KEY, forward_start_lsn pg_lsn NOT NULL, \
+ recorded_at timestamptz NOT NULL DEFAULT now())";
 
 /// Before the cutover's lock: the checks, the source's conflict table, the reverse publication
 /// and slot on the target (`super::prepare_reverse`, whose client is the target here).
@@ -132,16 +143,116 @@ pub async fn prepare(source: &Client, target: &Client, m: &Migration) -> Result<
     super::prepare_reverse(target, m).await
 }
 
-/// The migration's candidates removed from the source (safe to repeat; nothing when the table
-/// is not there).
+/// The migration's records removed from the source: its candidates and its revert's F (safe to
+/// repeat; nothing when a table is not there).
 pub async fn forget_conflicts(source: &Client, migration_id: i64) -> Result<()> {
     source
         .batch_execute(&format!(
             "DO $$ BEGIN IF to_regclass('pgrepart.reverse_conflicts') IS NOT NULL THEN \
-             DELETE FROM pgrepart.reverse_conflicts WHERE migration_id = {migration_id}; END IF; END $$"
+             DELETE FROM pgrepart.reverse_conflicts WHERE migration_id = {migration_id}; END IF; \
+             IF to_regclass('pgrepart.revert_positions') IS NOT NULL THEN \
+             DELETE FROM pgrepart.revert_positions WHERE migration_id = {migration_id}; END IF; END $$"
         ))
         .await
-        .map_err(|e| Error::db("removing the conflict candidates on the source", e))
+        .map_err(|e| Error::db("removing the migration's records on the source", e))
+}
+
+/// Before the revert's lock, across databases: the forward publication and slot on the source
+/// (`again::prepare_forward`), on the old table under the name it has now (`T_old`, or `T`
+/// after a crash between the revert's commits), and the table that records F there.
+pub async fn prepare_forward(source: &Client, m: &Migration) -> Result<()> {
+    source
+        .batch_execute(SOURCE_CONFLICTS_DDL)
+        .await
+        .map_err(|e| Error::db("creating pgrepart's tables on the source", e))?;
+    let old = old_table(source, m).await?;
+    super::again::prepare_forward(source, m, &old).await
+}
+
+/// In the source's transaction of the revert, after the rename (pure): F recorded and returned.
+/// The first commit of a revert reads F here (`first`), replacing a position left by an earlier
+/// revert of the migration; a rerun after a crash between the two commits keeps the F that
+/// commit recorded (a new one would skip the source's writes made since), or reads one when
+/// none was recorded.
+pub fn record_start_sql(migration_id: i64, first: bool) -> String {
+    format!(
+        "INSERT INTO pgrepart.revert_positions AS r (migration_id, forward_start_lsn) \
+         VALUES ({migration_id}, pg_current_wal_insert_lsn()) ON CONFLICT (migration_id) DO UPDATE \
+         SET forward_start_lsn = {}, recorded_at = {} RETURNING r.forward_start_lsn::text",
+        if first {
+            "excluded.forward_start_lsn"
+        } else {
+            "r.forward_start_lsn"
+        },
+        if first { "now()" } else { "r.recorded_at" }
+    )
+}
+
+/// Whether a refused revert drops the forward slot (pure): not once the source's commit renamed
+/// the table back (a rerun after a crash between the commits, refused by a conflict made in the
+/// gap): F is recorded, and a slot made again later would start after the source's writes
+/// since F.
+pub fn refusal_drops_forward(source_reverted: bool) -> bool {
+    !source_reverted
+}
+
+/// Under `--force`, the rows of the conflicts that the source's table does not hold, deleted
+/// from the partitioned table in the target's commit (pure). `kept`, on the source (`$1` a JSON
+/// array of the open keys): the source's rows of them, as objects of the new key's columns;
+/// `delete`, on the target (`$1` the same keys, `$2` what `kept` returned): the partitioned
+/// table's rows of those keys whose new key is not among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraRowsSql {
+    pub kept: String,
+    pub delete: String,
+}
+
+/// `repart`: the partitioned table after the target's rename; `old`: the source's table;
+/// `old_key`: its key (name, type); `new_key`: the partitioned table's (name, type).
+pub fn cross_extra_rows_sql(
+    repart: &QualifiedName,
+    old: &QualifiedName,
+    old_key: &[(String, String)],
+    new_key: &[(String, String)],
+) -> ExtraRowsSql {
+    let by_key = |alias: &str| -> String {
+        old_key
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ty))| format!("{alias}.{} = (c.key->>{i})::{ty}", quote_ident(name)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let object: Vec<String> = new_key
+        .iter()
+        .map(|(name, _)| format!("{}, o.{}", quote_literal(name), quote_ident(name)))
+        .collect();
+    let same_row: Vec<String> = new_key
+        .iter()
+        .map(|(name, ty)| {
+            format!(
+                "n.{} = (k.row->>{})::{ty}",
+                quote_ident(name),
+                quote_literal(name)
+            )
+        })
+        .collect();
+    ExtraRowsSql {
+        kept: format!(
+            "SELECT coalesce(jsonb_agg(jsonb_build_object({})), '[]'::jsonb)::text FROM {} o \
+             WHERE EXISTS (SELECT FROM jsonb_array_elements($1::text::jsonb) AS c(key) WHERE {})",
+            object.join(", "),
+            old.sql(),
+            by_key("o")
+        ),
+        delete: format!(
+            "DELETE FROM {} n USING jsonb_array_elements($1::text::jsonb) AS c(key) WHERE {} \
+             AND NOT EXISTS (SELECT FROM jsonb_array_elements($2::text::jsonb) AS k(row) WHERE {})",
+            repart.sql(),
+            by_key("n"),
+            same_row.join(" AND ")
+        ),
+    }
 }
 
 /// The source table the reverse stream writes to: `T_old`, or `T` once the revert's first
@@ -332,6 +443,14 @@ pub async fn open_conflicts(
         .collect())
 }
 
+/// The conflicts left by the settling: their keys (the candidates' `text[]`) and, for messages,
+/// their descriptions.
+#[derive(Debug, Default)]
+struct Open {
+    keys: Vec<Vec<Option<String>>>,
+    described: Vec<String>,
+}
+
 /// Under the revert: the candidates judged on the target (`ttx`, holding the lock) and settled
 /// on the source (`stx`); returns the conflicts left.
 async fn settle(
@@ -339,13 +458,13 @@ async fn settle(
     stx: &impl GenericClient,
     m: &Migration,
     old: &QualifiedName,
-) -> Result<Vec<String>> {
+) -> Result<Open> {
     let Some(s) = shape(ttx, stx, m, old).await? else {
-        return Ok(Vec::new());
+        return Ok(Open::default());
     };
     let keys = candidates(stx, &s.sql).await?;
     if keys.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Open::default());
     }
     let j = probe(ttx, &s.sql, &keys).await?;
     let ctx = |e| Error::db("settling the conflict candidates on the source", e);
@@ -357,10 +476,42 @@ async fn settle(
         let rows = Value::Array(j.settle_rows.clone()).to_string();
         stx.execute(&s.sql.insert, &[&rows]).await.map_err(ctx)?;
     }
-    Ok(j.open
-        .iter()
-        .map(|k| super::conflicts::describe_key(&s.names, k))
-        .collect())
+    Ok(Open {
+        described: j
+            .open
+            .iter()
+            .map(|k| super::conflicts::describe_key(&s.names, k))
+            .collect(),
+        keys: j.open,
+    })
+}
+
+/// Under `--force`, in the source's transaction (the table back under its name): the source's
+/// rows of the conflicts left, by the partitioned table's key (`cross_extra_rows_sql`); with the
+/// statement that deletes the others from the partitioned table on the target.
+async fn kept_rows(
+    ttx: &impl GenericClient,
+    stx: &impl GenericClient,
+    m: &Migration,
+    open_keys: &[Vec<Option<String>>],
+) -> Result<(String, String)> {
+    let old_key = super::conflicts::key_of(stx, &m.source).await?;
+    let new_key = super::conflicts::key_of(ttx, &m.final_name()).await?;
+    if old_key.is_empty() || new_key.is_empty() {
+        return Err(Error::failed(format!(
+            "{} or {} has no primary key: the conflicts' extra rows cannot be found",
+            m.source,
+            m.final_name()
+        )));
+    }
+    let sql = cross_extra_rows_sql(&m.final_name(), &m.source, &old_key, &new_key);
+    let keys = serde_json::to_string(open_keys).expect("keys serialize");
+    let kept: String = stx
+        .query_one(&sql.kept, &[&keys])
+        .await
+        .map_err(|e| Error::db("reading the conflicts' rows kept on the source", e))?
+        .get(0);
+    Ok((sql.delete, kept))
 }
 
 /// The source table's comment after the revert (pure): the original one the cutover kept in its
@@ -415,11 +566,13 @@ pub fn source_statements(
 }
 
 /// The target's statements of the revert's second commit (pure): the partitioned table steps
-/// aside under its working name, and the phase.
+/// aside under its working name, and the state streams forward again from `f`, the F the
+/// source's commit recorded.
 pub fn target_statements(
     final_name: &QualifiedName,
     working: &str,
     migration_id: i64,
+    f: Lsn,
 ) -> Vec<String> {
     vec![
         format!(
@@ -427,7 +580,7 @@ pub fn target_statements(
             final_name.sql(),
             quote_ident(working)
         ),
-        super::reverted_sql(migration_id),
+        super::again::streaming_again_update(migration_id, Some(f)),
     ]
 }
 
@@ -541,7 +694,10 @@ async fn second_half(
         }
         return Err(Error::db("locking the old table on the source", e));
     }
-    let open = settle(&ttx, &stx, m, &old).await?;
+    let Open {
+        keys: open_keys,
+        described: open,
+    } = settle(&ttx, &stx, m, &old).await?;
     if !open.is_empty() && !force {
         let _ = stx.rollback().await;
         let _ = ttx.rollback().await;
@@ -572,23 +728,47 @@ async fn second_half(
             .await
             .map_err(|e| Error::db("renaming the old table back on the source", e))?;
     }
+    // F, after the rename (whose ACCESS EXCLUSIVE lock orders the source's writes around it),
+    // recorded in this commit: the target's commit copies it into the state (design.md §11).
+    let f: String = stx
+        .query_one(&record_start_sql(m.id, !renamed_already), &[])
+        .await
+        .map_err(|e| Error::db("recording the forward stream's start on the source", e))?
+        .get(0);
+    let f: Lsn = f.parse().map_err(|e| {
+        Error::failed(format!(
+            "the forward stream's start read on the source is not an LSN: {e}"
+        ))
+    })?;
+    let extra = if open_keys.is_empty() {
+        None
+    } else {
+        Some(kept_rows(&ttx, &stx, m, &open_keys).await?)
+    };
     stx.commit()
         .await
         .map_err(|e| Error::db("committing the source's side of the revert", e))?;
-    tracing::info!("source side of the revert committed; renaming the target's table aside");
+    tracing::info!(forward_start = %f, "source side of the revert committed; renaming the target's table aside");
     crate::fault::point("revert-after-source-commit");
-    for stmt in target_statements(&m.final_name(), &m.target.name, m.id) {
+    let unfinished = "the source side has committed: run the same `pgrepart run` command again to finish the revert";
+    if let Some((delete, kept)) = extra {
+        let keys = serde_json::to_string(&open_keys).expect("keys serialize");
+        let deleted = ttx.execute(&delete, &[&keys, &kept]).await.map_err(|e| {
+            Error::db("deleting the conflicts' extra rows on the target", e).with_hint(unfinished)
+        })?;
+        tracing::info!(
+            rows = deleted,
+            "rows of conflicting keys that the original table does not hold deleted from the partitioned table"
+        );
+    }
+    for stmt in target_statements(&m.final_name(), &m.target.name, m.id, f) {
         ttx.batch_execute(&stmt).await.map_err(|e| {
-            Error::db("renaming the partitioned table aside on the target", e).with_hint(
-                "the source side has committed: run the same `pgrepart run` command again to finish the revert",
-            )
+            Error::db("renaming the partitioned table aside on the target", e).with_hint(unfinished)
         })?;
     }
     crate::fault::point("revert-before-commit");
     ttx.commit().await.map_err(|e| {
-        Error::db("committing the target's side of the revert", e).with_hint(
-            "the source side has committed: run the same `pgrepart run` command again to finish the revert",
-        )
+        Error::db("committing the target's side of the revert", e).with_hint(unfinished)
     })?;
     crate::fault::point("revert-after-commit");
     let mut lines = Vec::new();
@@ -734,10 +914,10 @@ mod tests {
             1
         );
         assert_eq!(
-            target_statements(&t, "t_repart", 3),
+            target_statements(&t, "t_repart", 3, Lsn(0x2_0000_0010)),
             vec![
                 "ALTER TABLE \"public\".\"t\" RENAME TO \"t_repart\"".to_string(),
-                super::super::reverted_sql(3),
+                super::super::again::streaming_again_update(3, Some(Lsn(0x2_0000_0010))),
             ]
         );
         let msg = point_back_message(
@@ -747,5 +927,52 @@ mod tests {
             "db2:5433/shop",
         );
         assert!(msg.starts_with("point the application back at db1:5432/shop, table public.t"));
+    }
+
+    #[test]
+    fn f_is_read_in_the_sources_commit_and_a_rerun_keeps_the_one_recorded() {
+        let first = record_start_sql(7, true);
+        assert_eq!(
+            first,
+            "INSERT INTO pgrepart.revert_positions AS r (migration_id, forward_start_lsn) \
+             VALUES (7, pg_current_wal_insert_lsn()) ON CONFLICT (migration_id) DO UPDATE \
+             SET forward_start_lsn = excluded.forward_start_lsn, recorded_at = now() \
+             RETURNING r.forward_start_lsn::text"
+        );
+        let rerun = record_start_sql(7, false);
+        assert!(
+            rerun.contains(
+                "SET forward_start_lsn = r.forward_start_lsn, recorded_at = r.recorded_at"
+            ),
+            "{rerun}"
+        );
+        // A refusal after the source's commit keeps the slot that holds the writes since F.
+        assert!(refusal_drops_forward(false));
+        assert!(!refusal_drops_forward(true));
+    }
+
+    #[test]
+    fn forced_conflicts_keep_on_the_target_only_the_rows_the_source_holds() {
+        let sql = cross_extra_rows_sql(
+            &QualifiedName::new("public", "orders_flat"),
+            &QualifiedName::new("public", "orders_flat"),
+            &[("id".into(), "bigint".into())],
+            &[
+                ("id".into(), "bigint".into()),
+                ("region".into(), "text".into()),
+            ],
+        );
+        assert_eq!(
+            sql.kept,
+            "SELECT coalesce(jsonb_agg(jsonb_build_object('id', o.\"id\", 'region', o.\"region\")), '[]'::jsonb)::text \
+             FROM \"public\".\"orders_flat\" o WHERE EXISTS (SELECT FROM jsonb_array_elements($1::text::jsonb) AS c(key) \
+             WHERE o.\"id\" = (c.key->>0)::bigint)"
+        );
+        assert_eq!(
+            sql.delete,
+            "DELETE FROM \"public\".\"orders_flat\" n USING jsonb_array_elements($1::text::jsonb) AS c(key) \
+             WHERE n.\"id\" = (c.key->>0)::bigint AND NOT EXISTS (SELECT FROM jsonb_array_elements($2::text::jsonb) AS k(row) \
+             WHERE n.\"id\" = (k.row->>'id')::bigint AND n.\"region\" = (k.row->>'region')::text)"
+        );
     }
 }

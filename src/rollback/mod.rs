@@ -542,6 +542,19 @@ pub async fn serve(
         );
         return Ok(());
     }
+    if cross && reverted_cleanup(&m.window) {
+        // Both commits of the revert are done (the state streams forward again); the run
+        // stopped before its cleanup: the reverse slot on the target, the records on the source.
+        drop_reverse(&control, &m).await?;
+        cross::forget_conflicts(&source, m.id).await?;
+        state::close_window(&control, m.id).await?;
+        println!(
+            "{} was reverted (migration {}); the reverse slot and publication are dropped now",
+            m.source, m.id
+        );
+        let _ = state::set_runner(&control, m.id, None).await;
+        return Ok(());
+    }
     if m.phase == Phase::Reverted || reverted_cleanup(&m.window) {
         // The revert committed; the run stopped before its cleanup.
         drop_reverse(&source, &m).await?;
@@ -697,9 +710,14 @@ pub async fn serve(
                     );
                     continue;
                 }
-                // The forward stream's slot and publication, before the lock (slot creation
-                // waits for the transactions running now); in one database only.
-                if !cross && let Err(e) = again::prepare_forward(&source, &now).await {
+                // The forward stream's slot and publication on the source, before the lock
+                // (slot creation waits for the transactions running now).
+                let prepared = if cross {
+                    cross::prepare_forward(&source, &now).await
+                } else {
+                    again::prepare_forward(&source, &now, &old).await
+                };
+                if let Err(e) = prepared {
                     reverse.pipeline.shutdown().await;
                     return Err(e);
                 }
@@ -758,19 +776,23 @@ pub async fn serve(
                             lock_held.as_millis(),
                             m.target
                         );
-                        if !cross {
-                            println!(
-                                "{} follows {} again (streaming from the revert); it is not cut over again until `pgrepart cutover` (`pgrepart abort` drops it)",
-                                m.target, m.source
-                            );
-                        }
+                        println!(
+                            "{} follows {} again (streaming from the revert); it is not cut over again until `pgrepart cutover` (`pgrepart abort` drops it)",
+                            m.target, m.source
+                        );
                         let _ = state::set_runner(&control, m.id, None).await;
                         return Ok(());
                     }
                     revert::Outcome::Refused(msg) => {
                         tracing::warn!("{msg}");
-                        // The forward slot would hold WAL for a revert that is withdrawn.
-                        if !cross {
+                        // The forward slot would hold WAL for a revert that is withdrawn; across
+                        // databases, not once the source's commit has recorded F (its writes
+                        // since are in the slot).
+                        if !cross
+                            || cross::refusal_drops_forward(
+                                cross::source_reverted(&source, &now).await?,
+                            )
+                        {
                             again::drop_forward(&source, &now).await?;
                         }
                         state::set_error(&control, m.id, Some(&msg)).await?;
@@ -838,10 +860,9 @@ async fn close(
     drop_reverse(control, m).await?;
     if cfg.prep.cross_db() {
         cross::forget_conflicts(source, m.id).await?;
-    } else {
-        // Made for a revert that did not happen.
-        again::drop_forward(source, m).await?;
     }
+    // Made for a revert that did not happen.
+    again::drop_forward(source, m).await?;
     state::close_window(control, m.id).await?;
     let old = m.source.sibling(m.old_name.clone());
     println!(
