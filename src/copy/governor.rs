@@ -702,20 +702,41 @@ impl Measured {
     }
 }
 
+/// pgrepart's own sessions, by the `application_name` `pg::session_name` gives them: `pgrepart
+/// <role>`, after the user's own name and `: ` when the connection gives one. An application's
+/// name that merely starts with `pgrepart` is the application's.
+macro_rules! own_session_name {
+    () => {
+        "'(^|: )pgrepart [a-z ]+$'"
+    };
+}
+
+/// The application's sessions in `pg_stat_activity`: the source database's client backends but
+/// this one and pgrepart's own.
+macro_rules! application_sessions {
+    () => {
+        concat!(
+            "datname = current_database() AND backend_type = 'client backend' \
+               AND pid <> pg_backend_pid() \
+               AND coalesce(application_name, '') !~ ",
+            own_session_name!()
+        )
+    };
+}
+
 /// How often the application's sessions are counted.
 const SESSIONS_EVERY: Duration = Duration::from_millis(50);
 
-/// The application's sessions in a transaction or a statement now, in the source database,
-/// and all of them: client backends (not idle, and all), pgrepart's own (`application_name`
-/// `pgrepart ...`) left out. `None` when `pg_stat_activity` cannot be read.
+/// The application's sessions ([`application_sessions`]) in a transaction or a statement now,
+/// and all of them. `None` when `pg_stat_activity` cannot be read.
 async fn busy_sessions(client: &Client) -> Option<(f64, f64)> {
     client
         .query_one(
-            "SELECT count(*) FILTER (WHERE state <> 'idle')::float8, count(*)::float8 \
-               FROM pg_stat_activity \
-              WHERE datname = current_database() AND backend_type = 'client backend' \
-                AND pid <> pg_backend_pid() \
-                AND coalesce(application_name, '') !~ '(^|: )pgrepart [a-z ]+$'",
+            concat!(
+                "SELECT count(*) FILTER (WHERE state <> 'idle')::float8, count(*)::float8 \
+                   FROM pg_stat_activity WHERE ",
+                application_sessions!()
+            ),
             &[],
         )
         .await
@@ -948,8 +969,11 @@ impl Statements {
     ) -> std::result::Result<(f64, i64), tokio_postgres::Error> {
         let rows = client
             .query(
-                "SELECT DISTINCT query_id FROM pg_stat_activity \
-                  WHERE application_name ~ '(^|: )pgrepart [a-z ]+$' AND query_id IS NOT NULL",
+                concat!(
+                    "SELECT DISTINCT query_id FROM pg_stat_activity \
+                      WHERE query_id IS NOT NULL AND application_name ~ ",
+                    own_session_name!()
+                ),
                 &[],
             )
             .await?;
@@ -1027,10 +1051,10 @@ async fn quick_look(client: &Client) -> Result<(Measured, bool)> {
 async fn session_moves(client: &Client) -> Vec<(i32, bool, Option<String>)> {
     client
         .query(
-            "SELECT pid, state <> 'idle', state_change::text FROM pg_stat_activity \
-              WHERE datname = current_database() AND backend_type = 'client backend' \
-                AND pid <> pg_backend_pid() \
-                AND coalesce(application_name, '') !~ '(^|: )pgrepart [a-z ]+$'",
+            concat!(
+                "SELECT pid, state <> 'idle', state_change::text FROM pg_stat_activity WHERE ",
+                application_sessions!()
+            ),
             &[],
         )
         .await
