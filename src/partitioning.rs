@@ -631,8 +631,83 @@ impl std::fmt::Display for Date {
     }
 }
 
+/// Whether HASH partitions with these bounds (as `pg_get_expr` shows them: `FOR VALUES WITH
+/// (modulus 8, remainder 0)`) take every row (pure): PostgreSQL makes each modulus a factor of
+/// the next larger and lets no two partitions overlap, so with M the largest modulus a partition
+/// of modulus m takes M/m of the M remainders, and together they take all when those add up to M.
+/// A NULL key hashes like any value. False when a bound is not of that form.
+pub fn hash_bounds_take_every_row(bounds: &[String]) -> bool {
+    let parsed: Option<Vec<(u64, u64)>> = bounds.iter().map(|b| hash_bound(b)).collect();
+    let Some(parsed) = parsed else {
+        return false;
+    };
+    let Some(largest) = parsed.iter().map(|&(m, _)| m).max() else {
+        return false;
+    };
+    let mut taken = 0;
+    for &(m, r) in &parsed {
+        if r >= m || largest % m != 0 {
+            return false;
+        }
+        taken += largest / m;
+    }
+    taken == largest
+}
+
+/// `(modulus, remainder)` of `FOR VALUES WITH (modulus M, remainder R)` (any case, any spaces).
+fn hash_bound(bound: &str) -> Option<(u64, u64)> {
+    let lower = bound.to_ascii_lowercase();
+    let inner = lower
+        .trim()
+        .strip_prefix("for values with")?
+        .trim()
+        .strip_prefix('(')?
+        .strip_suffix(')')?;
+    let (m, r) = inner.split_once(',')?;
+    let m = m.trim().strip_prefix("modulus")?.trim().parse().ok()?;
+    let r = r.trim().strip_prefix("remainder")?.trim().parse().ok()?;
+    (m > 0).then_some((m, r))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hash_partitions_take_every_row_only_when_their_remainders_add_up() {
+        let b = |v: &[(u64, u64)]| -> Vec<String> {
+            v.iter()
+                .map(|(m, r)| format!("FOR VALUES WITH (modulus {m}, remainder {r})"))
+                .collect()
+        };
+        assert!(super::hash_bounds_take_every_row(&b(&[
+            (4, 0),
+            (4, 1),
+            (4, 2),
+            (4, 3)
+        ])));
+        // Mixed moduli: 2 of 4 remainders, then 1 each.
+        assert!(super::hash_bounds_take_every_row(&b(&[
+            (2, 0),
+            (4, 1),
+            (4, 3)
+        ])));
+        // One remainder missing.
+        assert!(!super::hash_bounds_take_every_row(&b(&[
+            (4, 0),
+            (4, 1),
+            (4, 2)
+        ])));
+        assert!(!super::hash_bounds_take_every_row(&b(&[(2, 0), (4, 1)])));
+        assert!(!super::hash_bounds_take_every_row(&[]));
+        // Not a HASH bound, or one not understood: the rows are scanned.
+        assert!(!super::hash_bounds_take_every_row(&[
+            "FOR VALUES IN (1)".into()
+        ]));
+        assert!(!super::hash_bounds_take_every_row(&["DEFAULT".into()]));
+        assert!(super::hash_bounds_take_every_row(&[
+            "FOR VALUES WITH (MODULUS 1, REMAINDER 0)".into()
+        ]));
+    }
+
     use super::*;
 
     fn table() -> QualifiedName {

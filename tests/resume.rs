@@ -175,6 +175,100 @@ async fn a_run_killed_during_the_copy_resumes_and_finishes() {
     }
 }
 
+/// Ranges whose copy stands part way (`copied_to` set, not done).
+async fn ranges_part_copied(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pgrepart.ranges WHERE NOT done AND copied_to IS NOT NULL",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_paced_copy_commits_its_ranges_in_pieces_and_a_rerun_goes_on_from_the_last_one() {
+    for major in test_majors() {
+        let Some(cluster) = Cluster::start_or_skip(major) else {
+            continue;
+        };
+        let started = Instant::now();
+        let db = unique_name("resume_pieces");
+        let url = cluster.create_database(&db).await;
+        let client = cluster.client(&db).await;
+        schema::create_seed_table(&client, "orders_flat", 100_000).await;
+        let writers = Writers::start(WritersConfig::new(&url, "orders_flat")).await;
+        writers.wait_for_more_ops(100, DEADLINE).await;
+
+        // 2,000 rows/s over two workers: pieces of 2,000 rows, ranges of several pieces.
+        let paced = seed_run_args(
+            &url,
+            &[
+                "--cutover",
+                "auto",
+                "--jobs",
+                "2",
+                "--max-copy-rate",
+                "2000",
+            ],
+        );
+        let mut first = spawn(&paced);
+        wait_until(DEADLINE, "a range copied part way", || {
+            let client = &client;
+            async move { ranges_part_copied(client).await > 0 }
+        })
+        .await;
+        let rows_before: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(rows_copied), 0)::bigint FROM pgrepart.ranges WHERE NOT done",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(
+            first.try_status().is_none(),
+            "the paced run ended early: {}",
+            first.stderr_so_far()
+        );
+        let out = first.kill9().await;
+        assert!(!out.status.success());
+        assert!(
+            rows_before > 0,
+            "a range part copied records no rows copied"
+        );
+        // The crash keeps the pieces committed.
+        assert!(ranges_part_copied(&client).await > 0);
+
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        wait_not_running(&url, DEADLINE).await;
+        // The rerun, unpaced, goes on where the pieces stopped.
+        let second = spawn(&seed_run_args(&url, &["--cutover", "auto", "--jobs", "2"]));
+        let out = second.wait_within(DEADLINE).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "the resumed run failed on PostgreSQL {major}: {}",
+            output_text(&out)
+        );
+        assert!(
+            stderr.contains("going on from its last piece"),
+            "the rerun did not go on from a range's last piece: {stderr}"
+        );
+        writers.wait_for_more_ops(200, DEADLINE).await;
+        let report = writers.stop().await;
+        eprintln!("PostgreSQL {major}: {}", report.summary());
+        report.assert_no_anomalies("the writers' check");
+        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
+        check_partitioned_and_clean(&client).await;
+        eprintln!(
+            "PostgreSQL {major}: a paced copy killed part way through a range, resumed, passed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 #[tokio::test]
 async fn abort_from_another_terminal_stops_the_run_and_removes_everything() {
     for major in test_majors() {

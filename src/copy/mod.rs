@@ -8,6 +8,15 @@
 //!                                                                                                ▼
 //! target: BEGIN; COPY t_new FROM STDIN (binary); UPDATE pgrepart.ranges SET done; COMMIT ──► applier
 //! ```
+//!
+//! A range copied under a limit (the load governor's or `--max-copy-rate`) goes in pieces of
+//! about [`PIECE_SECONDS`] each: the key where the piece ends is read first (`ORDER BY key
+//! OFFSET n LIMIT 1`), then the piece is copied like a range, on a snapshot and in a target
+//! transaction of its own that also records `copied_to` (where the next piece starts). A range
+//! is done with its last piece; a rerun goes on from `copied_to`. At 500 rows/s a range of 50,000
+//! rows in one piece held the database's xmin horizon for 100 s, and the application's hot rows
+//! (pgbench's branches and tellers) piled up versions that no update could prune: its
+//! transactions slowed down, the governor slowed the copy further, and the range lasted longer.
 
 pub mod governor;
 pub mod indexes;
@@ -282,7 +291,7 @@ async fn wait_while_paused(pause: &mut watch::Receiver<bool>) {
 pub async fn run_workers(
     job: Arc<CopyJob>,
     sessions: Vec<Client>,
-    pending: Vec<(usize, Bounds)>,
+    pending: Vec<PendingRange>,
     done: mpsc::UnboundedSender<usize>,
     progress: Arc<CopyProgress>,
     stop: watch::Receiver<bool>,
@@ -312,27 +321,58 @@ pub async fn run_workers(
                     return Ok(());
                 }
                 let next = queue.lock().expect("copy queue lock").pop_back();
-                let Some((range_no, range)) = next else { break };
-                wait_while_paused(&mut pause).await;
-                // One short source transaction per range: the xmin horizon and the table's
-                // ACCESS SHARE lock are held for this range only (docs/design.md §5).
-                snapshot::begin_range(&session, job.exported.as_ref()).await?;
-                let rows = copy_range(
-                    &job,
-                    &session,
-                    &mut target,
-                    range_no,
-                    range,
-                    &progress,
-                    &mut pause,
-                )
-                .await?;
-                session
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(|e| Error::db("ending a copy transaction", e))?;
-                tracing::info!(range = range_no, rows, "range copied");
-                let _ = done.send(range_no);
+                let Some(range) = next else { break };
+                let range_no = range.no;
+                if range.copied_to.is_some() {
+                    tracing::info!(
+                        range = range_no,
+                        "range partly copied by an earlier attempt: going on from its last piece"
+                    );
+                }
+                let mut from = range.copied_to.clone();
+                let mut rows = 0;
+                let finished = loop {
+                    wait_while_paused(&mut pause).await;
+                    let rest = Bounds {
+                        lo: from.clone().or_else(|| range.bounds.lo.clone()),
+                        hi: range.bounds.hi.clone(),
+                    };
+                    let end = match piece_rows(job.limit.get(), job.workers) {
+                        Some(n) => piece_end(&job, &session, &rest, n).await?,
+                        None => None,
+                    };
+                    let piece = Piece {
+                        range_no,
+                        bounds: Bounds {
+                            lo: rest.lo,
+                            hi: end.clone().or(rest.hi),
+                        },
+                        from: from.clone(),
+                        to: end.clone(),
+                    };
+                    // One short source transaction per piece: the xmin horizon and the table's
+                    // ACCESS SHARE lock are held for this piece only (docs/design.md §5a).
+                    snapshot::begin_range(&session, job.exported.as_ref()).await?;
+                    let copied =
+                        copy_piece(&job, &session, &mut target, &piece, &progress, &mut pause)
+                            .await?;
+                    session
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(|e| Error::db("ending a copy transaction", e))?;
+                    let Some(n) = copied else {
+                        break false;
+                    };
+                    rows += n;
+                    match end {
+                        Some(e) => from = Some(e),
+                        None => break true,
+                    }
+                };
+                if finished {
+                    tracing::info!(range = range_no, rows, "range copied");
+                    let _ = done.send(range_no);
+                }
             }
             Ok::<(), Error>(())
         });
@@ -351,22 +391,96 @@ pub async fn run_workers(
     first_error.map_or(Ok(()), Err)
 }
 
+/// What one piece of a paced range's copy should take (s): its source snapshot holds the
+/// database's xmin horizon, and its target transaction runs, about that long.
+pub const PIECE_SECONDS: f64 = 2.0;
+/// The fewest rows in a piece: each costs a snapshot, a key lookup and a commit.
+pub const MIN_PIECE_ROWS: u64 = 500;
+
+/// A range left to copy: its number, its bounds, and where an earlier attempt's last piece
+/// ended (`pgrepart.ranges.copied_to`), if one did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRange {
+    pub no: usize,
+    pub bounds: Bounds,
+    pub copied_to: Option<ranges::Bound>,
+}
+
+/// The rows of a range's next piece (pure): under a limit of `limit` rows/s shared by `workers`,
+/// what one worker copies in [`PIECE_SECONDS`], at least [`MIN_PIECE_ROWS`]; `None` (the rest of
+/// the range at once) without a limit.
+pub fn piece_rows(limit: Option<u64>, workers: usize) -> Option<u64> {
+    let per_worker = limit? as f64 / workers.max(1) as f64;
+    Some(((per_worker * PIECE_SECONDS) as u64).max(MIN_PIECE_ROWS))
+}
+
+/// The key where a piece of `rows` rows of `rest` ends (the first key after them, in the key's
+/// order under its collations, as the ranges are cut); `None` when no more than that is left,
+/// or when the key does not move past `rest`'s start (a key with that many duplicates).
+async fn piece_end(
+    job: &CopyJob,
+    source: &Client,
+    rest: &Bounds,
+    rows: u64,
+) -> Result<Option<ranges::Bound>> {
+    let texts: Vec<String> = job
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{}::text AS k{i}", c.name_sql))
+        .collect();
+    let order: Vec<String> = job
+        .key
+        .iter()
+        .map(|c| format!("t.{}", c.name_sql))
+        .collect();
+    let filter = rest
+        .where_sql(&job.key)
+        .map(|w| format!(" WHERE {w}"))
+        .unwrap_or_default();
+    let sql = format!(
+        "SELECT {} FROM {} AS t{filter} ORDER BY {} OFFSET {rows} LIMIT 1",
+        texts.join(", "),
+        job.source.sql(),
+        order.join(", ")
+    );
+    let row = source
+        .query_opt(&sql, &[])
+        .await
+        .map_err(|e| Error::db("finding where a piece of a range ends", e))?;
+    let end: Option<ranges::Bound> =
+        row.map(|r| (0..job.key.len()).map(|i| r.get::<_, String>(i)).collect());
+    Ok(end.filter(|e| rest.lo.as_ref() != Some(e)))
+}
+
+/// One piece of a range: its bounds, where the range's copy stood before it (`copied_to`), and
+/// where it ends (`None`: the range's end, which the piece's commit marks done).
+struct Piece {
+    range_no: usize,
+    bounds: Bounds,
+    from: Option<ranges::Bound>,
+    to: Option<ranges::Bound>,
+}
+
 /// Rows between two looks at the pause flag and the rate limit.
 const PACE_EVERY: u64 = 256;
 /// How often a held worker looks whether the governor has let it go.
 const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
-async fn copy_range(
+/// Copies `piece` in a target transaction that also records it; the rows copied, or `None` when
+/// an earlier attempt had copied it already (this copy rolled back).
+async fn copy_piece(
     job: &CopyJob,
     source: &Client,
     target: &mut Client,
-    range_no: usize,
-    range: Bounds,
+    piece: &Piece,
     progress: &CopyProgress,
     pause: &mut watch::Receiver<bool>,
-) -> Result<u64> {
+) -> Result<Option<u64>> {
+    let range_no = piece.range_no;
     let cols = column_list(job.columns.iter().map(String::as_str));
-    let filter = range
+    let filter = piece
+        .bounds
         .where_sql(&job.key)
         .map(|w| format!(" WHERE {w}"))
         .unwrap_or_default();
@@ -436,8 +550,15 @@ async fn copy_range(
         }
     }
     let rows = sink.finish().await.map_err(copy_in_error)?;
-    if !state::mark_range_done(&tx, job.migration_id, range_no, rows).await? {
-        // Done by an earlier attempt whose commit landed after this one read the ranges: its
+    let mark = state::RangeMark {
+        id: job.migration_id,
+        range_no,
+        from: piece.from.as_ref(),
+        to: piece.to.as_ref(),
+        rows,
+    };
+    if !state::mark_range_copied(&tx, &mark).await? {
+        // Copied by an earlier attempt whose commit landed after this one read the ranges: its
         // rows are there already, and this copy would double them.
         tx.rollback()
             .await
@@ -446,14 +567,14 @@ async fn copy_range(
             range = range_no,
             "range already copied by an earlier attempt; this copy rolled back"
         );
-        return Ok(0);
+        return Ok(None);
     }
     tx.commit()
         .await
         .map_err(|e| Error::db("committing a copied range", e))?;
     job.own_writes.fetch_add(1, Ordering::Relaxed);
     progress.rows.fetch_add(rows, Ordering::Relaxed);
-    Ok(rows)
+    Ok(Some(rows))
 }
 
 /// The signature that opens a binary COPY stream (then 4 bytes of flags, 4 of header extension).
@@ -490,7 +611,18 @@ fn copy_in_error(e: tokio_postgres::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::{BINARY_SIGNATURE, Bounds, RangePlan, rows_in_message};
+    use super::{BINARY_SIGNATURE, Bounds, MIN_PIECE_ROWS, RangePlan, piece_rows, rows_in_message};
+
+    #[test]
+    fn a_paced_copy_goes_in_pieces_of_about_two_seconds_of_a_workers_share() {
+        // No limit: the whole range at once.
+        assert_eq!(piece_rows(None, 2), None);
+        assert_eq!(piece_rows(Some(20_000), 2), Some(20_000));
+        assert_eq!(piece_rows(Some(20_000), 4), Some(10_000));
+        assert_eq!(piece_rows(Some(20_000), 0), Some(40_000));
+        // The governor's floor: never fewer rows than a piece's own costs are worth.
+        assert_eq!(piece_rows(Some(500), 2), Some(MIN_PIECE_ROWS));
+    }
 
     #[test]
     fn rows_per_range_scale_the_sample_to_the_table() {

@@ -57,7 +57,7 @@ pub struct Live {
     router: Router,
     done: Vec<bool>,
     /// Ranges to copy, lowest first (workers take from the end: highest keys first).
-    pending: Vec<(usize, ranges::Bounds)>,
+    pending: Vec<crate::copy::PendingRange>,
     /// Source sessions of the copy, each in its snapshot's transaction.
     sessions: Vec<Client>,
     start: Lsn,

@@ -100,15 +100,19 @@ pub async fn resume(
     }
     check_target_columns(&control, &info, &m.target).await?;
     let saved = state::ranges(&control, m.id).await?;
-    let bounds: Vec<ranges::Bounds> = saved.iter().map(|(r, _)| r.clone()).collect();
+    let bounds: Vec<ranges::Bounds> = saved.iter().map(|r| r.bounds.clone()).collect();
     let router = super::router_for(&info, &key, &bounds);
-    let done: Vec<bool> = saved.iter().map(|(_, d)| *d).collect();
+    let done: Vec<bool> = saved.iter().map(|r| r.done).collect();
     let ranges_total = saved.len();
-    let pending: Vec<(usize, ranges::Bounds)> = saved
+    let pending: Vec<copy::PendingRange> = saved
         .into_iter()
         .enumerate()
-        .filter(|(_, (_, d))| !d)
-        .map(|(i, (r, _))| (i, r))
+        .filter(|(_, r)| !r.done)
+        .map(|(no, r)| copy::PendingRange {
+            no,
+            bounds: r.bounds,
+            copied_to: r.copied_to,
+        })
         .collect();
     // `streaming` only once the indexes are built; otherwise the copy phase finishes them.
     let phase = if pending.is_empty() && m.indexes_built {
@@ -124,7 +128,7 @@ pub async fn resume(
         migration = m.id,
         ranges_left = pending.len(),
         ranges_total,
-        "resuming: finished ranges are kept, unfinished ones are copied again"
+        "resuming: finished ranges are kept, unfinished ones are copied again (from their last piece)"
     );
     // Before the stream starts: its walsender would first decode what the slot kept, at full speed.
     let baseline = super::governor_baseline(cfg, &prep.source).await;

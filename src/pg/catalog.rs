@@ -1015,6 +1015,24 @@ pub async fn default_partition_estimate(
 /// A predicate true for rows that some non-DEFAULT partition of `partitioned` accepts, built from
 /// the partitions' own constraints (`false` when there are none). It names columns only, so it
 /// applies to the source table as well.
+/// The bounds of `partitioned`'s partitions as `pg_get_expr` shows them (`DEFAULT` included).
+pub async fn partition_bounds(
+    client: &impl tokio_postgres::GenericClient,
+    partitioned: &QualifiedName,
+) -> Result<Vec<String>> {
+    Ok(client
+        .query(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::text::regclass",
+            &[&partitioned.sql()],
+        )
+        .await
+        .map_err(|e| Error::db("reading the partition bounds", e))?
+        .into_iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect())
+}
+
 pub async fn partition_fit_predicate(
     client: &impl tokio_postgres::GenericClient,
     partitioned: &QualifiedName,

@@ -153,6 +153,9 @@ CREATE TABLE IF NOT EXISTS pgrepart.ranges (
     hi bigint,
     lo_text text[],
     hi_text text[],
+    -- Where the copy of a range copied in pieces stands (the next piece's start); NULL: at its
+    -- start, or done.
+    copied_to text[],
     done boolean NOT NULL DEFAULT false,
     rows_copied bigint NOT NULL DEFAULT 0,
     finished_at timestamptz,
@@ -421,7 +424,8 @@ CREATE TABLE IF NOT EXISTS pgrepart.reverse_conflicts (
 );
 ALTER TABLE pgrepart.ranges
     ADD COLUMN IF NOT EXISTS lo_text text[],
-    ADD COLUMN IF NOT EXISTS hi_text text[];
+    ADD COLUMN IF NOT EXISTS hi_text text[],
+    ADD COLUMN IF NOT EXISTS copied_to text[];
 ";
 
 pub async fn ensure_schema(client: &impl GenericClient) -> Result<()> {
@@ -907,11 +911,19 @@ fn array_literal(values: &[String]) -> String {
     format!("{{{}}}", quoted.join(","))
 }
 
-/// (range, done) in range order. Ranges recorded by an older pgrepart have integer bounds only.
-pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(Bounds, bool)>> {
+/// A recorded range: its bounds, whether it is copied, and where a copy in pieces stands.
+#[derive(Debug, Clone)]
+pub struct SavedRange {
+    pub bounds: Bounds,
+    pub done: bool,
+    pub copied_to: Option<Vec<String>>,
+}
+
+/// The ranges in range order. Ranges recorded by an older pgrepart have integer bounds only.
+pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<SavedRange>> {
     let rows = client
         .query(
-            "SELECT lo, hi, lo_text, hi_text, done FROM pgrepart.ranges WHERE migration_id = $1 ORDER BY range_no",
+            "SELECT lo, hi, lo_text, hi_text, done, copied_to FROM pgrepart.ranges WHERE migration_id = $1 ORDER BY range_no",
             &[&id],
         )
         .await
@@ -922,13 +934,14 @@ pub async fn ranges(client: &impl GenericClient, id: i64) -> Result<Vec<(Bounds,
             let bound = |int: Option<i64>, text: Option<Vec<String>>| {
                 text.or_else(|| int.map(|v| vec![v.to_string()]))
             };
-            (
-                Bounds {
+            SavedRange {
+                bounds: Bounds {
                     lo: bound(r.get(0), r.get(2)),
                     hi: bound(r.get(1), r.get(3)),
                 },
-                r.get(4),
-            )
+                done: r.get(4),
+                copied_to: r.get(5),
+            }
         })
         .collect())
 }
@@ -961,22 +974,37 @@ pub async fn exported_snapshot(client: &impl GenericClient, id: i64) -> Result<O
     Ok(row.get(0))
 }
 
-/// Marks a copied range done, in the copy's own transaction; false when it was already done
-/// (the caller then rolls the copy back).
-pub async fn mark_range_done(
-    client: &impl GenericClient,
-    id: i64,
-    range_no: usize,
-    rows: u64,
-) -> Result<bool> {
-    // Only an undone range: a copy of a range that another attempt finished meanwhile (its
-    // commit still in flight when that attempt was stopped) finds 0 rows here, after waiting
-    // for that commit on the row's lock, and rolls its own copy back.
+/// A piece of a range copied: the range's copy stood at `from` (`copied_to`, `None`: its start)
+/// and now stands at `to` (`None`: its end, the range is done).
+pub struct RangeMark<'a> {
+    pub id: i64,
+    pub range_no: usize,
+    pub from: Option<&'a Vec<String>>,
+    pub to: Option<&'a Vec<String>>,
+    pub rows: u64,
+}
+
+/// Records a copied piece of a range (the whole range, or the last piece: done), in the copy's
+/// own transaction; false when the range's copy no longer stands where the piece began (the
+/// caller then rolls the copy back).
+pub async fn mark_range_copied(client: &impl GenericClient, mark: &RangeMark<'_>) -> Result<bool> {
+    // Only a range whose copy stands where this piece began: a copy that another attempt made
+    // meanwhile (its commit still in flight when that attempt was stopped) finds 0 rows here,
+    // after waiting for that commit on the row's lock, and rolls its own copy back.
     let marked = client
         .execute(
-            "UPDATE pgrepart.ranges SET done = true, rows_copied = $3, finished_at = now() \
-             WHERE migration_id = $1 AND range_no = $2 AND NOT done",
-            &[&id, &(range_no as i32), &(rows as i64)],
+            "UPDATE pgrepart.ranges SET done = $4::text[] IS NULL, copied_to = $4::text[], \
+             rows_copied = rows_copied + $3, \
+             finished_at = CASE WHEN $4::text[] IS NULL THEN now() END \
+             WHERE migration_id = $1 AND range_no = $2 AND NOT done \
+             AND copied_to IS NOT DISTINCT FROM $5::text[]",
+            &[
+                &mark.id,
+                &(mark.range_no as i32),
+                &(mark.rows as i64),
+                &mark.to,
+                &mark.from,
+            ],
         )
         .await
         .map_err(|e| Error::db("recording a copied range", e))?;
