@@ -110,6 +110,19 @@ impl Backends {
 pub struct Work<'a> {
     pub plans: &'a [IndexPlan],
     pub primary_key: Option<&'a str>,
+    /// The source runs a workload (the governor paced the copy): one session, no parallel
+    /// workers, and after each partition's builds a pause as long as they took.
+    pub gentle: bool,
+}
+
+/// The sessions that build the indexes of `partitions` partitions with `jobs` allowed (pure):
+/// one when `gentle`.
+pub fn build_sessions(jobs: usize, partitions: usize, gentle: bool) -> usize {
+    if gentle {
+        partitions.min(1)
+    } else {
+        jobs.max(1).min(partitions)
+    }
 }
 
 /// Builds `work` on `target` and its partitions; returns when every index is valid. The sessions
@@ -152,7 +165,11 @@ async fn build_locked(
     work: Work<'_>,
     backends: &Backends,
 ) -> Result<()> {
-    let Work { plans, primary_key } = work;
+    let Work {
+        plans,
+        primary_key,
+        gentle,
+    } = work;
     let partitions = partitions_largest_first(control, target).await?;
     let splits: Option<Vec<(String, String)>> =
         plans.iter().map(|p| split_plan(&p.sql, target)).collect();
@@ -188,12 +205,18 @@ async fn build_locked(
     let queue = Arc::new(Mutex::new(VecDeque::from(partitions)));
     let work = Arc::new((plans.to_vec(), splits, primary_key.map(str::to_string)));
     let mut workers = tokio::task::JoinSet::new();
-    let sessions = jobs.max(1).min(queue.lock().expect("index queue").len());
+    let sessions = build_sessions(jobs, queue.lock().expect("index queue").len(), gentle);
     tracing::info!(
         indexes = plans.len(),
         primary_key = primary_key.is_some(),
         sessions,
-        "building indexes per partition"
+        gentle,
+        "building indexes per partition{}",
+        if gentle {
+            ", one at a time with a pause as long as each (the source runs a workload)"
+        } else {
+            ""
+        }
     );
     for _ in 0..sessions {
         let (queue, work, config) = (queue.clone(), work.clone(), config.clone());
@@ -210,9 +233,9 @@ async fn build_locked(
                     .await
                     .map_err(|e| Error::db("waiting at test fault point index-build-waits", e))?;
             }
-            if sessions > 1 {
+            if sessions > 1 || gentle {
                 // The sessions already use the cores: parallel workers of their own would
-                // only contend with the other builds.
+                // only contend with the other builds (or with the application).
                 session
                     .batch_execute("SET max_parallel_maintenance_workers = 0")
                     .await
@@ -222,6 +245,7 @@ async fn build_locked(
             loop {
                 let next = queue.lock().expect("index queue").pop_front();
                 let Some(partition) = next else { break };
+                let started = std::time::Instant::now();
                 if let Some(key) = &work.2 {
                     add_partition_key(&session, &partition, key).await?;
                 }
@@ -233,6 +257,10 @@ async fn build_locked(
                         .await
                         .map_err(|e| build_error(plan, e))?;
                     built.push((i, new_index(&session, &partition, &before).await?));
+                }
+                if gentle {
+                    // The application's queue drains before the next partition's burst.
+                    tokio::time::sleep(started.elapsed()).await;
                 }
             }
             Ok::<_, Error>(built)
@@ -379,6 +407,15 @@ async fn new_index(session: &Client, table: &str, before: &[u32]) -> Result<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_copy_builds_its_indexes_on_one_session() {
+        assert_eq!(build_sessions(4, 8, false), 4);
+        assert_eq!(build_sessions(4, 2, false), 2);
+        assert_eq!(build_sessions(0, 8, false), 1);
+        assert_eq!(build_sessions(4, 8, true), 1);
+        assert_eq!(build_sessions(4, 0, true), 0);
+    }
 
     #[test]
     fn plans_split_around_the_target_name() {

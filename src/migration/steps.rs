@@ -36,6 +36,7 @@ pub async fn finish_copy(
     m: &Migration,
     backends: &copy::indexes::Backends,
     key: KeyBuilt,
+    gentle: bool,
 ) -> Result<()> {
     // The control session builds the parent's indexes and runs the ANALYZE.
     backends.register(control).await?;
@@ -57,6 +58,7 @@ pub async fn finish_copy(
             copy::indexes::Work {
                 plans: &plans,
                 primary_key: primary_key.as_deref(),
+                gentle,
             },
             backends,
         )
@@ -76,6 +78,15 @@ pub async fn finish_copy(
         .await
         .map_err(|e| Error::db("starting the index build", e))?;
     if matches!(prep.target, Target::Generate { .. }) {
+        if gentle {
+            // The cost-based delay of autovacuum's ANALYZE (2 ms after every 200 pages'
+            // worth): a manual ANALYZE has none and takes a core for as long as it reads.
+            tx.batch_execute(
+                "SET LOCAL vacuum_cost_delay = '2ms'; SET LOCAL vacuum_cost_limit = 200",
+            )
+            .await
+            .map_err(|e| Error::db("pacing the new table's ANALYZE", e))?;
+        }
         tx.batch_execute(&format!("ANALYZE {}", m.target.sql()))
             .await
             .map_err(|e| Error::db("analyzing the new table", e))?;

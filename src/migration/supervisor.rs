@@ -617,8 +617,11 @@ impl<'a> Supervisor<'a> {
             pending: self.key_pending,
             applier: self.done_tx.clone(),
         };
+        // A copy that was paced (the governor, or --max-copy-rate) has its index builds and
+        // ANALYZE paced too: unpaced they take the cores for a second or more at once.
+        let gentle = self.limit.get().is_some();
         let finished = tokio::select! {
-            r = steps::finish_copy(&mut self.control, prep, &self.info, &self.migration, &backends, built) => Some(r),
+            r = steps::finish_copy(&mut self.control, prep, &self.info, &self.migration, &backends, built, gentle) => Some(r),
             _ = interrupted.wait_for(|i| *i) => None,
         };
         match finished {
