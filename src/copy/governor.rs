@@ -1476,6 +1476,9 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             if plan.reason.over_a_ceiling() && plan.copy != limit {
                 model.note_cut();
             }
+            if matches!(decision(limit, plan.copy), Decision::RaisedTo(_)) {
+                model.note_raise();
+            }
             g.copy_limit.set(plan.copy);
             set_reason(reason);
             // During the copy the apply is paced only once the copy is at its floor: before
