@@ -46,8 +46,8 @@ use super::CopyProgress;
 use crate::error::{Error, Result};
 
 use super::objective::{
-    Backlog, Ceilings, FAST_WEIGHT, LatencyOf, Model, Reading, Reason, sessions_ms, smoothed,
-    smoothed_by, waits_for_work,
+    Backlog, Ceilings, FAST_WEIGHT, LatencyOf, Model, Pool, Reading, Reason, pool_ceiling,
+    sessions_ms, smoothed, smoothed_by, waits_for_work,
 };
 pub use super::objective::{MIN_RATE, MIN_WORKLOAD_XACTS, SLACK_MS, START_RATE, UNLIMITED_ABOVE};
 
@@ -1219,6 +1219,12 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
     // An application whose sessions waited for work without the migration queues on its side
     // what the source does not serve in time.
     let waits = waits_for_work(at.busy, at.sessions);
+    // The share of its sessions it kept busy without the migration.
+    let pool_reference = at
+        .busy
+        .zip(at.sessions)
+        .filter(|&(_, n)| n >= 1.0)
+        .map(|(b, n)| b / n);
     let mut backlog = Backlog::new(at.rate(rate_source));
     let ceilings = Ceilings {
         max_impact: g.max_impact,
@@ -1403,6 +1409,15 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
         };
         // This second's transaction time, from the raw rate: an open loop's queue shows at once.
         let sessions_now = busy.mean().and_then(|b| sessions_ms(b, others));
+        // This second's share of busy sessions, unsmoothed: the clients' queue forms within a
+        // second once most of them are busy.
+        let pool_now = match (waits, busy.mean(), busy.sessions(), pool_reference) {
+            (true, Some(b), Some(n), Some(r)) if n >= 1.0 => Some(Pool {
+                busy: b / n,
+                ceiling: pool_ceiling(r),
+            }),
+            _ => None,
+        };
         if waits {
             backlog.add(others, secs);
         }
@@ -1421,6 +1436,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
             replica_lag_s: replica,
             backlog_ms: backlog.ms(),
             backlog_reference_ms: sessions_ref.unwrap_or(controller.baseline_ms()),
+            pool: pool_now,
         };
         let reading = if crate::fault::enabled(SLOW_SOURCE_FAULT) {
             probe_reading
@@ -1623,6 +1639,7 @@ async fn govern(base: Baseline, g: &Governed, mut stop: watch::Receiver<bool>) -
                 replica_lag_s: None,
                 backlog_ms: 0.0,
                 backlog_reference_ms: 0.0,
+                pool: None,
             };
             // Clients that held a queue when the migration was held work it off meanwhile: their
             // sessions stay busy, which is theirs, not the walsender's share (a floor of 77% was
@@ -1795,6 +1812,7 @@ mod tests {
             replica_lag_s: None,
             backlog_ms: 0.0,
             backlog_reference_ms: 0.0,
+            pool: None,
         }
     }
 
@@ -1832,6 +1850,7 @@ mod tests {
             replica_lag_s: Some(40.0),
             backlog_ms: 0.0,
             backlog_reference_ms: 0.0,
+            pool: None,
             ..idle
         };
         let ceilings = Ceilings {
