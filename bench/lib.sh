@@ -52,7 +52,8 @@ start_cluster() {
     log "PostgreSQL $MAJOR on 127.0.0.1:$PORT ($DIR), $ROWS rows"
     as_pg "$BIN/initdb" -D "$DIR/data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
     local settings="-c wal_level=logical -c max_wal_size=8GB -c shared_buffers=1GB -c checkpoint_timeout=30min \
- -c maintenance_work_mem=256MB -c max_replication_slots=20 -c max_wal_senders=20 -c wal_sender_timeout=10min $*"
+ -c maintenance_work_mem=256MB -c max_replication_slots=20 -c max_wal_senders=20 -c wal_sender_timeout=10min \
+ -c log_autovacuum_min_duration=0 -c log_checkpoints=on $*"
     as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w -t 120 \
         -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 $settings" start >/dev/null
 }

@@ -147,6 +147,8 @@ tpcb_window() {
     if [ -n "${TPCB_LOGS:-}" ]; then
         cp "$DIR/tpcb.$name.out" "$TPCB_LOGS/$db.client"
         echo "$W_FROM $W_TO" >"$TPCB_LOGS/$db.window"
+        # The server's log so far (autovacuum and checkpoints are logged), for what else ran.
+        cp "$DIR/log" "$TPCB_LOGS/server.log"
     fi
     drop_db "$db"
 }
