@@ -177,6 +177,19 @@ pub async fn plan_ranges(
     )
 }
 
+/// The key columns of a table aliased `t` as text (`k0`, `k1`, ...: what a bound holds) and in
+/// the key's order, qualified (a bare name would be the text output column), so under their
+/// types' order and their collations: the order ranges are cut in and `Bounds::where_sql` compares.
+fn key_text_and_order(key: &[ranges::KeyColumn]) -> (Vec<String>, Vec<String>) {
+    let texts = key
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{}::text AS k{i}", c.name_sql))
+        .collect();
+    let order = key.iter().map(|c| format!("t.{}", c.name_sql)).collect();
+    (texts, order)
+}
+
 /// [`plan_ranges`], with the sample's share of each range.
 pub async fn plan_ranges_sampled(
     session: &Client,
@@ -198,12 +211,7 @@ pub async fn plan_ranges_sampled(
     // Ordered by the table's columns (qualified: a bare name would be the text output column),
     // so under their types' order and their collations. With each row's stored size (a whole
     // row's TOASTed values count compressed), so that ranges are cut on rows and bytes together.
-    let texts: Vec<String> = key
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("t.{}::text AS k{i}", c.name_sql))
-        .collect();
-    let order: Vec<String> = key.iter().map(|c| format!("t.{}", c.name_sql)).collect();
+    let (texts, order) = key_text_and_order(key);
     let sample = ranges::tablesample(estimated_rows, want).unwrap_or_default();
     let sql = format!(
         "SELECT {}, pg_column_size(t.*)::bigint AS size FROM {} AS t {sample} ORDER BY {}",
@@ -423,17 +431,7 @@ async fn piece_end(
     rest: &Bounds,
     rows: u64,
 ) -> Result<Option<ranges::Bound>> {
-    let texts: Vec<String> = job
-        .key
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("t.{}::text AS k{i}", c.name_sql))
-        .collect();
-    let order: Vec<String> = job
-        .key
-        .iter()
-        .map(|c| format!("t.{}", c.name_sql))
-        .collect();
+    let (texts, order) = key_text_and_order(&job.key);
     let filter = rest
         .where_sql(&job.key)
         .map(|w| format!(" WHERE {w}"))
