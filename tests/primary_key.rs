@@ -132,6 +132,12 @@ async fn a_key_built_after_the_copy_applies_nothing_before_it_and_loses_nothing(
             "PostgreSQL {major}: {}",
             output_text(&out)
         );
+        // A copy under --max-copy-rate: its index builds go gently too.
+        assert!(
+            output_text(&out).contains("one at a time with a pause as long as each"),
+            "PostgreSQL {major}: {}",
+            output_text(&out)
+        );
         compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
         assert_keys_attached(&client, &format!("PostgreSQL {major}")).await;
         inspect::assert_no_slot_or_publication(&client).await;
