@@ -150,29 +150,40 @@ async fn a_run_killed_during_the_copy_resumes_and_finishes() {
             "finished ranges were lost by the crash: {after_kill}"
         );
 
-        let second = spawn(&args);
-        let out = second.wait_within(DEADLINE).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "the resumed run failed on PostgreSQL {major}: {}",
-            output_text(&out)
-        );
-        assert!(
-            stderr.contains("resuming"),
-            "the rerun did not say it resumed: {stderr}"
-        );
-        writers.wait_for_more_ops(200, DEADLINE).await;
-        let report = writers.stop().await;
-        eprintln!("PostgreSQL {major}: {}", report.summary());
-        report.assert_no_anomalies("the writers' check");
-        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
-        check_partitioned_and_clean(&client).await;
+        rerun_to_the_end(&args, "resuming", &client, writers, major).await;
         eprintln!(
             "PostgreSQL {major}: kill -9 during the copy, resumed, passed in {:.1} s",
             started.elapsed().as_secs_f64()
         );
     }
+}
+
+/// The rerun `args` to its end after a kill: it succeeds and its log says `says`; then, with the
+/// writers stopped, their check, the table compared row by row, and nothing left behind.
+async fn rerun_to_the_end(
+    args: &[String],
+    says: &str,
+    client: &tokio_postgres::Client,
+    writers: Writers,
+    major: u32,
+) {
+    let out = spawn(args).wait_within(DEADLINE).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the resumed run failed on PostgreSQL {major}: {}",
+        output_text(&out)
+    );
+    assert!(
+        stderr.contains(says),
+        "the rerun's log does not say {says:?}: {stderr}"
+    );
+    writers.wait_for_more_ops(200, DEADLINE).await;
+    let report = writers.stop().await;
+    eprintln!("PostgreSQL {major}: {}", report.summary());
+    report.assert_no_anomalies("the writers' check");
+    compare::assert_table_matches(client, "orders_flat", &report.rows).await;
+    check_partitioned_and_clean(client).await;
 }
 
 /// Ranges whose copy stands part way (`copied_to` set, not done).
@@ -244,24 +255,15 @@ async fn a_paced_copy_commits_its_ranges_in_pieces_and_a_rerun_goes_on_from_the_
         writers.wait_for_more_ops(200, DEADLINE).await;
         wait_not_running(&url, DEADLINE).await;
         // The rerun, unpaced, goes on where the pieces stopped.
-        let second = spawn(&seed_run_args(&url, &["--cutover", "auto", "--jobs", "2"]));
-        let out = second.wait_within(DEADLINE).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "the resumed run failed on PostgreSQL {major}: {}",
-            output_text(&out)
-        );
-        assert!(
-            stderr.contains("going on from its last piece"),
-            "the rerun did not go on from a range's last piece: {stderr}"
-        );
-        writers.wait_for_more_ops(200, DEADLINE).await;
-        let report = writers.stop().await;
-        eprintln!("PostgreSQL {major}: {}", report.summary());
-        report.assert_no_anomalies("the writers' check");
-        compare::assert_table_matches(&client, "orders_flat", &report.rows).await;
-        check_partitioned_and_clean(&client).await;
+        let unpaced = seed_run_args(&url, &["--cutover", "auto", "--jobs", "2"]);
+        rerun_to_the_end(
+            &unpaced,
+            "going on from its last piece",
+            &client,
+            writers,
+            major,
+        )
+        .await;
         eprintln!(
             "PostgreSQL {major}: a paced copy killed part way through a range, resumed, passed in {:.1} s",
             started.elapsed().as_secs_f64()

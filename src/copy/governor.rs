@@ -1850,7 +1850,6 @@ mod tests {
             replica_lag_s: Some(40.0),
             backlog_ms: 0.0,
             backlog_reference_ms: 0.0,
-            pool: None,
             ..idle
         };
         let ceilings = Ceilings {

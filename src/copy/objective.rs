@@ -838,7 +838,6 @@ mod tests {
         let r = Reading {
             backlog_ms: 150.0,
             backlog_reference_ms: 2.0,
-            pool: None,
             ..reading(1.1, 590.0)
         };
         assert!((r.excess() - 75.0).abs() < 1e-9);
@@ -865,7 +864,6 @@ mod tests {
         let none = Reading {
             backlog_ms: 150.0,
             backlog_reference_ms: 0.0,
-            pool: None,
             ..reading(1.0, 600.0)
         };
         assert_eq!(none.backlog_excess(), 0.0);
@@ -1067,7 +1065,6 @@ mod tests {
             replica_lag_s: Some(20.0),
             backlog_ms: 0.0,
             backlog_reference_ms: 0.0,
-            pool: None,
             ..reading(1.0, 600.0)
         };
         let ceilings = Ceilings {
